@@ -1,0 +1,51 @@
+# Every target bootstraps .venv from the pinned requirements; nothing needs to be installed by hand but Python 3.11.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+INVENTORY ?= inventories/production
+
+.PHONY: venv demo test test-fast lint bench soak provision lab-up lab-down clean
+
+$(STAMP): requirements.txt requirements-dev.txt worker/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e worker
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The simulator plus the bot in dry run, on loopback, no credentials.
+demo: $(STAMP)
+	$(PY) -m copier.demo
+
+# polysim runs asyncio and the copier runs gevent: separate pytest processes keep them from patching each other.
+test: $(STAMP)
+	$(PY) -m pytest -q tests/polysim
+	$(PY) -m pytest -q tests/copier tests/e2e
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest -q tests/ansible
+
+lint: $(STAMP)
+	$(VENV)/bin/ansible-playbook -i inventories/lab ansible/site.yml --syntax-check
+	cd ansible && ../$(VENV)/bin/ansible-lint --profile production site.yml
+
+bench: $(STAMP)
+	$(PY) -m copier.bench
+
+soak: $(STAMP)
+	$(PY) -m copier.soak $(if $(DURATION),--duration $(DURATION),)
+
+provision: $(STAMP)
+	ansible/bin/provision $(INVENTORY)
+
+lab-up: $(STAMP)
+	ansible/lab/lab-up
+
+lab-down:
+	ansible/lab/lab-down
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,3 @@
+from copier.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,324 @@
+"""One frozen, typed configuration, validated once at start-up.
+
+The YAML has exactly the PRD section-11 shape (copy, sizing, execution) plus the sections an operator needs
+(risk, markets, feeds, endpoints, account, telemetry, store). Secrets never come from the YAML: they are read from
+the environment into `Secrets`, whose repr hides them. Every problem raises ConfigError with one line naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import stat
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from copier.errors import ConfigError
+
+_HEX_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+@dataclass(frozen=True)
+class CopyConfig:
+    source_wallet: str = "0x1d0034134e339a309700ff2d34e99fa2d48b0313"
+    copy_mode: str = "intent_net"             # intent_net | fill_by_fill
+    coalesce_ms: int = 300                    # quiet time that closes a trailing batch
+    max_hold_ms: int = 2000                   # a trailing batch is released at the latest this long after its first fill
+    net_opposite_trades: bool = True
+    max_signal_age_s: float = 30.0            # older source fills (e.g. gap-filled after a long outage) are not copied
+
+
+@dataclass(frozen=True)
+class SizingConfig:
+    mode: str = "capped_proportional"         # fixed | proportional | capped_proportional
+    size_multiplier: float = 1.0
+    fixed_notional_usd: float = 5.0           # per intent, for mode=fixed
+    min_order_notional_usd: float = 1.0
+    max_notional_per_order_usd: float = 25.0
+    max_notional_per_market_usd: float = 150.0
+    max_total_notional_per_15m_window_usd: float = 400.0
+    size_tolerance: float = 0.05              # burst acceptance: |our net - intended net| / intended net
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    order_type: str = "marketable_limit"      # marketable_limit (FAK with a price cap)
+    max_slippage_bps: int = 120
+    near_expiry_cutoff_seconds: float = 25.0
+    dry_run: bool = True
+    max_post_attempts: int = 4                # same signed bytes each time
+    post_timeout_s: float = 2.0
+    retry_backoff_s: float = 0.05
+    max_retry_after_s: float = 5.0            # longer Retry-After: give up on that order (the signal goes stale)
+    executor_concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    max_daily_notional_usd: float = 2000.0    # UTC day, filled + in flight
+    breaker_window_s: float = 60.0
+    breaker_max_error_rate: float = 0.5       # failed / submitted orders in the window
+    breaker_min_orders: int = 6               # no verdict on fewer orders than this
+    breaker_max_p95_ms: float = 800.0         # ingest -> submit p95 in the window
+
+
+@dataclass(frozen=True)
+class MarketsConfig:
+    slug_prefixes: tuple[str, ...] = ("btc-updown-15m", "eth-updown-15m", "sol-updown-15m", "xrp-updown-15m")
+    window_seconds: int = 900
+    warm_windows_ahead: int = 1               # warm the current window and this many next ones
+    refresh_s: float = 20.0
+    only_listed: bool = False                 # True: ignore fills on markets outside slug_prefixes
+
+
+@dataclass(frozen=True)
+class FeedsConfig:
+    rtds_standby: bool = True                 # a hot-standby second RTDS socket
+    ping_interval_s: float = 5.0
+    data_watchdog_s: float = 15.0             # reconnect a socket silent this long
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 5.0
+    gap_fill: bool = True
+    gap_fill_page_limit: int = 500
+    gap_fill_overlap_s: float = 10.0          # re-read this much before the durable cursor
+    use_chain_logs: bool = False
+    use_mempool: bool = False
+    mempool_may_trigger: bool = True          # unconfirmed mempool fills may trigger the leading order
+
+
+@dataclass(frozen=True)
+class EndpointsConfig:
+    clob: str = "https://clob.polymarket.com"
+    rtds_ws: str = "wss://ws-live-data.polymarket.com"
+    market_ws: str = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
+    user_ws: str = "wss://ws-subscriptions-clob.polymarket.com/ws/user"
+    data_api: str = "https://data-api.polymarket.com"
+    gamma: str = "https://gamma-api.polymarket.com"
+    polygon_ws: str = ""
+    chain_id: int = 137
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    signature_type: int = 0                   # 0 EOA, 1 POLY_PROXY, 2 POLY_GNOSIS_SAFE, 3 POLY_1271 (deposit wallet)
+    funder: str = ""                          # address holding the funds; empty = the signer's address
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    statsd_host: str = "127.0.0.1"
+    statsd_port: int = 8125
+    statsd_prefix: str = "copier"
+    log_level: str = "INFO"
+    ntp_server: str = "127.0.0.1"
+    ntp_check_interval_s: float = 600.0
+    max_clock_offset_ms: float = 100.0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "var/copier.sqlite"
+
+
+@dataclass(frozen=True)
+class Config:
+    copy: CopyConfig = field(default_factory=CopyConfig)
+    sizing: SizingConfig = field(default_factory=SizingConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    markets: MarketsConfig = field(default_factory=MarketsConfig)
+    feeds: FeedsConfig = field(default_factory=FeedsConfig)
+    endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
+    account: AccountConfig = field(default_factory=AccountConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Read from the environment only. repr() never shows a value."""
+    private_key: str = field(default="", repr=False)
+    api_key: str = field(default="", repr=False)
+    api_secret: str = field(default="", repr=False)
+    api_passphrase: str = field(default="", repr=False)
+    sentry_dsn: str = field(default="", repr=False)
+
+    def values(self) -> tuple[str, ...]:
+        """Every non-empty secret, for scrubbing logs, metrics and alerts."""
+        return tuple(v for v in (self.private_key, self.api_key, self.api_secret, self.api_passphrase) if v)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading
+
+
+def _build(cls, data, path: str):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(f"{where}: unknown key (allowed: {', '.join(sorted(names))})")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        where = f"{path}.{f.name}" if path else f.name
+        values[f.name] = _coerce(hints[f.name], data[f.name], where)
+    return cls(**values)
+
+
+def _coerce(tp, value, where: str):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - a programming error
+
+
+def _require(cond: bool, where: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{where}: {message}")
+
+
+def _validate(cfg: Config) -> None:
+    c, s, e, r, t = cfg.copy, cfg.sizing, cfg.execution, cfg.risk, cfg.telemetry
+    _require(bool(_HEX_ADDRESS.match(c.source_wallet)), "copy.source_wallet", "must be a 0x-prefixed 40-hex-digit address")
+    _require(c.copy_mode in ("intent_net", "fill_by_fill"), "copy.copy_mode", "must be intent_net or fill_by_fill")
+    _require(0 < c.coalesce_ms <= 5000, "copy.coalesce_ms", "must be in (0, 5000]")
+    _require(c.coalesce_ms <= c.max_hold_ms <= 10000, "copy.max_hold_ms", "must be >= coalesce_ms and <= 10000")
+    _require(c.max_signal_age_s > 0, "copy.max_signal_age_s", "must be > 0")
+    _require(s.mode in ("fixed", "proportional", "capped_proportional"), "sizing.mode",
+             "must be fixed, proportional or capped_proportional")
+    _require(s.size_multiplier > 0, "sizing.size_multiplier", "must be > 0")
+    _require(s.fixed_notional_usd > 0, "sizing.fixed_notional_usd", "must be > 0")
+    _require(s.min_order_notional_usd >= 0, "sizing.min_order_notional_usd", "must be >= 0")
+    _require(s.max_notional_per_order_usd > 0, "sizing.max_notional_per_order_usd", "must be > 0")
+    _require(s.min_order_notional_usd <= s.max_notional_per_order_usd, "sizing.min_order_notional_usd",
+             "must not exceed sizing.max_notional_per_order_usd")
+    _require(s.max_notional_per_market_usd >= s.max_notional_per_order_usd, "sizing.max_notional_per_market_usd",
+             "must be >= sizing.max_notional_per_order_usd")
+    _require(s.max_total_notional_per_15m_window_usd >= s.max_notional_per_order_usd,
+             "sizing.max_total_notional_per_15m_window_usd", "must be >= sizing.max_notional_per_order_usd")
+    _require(0 <= s.size_tolerance < 1, "sizing.size_tolerance", "must be in [0, 1)")
+    _require(e.order_type == "marketable_limit", "execution.order_type", "only marketable_limit is supported")
+    _require(0 <= e.max_slippage_bps <= 5000, "execution.max_slippage_bps", "must be in [0, 5000]")
+    _require(e.near_expiry_cutoff_seconds >= 0, "execution.near_expiry_cutoff_seconds", "must be >= 0")
+    _require(1 <= e.max_post_attempts <= 10, "execution.max_post_attempts", "must be in [1, 10]")
+    _require(e.post_timeout_s > 0, "execution.post_timeout_s", "must be > 0")
+    _require(1 <= e.executor_concurrency <= 64, "execution.executor_concurrency", "must be in [1, 64]")
+    _require(r.max_daily_notional_usd >= s.max_notional_per_order_usd, "risk.max_daily_notional_usd",
+             "must be >= sizing.max_notional_per_order_usd")
+    _require(0 < r.breaker_max_error_rate <= 1, "risk.breaker_max_error_rate", "must be in (0, 1]")
+    _require(cfg.markets.window_seconds > 0, "markets.window_seconds", "must be > 0")
+    _require(cfg.account.signature_type in (0, 1, 2, 3), "account.signature_type", "must be 0, 1, 2 or 3")
+    _require(cfg.account.funder == "" or bool(_HEX_ADDRESS.match(cfg.account.funder)), "account.funder",
+             "must be empty or a 0x address")
+    _require(cfg.account.signature_type in (0,) or cfg.account.funder != "", "account.funder",
+             "is required for signature types 1, 2 and 3 (the proxy, safe or deposit wallet address)")
+    _require(t.log_level in ("DEBUG", "INFO", "WARNING", "ERROR"), "telemetry.log_level",
+             "must be DEBUG, INFO, WARNING or ERROR")
+    _require(0 < t.statsd_port < 65536, "telemetry.statsd_port", "must be a port number")
+    for name in ("clob", "data_api", "gamma"):
+        url = getattr(cfg.endpoints, name)
+        _require(url.startswith(("http://", "https://")), f"endpoints.{name}", "must be an http(s) URL")
+    for name in ("rtds_ws", "market_ws", "user_ws"):
+        url = getattr(cfg.endpoints, name)
+        _require(url.startswith(("ws://", "wss://")), f"endpoints.{name}", "must be a ws(s) URL")
+    _require(cfg.endpoints.polygon_ws == "" or cfg.endpoints.polygon_ws.startswith(("ws://", "wss://")),
+             "endpoints.polygon_ws", "must be empty or a ws(s) URL")
+    _require(not (cfg.feeds.use_chain_logs or cfg.feeds.use_mempool) or cfg.endpoints.polygon_ws != "",
+             "endpoints.polygon_ws", "is required when feeds.use_chain_logs or feeds.use_mempool is true")
+    _require(bool(cfg.store.path), "store.path", "must not be empty")
+
+
+def parse_config(data) -> Config:
+    cfg = _build(Config, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {p}{where}: not valid YAML") from None
+    return parse_config(data)
+
+
+ENV_NAMES = {
+    "private_key": "POLY_PRIVATE_KEY",
+    "api_key": "POLY_API_KEY",
+    "api_secret": "POLY_API_SECRET",
+    "api_passphrase": "POLY_API_PASSPHRASE",
+    "sentry_dsn": "SENTRY_DSN",
+}
+
+
+def load_secrets(cfg: Config, environ=os.environ, env_file: str | None = None) -> Secrets:
+    """Secrets from the environment, optionally from a KEY=VALUE env file that must not be group/world-readable."""
+    values = {}
+    if env_file:
+        values.update(_read_env_file(env_file))
+    values.update({k: v for k, v in environ.items() if k in ENV_NAMES.values()})
+    secrets = Secrets(**{attr: values.get(env, "").strip() for attr, env in ENV_NAMES.items()})
+    if not cfg.execution.dry_run:
+        _require(bool(secrets.private_key), "POLY_PRIVATE_KEY", "must be set in the environment when execution.dry_run is false")
+        _require(bool(re.match(r"^(0x)?[0-9a-fA-F]{64}$", secrets.private_key)), "POLY_PRIVATE_KEY",
+                 "must be 32 bytes of hex")
+    creds = (secrets.api_key, secrets.api_secret, secrets.api_passphrase)
+    _require(all(creds) or not any(creds), "POLY_API_KEY",
+             "POLY_API_KEY, POLY_API_SECRET and POLY_API_PASSPHRASE must be set together (or none, to derive them)")
+    return secrets
+
+
+def _read_env_file(path: str) -> dict[str, str]:
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"env file {p}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"env file {p}: mode {stat.S_IMODE(mode):04o} is group/world-accessible; chmod 600 it")
+    out = {}
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            raise ConfigError(f"env file {p} line {n}: expected KEY=VALUE")
+        key, _, value = line.partition("=")
+        out[key.strip()] = value.strip().strip('"').strip("'")
+    return out

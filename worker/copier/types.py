@@ -1,0 +1,179 @@
+"""Immutable domain messages passed between pipeline stages. Imports nothing internal.
+
+Prices are pUSD per share in [0, 1]; sizes are shares; notionals are pUSD (USD).
+Wall-clock instants are epoch seconds (float) or epoch nanoseconds (int, suffix _ns).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Side(str, Enum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+    @property
+    def opposite(self) -> "Side":
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class Feed(str, Enum):
+    """Where a source fill was seen first."""
+    RTDS_TRADES = "rtds.trades"
+    RTDS_MATCHED = "rtds.orders_matched"
+    DATA_API = "data_api"
+    CHAIN_LOGS = "chain.logs"
+    MEMPOOL = "chain.mempool"
+    REPLAY = "replay"
+
+
+def fmt_num(x: float) -> str:
+    """Canonical text of a wire number for identity keys: 2.70 and 2.7 are the same fill."""
+    return f"{float(x):.8f}".rstrip("0").rstrip(".")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFill:
+    """One fill of the source wallet, normalised from any feed."""
+    tx_hash: str            # lowercase 0x…
+    asset: str              # CLOB token id (decimal string) or position id
+    condition_id: str       # lowercase 0x…
+    outcome: str            # "Up", "Down", "Yes", …
+    outcome_index: int      # 999 = unlabeled (RTDS sentinel)
+    side: Side              # from the source wallet's perspective
+    price: float
+    size: float
+    match_ts: float         # source match (block/RTDS payload) time, epoch s; whole seconds on RTDS
+    recv_ns: int            # our receive time, epoch ns
+    feed: str               # Feed value
+    wallet: str = ""        # lowercase proxy wallet
+    event_slug: str = ""
+    slug: str = ""
+    occurrence: int = 0     # ordinal among fills with the same content_key (set by dedupe)
+    confirmed: bool = True  # False for mempool fills not yet seen in a block
+
+    @property
+    def content_key(self) -> str:
+        return f"{self.tx_hash}:{self.asset}:{self.side.value}:{fmt_num(self.price)}:{fmt_num(self.size)}"
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.content_key}:{self.occurrence}"
+
+    @property
+    def notional(self) -> float:
+        return self.price * self.size
+
+
+@dataclass(frozen=True, slots=True)
+class MarketMeta:
+    """Everything needed to size, price and sign an order on one market, known before the trade arrives."""
+    condition_id: str
+    token_ids: tuple[str, ...]      # index = outcome index
+    outcomes: tuple[str, ...]
+    tick_size: float
+    min_size: float                 # shares
+    neg_risk: bool
+    end_ts: float                   # market end, epoch s
+    start_ts: float = 0.0           # window start (eventStartTime), epoch s
+    exchange_version: int = 2       # 2 = CTF Exchange V2 (Gamma "v1"), 3 = ExchangeV3 (Gamma "v2")
+    slug: str = ""
+    event_slug: str = ""
+    fee_rate: float = 0.0
+    fee_exponent: float = 1.0
+    accepting_orders: bool = True
+
+    def outcome_of(self, asset: str) -> str | None:
+        try:
+            return self.outcomes[self.token_ids.index(asset)]
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class BookTop:
+    """Best levels of one token's book; levels sorted best first."""
+    asset: str
+    bids: tuple[tuple[float, float], ...]   # (price, size), highest price first
+    asks: tuple[tuple[float, float], ...]   # (price, size), lowest price first
+    ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Source fills on one (market, outcome) released together by the coalescer."""
+    condition_id: str
+    outcome: str
+    asset: str
+    fills: tuple[SourceFill, ...]
+    kind: str                       # "leading" | "trailing" | "single"
+    released_at: float              # epoch s (virtual in replay)
+
+    @property
+    def net_size(self) -> float:
+        """Signed shares: + for net BUY, - for net SELL."""
+        return sum(f.side.sign * f.size for f in self.fills)
+
+    @property
+    def vwap(self) -> float:
+        total = sum(f.size for f in self.fills)
+        return sum(f.price * f.size for f in self.fills) / total if total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """A decided order, not yet signed. intent_id is deterministic from the batch's fills."""
+    intent_id: str
+    condition_id: str
+    asset: str
+    outcome: str
+    side: Side
+    size: float                     # shares, rounded to the venue's size precision
+    price_cap: float                # worst acceptable price, tick aligned
+    notional: float                 # size * price_cap (worst case), pUSD
+    source_price: float             # VWAP of the source fills, for slippage
+    fill_keys: tuple[str, ...]
+    kind: str                       # batch kind
+    decided_at: float
+    opening: bool                   # True when it increases our exposure
+    capped_by: str = ""             # which cap shrank it, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A recorded refusal: the batch produced no order, and why."""
+    intent_id: str
+    condition_id: str
+    asset: str
+    outcome: str
+    side: Side
+    reason: str                     # a short machine-readable code, e.g. "near_expiry_cutoff"
+    detail: str
+    fill_keys: tuple[str, ...]
+    kind: str
+    decided_at: float
+    size: float = 0.0
+    notional: float = 0.0
+
+
+Decision = OrderIntent | Skip
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionReport:
+    """What the venue (or the paper book) did with one order."""
+    intent_id: str
+    order_hash: str
+    status: str                     # see store.OrderStatus
+    filled_size: float = 0.0
+    avg_price: float = 0.0
+    error: str = ""
+    submit_ns: int = 0
+    ack_ns: int = 0
+    attempts: int = 1
+    trade_ids: tuple[str, ...] = field(default_factory=tuple)
