@@ -1,0 +1,230 @@
+"""`copier report` and `copier status`, computed from the store alone, plus the PRD acceptance verdict.
+
+Delays are recomputed exactly from persisted timestamps:
+- copy delay  = order submit instant - fill receive instant (ingest -> submit), per fill and per leading order;
+- detection lag = fill receive instant - source match time (match -> ingest).
+A fill is *eligible* when its batch passed the policy filters (its decision is an order); refused fills are listed
+by reason. A fill is *copied* when its order reached the venue and got an answer other than a rejection.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+
+from copier.config import Config
+from copier.errors import ConfigError
+
+ANSWERED = {"LIVE", "MATCHED", "DELAYED", "UNMATCHED", "KILLED", "FILLED", "PARTIAL", "CANCELED"}
+FILLED = {"MATCHED", "FILLED", "PARTIAL"}
+BURST_FILLS, BURST_WINDOW_S, BURST_MAX_ORDERS = 5, 2.0, 2
+
+
+def parse_since(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--since: expected epoch seconds or an ISO-8601 instant, got {text!r}") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no data."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _dist(values: list[float]) -> dict:
+    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
+            "p99": percentile(values, 99), "max": max(values) if values else None}
+
+
+def build_report(store, cfg: Config, since: float | None = None) -> dict:
+    since = since or 0.0
+    fills = list(store.fills_since(since))
+    intents = {i["intent_id"]: i for i in store.intents_since(since)}
+    orders = list(store.orders_since(since))
+    orders_by_intent: dict[str, list[dict]] = defaultdict(list)
+    for o in orders:
+        orders_by_intent[o["intent_id"]].append(o)
+
+    refusals = Counter()
+    eligible, copied, late_gap_filled = [], [], []
+    copy_delay_ms, detection_ms = [], []
+    for f in fills:
+        detection_ms.append(f["recv_ns"] / 1e6 - f["match_ts"] * 1e3)
+        intent = intents.get(f["intent_id"]) if f["intent_id"] else None
+        if intent is None:
+            continue
+        if intent["decision"] != "order":
+            refusals[intent["reason"]] += 1
+            if f["feed"] == "data_api":
+                late_gap_filled.append(f["dedupe_key"])
+            continue
+        eligible.append(f)
+        answered = [o for o in orders_by_intent.get(intent["intent_id"], ()) if o["status"] in ANSWERED]
+        if answered:
+            copied.append(f)
+            copy_delay_ms.append((answered[0]["submit_ns"] - f["recv_ns"]) / 1e6)
+
+    leading_ms = []
+    for intent in intents.values():
+        if intent["kind"] in ("leading", "single") and intent["decision"] == "order":
+            for o in orders_by_intent.get(intent["intent_id"], ()):
+                if o["submit_ns"]:
+                    leading_ms.append((o["submit_ns"] - intent["first_recv_ns"]) / 1e6)
+
+    statuses = Counter(o["status"] for o in orders)
+    slippage_bps = []
+    for o in orders:
+        intent = intents.get(o["intent_id"])
+        if intent and o["status"] in FILLED and o["avg_price"] and intent["source_price"]:
+            sign = 1 if intent["side"] == "BUY" else -1
+            slippage_bps.append(sign * (o["avg_price"] - intent["source_price"]) / intent["source_price"] * 1e4)
+
+    n_orders = len(orders)
+    rep = {
+        "since": since,
+        "source_fills": len(fills),
+        "eligible_fills": len(eligible),
+        "copied_fills": len(copied),
+        "copied_pct": round(100.0 * len(copied) / len(eligible), 3) if eligible else None,
+        "late_gap_filled_fills": len(late_gap_filled),
+        "intents": len(intents),
+        "orders": n_orders,
+        "orders_per_intent_max": max((len(v) for v in orders_by_intent.values()), default=0),
+        "order_status": dict(statuses),
+        "success_rate": round(sum(statuses[s] for s in FILLED) / n_orders, 4) if n_orders else None,
+        "failure_rate": round(sum(v for s, v in statuses.items() if s not in ANSWERED) / n_orders, 4) if n_orders else None,
+        "copy_delay_ms": _dist(copy_delay_ms),
+        "leading_copy_delay_ms": _dist(leading_ms),
+        "detection_lag_ms": _dist(detection_ms),
+        "slippage_bps": _dist(slippage_bps),
+        "refusals": dict(refusals),
+        "first_feed": dict(Counter(f["feed"] for f in fills)),
+    }
+    rep["acceptance"] = judge(rep, fills, intents, orders_by_intent, cfg)
+    return rep
+
+
+def judge(rep: dict, fills: list[dict], intents: dict, orders_by_intent: dict, cfg: Config) -> dict:
+    """PRD section 10, each criterion with the ids to investigate when it fails."""
+    failures: dict[str, list] = {}
+    dup = [i for i, os_ in orders_by_intent.items() if len(os_) > 1]
+    if dup:
+        failures["duplicate_executions"] = dup
+    if rep["copied_pct"] is not None and rep["copied_pct"] < 98.0:
+        copied_intents = {i for i, os_ in orders_by_intent.items() if any(o["status"] in ANSWERED for o in os_)}
+        failures["copy_rate_below_98pct"] = sorted(
+            {f["intent_id"] for f in fills if f["intent_id"] in intents
+             and intents[f["intent_id"]]["decision"] == "order" and f["intent_id"] not in copied_intents})
+    d = rep["copy_delay_ms"]
+    if d["p50"] is not None and (d["p50"] > 300 or d["p95"] > 800):
+        failures["copy_delay"] = [f"p50={d['p50']:.1f}ms p95={d['p95']:.1f}ms"]
+    breaches = risk_breaches(intents, orders_by_intent, cfg)
+    if breaches:
+        failures["risk_limit_breaches"] = breaches
+    bad_bursts = burst_violations(fills, intents, orders_by_intent, cfg)
+    if bad_bursts:
+        failures["bursts"] = bad_bursts
+    return {"passed": not failures, "failures": failures}
+
+
+def _committed(intent: dict, orders: list[dict]) -> float:
+    """Notional an intent committed: its worst case while unresolved, what filled once resolved."""
+    filled = [o for o in orders if o["status"] in FILLED and o["filled_size"]]
+    if filled:
+        return sum(o["filled_size"] * o["avg_price"] for o in filled)
+    live = [o for o in orders if o["status"] not in ANSWERED | {"REJECTED", "FAILED", "ABANDONED", "KILLED"}]
+    return intent["notional"] if live else 0.0
+
+
+def risk_breaches(intents: dict, orders_by_intent: dict, cfg: Config) -> list[str]:
+    s, eps = cfg.sizing, 1e-6
+    per_market, per_window, per_day = Counter(), Counter(), Counter()
+    out = []
+    for iid, intent in intents.items():
+        if intent["decision"] != "order":
+            continue
+        if intent["notional"] > s.max_notional_per_order_usd + eps:
+            out.append(f"{iid}: order notional {intent['notional']:.4f} > {s.max_notional_per_order_usd}")
+        if intent["side"] != "BUY":
+            continue
+        amount = _committed(intent, orders_by_intent.get(iid, []))
+        t = intent["decided_ns"] / 1e9
+        per_market[intent["condition_id"]] += amount
+        per_window[int(t // 900) * 900] += amount
+        per_day[int(t // 86400)] += amount
+    out += [f"market {k}: {v:.4f} > {s.max_notional_per_market_usd}"
+            for k, v in per_market.items() if v > s.max_notional_per_market_usd + eps]
+    out += [f"window {k}: {v:.4f} > {s.max_total_notional_per_15m_window_usd}"
+            for k, v in per_window.items() if v > s.max_total_notional_per_15m_window_usd + eps]
+    out += [f"day {k}: {v:.4f} > {cfg.risk.max_daily_notional_usd}"
+            for k, v in per_day.items() if v > cfg.risk.max_daily_notional_usd + eps]
+    return out
+
+
+def burst_violations(fills: list[dict], intents: dict, orders_by_intent: dict, cfg: Config) -> list[str]:
+    """Every run of >=5 source fills within 2 s on one (market, outcome) must have produced <=2 orders."""
+    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    for f in fills:
+        by_key[(f["condition_id"], f["outcome"])].append(f)
+    out = []
+    for key, fs in by_key.items():
+        fs.sort(key=lambda f: f["recv_ns"])
+        start = 0
+        for end in range(len(fs)):
+            while fs[end]["recv_ns"] - fs[start]["recv_ns"] > BURST_WINDOW_S * 1e9:
+                start += 1
+            if end - start + 1 < BURST_FILLS:
+                continue
+            window = fs[start:end + 1]
+            order_intents = {f["intent_id"] for f in window if f["intent_id"] in intents
+                             and intents[f["intent_id"]]["decision"] == "order"}
+            n = sum(len(orders_by_intent.get(i, ())) for i in order_intents)
+            if n > BURST_MAX_ORDERS:
+                out.append(f"{key[0]}/{key[1]} fills {window[0]['dedupe_key']}..: {n} orders")
+                break
+    return out
+
+
+def render_text(rep: dict) -> str:
+    def ms(d: dict) -> str:
+        if not d["n"]:
+            return "n=0"
+        return f"n={d['n']} p50={d['p50']:.1f} p95={d['p95']:.1f} p99={d['p99']:.1f} max={d['max']:.1f}"
+
+    lines = [
+        f"source fills        {rep['source_fills']}  (first feed: {json.dumps(rep['first_feed'], sort_keys=True)})",
+        f"eligible fills      {rep['eligible_fills']}",
+        f"copied fills        {rep['copied_fills']}  ({rep['copied_pct']}%)",
+        f"late gap-filled     {rep['late_gap_filled_fills']}",
+        f"intents / orders    {rep['intents']} / {rep['orders']}  (max orders per intent {rep['orders_per_intent_max']})",
+        f"order status        {json.dumps(rep['order_status'], sort_keys=True)}",
+        f"success / failure   {rep['success_rate']} / {rep['failure_rate']}",
+        f"copy delay ms       {ms(rep['copy_delay_ms'])}   (ingest -> submit, all fills)",
+        f"leading delay ms    {ms(rep['leading_copy_delay_ms'])}",
+        f"detection lag ms    {ms(rep['detection_lag_ms'])}   (source match -> ingest)",
+        f"slippage bps        {ms(rep['slippage_bps'])}",
+        f"refusals            {json.dumps(rep['refusals'], sort_keys=True)}",
+    ]
+    acc = rep["acceptance"]
+    lines.append(f"acceptance          {'PASS' if acc['passed'] else 'FAIL'}")
+    for name, ids in acc["failures"].items():
+        lines.append(f"  FAIL {name}: {', '.join(map(str, ids[:20]))}{' …' if len(ids) > 20 else ''}")
+    return "\n".join(lines)
+
+
+def status(store) -> dict:
+    halted, reason = store.halted()
+    return {"halted": halted, "halt_reason": reason, "heartbeat": store.heartbeat()}

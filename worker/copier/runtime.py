@@ -1,0 +1,280 @@
+"""Composition root: the only module that wires stages, greenlets, queues and signals.
+
+    feeds (RTDS x2, gap-fill) -> ingest_q -> pipeline greenlet (dedupe, coalesce, decide, reserve)
+                                          -> exec_q -> executor greenlets (persist, sign, post) -> settle
+
+One pipeline greenlet owns the coalescer and the exposure book, so every risk decision sees every in-flight order.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import gevent
+from gevent import monkey
+from gevent.event import Event
+from gevent.pool import Group
+from gevent.queue import Empty, Full, Queue
+
+from copier.clock import Clock, LiveClock
+from copier.coalescer import Coalescer
+from copier.config import Config, Secrets
+from copier.decision import decide
+from copier.errors import OperationalError
+from copier.exposure import ExposureBook
+from copier.types import Batch, OrderIntent, SourceFill
+
+log = logging.getLogger("copier.runtime")
+
+INGEST_QUEUE = 10_000
+EXEC_QUEUE = 1_000
+DRAIN_S = 6.0
+HEARTBEAT_S = 5.0
+
+
+class Runtime:
+    def __init__(self, cfg: Config, *, clock: Clock, store, metrics, alerts, executor, catalog, deduper,
+                 feeds: list, gap_filler=None, books=None, clock_watch=None, breaker=None):
+        self.cfg = cfg
+        self.clock = clock
+        self.store = store
+        self.metrics = metrics
+        self.alerts = alerts
+        self.executor = executor
+        self.catalog = catalog
+        self.deduper = deduper
+        self.feeds = feeds
+        self.gap_filler = gap_filler
+        self.books = books
+        self.clock_watch = clock_watch
+        self.breaker = breaker
+        self.coalescer = Coalescer(cfg.copy)
+        self.exposure = ExposureBook()
+        self.ingest_q: Queue = Queue(maxsize=INGEST_QUEUE)
+        self.exec_q: Queue = Queue(maxsize=EXEC_QUEUE)
+        self.stopping = Event()
+        self.halted = False
+        self.halt_reason = ""
+        self.group = Group()
+        self.exit_code = 0
+        self._inflight = 0
+
+    # ---- intake (called from feed greenlets) -------------------------------------------------------------
+    def on_fill(self, fill: SourceFill) -> None:
+        if self.stopping.is_set():
+            return
+        try:
+            self.ingest_q.put_nowait(fill)
+        except Full:
+            # Never silently: the gap-filler re-reads it after the queue drains.
+            self.metrics.incr("ingest_dropped")
+            log.error("ingest queue full; dropped fill %s", fill.dedupe_key)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.halted, self.halt_reason = self.store.halted()
+        self.exposure.restore(self.store.exposure_rows(self.clock.now() - 86400))
+        for report in self.executor.recover():
+            self._settle(report)
+        self.deduper.seed(self.store.seen_keys(self.clock.now() - 86400))
+        self.catalog.warm()
+        spawn = self._spawn
+        spawn(self._pipeline_loop)
+        for _ in range(self.cfg.execution.executor_concurrency):
+            spawn(self._executor_loop)
+        for feed in self.feeds:
+            spawn(feed.run, self.stopping)
+        if self.gap_filler is not None:
+            spawn(self.gap_filler.run, self.stopping)
+        spawn(self.catalog.run, self.stopping)
+        if self.books is not None:
+            spawn(self.books.run, self.stopping)
+        if self.clock_watch is not None:
+            spawn(self.clock_watch.run, self.stopping)
+        spawn(self._control_loop)
+        log.info("copier started: dry_run=%s halted=%s", self.cfg.execution.dry_run, self.halted)
+
+    def _spawn(self, fn, *args) -> None:
+        g = self.group.spawn(fn, *args)
+        g.link_exception(self._on_stage_death)
+
+    def _on_stage_death(self, greenlet) -> None:
+        log.critical("stage %s died: %r", getattr(greenlet, "_run", greenlet), greenlet.exception)
+        self.alerts.alert("stage_death", f"stage died: {greenlet.exception!r}")
+        self.exit_code = 1
+        self.stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def wait(self) -> int:
+        self.stopping.wait()
+        self._drain()
+        return self.exit_code
+
+    def _drain(self) -> None:
+        """Stop intake, let in-flight orders finish (bounded), abandon undecided batches, flush the store."""
+        for feed in self.feeds:
+            stop = getattr(feed, "close", None)
+            if stop:
+                stop()
+        abandoned = self.coalescer.pending_count() if hasattr(self.coalescer, "pending_count") else 0
+        deadline = self.clock.monotonic() + DRAIN_S
+        while (self._inflight or not self.exec_q.empty()) and self.clock.monotonic() < deadline:
+            self.clock.sleep(0.05)
+        self.group.kill(block=True, timeout=2.0)
+        log.info("copier stopped: abandoned %d undecided fills, %d orders still in flight", abandoned, self._inflight)
+        self.store.close()
+
+    # ---- pipeline ----------------------------------------------------------------------------------------
+    def _pipeline_loop(self) -> None:
+        while not self.stopping.is_set():
+            deadline = self.coalescer.next_deadline()
+            timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - self.clock.now()))
+            try:
+                fill = self.ingest_q.get(timeout=timeout)
+            except Empty:
+                fill = None
+            try:
+                if fill is not None:
+                    self._ingest(fill)
+                for batch in self.coalescer.due(self.clock.now()):
+                    self._decide(batch)
+            except Exception:
+                # One bad message never kills the stage.
+                log.exception("pipeline step failed")
+                self.metrics.incr("pipeline_errors")
+
+    def _ingest(self, fill: SourceFill) -> None:
+        now = self.clock.now()
+        self.metrics.timing("detection_lag_ms", fill.recv_ns / 1e6 - fill.match_ts * 1e3)
+        for batch in self.coalescer.add(fill, now):
+            self._decide(batch)
+
+    def _decide(self, batch: Batch) -> None:
+        now = self.clock.now()
+        market = self.catalog.by_asset(batch.asset)
+        decision = decide(self.exposure, batch, market, now, self.cfg, halted=self.halted)
+        self.metrics.incr(f"decisions.{'order' if isinstance(decision, OrderIntent) else 'skip'}")
+        if isinstance(decision, OrderIntent):
+            self.exposure.reserve(decision)
+            self._inflight += 1
+            self.exec_q.put((decision, batch, market))
+        else:
+            self.metrics.incr(f"skips.{decision.reason}")
+            log.info("skip %s: %s", decision.reason, decision.detail, extra={"cid": decision.intent_id})
+            self.store.record_decision(list(batch.fills), decision, self.clock.now_ns())
+
+    # ---- execution ---------------------------------------------------------------------------------------
+    def _executor_loop(self) -> None:
+        while not self.stopping.is_set() or not self.exec_q.empty():
+            try:
+                intent, batch, market = self.exec_q.get(timeout=0.5)
+            except Empty:
+                continue
+            try:
+                self.store.record_decision(list(batch.fills), intent, self.clock.now_ns())
+                report = self.executor.submit(intent, market)
+                self._settle(report)
+                if self.breaker is not None:
+                    delay_ms = (report.submit_ns - batch.fills[0].recv_ns) / 1e6 if report.submit_ns else 0.0
+                    reason = self.breaker.record_order(report.status not in ("REJECTED", "FAILED", "ABANDONED"),
+                                                       delay_ms, self.clock.now())
+                    if reason and not self.halted:
+                        self._halt(f"circuit breaker: {reason}")
+            except OperationalError as exc:
+                log.error("operational failure, halting: %s", exc, extra={"cid": intent.intent_id})
+                self._halt(f"operational: {exc}")
+            except Exception:
+                log.exception("executor step failed", extra={"cid": intent.intent_id})
+                self.metrics.incr("executor_errors")
+            finally:
+                self._inflight -= 1
+
+    def _settle(self, report) -> None:
+        if report.filled_size > 0:
+            self.exposure.settle(report.intent_id, report.filled_size, report.avg_price)
+        elif report.status in ("REJECTED", "FAILED", "ABANDONED", "KILLED", "CANCELED"):
+            self.exposure.release(report.intent_id)
+
+    def _halt(self, reason: str) -> None:
+        self.halted, self.halt_reason = True, reason
+        self.store.halt(reason, self.clock.now())
+        self.alerts.alert("halt", reason)
+        self.metrics.gauge("halted", 1)
+
+    def _control_loop(self) -> None:
+        """Pick up `copier halt/resume` from the store and write a heartbeat for `copier status`."""
+        last_beat = 0.0
+        while not self.stopping.is_set():
+            halted, reason = self.store.halted()
+            if (halted, reason) != (self.halted, self.halt_reason):
+                log.warning("halt state changed: halted=%s reason=%s", halted, reason)
+                self.halted, self.halt_reason = halted, reason
+                self.metrics.gauge("halted", int(halted))
+            now = self.clock.now()
+            if now - last_beat >= HEARTBEAT_S:
+                last_beat = now
+                self.metrics.gauge("queue_depth.ingest", self.ingest_q.qsize())
+                self.metrics.gauge("queue_depth.exec", self.exec_q.qsize())
+                self.store.set_heartbeat({"ts": now, "halted": self.halted, "inflight": self._inflight,
+                                          "feeds": [f.state() for f in self.feeds if hasattr(f, "state")]})
+            self.stopping.wait(0.5)
+
+
+def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
+    """Pick the real adapters for this config. Dry run swaps the executor, nothing else."""
+    from copier.alerts import init_alerts
+    from copier.breaker import CircuitBreaker
+    from copier.books import BookCache
+    from copier.dedupe import Deduper
+    from copier.executor import ClobExecutor, PaperExecutor
+    from copier.logs import setup_logging
+    from copier.markets import MarketCatalog
+    from copier.metrics import Metrics
+    from copier.store import Store
+    from copier.timesync import ClockWatch
+    from copier.watcher import GapFiller, RtdsFeed
+
+    clock = clock or LiveClock()
+    setup_logging(cfg.telemetry.log_level, secrets)
+    if not monkey.is_module_patched("socket"):
+        log.warning("socket is not gevent-patched: network I/O will block the hub")
+    metrics = Metrics.from_config(cfg.telemetry)
+    alerts = init_alerts(secrets.sentry_dsn, secrets=secrets)
+    store = Store.open(cfg.store.path)
+    catalog = MarketCatalog(cfg, clock=clock)
+    books = BookCache(cfg, clock=clock)
+    deduper = Deduper()
+    executor_cls = PaperExecutor if cfg.execution.dry_run else ClobExecutor
+    executor = executor_cls.from_config(cfg, secrets, store=store, clock=clock, metrics=metrics, books=books)
+    rt = Runtime(cfg, clock=clock, store=store, metrics=metrics, alerts=alerts, executor=executor, catalog=catalog,
+                 deduper=deduper, feeds=[], books=books,
+                 clock_watch=ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts),
+                 breaker=CircuitBreaker(cfg.risk))
+    rt.feeds = RtdsFeed.for_config(cfg, deduper=deduper, on_fill=rt.on_fill, clock=clock, metrics=metrics)
+    if cfg.feeds.gap_fill:
+        rt.gap_filler = GapFiller(cfg, deduper=deduper, on_fill=rt.on_fill, clock=clock, metrics=metrics,
+                                  cursor_getter=lambda: store.cursor("data_api"),
+                                  cursor_setter=lambda v: store.set_cursor("data_api", v),
+                                  reconnects=lambda: sum(f.reconnects for f in rt.feeds))
+    return rt
+
+
+def run(cfg: Config, secrets: Secrets) -> int:
+    rt = build(cfg, secrets)
+    signals = {"count": 0}
+
+    def on_term(*_):
+        signals["count"] += 1
+        if signals["count"] > 1:
+            log.warning("second signal: exiting now")
+            sys.exit(1)
+        log.info("SIGTERM: draining")
+        rt.stop()
+
+    gevent.signal_handler(signal.SIGTERM, on_term)
+    gevent.signal_handler(signal.SIGINT, on_term)
+    rt.start()
+    return rt.wait()
