@@ -1,0 +1,103 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from copier.config import Config, load_config, load_secrets, parse_config
+from copier.errors import ConfigError
+
+PRD_EXAMPLE = """
+copy:
+  source_wallet: "0x1d0034134e339a309700ff2d34e99fa2d48b0313"
+  copy_mode: "intent_net"
+  coalesce_ms: 300
+  net_opposite_trades: true
+sizing:
+  mode: "capped_proportional"
+  size_multiplier: 1.0
+  min_order_notional_usd: 1
+  max_notional_per_order_usd: 25
+  max_notional_per_market_usd: 150
+  max_total_notional_per_15m_window_usd: 400
+execution:
+  order_type: "marketable_limit"
+  max_slippage_bps: 120
+  near_expiry_cutoff_seconds: 25
+  dry_run: true
+"""
+
+
+def test_config_prd_example_parses_to_frozen_defaults(tmp_path):
+    # Arrange
+    path = tmp_path / "c.yaml"
+    path.write_text(PRD_EXAMPLE)
+    # Act
+    cfg = load_config(path)
+    # Assert
+    assert cfg.sizing.max_notional_per_order_usd == 25.0
+    assert cfg.copy.coalesce_ms == 300
+    assert cfg.execution.dry_run is True
+    with pytest.raises(Exception):
+        cfg.copy.coalesce_ms = 5  # frozen
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"sizing": {"max_notional_per_ordr_usd": 3}}, "sizing.max_notional_per_ordr_usd"),
+    ({"copyy": {}}, "copyy"),
+    ({"copy": {"coalesce_ms": "fast"}}, "copy.coalesce_ms"),
+    ({"copy": {"copy_mode": "mirror"}}, "copy.copy_mode"),
+    ({"copy": {"source_wallet": "0x123"}}, "copy.source_wallet"),
+    ({"execution": {"dry_run": "yes"}}, "execution.dry_run"),
+    ({"sizing": {"max_notional_per_order_usd": -1}}, "sizing.max_notional_per_order_usd"),
+    ({"sizing": {"min_order_notional_usd": 30}}, "sizing.min_order_notional_usd"),
+    ({"account": {"signature_type": 3}}, "account.funder"),
+    ({"endpoints": {"rtds_ws": "http://x"}}, "endpoints.rtds_ws"),
+])
+def test_parse_config_bad_value_raises_naming_the_key(data, key):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert str(err.value).startswith(key + ":")
+    assert "\n" not in str(err.value)
+
+
+def test_load_secrets_env_file_world_readable_refused(tmp_path):
+    env = tmp_path / "copier.env"
+    env.write_text("POLY_PRIVATE_KEY=" + "ab" * 32 + "\n")
+    os.chmod(env, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_secrets(Config(), environ={}, env_file=str(env))
+
+
+def test_load_secrets_repr_hides_values(tmp_path):
+    env = tmp_path / "copier.env"
+    key = "cd" * 32
+    env.write_text(f"POLY_PRIVATE_KEY={key}\nSENTRY_DSN=http://k@127.0.0.1:1/1\n")
+    os.chmod(env, 0o600)
+    secrets = load_secrets(Config(), environ={}, env_file=str(env))
+    assert secrets.private_key == key
+    assert key not in repr(secrets)
+
+
+def test_load_secrets_live_mode_without_key_raises():
+    cfg = parse_config({"execution": {"dry_run": False}})
+    with pytest.raises(ConfigError, match="^POLY_PRIVATE_KEY:"):
+        load_secrets(cfg, environ={})
+
+
+def test_cli_check_config_misspelled_key_exits_2_naming_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(PRD_EXAMPLE.replace("coalesce_ms", "coalese_ms"))
+    proc = subprocess.run([sys.executable, "-m", "copier", "check-config", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "copy.coalese_ms: unknown key" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_check_config_valid_exits_0(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(PRD_EXAMPLE)
+    proc = subprocess.run([sys.executable, "-m", "copier", "check-config", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "POLY_PRIVATE_KEY": ""})
+    assert proc.returncode == 0, proc.stderr
