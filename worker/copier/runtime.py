@@ -79,6 +79,8 @@ class Runtime:
             self._settle(report)
         self.deduper.seed(self.store.seen_keys(self.clock.now() - 86400))
         self.catalog.warm()
+        if self.books is not None:
+            self.books.watch(self.catalog.assets())
         spawn = self._spawn
         spawn(self._pipeline_loop)
         for _ in range(self.cfg.execution.executor_concurrency):
@@ -87,7 +89,7 @@ class Runtime:
             spawn(feed.run, self.stopping)
         if self.gap_filler is not None:
             spawn(self.gap_filler.run, self.stopping)
-        spawn(self.catalog.run, self.stopping)
+        spawn(self._catalog_loop)
         if self.books is not None:
             spawn(self.books.run, self.stopping)
         if self.clock_watch is not None:
@@ -119,11 +121,12 @@ class Runtime:
             stop = getattr(feed, "close", None)
             if stop:
                 stop()
-        abandoned = self.coalescer.pending_count() if hasattr(self.coalescer, "pending_count") else 0
+        abandoned = self.coalescer.pending_count()
         deadline = self.clock.monotonic() + DRAIN_S
         while (self._inflight or not self.exec_q.empty()) and self.clock.monotonic() < deadline:
             self.clock.sleep(0.05)
         self.group.kill(block=True, timeout=2.0)
+        self.executor.close()
         log.info("copier stopped: abandoned %d undecided fills, %d orders still in flight", abandoned, self._inflight)
         self.store.close()
 
@@ -149,21 +152,37 @@ class Runtime:
     def _ingest(self, fill: SourceFill) -> None:
         now = self.clock.now()
         self.metrics.timing("detection_lag_ms", fill.recv_ns / 1e6 - fill.match_ts * 1e3)
+        self.metrics.timing("stage.queue_ms", (self.clock.now_ns() - fill.recv_ns) / 1e6)
+        log.info("fill received", extra={"cid": fill.dedupe_key, "feed": fill.feed, "side": fill.side.value,
+                                          "size": fill.size, "price": fill.price, "asset": fill.asset})
         for batch in self.coalescer.add(fill, now):
             self._decide(batch)
 
-    def _decide(self, batch: Batch) -> None:
-        now = self.clock.now()
+    def _market_for(self, batch: Batch):
         market = self.catalog.by_asset(batch.asset)
-        decision = decide(self.exposure, batch, market, now, self.cfg, halted=self.halted)
-        self.metrics.incr(f"decisions.{'order' if isinstance(decision, OrderIntent) else 'skip'}")
+        if market is None and not self.cfg.markets.only_listed:
+            market = self.catalog.lookup(batch.condition_id, batch.asset)
+        if market is not None and self.cfg.markets.only_listed and not self.catalog.listed(market.slug):
+            return None
+        return market
+
+    def _decide(self, batch: Batch) -> None:
+        t0 = self.clock.monotonic()
+        market = self._market_for(batch)
+        decision = decide(self.exposure, batch, market, self.clock.now(), self.cfg, halted=self.halted)
+        self.metrics.timing("stage.decide_ms", (self.clock.monotonic() - t0) * 1000)
+        fields = {"cid": decision.intent_id, "kind": batch.kind, "fills": [f.dedupe_key for f in batch.fills]}
         if isinstance(decision, OrderIntent):
+            self.metrics.incr("decisions.order")
+            log.info("decision order %s %.2f @ cap %.4f", decision.side.value, decision.size, decision.price_cap,
+                     extra=fields)
             self.exposure.reserve(decision)
             self._inflight += 1
             self.exec_q.put((decision, batch, market))
         else:
+            self.metrics.incr("decisions.skip")
             self.metrics.incr(f"skips.{decision.reason}")
-            log.info("skip %s: %s", decision.reason, decision.detail, extra={"cid": decision.intent_id})
+            log.info("decision skip %s: %s", decision.reason, decision.detail, extra=fields)
             self.store.record_decision(list(batch.fills), decision, self.clock.now_ns())
 
     # ---- execution ---------------------------------------------------------------------------------------
@@ -174,12 +193,24 @@ class Runtime:
             except Empty:
                 continue
             try:
-                self.store.record_decision(list(batch.fills), intent, self.clock.now_ns())
+                if not self.store.record_decision(list(batch.fills), intent, self.clock.now_ns()):
+                    # These fills were decided before (a restart raced the dedupe seed): never a second order.
+                    self.exposure.release(intent.intent_id)
+                    self.metrics.incr("decisions.replayed")
+                    continue
                 report = self.executor.submit(intent, market)
+                first_recv = min(f.recv_ns for f in batch.fills)
+                delay_ms = (report.submit_ns - first_recv) / 1e6 if report.submit_ns else 0.0
+                if report.submit_ns:
+                    self.metrics.timing(f"copy_delay_ms.{batch.kind}", delay_ms)
+                log.info("order %s filled %.2f @ %.4f attempts %d %s", report.status, report.filled_size,
+                         report.avg_price, report.attempts, report.error,
+                         extra={"cid": intent.intent_id, "order_hash": report.order_hash, "delay_ms": delay_ms})
                 self._settle(report)
+                if report.status == "REJECTED":
+                    self.alerts.alert("order_rejected", f"order rejected: {report.error}", intent=intent.intent_id)
                 if self.breaker is not None:
-                    delay_ms = (report.submit_ns - batch.fills[0].recv_ns) / 1e6 if report.submit_ns else 0.0
-                    reason = self.breaker.record_order(report.status not in ("REJECTED", "FAILED", "ABANDONED"),
+                    reason = self.breaker.record_order(report.status not in ("REJECTED", "FAILED", "UNKNOWN"),
                                                        delay_ms, self.clock.now())
                     if reason and not self.halted:
                         self._halt(f"circuit breaker: {reason}")
@@ -195,8 +226,15 @@ class Runtime:
     def _settle(self, report) -> None:
         if report.filled_size > 0:
             self.exposure.settle(report.intent_id, report.filled_size, report.avg_price)
-        elif report.status in ("REJECTED", "FAILED", "ABANDONED", "KILLED", "CANCELED"):
+        elif report.status not in ("UNKNOWN", "LIVE", "DELAYED"):
             self.exposure.release(report.intent_id)
+
+    def _catalog_loop(self) -> None:
+        """Keep the next windows' metadata and books warm before their trades arrive."""
+        while not self.stopping.wait(self.cfg.markets.refresh_s):
+            self.catalog.warm()
+            if self.books is not None:
+                self.books.watch(self.catalog.assets())
 
     def _halt(self, reason: str) -> None:
         self.halted, self.halt_reason = True, reason

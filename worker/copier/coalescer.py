@@ -1,0 +1,76 @@
+"""Coalescer: turns a stream of source fills into batches per (market, outcome). Pure: the caller passes `now`.
+
+Leading edge: the first fill on a quiet key is released at once (no wait). Fills that arrive while the key is
+active are held and released together as one trailing batch when the key has been quiet for `coalesce_ms`, or at
+the latest `max_hold_ms` after the first held fill. A key stays active while fills keep arriving less than
+`coalesce_ms` apart, so a burst yields one leading order and one trailing order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from copier.config import CopyConfig
+from copier.types import Batch, SourceFill
+
+
+@dataclass
+class _KeyState:
+    last_fill_at: float
+    pending: list[SourceFill] = field(default_factory=list)
+    first_pending_at: float = 0.0
+
+
+class Coalescer:
+    def __init__(self, cfg: CopyConfig):
+        self.cfg = cfg
+        self._quiet_s = cfg.coalesce_ms / 1000.0
+        self._hold_s = cfg.max_hold_ms / 1000.0
+        self._keys: dict[tuple, _KeyState] = {}
+
+    def _key(self, fill: SourceFill) -> tuple:
+        if self.cfg.net_opposite_trades:
+            return (fill.condition_id, fill.outcome)
+        return (fill.condition_id, fill.outcome, fill.side.value)
+
+    def _deadline(self, st: _KeyState) -> float:
+        return min(st.last_fill_at + self._quiet_s, st.first_pending_at + self._hold_s)
+
+    def add(self, fill: SourceFill, now: float) -> list[Batch]:
+        """Admit one fill; returns the batches released by it (due trailing batches first, then a leading one)."""
+        released = self.due(now)
+        if self.cfg.copy_mode == "fill_by_fill":
+            return released + [_batch((fill,), "single", now)]
+        key = self._key(fill)
+        st = self._keys.get(key)
+        if st is None:
+            self._keys[key] = _KeyState(last_fill_at=now)
+            return released + [_batch((fill,), "leading", now)]
+        if not st.pending:
+            st.first_pending_at = now
+        st.pending.append(fill)
+        st.last_fill_at = now
+        return released
+
+    def due(self, now: float) -> list[Batch]:
+        """Release trailing batches whose deadline has passed and forget keys that went quiet."""
+        out: list[Batch] = []
+        for key, st in list(self._keys.items()):
+            if st.pending and self._deadline(st) <= now:
+                out.append(_batch(tuple(st.pending), "trailing", self._deadline(st)))
+                st.pending = []
+            if not st.pending and st.last_fill_at + self._quiet_s <= now:
+                del self._keys[key]
+        return out
+
+    def next_deadline(self) -> float | None:
+        deadlines = [self._deadline(st) for st in self._keys.values() if st.pending]
+        return min(deadlines) if deadlines else None
+
+    def pending_count(self) -> int:
+        return sum(len(st.pending) for st in self._keys.values())
+
+
+def _batch(fills: tuple[SourceFill, ...], kind: str, at: float) -> Batch:
+    first = fills[0]
+    return Batch(condition_id=first.condition_id, outcome=first.outcome, asset=first.asset, fills=fills,
+                 kind=kind, released_at=at)

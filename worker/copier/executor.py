@@ -1,0 +1,286 @@
+"""Executors: turn an OrderIntent into an ExecutionReport. Same interface live and on paper (dry run).
+
+Live order of operations, each step durable before the next:
+  1. sign once (order hash = EIP-712 digest)   2. persist the signed bytes (write-ahead)   3. POST
+  4. on 5xx / 425 / 429 / timeout: POST the SAME bytes again (bounded; the venue rejects a duplicate hash)
+  5. still no answer: GET /data/order/{hash} decides what happened.
+After a crash, recover() resolves every persisted-but-unresolved order by hash; nothing is ever re-signed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import peewee
+
+from copier.errors import OperationalError, RateLimited, TemporaryError, UnknownOutcome
+from copier.signing import OrderSigner
+from copier.store import Store
+from copier.transport import ApiCreds, ClobTransport, Response
+from copier.types import ExecutionReport, MarketMeta, OrderIntent, Side
+
+log = logging.getLogger("copier.executor")
+
+FAK_NO_MATCH = "no orders found to match"
+DUPLICATE = "duplicated"
+ACCEPTED = {"live": "LIVE", "matched": "MATCHED", "delayed": "DELAYED", "unmatched": "UNMATCHED"}
+AUTH_ERRORS = (401, 403)
+
+
+def _amounts(body: dict, side: Side) -> tuple[float, float]:
+    """(filled shares, average price) from a POST /order answer's makingAmount/takingAmount (6 decimals)."""
+    try:
+        making = float(body.get("makingAmount") or 0) / 1e6
+        taking = float(body.get("takingAmount") or 0) / 1e6
+    except (TypeError, ValueError):
+        return 0.0, 0.0
+    shares, usd = (taking, making) if side is Side.BUY else (making, taking)
+    return (shares, usd / shares) if shares > 0 else (0.0, 0.0)
+
+
+def parse_order_lookup(body) -> tuple[str, float, float] | None:
+    """GET /data/order/{hash} -> (status, matched shares, price), or None when the venue does not know it."""
+    if not isinstance(body, dict) or not body.get("id"):
+        return None
+    status = str(body.get("status", "")).upper().removeprefix("ORDER_STATUS_")
+    try:
+        matched = float(body.get("size_matched") or 0)
+        price = float(body.get("price") or 0)
+    except (TypeError, ValueError):
+        matched, price = 0.0, 0.0
+    return status or "UNKNOWN", matched, price
+
+
+class ClobExecutor:
+    def __init__(self, cfg, *, signer: OrderSigner, transport: ClobTransport, store: Store, clock, metrics):
+        self.cfg = cfg.execution
+        self.signer = signer
+        self.transport = transport
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+
+    @classmethod
+    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None) -> "ClobExecutor":
+        creds = _api_creds(cfg, secrets)
+        signer = OrderSigner(secrets.private_key, cfg.endpoints.chain_id, cfg.account.signature_type,
+                             cfg.account.funder, creds.api_key)
+        transport = ClobTransport(cfg.endpoints.clob, creds, signer.address, clock=clock,
+                                  timeout_s=cfg.execution.post_timeout_s)
+        transport.warm(2)
+        return cls(cfg, signer=signer, transport=transport, store=store, clock=clock, metrics=metrics)
+
+    # ---- submit ------------------------------------------------------------------------------------------
+    def submit(self, intent: OrderIntent, market: MarketMeta) -> ExecutionReport:
+        t0 = self.clock.monotonic()
+        signed = self.signer.sign(intent, market)
+        t1 = self.clock.monotonic()
+        try:
+            self.store.record_signed(intent.intent_id, signed.order_hash, signed.body, self.clock.now_ns())
+        except peewee.IntegrityError:
+            # This intent already has an order: never a second one.
+            self.metrics.incr("orders.duplicate_refused")
+            return ExecutionReport(intent.intent_id, "", "REJECTED", error="intent already has an order")
+        t2 = self.clock.monotonic()
+        self.metrics.timing("stage.sign_ms", (t1 - t0) * 1000)
+        self.metrics.timing("stage.persist_ms", (t2 - t1) * 1000)
+        return self._post(intent.intent_id, intent.side, signed.order_hash, signed.body)
+
+    def _post(self, intent_id: str, side: Side, order_hash: str, body: str) -> ExecutionReport:
+        submit_ns = 0
+        ambiguous = False
+        last_error = ""
+        attempts = 0
+        for attempt in range(1, self.cfg.max_post_attempts + 1):
+            attempts = attempt
+            if attempt == 1:
+                submit_ns = self.clock.now_ns()
+                self.store.update_order(intent_id, submit_ns, status="POSTING", submit_ns=submit_ns, attempts=1)
+            else:
+                self.store.update_order(intent_id, self.clock.now_ns(), attempts=attempt)
+            t = self.clock.monotonic()
+            try:
+                resp = self.transport.request("POST", "/order", body)
+            except UnknownOutcome as exc:
+                ambiguous, last_error = True, str(exc)
+                self.metrics.incr("orders.unknown_outcome")
+                self._backoff(attempt, None)
+                continue
+            except TemporaryError as exc:
+                last_error = str(exc)
+                self._backoff(attempt, None)
+                continue
+            self.metrics.timing("stage.send_ms", (self.clock.monotonic() - t) * 1000)
+            try:
+                return self._answer(intent_id, side, order_hash, resp, submit_ns, attempt)
+            except TemporaryError as exc:
+                last_error = str(exc)
+                ambiguous = ambiguous or resp.status >= 500
+                self.metrics.incr(f"orders.retry.{resp.status}")
+                if isinstance(exc, RateLimited) and (exc.retry_after or 0) > self.cfg.max_retry_after_s:
+                    break
+                self._backoff(attempt, exc.retry_after)
+        if ambiguous:
+            return self._resolve_by_hash(intent_id, side, order_hash, submit_ns, attempts, last_error)
+        return self._finish(intent_id, order_hash, "FAILED", submit_ns, attempts, error=last_error)
+
+    def _answer(self, intent_id, side, order_hash, resp: Response, submit_ns, attempt) -> ExecutionReport:
+        ack_ns = self.clock.now_ns()
+        body = resp.body if isinstance(resp.body, dict) else {}
+        if resp.status == 200 and body.get("success") and str(body.get("status", "")).lower() in ACCEPTED:
+            status = ACCEPTED[str(body["status"]).lower()]
+            filled, avg = _amounts(body, side)
+            return self._finish(intent_id, order_hash, status, submit_ns, attempt, ack_ns=ack_ns, filled=filled,
+                                avg=avg, trade_ids=tuple(body.get("tradeIDs") or ()))
+        err = resp.error
+        if resp.status in AUTH_ERRORS:
+            self._finish(intent_id, order_hash, "REJECTED", submit_ns, attempt, ack_ns=ack_ns, error=err)
+            raise OperationalError(f"CLOB rejected our credentials (HTTP {resp.status}): {err}")
+        if resp.status == 429:
+            raise RateLimited(f"429 {err}", retry_after=_retry_after(resp))
+        if resp.status in (425, 500, 502, 503, 504) or resp.status > 500:
+            raise TemporaryError(f"{resp.status} {err}", retry_after=_retry_after(resp))
+        if FAK_NO_MATCH in err:
+            return self._finish(intent_id, order_hash, "KILLED", submit_ns, attempt, ack_ns=ack_ns, error=err)
+        if DUPLICATE in err.lower():
+            # An earlier attempt of these same bytes reached the venue: ask it what happened.
+            return self._resolve_by_hash(intent_id, side, order_hash, submit_ns, attempt, err)
+        self.metrics.incr("orders.rejected")
+        return self._finish(intent_id, order_hash, "REJECTED", submit_ns, attempt, ack_ns=ack_ns, error=err)
+
+    def _resolve_by_hash(self, intent_id, side, order_hash, submit_ns, attempts, error) -> ExecutionReport:
+        for attempt in range(3):
+            try:
+                resp = self.transport.request("GET", f"/data/order/{order_hash}")
+            except TemporaryError:
+                self._backoff(attempt + 1, None)
+                continue
+            if resp.status >= 500 or resp.status == 429:
+                self._backoff(attempt + 1, _retry_after(resp))
+                continue
+            found = parse_order_lookup(resp.body) if resp.status == 200 else None
+            self.metrics.incr("orders.lookups")
+            if found is None:
+                return self._finish(intent_id, order_hash, "FAILED", submit_ns, attempts,
+                                    error=f"not found at venue after: {error}")
+            status, matched, price = found
+            return self._finish(intent_id, order_hash, status, submit_ns, attempts, ack_ns=self.clock.now_ns(),
+                                filled=matched, avg=price if matched else 0.0)
+        # Still unknown: leave it UNKNOWN, counted as in flight; recover() retries the lookup.
+        return self._finish(intent_id, order_hash, "UNKNOWN", submit_ns, attempts, error=error)
+
+    def _finish(self, intent_id, order_hash, status, submit_ns, attempts, *, ack_ns=0, filled=0.0, avg=0.0,
+                error="", trade_ids=()) -> ExecutionReport:
+        self.store.update_order(intent_id, self.clock.now_ns(), status=status, ack_ns=ack_ns, filled_size=filled,
+                                avg_price=avg, error=error[:500], attempts=attempts)
+        self.metrics.incr(f"orders.status.{status.lower()}")
+        return ExecutionReport(intent_id, order_hash, status, filled_size=filled, avg_price=avg, error=error,
+                               submit_ns=submit_ns, ack_ns=ack_ns, attempts=attempts, trade_ids=tuple(trade_ids))
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> None:
+        delay = self.cfg.retry_backoff_s * (2 ** (attempt - 1))
+        if retry_after:
+            delay = max(delay, min(retry_after, self.cfg.max_retry_after_s))
+        self.clock.sleep(delay)
+
+    # ---- restart -----------------------------------------------------------------------------------------
+    def recover(self) -> list[ExecutionReport]:
+        """Resolve orders a previous process persisted but never saw answered. Never re-signs, never re-posts."""
+        reports = []
+        for iid in self.store.orphan_intents():
+            self.store.record_abandoned(iid, "decided but never signed before a restart", self.clock.now_ns())
+            reports.append(ExecutionReport(iid, "", "ABANDONED"))
+        for row in self.store.unresolved_orders():
+            side = _side_of(row["body"])
+            reports.append(self._resolve_by_hash(row["intent_id"], side, row["order_hash"], row["submit_ns"],
+                                                 row["attempts"], "recovered after restart"))
+        return reports
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class PaperExecutor:
+    """Dry run: fills against the current book snapshot, same interface and same store records as live."""
+
+    def __init__(self, cfg, *, store: Store, clock, metrics, books):
+        self.cfg = cfg.execution
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.books = books
+
+    @classmethod
+    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None) -> "PaperExecutor":
+        return cls(cfg, store=store, clock=clock, metrics=metrics, books=books)
+
+    def submit(self, intent: OrderIntent, market: MarketMeta) -> ExecutionReport:
+        paper_hash = f"paper:{intent.intent_id}"
+        try:
+            self.store.record_signed(intent.intent_id, paper_hash, "", self.clock.now_ns())
+        except peewee.IntegrityError:
+            return ExecutionReport(intent.intent_id, "", "REJECTED", error="intent already has an order")
+        submit_ns = self.clock.now_ns()
+        top = self.books.top(intent.asset) if self.books is not None else None
+        filled, cost = 0.0, 0.0
+        if top is not None:
+            levels = top.asks if intent.side is Side.BUY else top.bids
+            remaining = intent.size
+            for price, size in levels:
+                if (intent.side is Side.BUY and price > intent.price_cap + 1e-9) or \
+                   (intent.side is Side.SELL and price < intent.price_cap - 1e-9) or remaining <= 0:
+                    break
+                take = min(size, remaining)
+                filled, cost, remaining = filled + take, cost + take * price, remaining - take
+        status = "PAPER_FILLED" if filled > 0 else "PAPER_KILLED"
+        avg = cost / filled if filled else 0.0
+        self.store.update_order(intent.intent_id, self.clock.now_ns(), status=status, submit_ns=submit_ns,
+                                ack_ns=self.clock.now_ns(), filled_size=filled, avg_price=avg, attempts=1,
+                                error="" if top is not None else "no book snapshot")
+        self.metrics.incr(f"orders.status.{status.lower()}")
+        return ExecutionReport(intent.intent_id, paper_hash, status, filled_size=filled, avg_price=avg,
+                               submit_ns=submit_ns, ack_ns=self.clock.now_ns())
+
+    def recover(self) -> list[ExecutionReport]:
+        reports = []
+        for iid in self.store.orphan_intents():
+            self.store.record_abandoned(iid, "decided but never submitted before a restart", self.clock.now_ns())
+            reports.append(ExecutionReport(iid, "", "ABANDONED"))
+        for row in self.store.unresolved_orders():
+            self.store.update_order(row["intent_id"], self.clock.now_ns(), status="ABANDONED",
+                                    error="paper order interrupted by a restart")
+            reports.append(ExecutionReport(row["intent_id"], row["order_hash"], "ABANDONED"))
+        return reports
+
+    def close(self) -> None:
+        pass
+
+
+def _retry_after(resp: Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if value is None and isinstance(resp.body, dict):
+        value = resp.body.get("retry_after_seconds")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _side_of(body: str) -> Side:
+    try:
+        return Side(json.loads(body)["order"]["side"])
+    except (ValueError, KeyError, TypeError):
+        return Side.BUY
+
+
+def _api_creds(cfg, secrets) -> ApiCreds:
+    """Creds from the environment, or derived once at start-up with the L1 signature (cold path)."""
+    if secrets.api_key:
+        return ApiCreds(secrets.api_key, secrets.api_secret, secrets.api_passphrase)
+    from py_clob_client_v2.client import ClobClient
+    try:
+        client = ClobClient(cfg.endpoints.clob, chain_id=cfg.endpoints.chain_id, key=secrets.private_key)
+        c = client.create_or_derive_api_key()
+    except Exception as exc:  # the SDK raises bare exceptions for HTTP failures
+        raise OperationalError(f"could not create or derive CLOB API credentials: {type(exc).__name__}") from None
+    return ApiCreds(c.api_key, c.api_secret, c.api_passphrase)

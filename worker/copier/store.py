@@ -1,0 +1,257 @@
+"""Durable state on one sqlite file (WAL): processed fills, intents, orders, cursors, halt flag, heartbeat.
+
+Money safety lives here: a fill's dedupe key is unique (a fill is decided once), an intent has at most one order
+(unique intent_id on orders), and the signed order is written BEFORE it is posted (write-ahead), so a restart can
+look it up by hash instead of signing a new one. Schema changes are explicit, numbered migrations.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import peewee as pw
+
+from copier.errors import OperationalError
+from copier.exposure import ExposureRow
+from copier.types import OrderIntent, Side, Skip, SourceFill
+
+db = pw.SqliteDatabase(None)
+
+
+class _Model(pw.Model):
+    class Meta:
+        database = db
+
+
+class FillRow(_Model):
+    dedupe_key = pw.CharField(unique=True)
+    tx_hash = pw.CharField(index=True)
+    asset = pw.CharField()
+    condition_id = pw.CharField()
+    outcome = pw.CharField()
+    side = pw.CharField()
+    price = pw.FloatField()
+    size = pw.FloatField()
+    match_ts = pw.FloatField()
+    recv_ns = pw.BigIntegerField(index=True)
+    feed = pw.CharField()
+    confirmed = pw.BooleanField(default=True)
+    intent_id = pw.CharField(index=True)
+
+    class Meta:
+        table_name = "fills"
+
+
+class IntentRow(_Model):
+    intent_id = pw.CharField(unique=True)
+    kind = pw.CharField()
+    decision = pw.CharField()          # order | skip
+    reason = pw.CharField(default="")
+    detail = pw.TextField(default="")
+    condition_id = pw.CharField(index=True)
+    asset = pw.CharField()
+    outcome = pw.CharField()
+    side = pw.CharField()
+    size = pw.FloatField(default=0.0)
+    price_cap = pw.FloatField(default=0.0)
+    notional = pw.FloatField(default=0.0)
+    source_price = pw.FloatField(default=0.0)
+    net_source_size = pw.FloatField(default=0.0)
+    n_fills = pw.IntegerField(default=0)
+    first_recv_ns = pw.BigIntegerField()
+    decided_ns = pw.BigIntegerField(index=True)
+    decided_at = pw.FloatField()
+    capped_by = pw.CharField(default="")
+
+    class Meta:
+        table_name = "intents"
+
+
+class OrderRow(_Model):
+    intent_id = pw.CharField(unique=True)      # one order per intent, enforced by the database
+    order_hash = pw.CharField(unique=True)
+    body = pw.TextField()                      # the exact signed bytes we post, retried unchanged
+    status = pw.CharField(index=True)
+    attempts = pw.IntegerField(default=0)
+    signed_ns = pw.BigIntegerField()
+    submit_ns = pw.BigIntegerField(default=0)
+    ack_ns = pw.BigIntegerField(default=0)
+    filled_size = pw.FloatField(default=0.0)
+    avg_price = pw.FloatField(default=0.0)
+    error = pw.TextField(default="")
+    updated_ns = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "orders"
+
+
+class KV(_Model):
+    key = pw.CharField(primary_key=True)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "kv"
+
+
+# Statuses an order can be in. SIGNED = persisted, maybe posted; the rest are venue answers or our verdicts.
+SIGNED, POSTING = "SIGNED", "POSTING"
+TERMINAL = {"MATCHED", "LIVE", "DELAYED", "UNMATCHED", "KILLED", "REJECTED", "FAILED", "ABANDONED", "CANCELED",
+            "FILLED", "PAPER_FILLED", "PAPER_KILLED"}
+UNRESOLVED = {SIGNED, POSTING, "UNKNOWN"}
+
+
+def _migration_1(database: pw.SqliteDatabase) -> None:
+    database.create_tables([FillRow, IntentRow, OrderRow, KV])
+
+
+MIGRATIONS = [_migration_1]   # append only; index + 1 = schema version
+
+
+class Store:
+    def __init__(self, path: str):
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str) -> "Store":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db.init(path, pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 5000,
+                               "foreign_keys": 1})
+        db.connect(reuse_if_open=True)
+        store = cls(path)
+        store._migrate()
+        return store
+
+    def _migrate(self) -> None:
+        version = db.execute_sql("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise OperationalError(f"store {self.path} has schema v{version}, newer than this copier "
+                                   f"(v{len(MIGRATIONS)}): upgrade the copier")
+        for n in range(version, len(MIGRATIONS)):
+            with db.atomic():
+                MIGRATIONS[n](db)
+                db.execute_sql(f"PRAGMA user_version = {n + 1}")
+
+    def close(self) -> None:
+        if not db.is_closed():
+            db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+
+    # ---- decisions ---------------------------------------------------------------------------------------
+    def record_decision(self, fills: list[SourceFill], decision: OrderIntent | Skip, now_ns: int) -> bool:
+        """Persist the fills and their decision atomically. False if any fill was already decided (a replay)."""
+        is_order = isinstance(decision, OrderIntent)
+        net = sum(f.side.sign * f.size for f in fills)
+        try:
+            with db.atomic():
+                IntentRow.insert(
+                    intent_id=decision.intent_id, kind=decision.kind, decision="order" if is_order else "skip",
+                    reason="" if is_order else decision.reason, detail="" if is_order else decision.detail,
+                    condition_id=decision.condition_id, asset=decision.asset, outcome=decision.outcome,
+                    side=decision.side.value, size=decision.size,
+                    price_cap=decision.price_cap if is_order else 0.0, notional=decision.notional,
+                    source_price=decision.source_price if is_order else 0.0, net_source_size=net,
+                    n_fills=len(fills), first_recv_ns=min(f.recv_ns for f in fills), decided_ns=now_ns,
+                    decided_at=decision.decided_at, capped_by=decision.capped_by if is_order else "",
+                ).execute()
+                FillRow.insert_many([dict(
+                    dedupe_key=f.dedupe_key, tx_hash=f.tx_hash, asset=f.asset, condition_id=f.condition_id,
+                    outcome=f.outcome, side=f.side.value, price=f.price, size=f.size, match_ts=f.match_ts,
+                    recv_ns=f.recv_ns, feed=f.feed, confirmed=f.confirmed, intent_id=decision.intent_id)
+                    for f in fills]).execute()
+        except pw.IntegrityError:
+            return False
+        return True
+
+    def decided(self, intent_id: str) -> bool:
+        return IntentRow.select().where(IntentRow.intent_id == intent_id).exists()
+
+    # ---- orders (write-ahead) ----------------------------------------------------------------------------
+    def record_signed(self, intent_id: str, order_hash: str, body: str, now_ns: int) -> None:
+        """Must succeed before the first POST; raises IntegrityError if this intent already has an order."""
+        OrderRow.insert(intent_id=intent_id, order_hash=order_hash, body=body, status=SIGNED, signed_ns=now_ns,
+                        updated_ns=now_ns).execute()
+
+    def order_for(self, intent_id: str) -> dict | None:
+        row = OrderRow.select().where(OrderRow.intent_id == intent_id).dicts().first()
+        return row
+
+    def update_order(self, intent_id: str, now_ns: int, **fields) -> None:
+        fields["updated_ns"] = now_ns
+        OrderRow.update(**fields).where(OrderRow.intent_id == intent_id).execute()
+
+    def unresolved_orders(self) -> list[dict]:
+        return list(OrderRow.select().where(OrderRow.status.in_(sorted(UNRESOLVED))).dicts())
+
+    def orphan_intents(self) -> list[str]:
+        """Order decisions that never got a signed order (crash between decision and signing)."""
+        q = (IntentRow.select(IntentRow.intent_id)
+             .join(OrderRow, pw.JOIN.LEFT_OUTER, on=(IntentRow.intent_id == OrderRow.intent_id))
+             .where((IntentRow.decision == "order") & (OrderRow.id.is_null())))
+        return [r.intent_id for r in q]
+
+    def record_abandoned(self, intent_id: str, reason: str, now_ns: int) -> None:
+        """Mark an order decision as never sent, so it is neither retried nor counted as in flight."""
+        OrderRow.insert(intent_id=intent_id, order_hash=f"none:{intent_id}", body="", status="ABANDONED",
+                        signed_ns=now_ns, updated_ns=now_ns, error=reason).on_conflict_ignore().execute()
+
+    # ---- restart state -----------------------------------------------------------------------------------
+    def seen_keys(self, since: float) -> list[str]:
+        return [r.dedupe_key for r in FillRow.select(FillRow.dedupe_key).where(FillRow.match_ts >= since)]
+
+    def exposure_rows(self, since: float) -> list[ExposureRow]:
+        q = (IntentRow.select(IntentRow, OrderRow.status, OrderRow.filled_size, OrderRow.avg_price)
+             .join(OrderRow, pw.JOIN.LEFT_OUTER, on=(IntentRow.intent_id == OrderRow.intent_id))
+             .where((IntentRow.decision == "order") & (IntentRow.decided_at >= since)).dicts())
+        rows = []
+        for r in q:
+            status = r.get("status")
+            rows.append(ExposureRow(
+                intent_id=r["intent_id"], condition_id=r["condition_id"], asset=r["asset"], side=Side(r["side"]),
+                decided_at=r["decided_at"], notional=r["notional"], size=r["size"],
+                filled_size=r.get("filled_size") or 0.0, avg_price=r.get("avg_price") or 0.0,
+                in_flight=status is None or status in UNRESOLVED))
+        return rows
+
+    # ---- report queries ----------------------------------------------------------------------------------
+    def fills_since(self, since: float):
+        return FillRow.select().where(FillRow.recv_ns >= int(since * 1e9)).order_by(FillRow.recv_ns).dicts()
+
+    def intents_since(self, since: float):
+        return IntentRow.select().where(IntentRow.decided_ns >= int(since * 1e9)).order_by(IntentRow.decided_ns).dicts()
+
+    def orders_since(self, since: float):
+        return OrderRow.select().where(OrderRow.signed_ns >= int(since * 1e9)).order_by(OrderRow.signed_ns).dicts()
+
+    # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
+    def _get(self, key: str):
+        row = KV.get_or_none(KV.key == key)
+        return json.loads(row.value) if row else None
+
+    def _put(self, key: str, value) -> None:
+        KV.insert(key=key, value=json.dumps(value)).on_conflict_replace().execute()
+
+    def cursor(self, name: str) -> float | None:
+        return self._get(f"cursor:{name}")
+
+    def set_cursor(self, name: str, value: float) -> None:
+        self._put(f"cursor:{name}", value)
+
+    def halted(self) -> tuple[bool, str]:
+        v = self._get("halt")
+        return (True, v["reason"]) if v else (False, "")
+
+    def halt(self, reason: str, now: float) -> None:
+        self._put("halt", {"reason": reason, "since": now})
+
+    def resume(self) -> None:
+        KV.delete().where(KV.key == "halt").execute()
+
+    def heartbeat(self) -> dict | None:
+        return self._get("heartbeat")
+
+    def set_heartbeat(self, info: dict) -> None:
+        self._put("heartbeat", info)
+
+    def size_bytes(self) -> int:
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
