@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 from copier.config import Config
 from copier.errors import ConfigError
 
-ANSWERED = {"LIVE", "MATCHED", "DELAYED", "UNMATCHED", "KILLED", "FILLED", "PARTIAL", "CANCELED"}
-FILLED = {"MATCHED", "FILLED", "PARTIAL"}
+ANSWERED = {"LIVE", "MATCHED", "DELAYED", "UNMATCHED", "KILLED", "FILLED", "PARTIAL", "CANCELED", "PAPER_FILLED",
+            "PAPER_KILLED"}
+FILLED = {"MATCHED", "FILLED", "PARTIAL", "PAPER_FILLED"}
 BURST_FILLS, BURST_WINDOW_S, BURST_MAX_ORDERS = 5, 2.0, 2
 
 
