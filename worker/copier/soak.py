@@ -1,0 +1,373 @@
+"""`make soak`: the PRD acceptance run.
+
+Production form (`--duration 7d`): waits out the run of the deployed copier, then prints its acceptance report.
+Compressed form (default, <= 10 min): the simulator at accelerated market time, the copier LIVE (real signatures,
+real POSTs to the simulator) under a real supervisord, a random chaos schedule, malformed input on every feed, and a
+verdict computed twice — from the copier's store and independently from the simulator's ground truth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from copier.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, copier_cmd, run_copier, write_config,
+                            write_env_file)
+
+WORKDIR = Path("var/soak")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+ACCEPTED_AT_VENUE = {"matched", "live", "delayed", "unmatched"}
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not m:
+        raise SystemExit(f"--duration: expected e.g. 7d, 90m or 600s, got {text!r}")
+    return float(m.group(1)) * UNITS[m.group(2) or "s"]
+
+
+# ---- telemetry sinks (real UDP StatsD packets, real Sentry envelopes) ------------------------------------------
+class StatsdSink:
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.out = open(path, "ab")
+        self.packets = 0
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            try:
+                data, _ = self.sock.recvfrom(65536)
+            except OSError:
+                return
+            self.packets += 1
+            self.out.write(data + b"\n")
+            self.out.flush()
+
+
+class SentrySink:
+    def __init__(self, path: Path):
+        out = open(path, "ab")
+        self.envelopes = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    import gzip
+                    body = gzip.decompress(body)
+                out.write(body + b"\n")
+                out.flush()
+                sink.envelopes += 1
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def dsn(self) -> str:
+        return f"http://soakpublickey@127.0.0.1:{self.port}/1"
+
+
+# ---- supervisord ----------------------------------------------------------------------------------------------
+class Supervisor:
+    def __init__(self, workdir: Path, config: Path, env_file: Path):
+        self.conf = workdir / "supervisord.conf"
+        self.sock = workdir / "supervisor.sock"
+        cmd = " ".join(copier_cmd("run", "--config", str(config.resolve()), "--env-file", str(env_file.resolve())))
+        self.conf.write_text(f"""[unix_http_server]
+file={self.sock.resolve()}
+chmod=0700
+
+[supervisord]
+logfile={(workdir / 'supervisord.log').resolve()}
+pidfile={(workdir / 'supervisord.pid').resolve()}
+childlogdir={workdir.resolve()}
+nodaemon=false
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{self.sock.resolve()}
+
+[program:copier]
+command={cmd}
+directory={Path.cwd()}
+autostart=true
+autorestart=unexpected
+exitcodes=0
+startsecs=1
+startretries=1000
+stopsignal=TERM
+stopwaitsecs=15
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile={(workdir / 'copier.log').resolve()}
+stdout_logfile_maxbytes=50MB
+stdout_logfile_backups=3
+""")
+        bindir = Path(sys.executable).parent
+        self.supervisord = str(bindir / "supervisord")
+        self.supervisorctl = str(bindir / "supervisorctl")
+        subprocess.run([self.supervisord, "-c", str(self.conf)], check=True)
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([self.supervisorctl, "-c", str(self.conf), *args], capture_output=True, text=True,
+                              timeout=60)
+
+    def pid(self) -> int:
+        out = self.ctl("pid", "copier").stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+    def shutdown(self) -> None:
+        self.ctl("stop", "copier")
+        self.ctl("shutdown")
+
+
+# ---- the run --------------------------------------------------------------------------------------------------
+class Chaos:
+    """Random instants for every required fault; counts what was actually done."""
+
+    PLAN = {"kill9": 22, "rtds_drop": 30, "rtds_stall": 22, "clob_5xx": 6, "clob_429": 5,
+            "post_timeout_after_accept": 5, "engine_restart": 1, "halt_resume": 1, "stop_start": 1,
+            "malformed": 8, "clob_garbage": 4}
+
+    def __init__(self, rng: random.Random, duration: float):
+        events = []
+        for kind, n in self.PLAN.items():
+            for _ in range(n):
+                events.append((rng.uniform(0.1, 0.85) * duration, kind))
+        self.events = sorted(events)
+        self.done: Counter = Counter()
+
+
+def source_stream(sim: SimProcess, rng: random.Random, stop: threading.Event, sent: list) -> None:
+    """Bursts of small BUYs (dense, as observed), singles and reducing SELLs on the btc and eth markets."""
+    while not stop.is_set():
+        asset, outcome = rng.choice(["btc", "eth"]), rng.choice(["Up", "Down"])
+        try:
+            if rng.random() < 0.3:
+                for _ in range(rng.randint(5, 8)):
+                    sent.append(sim.source_fill(asset=asset, outcome=outcome, side="BUY", size=rng.randint(5, 12)))
+                    time.sleep(rng.uniform(0.05, 0.2))
+            else:
+                side = "SELL" if rng.random() < 0.25 else "BUY"
+                sent.append(sim.source_fill(asset=asset, outcome=outcome, side=side, size=rng.randint(5, 30)))
+        except Exception as exc:  # the stream goes on; a lost control call only means one fewer source fill
+            print(f"source stream: {exc}", file=sys.stderr)
+        stop.wait(rng.uniform(2.5, 6.0))
+
+
+def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random.Random) -> None:
+    if kind == "kill9":
+        pid = sup.pid()
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+    elif kind == "rtds_drop":
+        sim.faults(rtds_drop={})
+    elif kind == "rtds_stall":
+        sim.faults(rtds_stall={"seconds": rng.uniform(6, 10)})
+    elif kind == "clob_5xx":
+        sim.faults(clob_5xx={"count": rng.randint(2, 4)})
+    elif kind == "clob_429":
+        sim.faults(clob_429={"count": rng.randint(1, 3), "retry_after": 0.5})
+    elif kind == "post_timeout_after_accept":
+        sim.faults(post_timeout_after_accept={"count": 1, "delay_s": 3})
+    elif kind == "engine_restart":
+        sim.faults(engine_restart={"seconds": 4})
+    elif kind == "halt_resume":
+        run_copier("halt", "--config", str(config), "--reason", "soak: operator halt")
+        time.sleep(3)
+        run_copier("resume", "--config", str(config))
+    elif kind == "stop_start":
+        sup.ctl("stop", "copier")
+        time.sleep(2)
+        sup.ctl("start", "copier")
+    elif kind == "malformed":
+        sim.faults(malformed={"count": rng.randint(3, 8)})
+    elif kind == "clob_garbage":
+        sim.faults(clob_garbage={"count": rng.randint(1, 3)})
+
+
+def ground_truth_verdict(events: list[dict], db_path: Path) -> dict:
+    """Independent of the copier's own accounting: what the venue saw versus what the source did."""
+    db = sqlite3.connect(db_path)
+    order_of_intent = dict(db.execute("select intent_id, order_hash from orders"))
+    intent_of_fill = {}
+    for key, tx, asset, side, price, size, iid in db.execute(
+            "select dedupe_key, tx_hash, asset, side, price, size, intent_id from fills"):
+        intent_of_fill.setdefault((tx.lower(), asset, side, round(price, 6), round(size, 6)), []).append(iid)
+    decision = dict(db.execute("select intent_id, decision from intents"))
+    venue = [e for e in events if e["kind"] == "order"]
+    accepted = [e for e in venue if str(e.get("status", "")).lower() in ACCEPTED_AT_VENUE]
+    executions = Counter(e["order_hash"] for e in accepted)
+    known = set(order_of_intent.values())
+    unknown = sorted(h for h in executions if h not in known)
+    twice = sorted(h for h, n in executions.items() if n > 1)
+    hash_to_intent = {h: i for i, h in order_of_intent.items()}
+    per_intent = Counter(hash_to_intent[h] for h in executions if h in hash_to_intent)
+    source = [e for e in events if e["kind"] == "source_fill"]
+    eligible = copied = missed = 0
+    missed_ids = []
+    for e in source:
+        iids = intent_of_fill.get((e["tx_hash"].lower(), str(e["token_id"]), e["side"], round(float(e["price"]), 6),
+                                   round(float(e["size"]), 6)))
+        if not iids:
+            missed += 1
+            missed_ids.append(e["tx_hash"])
+            eligible += 1
+            continue
+        if decision.get(iids[0]) != "order":
+            continue
+        eligible += 1
+        if order_of_intent.get(iids[0]) in executions:
+            copied += 1
+    return {"venue_orders_accepted": len(accepted), "unknown_orders": unknown, "hashes_executed_twice": twice,
+            "orders_per_intent_max": max(per_intent.values(), default=0), "eligible_fills": eligible,
+            "copied_fills": copied, "missed_fills": missed, "missed_tx": missed_ids[:20],
+            "copied_pct": round(100.0 * copied / eligible, 3) if eligible else None}
+
+
+def grep_secrets(paths: list[Path], secrets: list[str]) -> list[str]:
+    hits = []
+    for p in paths:
+        if not p.exists():
+            continue
+        data = p.read_bytes()
+        for s in secrets:
+            if s and s.encode() in data:
+                hits.append(f"{p.name} contains a secret ({len(s)} chars)")
+    return hits
+
+
+def compressed(duration: float, seed: int) -> int:
+    rng = random.Random(seed)
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    for p in WORKDIR.iterdir():
+        if p.is_file():
+            p.unlink()
+    statsd, sentry = StatsdSink(WORKDIR / "statsd.packets"), SentrySink(WORKDIR / "sentry.envelopes")
+    sim = SimProcess(WORKDIR, speed=30.0, seed=seed)
+    creds = derive_creds(sim.urls["clob"])
+    env = write_env_file(WORKDIR / "copier.env", {
+        "POLY_PRIVATE_KEY": SIM_PRIVATE_KEY, "POLY_API_KEY": creds[0], "POLY_API_SECRET": creds[1],
+        "POLY_API_PASSPHRASE": creds[2], "SENTRY_DSN": sentry.dsn})
+    config = write_config(WORKDIR / "copier.yaml", copier_config(
+        sim.urls, WORKDIR / "copier.sqlite", dry_run=False, statsd_port=statsd.port,
+        overrides={"execution": {"dry_run": False, "max_slippage_bps": 300, "near_expiry_cutoff_seconds": 1.0},
+                   "risk": {"breaker_max_error_rate": 1.0, "breaker_max_p95_ms": 60000.0}}))
+    sup = Supervisor(WORKDIR, config, env)
+    chaos = Chaos(rng, duration)
+    stop, sent = threading.Event(), []
+    start = time.time()
+    streamer = threading.Thread(target=source_stream, args=(sim, random.Random(seed + 1), stop, sent), daemon=True)
+    time.sleep(5)
+    streamer.start()
+    print(f"soak: {duration:.0f}s, {len(chaos.events)} chaos events, simulator {sim.urls['clob']}", flush=True)
+    try:
+        for at, kind in chaos.events:
+            delay = start + at - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                apply(kind, sim, sup, config, rng)
+                chaos.done[kind] += 1
+            except Exception as exc:
+                print(f"chaos {kind} failed: {exc}", file=sys.stderr)
+        time.sleep(max(0.0, start + duration * 0.9 - time.time()))
+        stop.set()
+        streamer.join(30)
+        time.sleep(duration * 0.1)           # let the last fills arrive, gap-fill and settle
+    finally:
+        sup.shutdown()
+        sim.stop()
+    store_rep = json.loads(run_copier("report", "--config", str(config), "--json").stdout)
+    gt = ground_truth_verdict(sim.ground_truth_events(), WORKDIR / "copier.sqlite")
+    leaks = grep_secrets([WORKDIR / "copier.log", WORKDIR / "supervisord.log", WORKDIR / "statsd.packets",
+                          WORKDIR / "sentry.envelopes"], [SIM_PRIVATE_KEY, SIM_PRIVATE_KEY[2:], creds[1], creds[2]])
+    return verdict(store_rep, gt, chaos, leaks, statsd.packets, sentry.envelopes, len(sent))
+
+
+def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: int, envelopes: int,
+            sent: int) -> int:
+    from copier.report import render_text
+    problems = dict(store_rep["acceptance"]["failures"])
+    if gt["unknown_orders"] or gt["hashes_executed_twice"] or gt["orders_per_intent_max"] > 1:
+        problems["ground_truth_duplicates"] = gt["unknown_orders"] + gt["hashes_executed_twice"]
+    if gt["copied_pct"] is None or gt["copied_pct"] < 98.0:
+        problems["ground_truth_copy_rate"] = [f"{gt['copied_pct']}%", *gt["missed_tx"]]
+    if store_rep["copied_pct"] is not None and gt["copied_pct"] is not None and \
+            abs(store_rep["copied_pct"] - gt["copied_pct"]) > 2.0:
+        problems["store_vs_ground_truth"] = [f"copy rate store {store_rep['copied_pct']}% vs venue {gt['copied_pct']}%"]
+    if store_rep["orders_per_intent_max"] != gt["orders_per_intent_max"]:
+        problems["store_vs_ground_truth_orders"] = [f"store {store_rep['orders_per_intent_max']} vs venue "
+                                                    f"{gt['orders_per_intent_max']}"]
+    short = {k: n for k, n in Chaos.PLAN.items() if chaos.done[k] < n}
+    if short:
+        problems["chaos_not_applied"] = [f"{k}: {chaos.done[k]}/{n}" for k, n in short.items()]
+    if leaks:
+        problems["secrets_leaked"] = leaks
+    print(render_text(store_rep))
+    print(f"ground truth        {json.dumps(gt, sort_keys=True)}")
+    print(f"chaos applied       {json.dumps(dict(chaos.done), sort_keys=True)}")
+    print(f"telemetry           {packets} StatsD packets, {envelopes} Sentry envelopes, {sent} source fills sent; "
+          f"secret grep: {'clean' if not leaks else 'LEAK'}")
+    print(f"SOAK VERDICT        {'PASS' if not problems else 'FAIL'}")
+    for name, ids in problems.items():
+        print(f"  FAIL {name}: {', '.join(map(str, ids[:20]))}")
+    return 0 if not problems else 1
+
+
+def derive_creds(clob_url: str) -> tuple[str, str, str]:
+    from py_clob_client_v2.client import ClobClient
+    c = ClobClient(clob_url, chain_id=137, key=SIM_PRIVATE_KEY).create_or_derive_api_key()
+    return c.api_key, c.api_secret, c.api_passphrase
+
+
+def production(duration: float, config: str) -> int:
+    """Wait out the run of the deployed copier, then judge it on what its store recorded over that period."""
+    start = time.time()
+    while time.time() - start < duration:
+        time.sleep(min(600.0, duration - (time.time() - start)))
+    out = run_copier("report", "--config", config, "--since", str(start), "--acceptance", timeout=600)
+    print(out.stdout, end="")
+    return out.returncode
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="soak")
+    p.add_argument("--duration", default=None, help="production soak length (e.g. 7d); omit for the compressed run")
+    p.add_argument("--compressed-seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 300)))
+    p.add_argument("--seed", type=int, default=int(os.environ.get("SOAK_SEED", 1)))
+    p.add_argument("--config", default="/etc/copier/copier.yaml")
+    args = p.parse_args(argv)
+    if args.duration:
+        return production(parse_duration(args.duration), args.config)
+    return compressed(args.compressed_seconds, args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
