@@ -1,0 +1,109 @@
+"""Parsers on the real recorded payloads, and garbage that must only ever raise MalformedMessage."""
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from copier.errors import MalformedMessage
+from copier.schemas import apply_price_change, parse_book, parse_data_api_trade, parse_rtds_frame
+from copier.types import Feed, Side
+
+PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
+WALLET = "0x510f4963b66b1b18505faab74b0bb943d1dda43c"
+
+
+def load(name):
+    return json.loads((PAYLOADS / name).read_text())
+
+
+def test_real_rtds_trade_frame():
+    text = (PAYLOADS / "rtds_activity_trade.json").read_text()
+    fills, frame_id = parse_rtds_frame(text, WALLET.upper().replace("0X", "0x"), recv_ns=123)
+    (f,) = fills
+    assert (f.side, f.price, f.size, f.outcome, f.outcome_index) == (Side.BUY, 0.26, 2.7027, "No", 1)
+    assert f.tx_hash == "0xb6acf6859bc84216f4b3e2567fb392a2eae19d275340ad96ea17218ccfec27b7"
+    assert f.condition_id == "0x1d8720896546460a48d4f7fd5b3f0705a8d427921222de498d1cd334d4890c52"
+    assert f.match_ts == 1787102287 and f.recv_ns == 123 and f.feed == Feed.RTDS_TRADES.value
+    assert f.wallet == WALLET and frame_id.startswith("1787102287053:")
+
+
+def test_other_wallets_and_other_topics_give_no_fills():
+    frame = load("rtds_activity_trade.json")
+    assert parse_rtds_frame(json.dumps(frame), "0x" + "00" * 20, 1) == ([], "")
+    prices = (PAYLOADS / "rtds_crypto_prices_chainlink_update.json").read_text()
+    assert parse_rtds_frame(prices, WALLET, 1) == ([], "")
+    assert parse_rtds_frame("PONG", WALLET, 1) == ([], "")
+    frame["type"] = "orders_matched"
+    assert parse_rtds_frame(json.dumps(frame), WALLET, 1)[0][0].feed == Feed.RTDS_MATCHED.value
+
+
+def test_real_data_api_v1_rows():
+    (row,) = load("data_api_trades_v1.json")
+    f = parse_data_api_trade(row, 5)
+    assert (f.side, f.price, f.size, f.outcome, f.match_ts) == (Side.SELL, 0.76, 106.0, "Up", 1770446487)
+    assert f.feed == Feed.DATA_API.value and f.asset.startswith("8126177")
+
+
+def test_data_api_v2_row_shape_matches_the_v1_identity():
+    (v1,) = load("data_api_trades_v1.json")
+    doc = load("data_api_v2_trade_fields.json")
+    v2 = {k: v1[c] for k, c in [("proxy_wallet", "proxyWallet"), ("side", "side"), ("token_id", "asset"),
+                                 ("condition_id", "conditionId"), ("size", "size"), ("price", "price"),
+                                 ("timestamp", "timestamp"), ("outcome", "outcome"), ("outcome_index", "outcomeIndex"),
+                                 ("transaction_hash", "transactionHash"), ("slug", "slug"), ("event_slug", "eventSlug")]}
+    assert set(v2) <= set(doc["data"][0])          # only documented v2 field names
+    assert parse_data_api_trade(v2, 1).content_key == parse_data_api_trade(v1, 1).content_key
+
+
+def test_activity_rows_parse_as_trades():
+    rows = load("data_api_activity_v1.json")
+    trades = [r for r in rows if r.get("type") == "TRADE"]
+    assert trades
+    for r in trades:
+        assert parse_data_api_trade(r, 1).size > 0
+
+
+def test_real_book_snapshot_is_sorted_best_first_and_updates():
+    b = parse_book(load("clob_book.json"))
+    assert b.bids[0] == (0.45, 100.0) and b.asks[0] == (0.46, 150.0)
+    b = apply_price_change(b, {"price": "0.46", "size": "0", "side": "SELL"})
+    b = apply_price_change(b, {"price": "0.455", "size": "7", "side": "BUY"})
+    assert b.asks[0] == (0.47, 250.0) and b.bids[0] == (0.455, 7.0)
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '"x"', '{"topic":"activity","type":"trades"}',
+                                  '{"topic":"activity","type":"trades","payload":{"proxyWallet":5}}',
+                                  "x" * 70000])
+def test_malformed_frames_raise_one_clear_error(text):
+    with pytest.raises(MalformedMessage):
+        parse_rtds_frame(text, WALLET, 1)
+
+
+def test_type_confused_source_payload_is_malformed():
+    frame = load("rtds_activity_trade.json")
+    for field, bad in [("price", "abc"), ("size", -1), ("side", "HOLD"), ("price", 1.7), ("transactionHash", None),
+                       ("timestamp", True)]:
+        f = json.loads(json.dumps(frame))
+        f["payload"][field] = bad
+        with pytest.raises(MalformedMessage):
+            parse_rtds_frame(json.dumps(f), WALLET, 1)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=6),
+                           max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_garbage_never_raises_anything_but_malformed(value):
+    frame = {"topic": "activity", "type": "trades", "timestamp": 1, "payload": value}
+    if isinstance(value, dict):
+        value.setdefault("proxyWallet", WALLET)
+    for parse in (lambda: parse_rtds_frame(json.dumps(frame), WALLET, 1),
+                  lambda: parse_data_api_trade(value, 1), lambda: parse_book(value)):
+        try:
+            parse()
+        except MalformedMessage:
+            pass
