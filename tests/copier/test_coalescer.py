@@ -89,3 +89,9 @@ def test_a_quiet_gap_longer_than_coalesce_ms_starts_a_new_episode():
     c = Coalescer(CopyConfig(coalesce_ms=300, max_hold_ms=2000))
     batches = run(c, [(T0, fill(1)), (T0 + 0.1, fill(2)), (T0 + 1.0, fill(3))], T0 + 5)
     assert [b.kind for b in batches] == ["leading", "trailing", "leading"]
+
+
+def test_whole_second_history_widens_the_quiet_window_to_its_resolution():
+    c = Coalescer(CopyConfig(coalesce_ms=300, max_hold_ms=2000), time_resolution_s=1.0)
+    timed = [(T0, fill(i)) for i in range(3)] + [(T0 + 1, fill(i)) for i in range(3, 6)]
+    assert [b.kind for b in run(c, timed, T0 + 10)] == ["leading", "trailing"]

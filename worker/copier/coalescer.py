@@ -21,9 +21,11 @@ class _KeyState:
 
 
 class Coalescer:
-    def __init__(self, cfg: CopyConfig):
+    def __init__(self, cfg: CopyConfig, time_resolution_s: float = 0.0):
+        """time_resolution_s: the finest time step the input can express (1.0 for whole-second history). Gaps at
+        that resolution cannot be told from a quiet period shorter than it, so the quiet window is widened."""
         self.cfg = cfg
-        self._quiet_s = cfg.coalesce_ms / 1000.0
+        self._quiet_s = max(cfg.coalesce_ms / 1000.0, time_resolution_s * 1.001)
         self._hold_s = cfg.max_hold_ms / 1000.0
         self._keys: dict[tuple, _KeyState] = {}
 

@@ -1,7 +1,8 @@
 """`copier replay`: the live coalescer, decision and risk code on a recorded source history, with a virtual clock.
 
 The clock is driven by the fills' own timestamps: each fill arrives at its match time, trailing batches are decided
-at their deadline. Orders are assumed filled in full at their price cap (the worst case the caps allow for), so
+at their deadline. Data API timestamps are whole seconds, so a quiet gap shorter than a second cannot be seen in
+them: for such history the coalescer's quiet window is widened to the data's resolution. Orders are assumed filled in full at their price cap (the worst case the caps allow for), so
 positions and caps evolve as they would live.
 """
 from __future__ import annotations
@@ -77,7 +78,9 @@ def load_markets(path: str) -> list[MarketMeta]:
 def replay(fills: list[SourceFill], markets: list[MarketMeta], cfg: Config) -> list[dict]:
     """Deterministic: the same history and config always give the same decisions."""
     by_asset = {t: m for m in markets for t in m.token_ids}
-    coalescer, exposure, deduper = Coalescer(cfg.copy), ExposureBook(), Deduper()
+    whole_seconds = all(float(f.match_ts).is_integer() for f in fills)
+    coalescer = Coalescer(cfg.copy, time_resolution_s=1.0 if whole_seconds else 0.0)
+    exposure, deduper = ExposureBook(), Deduper()
     wallet = cfg.copy.source_wallet.lower()
     out: list[dict] = []
 
