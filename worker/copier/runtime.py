@@ -279,7 +279,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     setup_logging(cfg.telemetry.log_level, secrets)
     if not monkey.is_module_patched("socket"):
         log.warning("socket is not gevent-patched: network I/O will block the hub")
-    metrics = Metrics.from_config(cfg.telemetry)
+    metrics = Metrics.from_config(cfg.telemetry, secrets.values())
     alerts = init_alerts(secrets.sentry_dsn, secrets=secrets)
     store = Store.open(cfg.store.path)
     catalog = MarketCatalog(cfg, clock=clock)

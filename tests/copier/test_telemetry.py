@@ -1,0 +1,173 @@
+"""Telemetry with real parts: UDP StatsD packets, Sentry envelopes over HTTP, JSON log lines; none may leak a secret."""
+import gzip
+import io
+import json
+import logging
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from hypothesis import given, settings, strategies as st
+
+from copier.alerts import init_alerts
+from copier.breaker import CircuitBreaker
+from copier.clock import FakeClock
+from copier.config import RiskConfig, Secrets, TelemetryConfig
+from copier.logs import JsonFormatter
+from copier.metrics import Metrics, NullMetrics
+from copier.timesync import ClockWatch
+
+SECRETS = Secrets(private_key="0x" + "ab" * 32, api_key="k-123", api_secret="c2VjcmV0LXNlY3JldA==",
+                  api_passphrase="pass-phrase-xyz")
+
+
+def wait_for(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_statsd_packets_arrive_over_udp_with_exact_lines():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    m = Metrics.from_config(TelemetryConfig(statsd_port=sock.getsockname()[1], statsd_prefix="copier"),
+                            SECRETS.values())
+    m.incr("orders.status.matched")
+    m.timing("stage.sign_ms", 1.5)
+    m.gauge("queue_depth.ingest", 3)
+    m.incr(f"bad.{SECRETS.api_key}")                 # a name carrying a secret is never sent
+    lines = [sock.recv(1024).decode() for _ in range(3)]
+    assert lines == ["copier.orders.status.matched:1|c", "copier.stage.sign_ms:1.500000|ms",
+                     "copier.queue_depth.ingest:3|g"]
+    assert m.dropped == 1
+    sock.close()
+
+
+def test_metrics_never_raise_even_when_the_sink_is_unresolvable():
+    m = Metrics("127.0.0.1", 9, "copier")
+    m._client = None                                # any failure inside the client
+    m.incr("x")
+    m.timing("y", 1)
+    assert m.dropped == 2
+
+
+class _SentryEndpoint:
+    def __init__(self):
+        self.bodies = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                outer.bodies.append(body)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.dsn = f"http://publickey@127.0.0.1:{self.server.server_address[1]}/1"
+
+
+def test_sentry_envelopes_carry_the_alert_and_no_secret():
+    ep = _SentryEndpoint()
+    secrets = Secrets(**{**{f: getattr(SECRETS, f) for f in ("private_key", "api_key", "api_secret",
+                                                              "api_passphrase")}, "sentry_dsn": ep.dsn})
+    alerts = init_alerts(ep.dsn, secrets)
+    alerts.alert("auth_failure", f"CLOB rejected key {SECRETS.api_key} secret {SECRETS.api_secret}",
+                 passphrase=SECRETS.api_passphrase)
+    alerts.alert("auth_failure", "rate limited: suppressed")
+    alerts.flush()
+    wait_for(lambda: ep.bodies)
+    raw = b"".join(ep.bodies)
+    assert b"CLOB rejected key [redacted] secret [redacted]" in raw and b'"kind":"auth_failure"' in raw
+    for s in secrets.values():
+        assert s.encode() not in raw
+    assert alerts.sent == 1 and alerts.suppressed == 1
+    ep.server.shutdown()
+
+
+def test_log_lines_are_json_with_correlation_id_and_redacted():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter(SECRETS.values()))
+    log = logging.getLogger("test.logs")
+    log.addHandler(handler)
+    log.setLevel("INFO")
+    log.info("posting with key %s", SECRETS.private_key, extra={"cid": "intent-1", "feed": "rtds.trades"})
+    line = json.loads(stream.getvalue())
+    assert line["cid"] == "intent-1" and line["feed"] == "rtds.trades" and line["level"] == "INFO"
+    assert line["msg"] == "posting with key [redacted]"
+
+
+def test_clock_watch_gauges_offset_and_alerts_past_the_bound():
+    metrics, sent = NullMetrics(), []
+
+    class A:
+        def alert(self, kind, msg, **kw):
+            sent.append(kind)
+
+    offsets = iter([0.004, 0.250, OSError("timeout")])
+
+    def query(server):
+        v = next(offsets)
+        if isinstance(v, Exception):
+            raise v
+        return v
+
+    w = ClockWatch(TelemetryConfig(max_clock_offset_ms=100), clock=FakeClock(), metrics=metrics, alerts=A(),
+                   ntp_query=query)
+    assert w.check() == 4.0 and sent == []
+    assert w.check() == 250.0 and sent == ["clock_offset"]
+    assert w.check() is None and metrics.counts["clock.ntp_errors"] == 1
+
+
+def test_breaker_trips_on_error_rate_and_on_latency():
+    cfg = RiskConfig(breaker_window_s=60, breaker_max_error_rate=0.5, breaker_min_orders=4, breaker_max_p95_ms=800)
+    b = CircuitBreaker(cfg)
+    assert [b.record_order(False, 10, t) for t in range(3)] == ["", "", ""]
+    assert b.record_order(False, 10, 3).startswith("error rate 1.00 > 0.50 over 4 orders")
+    b = CircuitBreaker(cfg)
+    reasons = [b.record_order(True, 900, t) for t in range(4)]
+    assert reasons[-1].startswith("p95 copy delay 900ms > 800ms")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 2000)), min_size=1, max_size=50))
+def test_breaker_never_trips_on_a_clean_fast_window(outcomes):
+    b = CircuitBreaker(RiskConfig(breaker_max_p95_ms=2001))
+    assert all(b.record_order(True, d, i) == "" for i, (_, d) in enumerate(outcomes))
+
+
+def test_alert_listener_speaks_the_supervisor_protocol_and_alerts_on_unexpected_exit():
+    import os
+    import subprocess
+    import sys
+    ep = _SentryEndpoint()
+    proc = subprocess.Popen([sys.executable, "-m", "copier.alert_listener"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env={**os.environ, "SENTRY_DSN": ep.dsn})
+
+    def send(event, body):
+        proc.stdin.write(f"ver:3.0 server:supervisor serial:1 pool:alerts poolserial:1 eventname:{event} "
+                         f"len:{len(body)}\n{body}".encode())
+        proc.stdin.flush()
+
+    assert proc.stdout.readline() == b"READY\n"
+    send("PROCESS_STATE_EXITED", "processname:copier groupname:copier from_state:RUNNING expected:0 pid:42")
+    assert proc.stdout.read(len("RESULT 2\nOK")) == b"RESULT 2\nOK"
+    assert proc.stdout.readline() == b"READY\n"
+    proc.stdin.write(b"garbage without a length\n")
+    proc.stdin.flush()
+    assert proc.stdout.read(len("RESULT 2\nOK")) == b"RESULT 2\nOK"
+    proc.stdin.close()
+    proc.wait(10)
+    wait_for(lambda: ep.bodies)
+    assert b"copier exited unexpectedly (pid 42)" in b"".join(ep.bodies)
+    ep.server.shutdown()
