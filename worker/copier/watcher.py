@@ -1,0 +1,219 @@
+"""Watcher: the source wallet's fills from RTDS `activity` (two hot sockets) and the Data API gap-filler.
+
+Every fill goes through the shared Deduper before `on_fill`, so whichever socket or feed sees a fill first wins and
+the rest only confirm. The real RTDS feed stalls silently: a data watchdog reconnects a socket that has been quiet
+for `data_watchdog_s`, with capped exponential backoff and jitter.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+
+import gevent
+import httpx
+import websocket
+
+from copier.errors import MalformedMessage
+from copier.schemas import parse_data_api_trade, parse_rtds_frame
+
+log = logging.getLogger("copier.watcher")
+SUBSCRIBE = json.dumps({"action": "subscribe", "subscriptions": [
+    {"topic": "activity", "type": "trades"}, {"topic": "activity", "type": "orders_matched"}]})
+
+
+class RtdsFeed:
+    def __init__(self, name: str, cfg, *, deduper, on_fill, clock, metrics, rng: random.Random | None = None):
+        self.name = name
+        self.cfg = cfg
+        self.url = cfg.endpoints.rtds_ws
+        self.wallet = cfg.copy.source_wallet.lower()
+        self.deduper = deduper
+        self.on_fill = on_fill
+        self.clock = clock
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.reconnects = 0
+        self.malformed = 0
+        self.frames = 0
+        self.connected = False
+        self._conn_no = 0
+        self._last_frame = 0.0
+        self._ws: websocket.WebSocket | None = None
+
+    @classmethod
+    def for_config(cls, cfg, *, deduper, on_fill, clock, metrics) -> list["RtdsFeed"]:
+        names = ["rtds-a", "rtds-b"] if cfg.feeds.rtds_standby else ["rtds-a"]
+        return [cls(n, cfg, deduper=deduper, on_fill=on_fill, clock=clock, metrics=metrics) for n in names]
+
+    def state(self) -> dict:
+        age = self.clock.monotonic() - self._last_frame if self._last_frame else None
+        return {"name": self.name, "connected": self.connected, "reconnects": self.reconnects,
+                "malformed": self.malformed, "frames": self.frames,
+                "last_frame_age_s": round(age, 3) if age is not None else None}
+
+    def run(self, stopping) -> None:
+        attempt = 0
+        while not stopping.is_set():
+            try:
+                self._session(stopping)
+                attempt = 0
+            except (OSError, websocket.WebSocketException) as exc:
+                log.warning("%s: %s", self.name, exc)
+            self.connected = False
+            if stopping.is_set():
+                return
+            self.reconnects += 1
+            self.metrics.incr(f"feed.{self.name}.reconnects")
+            attempt += 1
+            backoff = min(self.cfg.feeds.backoff_max_s, self.cfg.feeds.backoff_initial_s * 2 ** (attempt - 1))
+            stopping.wait(backoff * (0.5 + self.rng.random() / 2))
+
+    def _session(self, stopping) -> None:
+        ws = websocket.create_connection(self.url, timeout=self.cfg.feeds.data_watchdog_s, enable_multithread=True,
+                                         skip_utf8_validation=True)
+        self._ws = ws
+        self._conn_no += 1
+        stream = f"{self.name}#{self._conn_no}"
+        try:
+            ws.send(SUBSCRIBE)
+            self.connected = True
+            self._last_frame = self.clock.monotonic()
+            pinger = gevent.spawn(self._ping, ws)
+            try:
+                while not stopping.is_set():
+                    try:
+                        text = ws.recv()
+                    except websocket.WebSocketTimeoutException:
+                        self.metrics.incr(f"feed.{self.name}.watchdog")
+                        log.warning("%s: no data for %.0fs, reconnecting", self.name, self.cfg.feeds.data_watchdog_s)
+                        return
+                    if text == "" and not ws.connected:
+                        return
+                    self._last_frame = self.clock.monotonic()
+                    self._on_frame(text, stream)
+            finally:
+                pinger.kill(block=False)
+        finally:
+            self._ws = None
+            ws.close()
+
+    def _ping(self, ws) -> None:
+        while True:
+            gevent.sleep(self.cfg.feeds.ping_interval_s)
+            try:
+                ws.send("PING")
+            except (OSError, websocket.WebSocketException):
+                return
+
+    def _on_frame(self, text, stream: str) -> None:
+        recv_ns = self.clock.now_ns()
+        self.frames += 1
+        try:
+            fills, frame_id = parse_rtds_frame(text, self.wallet, recv_ns)
+        except MalformedMessage as exc:
+            self.malformed += 1
+            self.metrics.incr("feed.malformed")
+            log.warning("%s: skipped a malformed frame: %s", self.name, exc)
+            return
+        for fill in fills:
+            admitted = self.deduper.admit(fill, f"{stream}:{fill.feed}", frame_id)
+            if admitted is None:
+                self.metrics.incr("feed.duplicates")
+                continue
+            self.metrics.timing("stage.parse_ms", (self.clock.now_ns() - recv_ns) / 1e6)
+            self.on_fill(admitted)
+
+    def close(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.close()
+            except (OSError, websocket.WebSocketException):
+                pass
+
+
+class GapFiller:
+    """After a (re)start or any reconnect, re-read the source's trades from the Data API since the durable cursor."""
+
+    POLL_S = 1.0
+
+    def __init__(self, cfg, *, deduper, on_fill, clock, metrics, cursor_getter, cursor_setter, reconnects,
+                 http: httpx.Client | None = None):
+        self.cfg = cfg
+        self.deduper = deduper
+        self.on_fill = on_fill
+        self.clock = clock
+        self.metrics = metrics
+        self.cursor_getter = cursor_getter
+        self.cursor_setter = cursor_setter
+        self.reconnects = reconnects
+        self.http = http or httpx.Client(base_url=cfg.endpoints.data_api, timeout=5.0)
+        self.scans = 0
+        self.recovered = 0
+
+    def run(self, stopping) -> None:
+        seen_reconnects = -1
+        pending_rescan_at = None
+        while not stopping.is_set():
+            r = self.reconnects()
+            if r != seen_reconnects:
+                seen_reconnects = r
+                # The Data API indexes a few seconds behind: scan now and once more after it caught up.
+                self.scan()
+                pending_rescan_at = self.clock.monotonic() + 8.0
+            elif pending_rescan_at is not None and self.clock.monotonic() >= pending_rescan_at:
+                pending_rescan_at = None
+                self.scan()
+            stopping.wait(self.POLL_S)
+
+    def scan(self) -> int:
+        """One pass from the cursor; returns the fills newly admitted. Never raises."""
+        self.scans += 1
+        stream = f"data_api#{self.scans}"
+        now = self.clock.now()
+        cursor = self.cursor_getter()
+        since = (cursor if cursor is not None else now - self.cfg.copy.max_signal_age_s) - self.cfg.feeds.gap_fill_overlap_s
+        found, newest, page_cursor = 0, cursor or 0.0, None
+        try:
+            for _ in range(50):
+                params = {"user": self.cfg.copy.source_wallet, "taker_only": "false",
+                          "limit": self.cfg.feeds.gap_fill_page_limit, "_": self.clock.now_ns()}
+                if page_cursor:
+                    params["cursor"] = page_cursor
+                resp = self.http.get("/v2/trades", params=params)
+                resp.raise_for_status()
+                doc = resp.json()
+                rows = doc.get("data") if isinstance(doc, dict) else None
+                if not isinstance(rows, list):
+                    raise MalformedMessage("v2/trades without a data list")
+                oldest_on_page = None
+                for row in rows:
+                    try:
+                        fill = parse_data_api_trade(row, self.clock.now_ns())
+                    except MalformedMessage:
+                        self.metrics.incr("feed.malformed")
+                        continue
+                    oldest_on_page = fill.match_ts if oldest_on_page is None else min(oldest_on_page, fill.match_ts)
+                    if fill.match_ts < since or fill.wallet != self.cfg.copy.source_wallet.lower():
+                        continue
+                    newest = max(newest, fill.match_ts)
+                    admitted = self.deduper.admit(fill, stream)
+                    if admitted is not None:
+                        found += 1
+                        self.on_fill(admitted)
+                pag = doc.get("pagination") or {}
+                page_cursor = pag.get("next_cursor")
+                if not pag.get("has_more") or not page_cursor or (oldest_on_page is not None and oldest_on_page < since):
+                    break
+        except (httpx.HTTPError, ValueError, MalformedMessage, AttributeError) as exc:
+            self.metrics.incr("gapfill.errors")
+            log.warning("gap-fill scan failed: %s", exc)
+            return found
+        if newest:
+            self.cursor_setter(newest)
+        self.recovered += found
+        if found:
+            self.metrics.incr("gapfill.recovered", found)
+            log.info("gap-fill recovered %d fills", found)
+        return found
