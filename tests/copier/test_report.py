@@ -63,6 +63,15 @@ def test_slow_copies_fail_the_delay_criterion(store):
     assert "copy_delay" in acc["failures"] and "p50=1200.0ms" in acc["failures"]["copy_delay"][0]
 
 
+def test_a_trailing_fill_waiting_for_its_burst_is_not_judged_as_bot_slowness(store):
+    burst = _burst(200)
+    _record(store, burst[:1], "leading", 2.0)
+    _record(store, burst[1:], "trailing", 1300.0)     # first trailing fill waited for the burst to end
+    rep = build_report(store, Config())
+    assert rep["copy_delay_ms"]["max"] == 1300.0
+    assert rep["order_delay_ms"]["max"] < 1300.0 and "copy_delay" not in rep["acceptance"]["failures"]
+
+
 def test_refusals_are_counted_by_reason(store):
     f = fill(50, side=Side.SELL)
     b = Batch(f.condition_id, f.outcome, f.asset, (f,), "leading", T0)

@@ -23,7 +23,7 @@ def _burst(sim, n=6, outcome="Up"):
 
 
 def test_dry_run_copies_a_burst_with_at_most_two_orders(sim, tmp_path):
-    config = write_config(tmp_path / "copier.yaml", copier_config(sim.urls, tmp_path / "copier.sqlite"))
+    config = write_config(tmp_path / "copier.yaml", copier_config(sim.urls, tmp_path / "copier.sqlite", speed=15.0))
     proc = start_copier(config, tmp_path / "copier.log")
     try:
         eventually(lambda: _started(config), 30, 0.3, "copier heartbeat")
@@ -42,7 +42,7 @@ def test_dry_run_copies_a_burst_with_at_most_two_orders(sim, tmp_path):
 
 def test_live_orders_survive_kill_9_without_a_duplicate(sim, tmp_path):
     config = write_config(tmp_path / "copier.yaml",
-                          copier_config(sim.urls, tmp_path / "copier.sqlite", dry_run=False))
+                          copier_config(sim.urls, tmp_path / "copier.sqlite", dry_run=False, speed=15.0))
     env = write_env_file(tmp_path / "copier.env", {"POLY_PRIVATE_KEY": SIM_PRIVATE_KEY})
     proc = start_copier(config, tmp_path / "copier.log", env)
     try:

@@ -34,7 +34,7 @@ def main() -> int:
         p.unlink()
     sim = SimProcess(WORKDIR, speed=15.0)
     print(f"simulator up: {sim.urls['clob']} (markets rotate every {900 / 15:.0f} s)", flush=True)
-    config = write_config(WORKDIR / "copier.yaml", copier_config(sim.urls, store, dry_run=True))
+    config = write_config(WORKDIR / "copier.yaml", copier_config(sim.urls, store, dry_run=True, speed=15.0))
     copier = start_copier(config, WORKDIR / "copier.log")
     try:
         eventually(lambda: run_copier("status", "--config", str(config), "--json").returncode == 0

@@ -221,7 +221,12 @@ class PaperExecutor:
         except peewee.IntegrityError:
             return ExecutionReport(intent.intent_id, "", "REJECTED", error="intent already has an order")
         submit_ns = self.clock.now_ns()
-        top = self.books.top(intent.asset) if self.books is not None else None
+        top = None
+        if self.books is not None:
+            top = self.books.top(intent.asset)
+            if top is None:             # a market first seen on this trade: one REST snapshot (cold path)
+                self.books.snapshot(intent.asset)
+                top = self.books.top(intent.asset)
         filled, cost = 0.0, 0.0
         if top is not None:
             levels = top.asks if intent.side is Side.BUY else top.bids

@@ -23,7 +23,7 @@ SIM_PRIVATE_KEY = "0x" + "5a" * 32
 class SimProcess:
     def __init__(self, workdir: Path, *, speed: float = 15.0, seed: int = 7, source_wallet: str = DEFAULT_SOURCE,
                  background: bool = True, extra_args: tuple[str, ...] = ()):
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ground_truth = self.workdir / "ground_truth.jsonl"
         self.log = open(self.workdir / "polysim.log", "ab")
@@ -70,14 +70,16 @@ class SimProcess:
 
 
 def copier_config(urls: dict, store_path: Path, *, dry_run: bool = True, source_wallet: str = DEFAULT_SOURCE,
-                  statsd_port: int = 8125, overrides: dict | None = None) -> dict:
+                  statsd_port: int = 8125, speed: float = 1.0, overrides: dict | None = None) -> dict:
+    """A copier config pointed at a simulator running at `speed` (its windows last 900/speed s)."""
     cfg = {
         "copy": {"source_wallet": source_wallet, "coalesce_ms": 300, "max_hold_ms": 2000},
         "sizing": {"mode": "capped_proportional", "size_multiplier": 1.0, "min_order_notional_usd": 1.0,
                    "max_notional_per_order_usd": 25.0, "max_notional_per_market_usd": 150.0,
                    "max_total_notional_per_15m_window_usd": 400.0},
         "execution": {"dry_run": dry_run, "max_slippage_bps": 200, "near_expiry_cutoff_seconds": 2.0},
-        "markets": {"slug_prefixes": ["btc-updown-15m", "eth-updown-15m"], "refresh_s": 2.0},
+        "markets": {"slug_prefixes": ["btc-updown-15m", "eth-updown-15m"], "refresh_s": 2.0,
+                    "window_seconds": int(900 / speed)},
         "feeds": {"data_watchdog_s": 5.0, "backoff_max_s": 1.0},
         "endpoints": {"clob": urls["clob"], "rtds_ws": urls["rtds"], "market_ws": urls["market_ws"],
                       "user_ws": urls["user_ws"], "data_api": urls["data_api"], "gamma": urls["gamma"]},

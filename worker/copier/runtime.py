@@ -162,6 +162,8 @@ class Runtime:
         market = self.catalog.by_asset(batch.asset)
         if market is None and not self.cfg.markets.only_listed:
             market = self.catalog.lookup(batch.condition_id, batch.asset)
+            if market is not None and self.books is not None:
+                self.books.watch(market.token_ids)
         if market is not None and self.cfg.markets.only_listed and not self.catalog.listed(market.slug):
             return None
         return market
@@ -201,6 +203,8 @@ class Runtime:
                 report = self.executor.submit(intent, market)
                 first_recv = min(f.recv_ns for f in batch.fills)
                 delay_ms = (report.submit_ns - first_recv) / 1e6 if report.submit_ns else 0.0
+                # The breaker judges our own processing (decision -> submit), not the coalescing wait.
+                processing_ms = (report.submit_ns / 1e9 - intent.decided_at) * 1000 if report.submit_ns else 0.0
                 if report.submit_ns:
                     self.metrics.timing(f"copy_delay_ms.{batch.kind}", delay_ms)
                 log.info("order %s filled %.2f @ %.4f attempts %d %s", report.status, report.filled_size,
@@ -211,7 +215,7 @@ class Runtime:
                     self.alerts.alert("order_rejected", f"order rejected: {report.error}", intent=intent.intent_id)
                 if self.breaker is not None:
                     reason = self.breaker.record_order(report.status not in ("REJECTED", "FAILED", "UNKNOWN"),
-                                                       delay_ms, self.clock.now())
+                                                       processing_ms, self.clock.now())
                     if reason and not self.halted:
                         self._halt(f"circuit breaker: {reason}")
             except OperationalError as exc:

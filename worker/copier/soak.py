@@ -276,7 +276,7 @@ def compressed(duration: float, seed: int) -> int:
         "POLY_PRIVATE_KEY": SIM_PRIVATE_KEY, "POLY_API_KEY": creds[0], "POLY_API_SECRET": creds[1],
         "POLY_API_PASSPHRASE": creds[2], "SENTRY_DSN": sentry.dsn})
     config = write_config(WORKDIR / "copier.yaml", copier_config(
-        sim.urls, WORKDIR / "copier.sqlite", dry_run=False, statsd_port=statsd.port,
+        sim.urls, WORKDIR / "copier.sqlite", dry_run=False, statsd_port=statsd.port, speed=30.0,
         overrides={"execution": {"dry_run": False, "max_slippage_bps": 300, "near_expiry_cutoff_seconds": 1.0},
                    "risk": {"breaker_max_error_rate": 1.0, "breaker_max_p95_ms": 60000.0}}))
     sup = Supervisor(WORKDIR, config, env)

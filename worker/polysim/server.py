@@ -61,6 +61,8 @@ class Sim:
         self.counters = {"orders": 0, "rtds_frames": 0, "malformed_sent": 0, "rtds_connections": 0}
         self.hub.subscribe(MATCH, self._on_match)
         self.fair: dict[str, float] = {}
+        self._lag = rtds_delay
+        self._last_delivery = 0.0
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     async def start_background(self) -> None:
@@ -135,9 +137,13 @@ class Sim:
             frames.append(("trades", payload))
             if f.role == "taker":
                 frames.append(("orders_matched", payload))
-        delay = max(0.0, self.rng.gauss(self.rtds_delay, self.rtds_delay * 0.1))
+        # The feed's lag drifts slowly (indexer load), so neighbouring matches keep their spacing and order.
+        self._lag = min(self.rtds_delay * 1.4, max(self.rtds_delay * 0.8, self._lag + self.rng.gauss(0, 0.02)))
+        now = time.time()
+        at = max(now + self._lag, self._last_delivery + 0.0005)
+        self._last_delivery = at
         for kind, payload in frames:
-            self.hub.later(delay, lambda k=kind, p=payload: self._rtds_send(k, p))
+            self.hub.later(at - now, lambda k=kind, p=payload: self._rtds_send(k, p))
 
     def _rtds_send(self, kind: str, payload: dict) -> None:
         text = json.dumps({"connection_id": "sim", "payload": payload, "timestamp": int(time.time() * 1000),
