@@ -2,9 +2,11 @@ import pytest
 
 from copier.harness import SimProcess
 
+SPEED = 6.0         # 150-second market windows: several rotations per session, rarely an expiry mid-test
+
 
 @pytest.fixture()
 def sim(tmp_path):
-    s = SimProcess(tmp_path / "sim", speed=15.0, seed=11)
+    s = SimProcess(tmp_path / "sim", speed=SPEED, seed=11)
     yield s
     s.stop()

@@ -23,10 +23,11 @@ def _burst(sim, n=6, outcome="Up"):
 
 
 def test_dry_run_copies_a_burst_with_at_most_two_orders(sim, tmp_path):
-    config = write_config(tmp_path / "copier.yaml", copier_config(sim.urls, tmp_path / "copier.sqlite", speed=15.0))
+    config = write_config(tmp_path / "copier.yaml", copier_config(sim.urls, tmp_path / "copier.sqlite", speed=900 / sim.window_s))
     proc = start_copier(config, tmp_path / "copier.log")
     try:
         eventually(lambda: _started(config), 30, 0.3, "copier heartbeat")
+        sim.fresh_window(20)
         sim.source_fill(asset="eth", outcome="Down", side="BUY", size=12)
         _burst(sim)
         rep = eventually(lambda: (r := _report(config))["eligible_fills"] >= 7 and r["orders"] >= 2 and r, 30, 0.5,
@@ -42,11 +43,12 @@ def test_dry_run_copies_a_burst_with_at_most_two_orders(sim, tmp_path):
 
 def test_live_orders_survive_kill_9_without_a_duplicate(sim, tmp_path):
     config = write_config(tmp_path / "copier.yaml",
-                          copier_config(sim.urls, tmp_path / "copier.sqlite", dry_run=False, speed=15.0))
+                          copier_config(sim.urls, tmp_path / "copier.sqlite", dry_run=False, speed=900 / sim.window_s))
     env = write_env_file(tmp_path / "copier.env", {"POLY_PRIVATE_KEY": SIM_PRIVATE_KEY})
     proc = start_copier(config, tmp_path / "copier.log", env)
     try:
         eventually(lambda: _started(config), 30, 0.3, "copier heartbeat")
+        sim.fresh_window(35)
         for _ in range(3):
             _burst(sim, 3, "Up")
         eventually(lambda: _report(config)["orders"] >= 1, 30, 0.3, "the first live order")

@@ -30,12 +30,19 @@ class SimProcess:
         args = [sys.executable, "-m", "polysim.cli", "serve", "--speed", str(speed), "--seed", str(seed),
                 "--ground-truth", str(self.ground_truth), "--source-wallet", source_wallet,
                 "--background" if background else "--no-background", *extra_args]
+        self.window_s = 900.0 / speed
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, cwd=self.workdir)
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"polysim exited before printing its URLs; see {self.workdir / 'polysim.log'}")
         self.urls = json.loads(line)
         self.http = httpx.Client(timeout=10.0)
+
+    def fresh_window(self, min_left_s: float) -> None:
+        """Wait until the current market window has at least min_left_s to run (no trades into an expiry)."""
+        left = self.window_s - time.time() % self.window_s
+        if left < min_left_s:
+            time.sleep(left + 0.5)
 
     def source_fill(self, **body) -> dict:
         r = self.http.post(f"{self.urls['control']}/source-fill", json=body)

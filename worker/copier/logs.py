@@ -42,4 +42,5 @@ def setup_logging(level: str, secrets=None) -> None:
     handler._copier = True
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # one line per request would drown the fill lines
     logging.Formatter.converter = time.gmtime
