@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 from copier.coalescer import Coalescer
 from copier.config import CopyConfig
 from copier.types import Side
-from helpers import T0, fill
+from helpers import DOWN, T0, UP, fill
 
 
 def run(coalescer, timed_fills, until):
@@ -84,11 +84,55 @@ def test_dense_burst_within_two_seconds_gives_at_most_two_batches_preserving_net
     assert sorted(f.dedupe_key for b in batches for f in b.fills) == sorted(f.dedupe_key for _, f in timed)
 
 
-def test_a_quiet_gap_longer_than_coalesce_ms_starts_a_new_episode():
-    """The documented trade-off: latency over order count when the source pauses mid-burst."""
-    c = Coalescer(CopyConfig(coalesce_ms=300, max_hold_ms=2000))
+def test_a_pause_inside_a_burst_defers_the_third_batch_to_the_order_budget():
+    """A gap longer than coalesce_ms mid-burst (feed jitter) must not become a third order inside the window."""
+    c = Coalescer(CopyConfig(coalesce_ms=300, max_hold_ms=2000, burst_window_ms=2000, burst_max_orders=2))
+    batches = run(c, [(T0, fill(1)), (T0 + 0.1, fill(2)), (T0 + 1.0, fill(3)), (T0 + 1.2, fill(4))], T0 + 5)
+    assert [b.kind for b in batches] == ["leading", "trailing", "trailing"]
+    assert [len(b.fills) for b in batches] == [1, 1, 2]
+    # The third batch waits until the leading release leaves the 2 s window.
+    assert abs(batches[2].released_at - (T0 + 2.0)) < 1e-9
+
+
+def test_a_key_quiet_for_longer_than_the_budget_window_leads_again():
+    c = Coalescer(CopyConfig(coalesce_ms=300, burst_window_ms=2000))
+    batches = run(c, [(T0, fill(1)), (T0 + 0.1, fill(2)), (T0 + 2.5, fill(3))], T0 + 5)
+    assert [b.kind for b in batches] == ["leading", "trailing", "leading"]
+    assert batches[2].released_at == T0 + 2.5
+
+
+def test_without_a_budget_a_quiet_gap_starts_a_new_episode():
+    c = Coalescer(CopyConfig(coalesce_ms=300, max_hold_ms=2000, burst_window_ms=0))
     batches = run(c, [(T0, fill(1)), (T0 + 0.1, fill(2)), (T0 + 1.0, fill(3))], T0 + 5)
     assert [b.kind for b in batches] == ["leading", "trailing", "leading"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 3.0), st.sampled_from([Side.BUY, Side.SELL]), st.integers(1, 50),
+                          st.sampled_from(["Up", "Down"])), min_size=1, max_size=60),
+       st.integers(1, 3))
+def test_no_key_ever_releases_more_than_its_budget_in_any_window(events, budget):
+    """Any spacing, any sides, two keys: every fill released once, net size kept, <= budget batches per 2 s."""
+    c = Coalescer(CopyConfig(coalesce_ms=300, max_hold_ms=2000, burst_window_ms=2000, burst_max_orders=budget))
+    timed, t = [], T0
+    for i, (gap, side, size, outcome) in enumerate(events):
+        t += gap
+        timed.append((t, fill(i, side=side, size=float(size), outcome=outcome, asset=UP if outcome == "Up" else DOWN)))
+    batches = []
+    for when, f in timed:
+        batches += c.add(f, when)
+        while (d := c.next_deadline()) is not None and d < when:    # the pipeline wakes at every deadline
+            batches += c.due(d)
+    while (d := c.next_deadline()) is not None:
+        batches += c.due(d)
+    assert sorted(f.dedupe_key for b in batches for f in b.fills) == sorted(f.dedupe_key for _, f in timed)
+    for outcome in ("Up", "Down"):
+        mine = [b for b in batches if b.outcome == outcome]
+        assert abs(sum(b.net_size for b in mine) - sum(f.side.sign * f.size for _, f in timed
+                                                        if f.outcome == outcome)) < 1e-6
+        instants = sorted(b.released_at for b in mine)
+        for i in range(len(instants) - budget):
+            assert instants[i + budget] - instants[i] >= 2.0 - 1e-9
 
 
 def test_whole_second_history_widens_the_quiet_window_to_its_resolution():

@@ -148,13 +148,49 @@ def test_a_second_submit_of_one_intent_never_posts(env):
     assert again.status == "REJECTED" and len(app.posts) == 1
 
 
-def test_recover_looks_up_by_hash_and_never_reposts(env):
+def _crashed_after_persisting(ex, store, d):
+    signed = ex.signer.sign(d, market())
+    store.record_signed(d.intent_id, signed.order_hash, signed.body, ex.clock.now_ns())
+    return signed
+
+
+def test_recover_reposts_the_persisted_bytes_of_an_order_the_venue_never_saw(env):
     app, ex, store = env([])
     d1, d2 = _decided(store, 1), _decided(store, 2)
-    signed = ex.signer.sign(d1, market())
-    store.record_signed(d1.intent_id, signed.order_hash, signed.body, 1)   # crashed right after persisting
-    reports = {r.intent_id: r for r in ex.recover()}
-    assert reports[d1.intent_id].status == "FAILED"           # the venue never saw it
+    signed = _crashed_after_persisting(ex, store, d1)
+    reports = {r.intent_id: r for r in ex.recover(may_repost=True)}
+    assert reports[d1.intent_id].status == "MATCHED"
     assert reports[d2.intent_id].status == "ABANDONED"        # decided, never signed
-    assert app.posts == [] and app.lookups == 1
+    assert app.posts == [signed.body] and app.lookups == 1   # looked up first, then the same bytes, never re-signed
     assert store.unresolved_orders() == [] and store.orphan_intents() == []
+
+
+def test_recover_never_reposts_when_halted_or_stale(env):
+    app, ex, store = env([])
+    d1 = _decided(store, 1)
+    _crashed_after_persisting(ex, store, d1)
+    assert [r.status for r in ex.recover(may_repost=False)] == ["FAILED"]
+    d2 = _decided(store, 2)
+    signed = ex.signer.sign(d2, market())
+    store.record_signed(d2.intent_id, signed.order_hash, signed.body, ex.clock.now_ns() - int(31e9))  # > 30 s old
+    assert [r.status for r in ex.recover(may_repost=True)] == ["FAILED"]
+    assert app.posts == []
+
+
+def test_recover_adopts_an_order_the_venue_has(env):
+    app, ex, store = env([])
+    d = _decided(store, 1)
+    signed = _crashed_after_persisting(ex, store, d)
+    app.known["x"] = json.loads(signed.body)["order"]       # the POST reached the venue before the crash
+    [report] = ex.recover(may_repost=True)
+    assert report.status == "MATCHED" and report.filled_size == d.size and app.posts == []
+
+
+def test_reconcile_resolves_orders_left_unknown(env):
+    app, ex, store = env([])
+    d = _decided(store, 1)
+    signed = _crashed_after_persisting(ex, store, d)
+    store.update_order(d.intent_id, 1, status="UNKNOWN", error="lookups got no answer")
+    app.known["x"] = json.loads(signed.body)["order"]
+    [report] = ex.reconcile()
+    assert report.status == "MATCHED" and store.unresolved_orders() == [] and app.posts == []

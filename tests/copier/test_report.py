@@ -1,13 +1,13 @@
 """The report and the acceptance verdict, from a real store file — including proof the verdict can fail."""
 import pytest
 
-from copier.config import Config
+from copier.config import Config, SizingConfig
 from copier.decision import decide
 from copier.exposure import ExposureBook
 from copier.report import build_report, render_text
 from copier.store import Store
 from copier.types import Batch, Side
-from helpers import T0, fill, market
+from helpers import CID, T0, UP, fill, market
 
 
 @pytest.fixture()
@@ -18,8 +18,9 @@ def store(tmp_path):
 
 
 def _record(store, fills, kind, submit_after_ms, status="MATCHED"):
-    b = Batch(fills[0].condition_id, fills[0].outcome, fills[0].asset, tuple(fills), kind, T0)
-    d = decide(ExposureBook(), b, market(), T0, Config())
+    at = max(f.recv_ns for f in fills) / 1e9
+    b = Batch(fills[0].condition_id, fills[0].outcome, fills[0].asset, tuple(fills), kind, at)
+    d = decide(ExposureBook(), b, market(), at, Config())
     first = min(f.recv_ns for f in fills)
     store.record_decision(list(fills), d, first + 1000)
     store.record_signed(d.intent_id, f"0xh{d.intent_id}", "{}", first)
@@ -54,6 +55,35 @@ def test_verdict_fails_on_a_burst_split_into_three_orders(store):
     assert not acc["passed"] and "bursts" in acc["failures"]
     text = render_text(rep)
     assert "FAIL bursts" in text
+
+
+def test_a_third_order_held_back_by_the_budget_passes_the_burst_criterion(store):
+    burst = [fill(300 + i, t=T0 + t) for i, t in enumerate((0.0, 0.1, 0.2, 0.9, 1.0, 1.1))]
+    _record(store, burst[:1], "leading", 2.0)
+    _record(store, burst[1:3], "trailing", 300.0)
+    released_ns = int((T0 + 2.0) * 1e9)                # the third batch waited until the budget freed
+    b = Batch(CID, "Up", UP, tuple(burst[3:]), "trailing", T0 + 2.0)
+    d = decide(ExposureBook(), b, market(), T0 + 2.0, Config())
+    store.record_decision(burst[3:], d, released_ns)
+    store.record_signed(d.intent_id, "0xthird", "{}", released_ns)
+    store.update_order(d.intent_id, released_ns, status="MATCHED", submit_ns=released_ns)
+    rep = build_report(store, Config())
+    assert rep["orders"] == 3 and "bursts" not in rep["acceptance"]["failures"], rep["acceptance"]
+
+
+def test_a_burst_whose_orders_miss_the_intended_size_fails(store):
+    cfg = Config(sizing=SizingConfig(size_tolerance=0.01))
+    burst = [fill(400 + i, t=T0 + i * 0.1) for i in range(5)] + [fill(405, t=T0 + 0.5, side=Side.SELL, size=8)]
+    _record(store, burst[:1], "leading", 2.0)
+    _record(store, burst[1:4], "trailing", 300.0)
+    residual = burst[4:]                           # BUY 10, SELL 8: 2 shares < the 5-share minimum, dropped
+    b = Batch(CID, "Up", UP, tuple(residual), "trailing", T0 + 0.8)
+    d = decide(ExposureBook(), b, market(), T0 + 0.8, cfg)
+    assert d.reason == "below_min_size"
+    store.record_decision(residual, d, residual[-1].recv_ns)
+    failures = build_report(store, cfg)["acceptance"]["failures"]
+    assert "bursts" in failures and "intended 42" in failures["bursts"][0]
+    assert "bursts" not in build_report(store, Config())["acceptance"]["failures"]     # 5% tolerates 2 of 42
 
 
 def test_slow_copies_fail_the_delay_criterion(store):

@@ -3,10 +3,15 @@
 Leading edge: the first fill on a quiet key is released at once (no wait). Fills that arrive while the key is
 active are held and released together as one trailing batch when the key has been quiet for `coalesce_ms`, or at
 the latest `max_hold_ms` after the first held fill. A key stays active while fills keep arriving less than
-`coalesce_ms` apart, so a burst yields one leading order and one trailing order.
+`coalesce_ms` apart, so a dense burst yields one leading order and one trailing order.
+
+Order budget: feeds deliver a burst with jitter, so a gap longer than `coalesce_ms` can open inside one burst of
+the source. Whatever the spacing, a key releases at most `burst_max_orders` batches in any `burst_window_ms`:
+a batch that would exceed the budget waits (held fills keep joining it) until the oldest release leaves the window.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from copier.config import CopyConfig
@@ -18,6 +23,7 @@ class _KeyState:
     last_fill_at: float
     pending: list[SourceFill] = field(default_factory=list)
     first_pending_at: float = 0.0
+    releases: deque[float] = field(default_factory=deque)     # release instants still inside the budget window
 
 
 class Coalescer:
@@ -27,6 +33,7 @@ class Coalescer:
         self.cfg = cfg
         self._quiet_s = max(cfg.coalesce_ms / 1000.0, time_resolution_s * 1.001)
         self._hold_s = cfg.max_hold_ms / 1000.0
+        self._budget_s = cfg.burst_window_ms / 1000.0
         self._keys: dict[tuple, _KeyState] = {}
 
     def _key(self, fill: SourceFill) -> tuple:
@@ -34,8 +41,20 @@ class Coalescer:
             return (fill.condition_id, fill.outcome)
         return (fill.condition_id, fill.outcome, fill.side.value)
 
+    def _budget_free_at(self, st: _KeyState) -> float:
+        """Earliest instant the key may release another batch."""
+        if len(st.releases) < self.cfg.burst_max_orders:
+            return float("-inf")
+        return st.releases[-self.cfg.burst_max_orders] + self._budget_s
+
     def _deadline(self, st: _KeyState) -> float:
-        return min(st.last_fill_at + self._quiet_s, st.first_pending_at + self._hold_s)
+        natural = min(st.last_fill_at + self._quiet_s, st.first_pending_at + self._hold_s)
+        return max(natural, self._budget_free_at(st))
+
+    def _release(self, st: _KeyState, fills: tuple[SourceFill, ...], kind: str, at: float) -> Batch:
+        if self._budget_s > 0:
+            st.releases.append(at)
+        return _batch(fills, kind, at)
 
     def add(self, fill: SourceFill, now: float) -> list[Batch]:
         """Admit one fill; returns the batches released by it (due trailing batches first, then a leading one)."""
@@ -44,9 +63,12 @@ class Coalescer:
             return released + [_batch((fill,), "single", now)]
         key = self._key(fill)
         st = self._keys.get(key)
+        quiet = st is None or (not st.pending and st.last_fill_at + self._quiet_s <= now)
         if st is None:
-            self._keys[key] = _KeyState(last_fill_at=now)
-            return released + [_batch((fill,), "leading", now)]
+            st = self._keys[key] = _KeyState(last_fill_at=now)
+        if quiet and self._budget_free_at(st) <= now:
+            st.last_fill_at = now
+            return released + [self._release(st, (fill,), "leading", now)]
         if not st.pending:
             st.first_pending_at = now
         st.pending.append(fill)
@@ -54,13 +76,16 @@ class Coalescer:
         return released
 
     def due(self, now: float) -> list[Batch]:
-        """Release trailing batches whose deadline has passed and forget keys that went quiet."""
+        """Release held batches whose deadline has passed and forget keys that went quiet."""
         out: list[Batch] = []
         for key, st in list(self._keys.items()):
             if st.pending and self._deadline(st) <= now:
-                out.append(_batch(tuple(st.pending), "trailing", self._deadline(st)))
+                at = self._deadline(st)
+                out.append(self._release(st, tuple(st.pending), "trailing", at))
                 st.pending = []
-            if not st.pending and st.last_fill_at + self._quiet_s <= now:
+            while st.releases and st.releases[0] + self._budget_s <= now:
+                st.releases.popleft()
+            if not st.pending and not st.releases and st.last_fill_at + self._quiet_s <= now:
                 del self._keys[key]
         return out
 

@@ -28,6 +28,8 @@ class CopyConfig:
     coalesce_ms: int = 300                    # quiet time that closes a trailing batch
     max_hold_ms: int = 2000                   # a trailing batch is released at the latest this long after its first fill
     net_opposite_trades: bool = True
+    burst_window_ms: int = 2000               # order budget per (market, outcome): at most burst_max_orders orders
+    burst_max_orders: int = 2                 #   in any burst_window_ms, however the feed spaces a burst's fills
     max_signal_age_s: float = 30.0            # older source fills (e.g. gap-filled after a long outage) are not copied
 
 
@@ -49,7 +51,7 @@ class ExecutionConfig:
     max_slippage_bps: int = 120
     near_expiry_cutoff_seconds: float = 25.0
     dry_run: bool = True
-    max_post_attempts: int = 4                # same signed bytes each time
+    max_post_attempts: int = 6                # same signed bytes each time; backoff doubles from retry_backoff_s
     post_timeout_s: float = 2.0
     retry_backoff_s: float = 0.05
     max_retry_after_s: float = 5.0            # longer Retry-After: give up on that order (the signal goes stale)
@@ -213,6 +215,8 @@ def _validate(cfg: Config) -> None:
     _require(0 < c.coalesce_ms <= 5000, "copy.coalesce_ms", "must be in (0, 5000]")
     _require(c.coalesce_ms <= c.max_hold_ms <= 10000, "copy.max_hold_ms", "must be >= coalesce_ms and <= 10000")
     _require(c.max_signal_age_s > 0, "copy.max_signal_age_s", "must be > 0")
+    _require(0 <= c.burst_window_ms <= 10000, "copy.burst_window_ms", "must be in [0, 10000] (0 disables the budget)")
+    _require(1 <= c.burst_max_orders <= 100, "copy.burst_max_orders", "must be in [1, 100]")
     _require(s.mode in ("fixed", "proportional", "capped_proportional"), "sizing.mode",
              "must be fixed, proportional or capped_proportional")
     _require(s.size_multiplier > 0, "sizing.size_multiplier", "must be > 0")

@@ -1,7 +1,7 @@
-"""Decision and risk: (exposure, batch, market, now, config) -> OrderIntent | Skip. Pure: no I/O, no clock reads.
+"""Decision: (exposure, batch, market, now, config) -> OrderIntent | Skip. Pure: no I/O, no clock reads.
 
-Every refusal is a Skip with a machine-readable reason. Sizing turns the source's net size into ours; the caps
-then shrink the order (capped modes) or refuse it, always counting in-flight orders at worst-case notional.
+Sizing turns the source's net size into ours and prices it; the checks in risk.py refuse the batch or shrink the
+order (capped modes). Every refusal is a Skip with a machine-readable reason, never an exception.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import math
 
 from copier.config import Config
 from copier.exposure import ExposureBook
+from copier.risk import EPS, cap_rooms, signal_refusal, size_refusal
 from copier.types import Batch, MarketMeta, OrderIntent, Side, Skip
 
-EPS = 1e-9
 SIZE_DECIMALS = 2
 
 
@@ -48,72 +48,43 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
     iid = intent_id_for(keys)
     net = batch.net_size
     side = Side.BUY if net > 0 else Side.SELL
+    opening = side is Side.BUY
 
-    def skip(reason: str, detail: str, size: float = 0.0, notional: float = 0.0) -> Skip:
+    def skip(refusal: tuple[str, str], size: float = 0.0, notional: float = 0.0) -> Skip:
+        reason, detail = refusal
         return Skip(intent_id=iid, condition_id=batch.condition_id, asset=batch.asset, outcome=batch.outcome,
                     side=side, reason=reason, detail=detail, fill_keys=keys, kind=batch.kind, decided_at=now,
                     size=size, notional=notional)
 
     if abs(net) < EPS:
-        return skip("netted_out", f"{len(batch.fills)} fills net to zero")
-    if halted:
-        return skip("halted", "trading is halted")
-    if market is None:
-        return skip("unknown_market", f"no metadata for asset {batch.asset}")
-    oldest = min(f.match_ts for f in batch.fills)
-    if now - oldest > cfg.copy.max_signal_age_s:
-        return skip("stale_signal", f"source fill {now - oldest:.1f}s old > copy.max_signal_age_s "
-                                    f"{cfg.copy.max_signal_age_s:g}s")
-    if not market.accepting_orders or now >= market.end_ts:
-        return skip("market_closed", f"market {market.slug or market.condition_id} is not accepting orders")
-
-    opening = side is Side.BUY
-    to_end = market.end_ts - now
-    if opening and to_end < cfg.execution.near_expiry_cutoff_seconds:
-        return skip("near_expiry_cutoff", f"{to_end:.1f}s before market end < execution.near_expiry_cutoff_seconds "
-                                          f"{cfg.execution.near_expiry_cutoff_seconds:g}s")
+        return skip(("netted_out", f"{len(batch.fills)} fills net to zero"))
+    refusal = signal_refusal(batch, market, now, cfg, halted, opening)
+    if refusal:
+        return skip(refusal)
 
     source_price = _side_vwap(batch, side)
     cap = price_cap(side, source_price, market.tick_size, cfg.execution.max_slippage_bps)
     s = cfg.sizing
-    if s.mode == "fixed":
-        want_notional = s.fixed_notional_usd
-    else:
-        want_notional = abs(net) * s.size_multiplier * cap
-    capped_by = ""
-
+    want_notional = s.fixed_notional_usd if s.mode == "fixed" else abs(net) * s.size_multiplier * cap
     if s.mode == "proportional" and want_notional > s.max_notional_per_order_usd + EPS:
-        return skip("max_notional_per_order", f"{want_notional:.2f} > sizing.max_notional_per_order_usd "
-                                              f"{s.max_notional_per_order_usd:g}", notional=want_notional)
-    limits = [("max_notional_per_order", s.max_notional_per_order_usd)]
-    if opening:
-        limits += [
-            ("max_notional_per_market", s.max_notional_per_market_usd - exposure.market_notional(market.condition_id)),
-            ("max_total_notional_per_15m_window",
-             s.max_total_notional_per_15m_window_usd - exposure.window_notional(now)),
-            ("max_daily_notional", cfg.risk.max_daily_notional_usd - exposure.day_notional(now)),
-        ]
-    notional = want_notional
-    for name, room in limits:
+        # Plain proportional copies the source's size or nothing: a cap that would shrink it refuses it.
+        return skip(("max_notional_per_order", f"{want_notional:.2f} > sizing.max_notional_per_order_usd "
+                                               f"{s.max_notional_per_order_usd:g}"), notional=want_notional)
+    notional, capped_by = want_notional, ""
+    for name, room in cap_rooms(exposure, market, now, cfg, opening):
         if notional > room + EPS:
             notional, capped_by = max(0.0, room), name
     size = floor_size(notional / cap)
     if not opening:
         held = exposure.position(batch.asset)
         if held < EPS:
-            return skip("no_position", "SELL is reduce-only and we hold none of this outcome")
+            return skip(("no_position", "SELL is reduce-only and we hold none of this outcome"))
         if size > held:
             size, capped_by = floor_size(held), "position"
     notional = size * cap
-    if capped_by and capped_by != "position" and notional < s.min_order_notional_usd:
-        return skip(capped_by, f"cap {capped_by} leaves {notional:.2f} < sizing.min_order_notional_usd "
-                               f"{s.min_order_notional_usd:g}", size=size, notional=notional)
-    if notional < s.min_order_notional_usd - EPS:
-        return skip("below_min_notional", f"{notional:.2f} < sizing.min_order_notional_usd "
-                                          f"{s.min_order_notional_usd:g}", size=size, notional=notional)
-    if size < market.min_size - EPS:
-        return skip("below_min_size", f"size {size:g} < market min size {market.min_size:g}",
-                    size=size, notional=notional)
+    refusal = size_refusal(size, notional, capped_by, market, cfg)
+    if refusal:
+        return skip(refusal, size=size, notional=notional)
     return OrderIntent(intent_id=iid, condition_id=market.condition_id, asset=batch.asset, outcome=batch.outcome,
                        side=side, size=size, price_cap=cap, notional=round(notional, 6),
                        source_price=source_price, fill_keys=keys, kind=batch.kind, decided_at=now,

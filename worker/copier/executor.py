@@ -4,7 +4,8 @@ Live order of operations, each step durable before the next:
   1. sign once (order hash = EIP-712 digest)   2. persist the signed bytes (write-ahead)   3. POST
   4. on 5xx / 425 / 429 / timeout: POST the SAME bytes again (bounded; the venue rejects a duplicate hash)
   5. still no answer: GET /data/order/{hash} decides what happened.
-After a crash, recover() resolves every persisted-but-unresolved order by hash; nothing is ever re-signed.
+After a crash, recover() resolves every persisted-but-unresolved order by hash; nothing is ever re-signed, and
+only the persisted bytes of an order the venue never saw are posted again.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def parse_order_lookup(body) -> tuple[str, float, float] | None:
 class ClobExecutor:
     def __init__(self, cfg, *, signer: OrderSigner, transport: ClobTransport, store: Store, clock, metrics):
         self.cfg = cfg.execution
+        self.max_signal_age_s = cfg.copy.max_signal_age_s
         self.signer = signer
         self.transport = transport
         self.store = store
@@ -148,7 +150,9 @@ class ClobExecutor:
         self.metrics.incr("orders.rejected")
         return self._finish(intent_id, order_hash, "REJECTED", submit_ns, attempt, ack_ns=ack_ns, error=err)
 
-    def _resolve_by_hash(self, intent_id, side, order_hash, submit_ns, attempts, error) -> ExecutionReport:
+    def _lookup(self, order_hash: str) -> tuple[str, float, float] | None:
+        """The venue's record of our order: (status, matched shares, price), or None when it does not know the
+        hash. Raises UnknownOutcome when the venue cannot answer."""
         for attempt in range(3):
             try:
                 resp = self.transport.request("GET", f"/data/order/{order_hash}")
@@ -158,16 +162,25 @@ class ClobExecutor:
             if resp.status >= 500 or resp.status == 429:
                 self._backoff(attempt + 1, _retry_after(resp))
                 continue
-            found = parse_order_lookup(resp.body) if resp.status == 200 else None
             self.metrics.incr("orders.lookups")
-            if found is None:
-                return self._finish(intent_id, order_hash, "FAILED", submit_ns, attempts,
-                                    error=f"not found at venue after: {error}")
-            status, matched, price = found
-            return self._finish(intent_id, order_hash, status, submit_ns, attempts, ack_ns=self.clock.now_ns(),
-                                filled=matched, avg=price if matched else 0.0)
-        # Still unknown: leave it UNKNOWN, counted as in flight; recover() retries the lookup.
-        return self._finish(intent_id, order_hash, "UNKNOWN", submit_ns, attempts, error=error)
+            return parse_order_lookup(resp.body) if resp.status == 200 else None
+        raise UnknownOutcome(f"no answer to the lookup of {order_hash}")
+
+    def _resolve_by_hash(self, intent_id, side, order_hash, submit_ns, attempts, error) -> ExecutionReport:
+        try:
+            found = self._lookup(order_hash)
+        except UnknownOutcome:
+            # Still unknown: left UNKNOWN, counted as in flight; reconcile() asks again.
+            return self._finish(intent_id, order_hash, "UNKNOWN", submit_ns, attempts, error=error)
+        return self._settle_lookup(intent_id, order_hash, found, submit_ns, attempts, error)
+
+    def _settle_lookup(self, intent_id, order_hash, found, submit_ns, attempts, error) -> ExecutionReport:
+        if found is None:
+            return self._finish(intent_id, order_hash, "FAILED", submit_ns, attempts,
+                                error=f"not found at venue after: {error}")
+        status, matched, price = found
+        return self._finish(intent_id, order_hash, status, submit_ns, attempts, ack_ns=self.clock.now_ns(),
+                            filled=matched, avg=price if matched else 0.0)
 
     def _finish(self, intent_id, order_hash, status, submit_ns, attempts, *, ack_ns=0, filled=0.0, avg=0.0,
                 error="", trade_ids=()) -> ExecutionReport:
@@ -184,16 +197,38 @@ class ClobExecutor:
         self.clock.sleep(delay)
 
     # ---- restart -----------------------------------------------------------------------------------------
-    def recover(self) -> list[ExecutionReport]:
-        """Resolve orders a previous process persisted but never saw answered. Never re-signs, never re-posts."""
+    def recover(self, may_repost: bool) -> list[ExecutionReport]:
+        """Resolve what a previous process left unanswered, by order hash; never re-signs. An order the venue
+        never saw is posted again with its persisted bytes (same hash: the venue cannot execute it twice) while
+        its signal is fresh and `may_repost` (not halted); otherwise it is FAILED."""
         reports = []
         for iid in self.store.orphan_intents():
             self.store.record_abandoned(iid, "decided but never signed before a restart", self.clock.now_ns())
             reports.append(ExecutionReport(iid, "", "ABANDONED"))
         for row in self.store.unresolved_orders():
-            side = _side_of(row["body"])
-            reports.append(self._resolve_by_hash(row["intent_id"], side, row["order_hash"], row["submit_ns"],
-                                                 row["attempts"], "recovered after restart"))
+            iid, order_hash, body = row["intent_id"], row["order_hash"], row["body"]
+            try:
+                found = self._lookup(order_hash)
+            except UnknownOutcome:
+                reports.append(self._finish(iid, order_hash, "UNKNOWN", row["submit_ns"], row["attempts"],
+                                            error="no answer to the lookup after a restart"))
+                continue
+            fresh = self.clock.now_ns() - row["signed_ns"] <= self.max_signal_age_s * 1e9
+            if found is None and may_repost and fresh:
+                self.metrics.incr("orders.reposted")
+                reports.append(self._post(iid, _side_of(body), order_hash, body))
+                continue
+            reports.append(self._settle_lookup(iid, order_hash, found, row["submit_ns"], row["attempts"],
+                                               "recovered after restart"))
+        return reports
+
+    def reconcile(self) -> list[ExecutionReport]:
+        """Ask the venue again about orders whose outcome stayed UNKNOWN (their lookups got no answer)."""
+        reports = []
+        for row in self.store.unresolved_orders():
+            if row["status"] == "UNKNOWN":
+                reports.append(self._resolve_by_hash(row["intent_id"], _side_of(row["body"]), row["order_hash"],
+                                                     row["submit_ns"], row["attempts"], row["error"]))
         return reports
 
     def close(self) -> None:
@@ -246,7 +281,8 @@ class PaperExecutor:
         return ExecutionReport(intent.intent_id, paper_hash, status, filled_size=filled, avg_price=avg,
                                submit_ns=submit_ns, ack_ns=self.clock.now_ns())
 
-    def recover(self) -> list[ExecutionReport]:
+    def recover(self, may_repost: bool) -> list[ExecutionReport]:
+        """Paper orders have no venue to ask: whatever a restart interrupted is abandoned."""
         reports = []
         for iid in self.store.orphan_intents():
             self.store.record_abandoned(iid, "decided but never submitted before a restart", self.clock.now_ns())
@@ -256,6 +292,9 @@ class PaperExecutor:
                                     error="paper order interrupted by a restart")
             reports.append(ExecutionReport(row["intent_id"], row["order_hash"], "ABANDONED"))
         return reports
+
+    def reconcile(self) -> list[ExecutionReport]:
+        return []
 
     def close(self) -> None:
         pass

@@ -10,16 +10,11 @@ from dataclasses import dataclass
 
 from copier.types import OrderIntent, Side
 
-WINDOW_S = 900
 DAY_S = 86400
 
 
-def window_bucket(ts: float) -> int:
-    return int(ts // WINDOW_S) * WINDOW_S
-
-
-def day_bucket(ts: float) -> int:
-    return int(ts // DAY_S) * DAY_S
+def bucket(ts: float, width_s: float) -> int:
+    return int(ts // width_s) * int(width_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +44,9 @@ class _Reservation:
 
 
 class ExposureBook:
-    def __init__(self) -> None:
+    def __init__(self, window_s: int = 900) -> None:
+        """window_s: the market window the per-window cap applies to (markets.window_seconds, 900 s live)."""
+        self.window_s = window_s
         self._inflight: dict[str, _Reservation] = {}
         self._position: dict[str, float] = defaultdict(float)          # asset -> shares held
         self._market_cost: dict[str, float] = defaultdict(float)       # condition_id -> filled buy cost - sell proceeds
@@ -68,12 +65,12 @@ class ExposureBook:
         return max(0.0, self._market_cost[condition_id]) + inflight
 
     def window_notional(self, ts: float) -> float:
-        w = window_bucket(ts)
+        w = bucket(ts, self.window_s)
         return self._window_spend[w] + sum(r.notional for r in self._inflight.values()
                                            if r.window == w and r.side is Side.BUY)
 
     def day_notional(self, ts: float) -> float:
-        d = day_bucket(ts)
+        d = bucket(ts, DAY_S)
         return self._day_spend[d] + sum(r.notional for r in self._inflight.values()
                                         if r.day == d and r.side is Side.BUY)
 
@@ -84,7 +81,7 @@ class ExposureBook:
     def reserve(self, intent: OrderIntent) -> None:
         self._inflight[intent.intent_id] = _Reservation(
             intent.condition_id, intent.asset, intent.side, intent.size, intent.notional,
-            window_bucket(intent.decided_at), day_bucket(intent.decided_at))
+            bucket(intent.decided_at, self.window_s), bucket(intent.decided_at, DAY_S))
 
     def settle(self, intent_id: str, filled_size: float, avg_price: float) -> None:
         r = self._inflight.pop(intent_id, None)
@@ -98,7 +95,7 @@ class ExposureBook:
     def restore(self, rows) -> None:
         for row in rows:
             r = _Reservation(row.condition_id, row.asset, row.side, row.size, row.notional,
-                             window_bucket(row.decided_at), day_bucket(row.decided_at))
+                             bucket(row.decided_at, self.window_s), bucket(row.decided_at, DAY_S))
             if row.in_flight:
                 self._inflight[row.intent_id] = r
             elif row.filled_size > 0:

@@ -80,7 +80,7 @@ def replay(fills: list[SourceFill], markets: list[MarketMeta], cfg: Config) -> l
     by_asset = {t: m for m in markets for t in m.token_ids}
     whole_seconds = all(float(f.match_ts).is_integer() for f in fills)
     coalescer = Coalescer(cfg.copy, time_resolution_s=1.0 if whole_seconds else 0.0)
-    exposure, deduper = ExposureBook(), Deduper()
+    exposure, deduper = ExposureBook(cfg.markets.window_seconds), Deduper()
     wallet = cfg.copy.source_wallet.lower()
     out: list[dict] = []
 

@@ -31,6 +31,7 @@ INGEST_QUEUE = 10_000
 EXEC_QUEUE = 1_000
 DRAIN_S = 6.0
 HEARTBEAT_S = 5.0
+RECONCILE_S = 5.0
 
 
 class Runtime:
@@ -50,7 +51,7 @@ class Runtime:
         self.clock_watch = clock_watch
         self.breaker = breaker
         self.coalescer = Coalescer(cfg.copy)
-        self.exposure = ExposureBook()
+        self.exposure = ExposureBook(cfg.markets.window_seconds)
         self.ingest_q: Queue = Queue(maxsize=INGEST_QUEUE)
         self.exec_q: Queue = Queue(maxsize=EXEC_QUEUE)
         self.stopping = Event()
@@ -75,8 +76,11 @@ class Runtime:
     def start(self) -> None:
         self.halted, self.halt_reason = self.store.halted()
         self.exposure.restore(self.store.exposure_rows(self.clock.now() - 86400))
-        for report in self.executor.recover():
-            self._settle(report)
+        try:
+            for report in self.executor.recover(may_repost=not self.halted):
+                self._settle(report)
+        except OperationalError as exc:
+            self._halt(f"operational: {exc}")
         self.deduper.seed(self.store.seen_keys(self.clock.now() - 86400))
         self.catalog.warm()
         if self.books is not None:
@@ -90,6 +94,7 @@ class Runtime:
         if self.gap_filler is not None:
             spawn(self.gap_filler.run, self.stopping)
         spawn(self._catalog_loop)
+        spawn(self._reconcile_loop)
         if self.books is not None:
             spawn(self.books.run, self.stopping)
         if self.clock_watch is not None:
@@ -171,7 +176,9 @@ class Runtime:
     def _decide(self, batch: Batch) -> None:
         t0 = self.clock.monotonic()
         market = self._market_for(batch)
-        decision = decide(self.exposure, batch, market, self.clock.now(), self.cfg, halted=self.halted)
+        # Decided at the coalescer's release instant, as `copier replay` does: the same history gives the same
+        # decisions, and the order budget the coalescer kept is what the store records.
+        decision = decide(self.exposure, batch, market, batch.released_at, self.cfg, halted=self.halted)
         self.metrics.timing("stage.decide_ms", (self.clock.monotonic() - t0) * 1000)
         fields = {"cid": decision.intent_id, "kind": batch.kind, "fills": [f.dedupe_key for f in batch.fills]}
         if isinstance(decision, OrderIntent):
@@ -239,6 +246,13 @@ class Runtime:
             self.catalog.warm()
             if self.books is not None:
                 self.books.watch(self.catalog.assets())
+
+    def _reconcile_loop(self) -> None:
+        """Orders whose outcome stayed unknown keep their exposure reserved until the venue answers a lookup."""
+        while not self.stopping.wait(RECONCILE_S):
+            for report in self.executor.reconcile():
+                log.info("reconciled order %s: %s", report.order_hash, report.status, extra={"cid": report.intent_id})
+                self._settle(report)
 
     def _halt(self, reason: str) -> None:
         self.halted, self.halt_reason = True, reason

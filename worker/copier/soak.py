@@ -128,6 +128,13 @@ redirect_stderr=true
 stdout_logfile={(workdir / 'copier.log').resolve()}
 stdout_logfile_maxbytes=50MB
 stdout_logfile_backups=3
+
+[eventlistener:copier-alerts]
+command=/bin/sh -c 'set -a; . {env_file.resolve()}; exec {sys.executable} -m copier.alert_listener'
+events=PROCESS_STATE_EXITED,PROCESS_STATE_FATAL
+autorestart=true
+redirect_stderr=false
+stderr_logfile={(workdir / 'alert-listener.err').resolve()}
 """)
         bindir = Path(sys.executable).parent
         self.supervisord = str(bindir / "supervisord")
@@ -330,6 +337,8 @@ def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: 
         problems["chaos_not_applied"] = [f"{k}: {chaos.done[k]}/{n}" for k, n in short.items()]
     if leaks:
         problems["secrets_leaked"] = leaks
+    if envelopes < chaos.done["kill9"]:
+        problems["alerts_missing"] = [f"{envelopes} Sentry envelopes for {chaos.done['kill9']} kill -9"]
     print(render_text(store_rep))
     print(f"ground truth        {json.dumps(gt, sort_keys=True)}")
     print(f"chaos applied       {json.dumps(dict(chaos.done), sort_keys=True)}")

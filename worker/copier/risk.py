@@ -1,0 +1,60 @@
+"""Risk checks: pure functions that return a refusal (reason code, detail) or None, never raise.
+
+`decision.decide` calls them in order; every refusal becomes a recorded Skip. The caps count in-flight orders at
+their worst-case notional (see exposure.py), so a burst of decisions cannot overshoot a cap before the venue answers.
+"""
+from __future__ import annotations
+
+from copier.config import Config
+from copier.exposure import ExposureBook
+from copier.types import Batch, MarketMeta
+
+EPS = 1e-9
+Refusal = tuple[str, str]
+
+
+def signal_refusal(batch: Batch, market: MarketMeta | None, now: float, cfg: Config, halted: bool,
+                   opening: bool) -> Refusal | None:
+    """Reasons to refuse a batch whatever its size: halt, unknown or closed market, stale signal, near expiry."""
+    if halted:
+        return "halted", "trading is halted"
+    if market is None:
+        return "unknown_market", f"no metadata for asset {batch.asset}"
+    age = now - min(f.match_ts for f in batch.fills)
+    if age > cfg.copy.max_signal_age_s:
+        return "stale_signal", f"source fill {age:.1f}s old > copy.max_signal_age_s {cfg.copy.max_signal_age_s:g}s"
+    if not market.accepting_orders or now >= market.end_ts:
+        return "market_closed", f"market {market.slug or market.condition_id} is not accepting orders"
+    to_end = market.end_ts - now
+    cutoff = cfg.execution.near_expiry_cutoff_seconds
+    if opening and to_end < cutoff:
+        # Reducing a position stays allowed: only new exposure is refused this close to resolution.
+        return "near_expiry_cutoff", f"{to_end:.1f}s before market end < execution.near_expiry_cutoff_seconds {cutoff:g}s"
+    return None
+
+
+def cap_rooms(exposure: ExposureBook, market: MarketMeta, now: float, cfg: Config,
+              opening: bool) -> list[tuple[str, float]]:
+    """(cap name, notional still allowed) for every cap that applies; opening orders face the exposure caps."""
+    s = cfg.sizing
+    rooms = [("max_notional_per_order", s.max_notional_per_order_usd)]
+    if opening:
+        rooms += [
+            ("max_notional_per_market", s.max_notional_per_market_usd - exposure.market_notional(market.condition_id)),
+            ("max_total_notional_per_15m_window",
+             s.max_total_notional_per_15m_window_usd - exposure.window_notional(now)),
+            ("max_daily_notional", cfg.risk.max_daily_notional_usd - exposure.day_notional(now)),
+        ]
+    return rooms
+
+
+def size_refusal(size: float, notional: float, capped_by: str, market: MarketMeta, cfg: Config) -> Refusal | None:
+    """Orders too small to send are dropped, never bumped up to the minimum."""
+    floor = cfg.sizing.min_order_notional_usd
+    if capped_by and capped_by != "position" and notional < floor:
+        return capped_by, f"cap {capped_by} leaves {notional:.2f} < sizing.min_order_notional_usd {floor:g}"
+    if notional < floor - EPS:
+        return "below_min_notional", f"{notional:.2f} < sizing.min_order_notional_usd {floor:g}"
+    if size < market.min_size - EPS:
+        return "below_min_size", f"size {size:g} < market min size {market.min_size:g}"
+    return None
