@@ -5,7 +5,7 @@ import gevent
 import pytest
 from gevent.pywsgi import WSGIServer
 
-from copier.clock import LiveClock
+from copier.clock import FakeClock, LiveClock
 from copier.config import Config, ExecutionConfig
 from copier.decision import decide
 from copier.errors import OperationalError
@@ -67,7 +67,7 @@ class ScriptedClob:
 def env(tmp_path):
     servers, stores = [], []
 
-    def make(script, **exec_kw):
+    def make(script, clock=None, **exec_kw):
         app = ScriptedClob(script)
         server = WSGIServer(("127.0.0.1", 0), app, log=None)
         server.start()
@@ -75,7 +75,7 @@ def env(tmp_path):
         cfg = Config(execution=ExecutionConfig(post_timeout_s=0.3, retry_backoff_s=0.01, **exec_kw))
         store = Store.open(str(tmp_path / "copier.sqlite"))
         stores.append(store)
-        clock = LiveClock()
+        clock = clock or LiveClock()
         signer = OrderSigner(KEY, 137, 0, "", CREDS.api_key)
         transport = ClobTransport(f"http://127.0.0.1:{server.server_port}", CREDS, signer.address, clock=clock,
                                   timeout_s=cfg.execution.post_timeout_s)
@@ -114,6 +114,16 @@ def test_transient_failures_retry_the_same_signed_bytes(env):
     r = ex.submit(d, market())
     assert r.status == "MATCHED" and r.attempts == 4
     assert len(set(app.posts)) == 1 and len(app.posts) == 4
+
+
+def test_retries_stop_when_the_retry_budget_is_spent(env):
+    clock = FakeClock(T0)                     # sleeps advance it: the budget is counted in backoff time
+    outage = [("503 Service Unavailable", {"error": "Trading is currently disabled"})] * 20
+    app, ex, store = env(outage, clock=clock, retry_budget_s=1.0, max_post_attempts=20)
+    r = ex.submit(_decided(store), market())
+    # backoff 0.01, 0.02, 0.04, ... : the 8th wait (1.28 s in all) would pass the 1 s budget
+    assert r.status == "FAILED" and r.attempts == 7 and len(set(app.posts)) == 1 and len(app.posts) == 7
+    assert app.lookups == 1                   # a 5xx may have reached the engine: asked by hash before failing
 
 
 def test_accepted_then_timed_out_is_resolved_by_hash_without_a_second_order(env):

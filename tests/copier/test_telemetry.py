@@ -171,3 +171,12 @@ def test_alert_listener_speaks_the_supervisor_protocol_and_alerts_on_unexpected_
     wait_for(lambda: ep.bodies)
     assert b"copier exited unexpectedly (pid 42)" in b"".join(ep.bodies)
     ep.server.shutdown()
+
+
+def test_alert_listener_alerts_on_a_death_during_startup_and_on_fatal_only_for_the_copier():
+    from copier.alert_listener import alert_for
+    assert "died while starting (attempt 2)" in alert_for(
+        "PROCESS_STATE_BACKOFF", {"processname": "copier", "from_state": "STARTING", "tries": "2"})
+    assert "FATAL" in alert_for("PROCESS_STATE_FATAL", {"processname": "copier"})
+    assert alert_for("PROCESS_STATE_EXITED", {"processname": "copier", "expected": "1"}) is None
+    assert alert_for("PROCESS_STATE_BACKOFF", {"processname": "other"}) is None

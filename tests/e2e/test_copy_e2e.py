@@ -39,6 +39,13 @@ def test_dry_run_copies_a_burst_with_at_most_two_orders(sim, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+    # Every fill can be followed through its stages by its correlation id.
+    lines = [json.loads(x) for x in (tmp_path / "copier.log").read_text().splitlines() if x.startswith("{")]
+    received = [x["cid"] for x in lines if x["msg"] == "fill received"]
+    assert len(received) == 7
+    for cid in received:
+        stages = [x["msg"].split(" ")[:2] for x in lines if isinstance(x.get("cid"), list) and cid in x["cid"]]
+        assert [s[0] for s in stages] == ["decision", "paper", "order"], (cid, stages)
 
 
 def test_live_orders_survive_kill_9_without_a_duplicate(sim, tmp_path):

@@ -25,6 +25,9 @@ def alert_for(event: str, payload: dict[str, str]) -> str | None:
         return f"{PROGRAM} is FATAL: supervisord gave up restarting it"
     if event == "PROCESS_STATE_EXITED" and payload.get("expected") == "0":
         return f"{PROGRAM} exited unexpectedly (pid {payload.get('pid', '?')}); supervisord restarts it"
+    if event == "PROCESS_STATE_BACKOFF":
+        # A death before startsecs never reaches EXITED: supervisord goes STARTING -> BACKOFF and retries.
+        return f"{PROGRAM} died while starting (attempt {payload.get('tries', '?')}); supervisord retries it"
     return None
 
 

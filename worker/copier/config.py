@@ -51,7 +51,8 @@ class ExecutionConfig:
     max_slippage_bps: int = 120
     near_expiry_cutoff_seconds: float = 25.0
     dry_run: bool = True
-    max_post_attempts: int = 6                # same signed bytes each time; backoff doubles from retry_backoff_s
+    max_post_attempts: int = 10               # same signed bytes each time; backoff doubles from retry_backoff_s to 1 s
+    retry_budget_s: float = 6.0               # no new attempt after this long: a venue outage outlives the signal
     post_timeout_s: float = 2.0
     retry_backoff_s: float = 0.05
     max_retry_after_s: float = 5.0            # longer Retry-After: give up on that order (the signal goes stale)
@@ -233,8 +234,9 @@ def _validate(cfg: Config) -> None:
     _require(e.order_type == "marketable_limit", "execution.order_type", "only marketable_limit is supported")
     _require(0 <= e.max_slippage_bps <= 5000, "execution.max_slippage_bps", "must be in [0, 5000]")
     _require(e.near_expiry_cutoff_seconds >= 0, "execution.near_expiry_cutoff_seconds", "must be >= 0")
-    _require(1 <= e.max_post_attempts <= 10, "execution.max_post_attempts", "must be in [1, 10]")
+    _require(1 <= e.max_post_attempts <= 20, "execution.max_post_attempts", "must be in [1, 20]")
     _require(e.post_timeout_s > 0, "execution.post_timeout_s", "must be > 0")
+    _require(0 <= e.retry_budget_s <= 60, "execution.retry_budget_s", "must be in [0, 60]")
     _require(1 <= e.executor_concurrency <= 64, "execution.executor_concurrency", "must be in [1, 64]")
     _require(r.max_daily_notional_usd >= s.max_notional_per_order_usd, "risk.max_daily_notional_usd",
              "must be >= sizing.max_notional_per_order_usd")

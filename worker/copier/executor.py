@@ -15,6 +15,7 @@ import logging
 import peewee
 
 from copier.errors import OperationalError, RateLimited, TemporaryError, UnknownOutcome
+from copier.logs import batch_fields
 from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport, Response
@@ -26,6 +27,7 @@ FAK_NO_MATCH = "no orders found to match"
 DUPLICATE = "duplicated"
 ACCEPTED = {"live": "LIVE", "matched": "MATCHED", "delayed": "DELAYED", "unmatched": "UNMATCHED"}
 AUTH_ERRORS = (401, 403)
+MAX_BACKOFF_S = 1.0
 
 
 def _amounts(body: dict, side: Side) -> tuple[float, float]:
@@ -86,6 +88,8 @@ class ClobExecutor:
         t2 = self.clock.monotonic()
         self.metrics.timing("stage.sign_ms", (t1 - t0) * 1000)
         self.metrics.timing("stage.persist_ms", (t2 - t1) * 1000)
+        log.info("order submit %s", signed.order_hash,
+                 extra={**batch_fields(intent.intent_id, intent.fill_keys), "order_hash": signed.order_hash})
         return self._post(intent.intent_id, intent.side, signed.order_hash, signed.body)
 
     def _post(self, intent_id: str, side: Side, order_hash: str, body: str) -> ExecutionReport:
@@ -93,6 +97,7 @@ class ClobExecutor:
         ambiguous = False
         last_error = ""
         attempts = 0
+        give_up_at = self.clock.monotonic() + self.cfg.retry_budget_s
         for attempt in range(1, self.cfg.max_post_attempts + 1):
             attempts = attempt
             if attempt == 1:
@@ -101,30 +106,41 @@ class ClobExecutor:
             else:
                 self.store.update_order(intent_id, self.clock.now_ns(), attempts=attempt)
             t = self.clock.monotonic()
+            retry_after = None
             try:
                 resp = self.transport.request("POST", "/order", body)
             except UnknownOutcome as exc:
                 ambiguous, last_error = True, str(exc)
                 self.metrics.incr("orders.unknown_outcome")
-                self._backoff(attempt, None)
-                continue
             except TemporaryError as exc:
                 last_error = str(exc)
-                self._backoff(attempt, None)
-                continue
-            self.metrics.timing("stage.send_ms", (self.clock.monotonic() - t) * 1000)
-            try:
-                return self._answer(intent_id, side, order_hash, resp, submit_ns, attempt)
-            except TemporaryError as exc:
-                last_error = str(exc)
-                ambiguous = ambiguous or resp.status >= 500
-                self.metrics.incr(f"orders.retry.{resp.status}")
-                if isinstance(exc, RateLimited) and (exc.retry_after or 0) > self.cfg.max_retry_after_s:
-                    break
-                self._backoff(attempt, exc.retry_after)
+            else:
+                self.metrics.timing("stage.send_ms", (self.clock.monotonic() - t) * 1000)
+                try:
+                    return self._answer(intent_id, side, order_hash, resp, submit_ns, attempt)
+                except TemporaryError as exc:
+                    last_error, retry_after = str(exc), exc.retry_after
+                    ambiguous = ambiguous or resp.status >= 500
+                    self.metrics.incr(f"orders.retry.{resp.status}")
+                    if isinstance(exc, RateLimited) and (retry_after or 0) > self.cfg.max_retry_after_s:
+                        break
+            if not self._wait_to_retry(attempt, retry_after, give_up_at):
+                break
         if ambiguous:
             return self._resolve_by_hash(intent_id, side, order_hash, submit_ns, attempts, last_error)
         return self._finish(intent_id, order_hash, "FAILED", submit_ns, attempts, error=last_error)
+
+    def _wait_to_retry(self, attempt: int, retry_after: float | None, give_up_at: float) -> bool:
+        """Sleep before the next attempt; False when attempts or the retry budget are spent (the signal ages)."""
+        if attempt >= self.cfg.max_post_attempts:
+            return False
+        delay = min(self.cfg.retry_backoff_s * (2 ** (attempt - 1)), MAX_BACKOFF_S)
+        if retry_after:
+            delay = max(delay, min(retry_after, self.cfg.max_retry_after_s))
+        if self.clock.monotonic() + delay > give_up_at:
+            return False
+        self.clock.sleep(delay)
+        return True
 
     def _answer(self, intent_id, side, order_hash, resp: Response, submit_ns, attempt) -> ExecutionReport:
         ack_ns = self.clock.now_ns()
@@ -256,6 +272,8 @@ class PaperExecutor:
         except peewee.IntegrityError:
             return ExecutionReport(intent.intent_id, "", "REJECTED", error="intent already has an order")
         submit_ns = self.clock.now_ns()
+        log.info("paper order submit", extra={**batch_fields(intent.intent_id, intent.fill_keys),
+                                              "order_hash": paper_hash})
         top = None
         if self.books is not None:
             top = self.books.top(intent.asset)

@@ -1,6 +1,8 @@
-"""Structured JSON log lines on stderr, one per stage per fill, with a correlation id; secrets redacted."""
+"""Structured JSON log lines on stderr: receive, decision, submit and ack lines carry the fills' correlation ids;
+secrets redacted."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -8,6 +10,16 @@ import time
 
 REDACTED = "[redacted]"
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def fill_cid(dedupe_key: str) -> str:
+    """A fill's correlation id: every stage's line for this fill carries it (`grep` follows one fill)."""
+    return hashlib.blake2b(dedupe_key.encode(), digest_size=6).hexdigest()
+
+
+def batch_fields(intent_id: str, fill_keys) -> dict:
+    """Log fields of a decision or order line: the intent and the correlation ids of every fill it copies."""
+    return {"cid": [fill_cid(k) for k in fill_keys], "intent": intent_id}
 
 
 class JsonFormatter(logging.Formatter):

@@ -23,6 +23,7 @@ from copier.config import Config, Secrets
 from copier.decision import decide
 from copier.errors import OperationalError
 from copier.exposure import ExposureBook
+from copier.logs import batch_fields, fill_cid
 from copier.types import Batch, OrderIntent, SourceFill
 
 log = logging.getLogger("copier.runtime")
@@ -158,7 +159,8 @@ class Runtime:
         now = self.clock.now()
         self.metrics.timing("detection_lag_ms", fill.recv_ns / 1e6 - fill.match_ts * 1e3)
         self.metrics.timing("stage.queue_ms", (self.clock.now_ns() - fill.recv_ns) / 1e6)
-        log.info("fill received", extra={"cid": fill.dedupe_key, "feed": fill.feed, "side": fill.side.value,
+        log.info("fill received", extra={"cid": fill_cid(fill.dedupe_key), "key": fill.dedupe_key, "feed": fill.feed,
+                                          "side": fill.side.value,
                                           "size": fill.size, "price": fill.price, "asset": fill.asset})
         for batch in self.coalescer.add(fill, now):
             self._decide(batch)
@@ -180,7 +182,7 @@ class Runtime:
         # decisions, and the order budget the coalescer kept is what the store records.
         decision = decide(self.exposure, batch, market, batch.released_at, self.cfg, halted=self.halted)
         self.metrics.timing("stage.decide_ms", (self.clock.monotonic() - t0) * 1000)
-        fields = {"cid": decision.intent_id, "kind": batch.kind, "fills": [f.dedupe_key for f in batch.fills]}
+        fields = {**batch_fields(decision.intent_id, decision.fill_keys), "kind": batch.kind}
         if isinstance(decision, OrderIntent):
             self.metrics.incr("decisions.order")
             log.info("decision order %s %.2f @ cap %.4f", decision.side.value, decision.size, decision.price_cap,
@@ -216,7 +218,8 @@ class Runtime:
                     self.metrics.timing(f"copy_delay_ms.{batch.kind}", delay_ms)
                 log.info("order %s filled %.2f @ %.4f attempts %d %s", report.status, report.filled_size,
                          report.avg_price, report.attempts, report.error,
-                         extra={"cid": intent.intent_id, "order_hash": report.order_hash, "delay_ms": delay_ms})
+                         extra={**batch_fields(intent.intent_id, intent.fill_keys), "order_hash": report.order_hash,
+                                "delay_ms": delay_ms})
                 self._settle(report)
                 if report.status == "REJECTED":
                     self.alerts.alert("order_rejected", f"order rejected: {report.error}", intent=intent.intent_id)
@@ -226,10 +229,11 @@ class Runtime:
                     if reason and not self.halted:
                         self._halt(f"circuit breaker: {reason}")
             except OperationalError as exc:
-                log.error("operational failure, halting: %s", exc, extra={"cid": intent.intent_id})
+                log.error("operational failure, halting: %s", exc,
+                          extra=batch_fields(intent.intent_id, intent.fill_keys))
                 self._halt(f"operational: {exc}")
             except Exception:
-                log.exception("executor step failed", extra={"cid": intent.intent_id})
+                log.exception("executor step failed", extra=batch_fields(intent.intent_id, intent.fill_keys))
                 self.metrics.incr("executor_errors")
             finally:
                 self._inflight -= 1
@@ -251,7 +255,7 @@ class Runtime:
         """Orders whose outcome stayed unknown keep their exposure reserved until the venue answers a lookup."""
         while not self.stopping.wait(RECONCILE_S):
             for report in self.executor.reconcile():
-                log.info("reconciled order %s: %s", report.order_hash, report.status, extra={"cid": report.intent_id})
+                log.info("reconciled order %s: %s", report.order_hash, report.status, extra={"intent": report.intent_id})
                 self._settle(report)
 
     def _halt(self, reason: str) -> None:

@@ -23,8 +23,8 @@ from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from copier.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, copier_cmd, run_copier, write_config,
-                            write_env_file)
+from copier.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, copier_cmd, eventually, run_copier,
+                            write_config, write_env_file)
 
 WORKDIR = Path("var/soak")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -131,7 +131,7 @@ stdout_logfile_backups=3
 
 [eventlistener:copier-alerts]
 command=/bin/sh -c 'set -a; . {env_file.resolve()}; exec {sys.executable} -m copier.alert_listener'
-events=PROCESS_STATE_EXITED,PROCESS_STATE_FATAL
+events=PROCESS_STATE_EXITED,PROCESS_STATE_BACKOFF,PROCESS_STATE_FATAL
 autorestart=true
 redirect_stderr=false
 stderr_logfile={(workdir / 'alert-listener.err').resolve()}
@@ -190,9 +190,8 @@ def source_stream(sim: SimProcess, rng: random.Random, stop: threading.Event, se
 
 def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random.Random) -> None:
     if kind == "kill9":
-        pid = sup.pid()
-        if pid:
-            os.kill(pid, signal.SIGKILL)
+        pid = eventually(sup.pid, 15, 0.2, "a running copier to kill")
+        os.kill(pid, signal.SIGKILL)
     elif kind == "rtds_drop":
         sim.faults(rtds_drop={})
     elif kind == "rtds_stall":
@@ -204,7 +203,8 @@ def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random
     elif kind == "post_timeout_after_accept":
         sim.faults(post_timeout_after_accept={"count": 1, "delay_s": 3})
     elif kind == "engine_restart":
-        sim.faults(engine_restart={"seconds": 4})
+        # 2 s of 425 then 2 s of post-only mode: the real 2-minute post-only period at the soak's 30x market clock.
+        sim.faults(engine_restart={"seconds": 2})
     elif kind == "halt_resume":
         run_copier("halt", "--config", str(config), "--reason", "soak: operator halt")
         time.sleep(3)
