@@ -41,7 +41,7 @@ def test_memory_is_bounded():
     d = Deduper(capacity=100)
     for i in range(1000):
         d.admit(fill(i), "s")
-    assert len(d._admitted) <= 100 and len(d._stream_counts) <= 100
+    assert len(d._admitted) <= 100 and len(d._claims) <= 100
 
 
 @settings(max_examples=200, deadline=None)

@@ -27,7 +27,7 @@ def _intent(n=1, size=20.0):
 def test_file_is_wal_sqlite_with_explicit_schema_version(store, tmp_path):
     raw = sqlite3.connect(tmp_path / "copier.sqlite")
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
     assert {r[0] for r in raw.execute("select name from sqlite_master where type='table'")} >= {
         "fills", "intents", "orders", "kv"}
 

@@ -90,6 +90,8 @@ class FeedsConfig:
     use_chain_logs: bool = False
     use_mempool: bool = False
     mempool_may_trigger: bool = True          # unconfirmed mempool fills may trigger the leading order
+    confirm_timeout_s: float = 20.0           # a mempool fill no other feed confirms by then is retracted
+    reinclude_timeout_s: float = 20.0         # a fill whose log a reorg removed is retracted unless re-included by then
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,8 @@ def _validate(cfg: Config) -> None:
         _require(url.startswith(("ws://", "wss://")), f"endpoints.{name}", "must be a ws(s) URL")
     _require(cfg.endpoints.polygon_ws == "" or cfg.endpoints.polygon_ws.startswith(("ws://", "wss://")),
              "endpoints.polygon_ws", "must be empty or a ws(s) URL")
+    _require(cfg.feeds.confirm_timeout_s > 0, "feeds.confirm_timeout_s", "must be > 0")
+    _require(cfg.feeds.reinclude_timeout_s > 0, "feeds.reinclude_timeout_s", "must be > 0")
     _require(not (cfg.feeds.use_chain_logs or cfg.feeds.use_mempool) or cfg.endpoints.polygon_ws != "",
              "endpoints.polygon_ws", "is required when feeds.use_chain_logs or feeds.use_mempool is true")
     _require(bool(cfg.store.path), "store.path", "must not be empty")

@@ -54,6 +54,13 @@ class SimProcess:
         r.raise_for_status()
         return r.json()
 
+    def chain(self, action: str, **body) -> dict:
+        """The Polygon RPC surface's control API: reorg (tx_hash, drop), faults (mempool_silent, logs_silent)."""
+        base = self.urls["rpc_ws"].replace("ws://", "http://").rstrip("/")
+        r = self.http.post(f"{base}/_chain/{action}", json=body)
+        r.raise_for_status()
+        return r.json()
+
     def state(self) -> dict:
         r = self.http.get(f"{self.urls['control']}/state")
         r.raise_for_status()
@@ -87,9 +94,11 @@ def copier_config(urls: dict, store_path: Path, *, dry_run: bool = True, source_
         "execution": {"dry_run": dry_run, "max_slippage_bps": 200, "near_expiry_cutoff_seconds": 2.0},
         "markets": {"slug_prefixes": ["btc-updown-15m", "eth-updown-15m"], "refresh_s": 2.0,
                     "window_seconds": int(900 / speed)},
-        "feeds": {"data_watchdog_s": 5.0, "backoff_max_s": 1.0},
+        "feeds": {"data_watchdog_s": 5.0, "backoff_max_s": 1.0, "use_chain_logs": bool(urls.get("rpc_ws")),
+                  "use_mempool": bool(urls.get("rpc_ws"))},
         "endpoints": {"clob": urls["clob"], "rtds_ws": urls["rtds"], "market_ws": urls["market_ws"],
-                      "user_ws": urls["user_ws"], "data_api": urls["data_api"], "gamma": urls["gamma"]},
+                      "user_ws": urls["user_ws"], "data_api": urls["data_api"], "gamma": urls["gamma"],
+                      "polygon_ws": urls.get("rpc_ws") or ""},
         "telemetry": {"statsd_port": statsd_port, "ntp_server": "127.0.0.1", "max_clock_offset_ms": 1000.0},
         "store": {"path": str(store_path)},
     }

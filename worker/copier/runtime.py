@@ -1,7 +1,8 @@
 """Composition root: the only module that wires stages, greenlets, queues and signals.
 
-    feeds (RTDS x2, gap-fill) -> ingest_q -> pipeline greenlet (dedupe, coalesce, decide, reserve)
-                                          -> exec_q -> executor greenlets (persist, sign, post) -> settle
+    feeds (RTDS x2, gap-fill, chain logs, mempool) -> detection (one dedupe, sightings, confirm/retract)
+        -> ingest_q -> pipeline greenlet (coalesce, confirmation gate, decide, reserve)
+        -> exec_q -> executor greenlets (persist, sign, post) -> settle
 
 One pipeline greenlet owns the coalescer and the exposure book, so every risk decision sees every in-flight order.
 """
@@ -21,6 +22,7 @@ from copier.clock import Clock, LiveClock
 from copier.coalescer import Coalescer
 from copier.config import Config, Secrets
 from copier.decision import decide
+from copier.detection import ConfirmationGate
 from copier.errors import OperationalError
 from copier.exposure import ExposureBook
 from copier.logs import batch_fields, fill_cid
@@ -32,12 +34,13 @@ INGEST_QUEUE = 10_000
 EXEC_QUEUE = 1_000
 DRAIN_S = 6.0
 HEARTBEAT_S = 5.0
+GATE_POLL_S = 0.05          # how soon a batch held for confirmation goes once confirmed
 RECONCILE_S = 5.0
 
 
 class Runtime:
     def __init__(self, cfg: Config, *, clock: Clock, store, metrics, alerts, executor, catalog, deduper,
-                 feeds: list, gap_filler=None, books=None, clock_watch=None, breaker=None):
+                 feeds: list, gap_filler=None, books=None, clock_watch=None, breaker=None, detection=None):
         self.cfg = cfg
         self.clock = clock
         self.store = store
@@ -51,6 +54,8 @@ class Runtime:
         self.books = books
         self.clock_watch = clock_watch
         self.breaker = breaker
+        self.detection = detection
+        self.gate = ConfirmationGate(detection, cfg.feeds.mempool_may_trigger) if detection is not None else None
         self.coalescer = Coalescer(cfg.copy)
         self.exposure = ExposureBook(cfg.markets.window_seconds)
         self.ingest_q: Queue = Queue(maxsize=INGEST_QUEUE)
@@ -95,6 +100,8 @@ class Runtime:
         if self.gap_filler is not None:
             spawn(self.gap_filler.run, self.stopping)
         spawn(self._catalog_loop)
+        if self.detection is not None:
+            spawn(self.detection.run, self.stopping)
         spawn(self._reconcile_loop)
         if self.books is not None:
             spawn(self.books.run, self.stopping)
@@ -141,6 +148,8 @@ class Runtime:
         while not self.stopping.is_set():
             deadline = self.coalescer.next_deadline()
             timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - self.clock.now()))
+            if self.gate is not None and self.gate.parked():
+                timeout = min(timeout, GATE_POLL_S)
             try:
                 fill = self.ingest_q.get(timeout=timeout)
             except Empty:
@@ -148,7 +157,8 @@ class Runtime:
             try:
                 if fill is not None:
                     self._ingest(fill)
-                for batch in self.coalescer.due(self.clock.now()):
+                now = self.clock.now()
+                for batch in self.coalescer.due(now) + (self.gate.due(now) if self.gate is not None else []):
                     self._decide(batch)
             except Exception:
                 # One bad message never kills the stage.
@@ -176,6 +186,11 @@ class Runtime:
         return market
 
     def _decide(self, batch: Batch) -> None:
+        if self.gate is not None:
+            batch = self.gate.admit(batch)
+            if batch is None:
+                self.metrics.incr("gate.parked")
+                return
         t0 = self.clock.monotonic()
         market = self._market_for(batch)
         # Decided at the coalescer's release instant, as `copier replay` does: the same history gives the same
@@ -288,7 +303,9 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     from copier.alerts import init_alerts
     from copier.breaker import CircuitBreaker
     from copier.books import BookCache
+    from copier.chain import ChainLogFeed, MempoolFeed
     from copier.dedupe import Deduper
+    from copier.detection import Detection
     from copier.executor import ClobExecutor, PaperExecutor
     from copier.logs import setup_logging
     from copier.markets import MarketCatalog
@@ -306,14 +323,21 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     store = Store.open(cfg.store.path)
     catalog = MarketCatalog(cfg, clock=clock)
     books = BookCache(cfg, clock=clock)
-    deduper = Deduper()
+    deduper = Detection(Deduper(), cfg.feeds, clock=clock, metrics=metrics, alerts=alerts, store=store)
     executor_cls = PaperExecutor if cfg.execution.dry_run else ClobExecutor
     executor = executor_cls.from_config(cfg, secrets, store=store, clock=clock, metrics=metrics, books=books)
     rt = Runtime(cfg, clock=clock, store=store, metrics=metrics, alerts=alerts, executor=executor, catalog=catalog,
                  deduper=deduper, feeds=[], books=books,
                  clock_watch=ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts),
-                 breaker=CircuitBreaker(cfg.risk))
+                 breaker=CircuitBreaker(cfg.risk), detection=deduper)
     rt.feeds = RtdsFeed.for_config(cfg, deduper=deduper, on_fill=rt.on_fill, clock=clock, metrics=metrics)
+    chain_args = dict(detection=deduper, on_fill=rt.on_fill, catalog=catalog, clock=clock, metrics=metrics)
+    if cfg.feeds.use_chain_logs:
+        logs_feed = ChainLogFeed(cfg, **chain_args)
+        deduper.logs_live_since = lambda: logs_feed.live_since
+        rt.feeds.append(logs_feed)
+    if cfg.feeds.use_mempool:
+        rt.feeds.append(MempoolFeed(cfg, **chain_args))
     if cfg.feeds.gap_fill:
         rt.gap_filler = GapFiller(cfg, deduper=deduper, on_fill=rt.on_fill, clock=clock, metrics=metrics,
                                   cursor_getter=lambda: store.cursor("data_api"),

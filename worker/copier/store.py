@@ -86,6 +86,33 @@ class OrderRow(_Model):
         table_name = "orders"
 
 
+class SightingRow(_Model):
+    """Every arrival of a source fill on any feed, first or not (per-feed lag and first share)."""
+    dedupe_key = pw.CharField(index=True)
+    feed = pw.CharField()
+    stream = pw.CharField()
+    recv_ns = pw.BigIntegerField(index=True)
+    match_ts = pw.FloatField()
+    first = pw.BooleanField(default=False)
+
+    class Meta:
+        table_name = "sightings"
+
+
+class FillEventRow(_Model):
+    """Life of a source fill after its first sighting: removed / reincluded by reorgs, retracted, reinstated."""
+    dedupe_key = pw.CharField(index=True)
+    kind = pw.CharField()
+    reason = pw.CharField(default="")
+    tx_hash = pw.CharField()
+    at_ns = pw.BigIntegerField(index=True)
+    copied = pw.BooleanField(default=False)
+    intent_id = pw.CharField(default="")
+
+    class Meta:
+        table_name = "fill_events"
+
+
 class KV(_Model):
     key = pw.CharField(primary_key=True)
     value = pw.TextField()
@@ -99,13 +126,18 @@ SIGNED, POSTING = "SIGNED", "POSTING"
 TERMINAL = {"MATCHED", "LIVE", "DELAYED", "UNMATCHED", "KILLED", "REJECTED", "FAILED", "ABANDONED", "CANCELED",
             "FILLED", "PAPER_FILLED", "PAPER_KILLED"}
 UNRESOLVED = {SIGNED, POSTING, "UNKNOWN"}
+NOT_EXECUTED = ("ABANDONED", "REJECTED", "FAILED", "UNMATCHED", "KILLED", "PAPER_KILLED", "CANCELED")
 
 
 def _migration_1(database: pw.SqliteDatabase) -> None:
     database.create_tables([FillRow, IntentRow, OrderRow, KV])
 
 
-MIGRATIONS = [_migration_1]   # append only; index + 1 = schema version
+def _migration_2(database: pw.SqliteDatabase) -> None:
+    database.create_tables([SightingRow, FillEventRow])
+
+
+MIGRATIONS = [_migration_1, _migration_2]   # append only; index + 1 = schema version
 
 
 class Store:
@@ -222,6 +254,32 @@ class Store:
 
     def orders_since(self, since: float):
         return OrderRow.select().where(OrderRow.signed_ns >= int(since * 1e9)).order_by(OrderRow.signed_ns).dicts()
+
+    # ---- detection (sightings per feed, confirm / retract) -----------------------------------------------
+    def record_sightings(self, rows: list[dict]) -> None:
+        with db.atomic():
+            for i in range(0, len(rows), 200):
+                SightingRow.insert_many(rows[i:i + 200]).execute()
+
+    def record_fill_events(self, rows: list[dict]) -> None:
+        with db.atomic():
+            FillEventRow.insert_many(rows).execute()
+
+    def confirm_fills(self, keys: list[str]) -> None:
+        FillRow.update(confirmed=True).where(FillRow.dedupe_key.in_(keys)).execute()
+
+    def copy_of(self, dedupe_key: str) -> dict | None:
+        """The order that copied this fill and may have executed, or None."""
+        return (OrderRow.select(OrderRow.intent_id, OrderRow.order_hash, OrderRow.status)
+                .join(FillRow, on=(FillRow.intent_id == OrderRow.intent_id))
+                .where((FillRow.dedupe_key == dedupe_key) & OrderRow.status.not_in(NOT_EXECUTED))
+                .dicts().first())
+
+    def sightings_since(self, since: float):
+        return SightingRow.select().where(SightingRow.recv_ns >= int(since * 1e9)).order_by(SightingRow.recv_ns).dicts()
+
+    def fill_events_since(self, since: float):
+        return FillEventRow.select().where(FillEventRow.at_ns >= int(since * 1e9)).order_by(FillEventRow.at_ns).dicts()
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str):

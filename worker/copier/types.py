@@ -56,6 +56,7 @@ class SourceFill:
     slug: str = ""
     occurrence: int = 0     # ordinal among fills with the same content_key (set by dedupe)
     confirmed: bool = True  # False for mempool fills not yet seen in a block
+    fee: float = 0.0        # pUSD the source paid (on-chain feeds only; not part of the identity)
 
     @property
     def content_key(self) -> str:

@@ -9,6 +9,7 @@ import sys
 
 from aiohttp import web
 
+from polysim.chain import Chain, chain_app
 from polysim.server import Sim, clob_app, data_app, gamma_app, rtds_app
 
 
@@ -17,10 +18,13 @@ async def serve(args) -> None:
               background=args.background, balance=args.balance, rtds_delay=args.rtds_delay,
               data_api_delay=args.data_api_delay, bg_rate=args.bg_rate, v2_every=args.v2_every)
     await sim.start_background()
+    chain = Chain(sim.hub, mempool_delay=args.mempool_delay, logs_delay=args.logs_delay, block_s=args.block_time,
+                  reorg_rate=args.reorg_rate, seed=args.seed)
+    chain.start()
     ports = {}
     runners = []
     for n, (name, app) in enumerate([("clob", clob_app(sim)), ("gamma", gamma_app(sim)), ("data_api", data_app(sim)),
-                                     ("rtds", rtds_app(sim))]):
+                                     ("rtds", rtds_app(sim)), ("rpc", chain_app(chain))]):
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port_base + n if args.port_base else 0)
@@ -31,7 +35,7 @@ async def serve(args) -> None:
     print(json.dumps({"clob": f"http://{h}:{ports['clob']}", "gamma": f"http://{h}:{ports['gamma']}",
                       "data_api": f"http://{h}:{ports['data_api']}", "rtds": f"ws://{h}:{ports['rtds']}/",
                       "market_ws": f"ws://{h}:{ports['clob']}/ws/market",
-                      "user_ws": f"ws://{h}:{ports['clob']}/ws/user", "rpc_ws": None,
+                      "user_ws": f"ws://{h}:{ports['clob']}/ws/user", "rpc_ws": f"ws://{h}:{ports['rpc']}/",
                       "control": f"http://{h}:{ports['clob']}/_sim", "ground_truth": args.ground_truth,
                       "chain_id": 137}), flush=True)
     stop = asyncio.Event()
@@ -57,6 +61,10 @@ def main(argv=None) -> int:
     s.add_argument("--balance", type=float, default=10_000.0, help="pUSD every new wallet starts with")
     s.add_argument("--rtds-delay", type=float, default=2.0, help="seconds from match to RTDS delivery")
     s.add_argument("--data-api-delay", type=float, default=3.0, help="Data API indexing delay, seconds")
+    s.add_argument("--mempool-delay", type=float, default=0.65, help="median seconds from match to pending tx")
+    s.add_argument("--logs-delay", type=float, default=2.2, help="median seconds from match to its logs")
+    s.add_argument("--block-time", type=float, default=2.0, help="Polygon block interval, seconds")
+    s.add_argument("--reorg-rate", type=float, default=0.0, help="probability that a block is reorged out")
     s.add_argument("--bg-rate", type=float, default=20.0, help="background taker matches per second")
     s.add_argument("--v2-every", type=int, default=0, help="every Nth market is a Protocol-V2 (ExchangeV3) market")
     args = p.parse_args(argv)

@@ -1,0 +1,393 @@
+"""On-chain feeds of the source wallet's fills: V2 exchange `OrderFilled` logs and pending `matchOrders` transactions.
+
+Both are Polygon JSON-RPC websocket subscriptions (`eth_subscribe`), each its own greenlet with a watchdog (no message
+for `data_watchdog_s`, or a head that stops advancing, means reconnect), capped exponential backoff with jitter, and
+malformed messages counted and skipped. Payloads are decoded here into `SourceFill`s (reference §7c):
+- logs, filtered on the source as the order's maker (topic 2): the event describes the source's own order, so its
+  side, token, amounts and fee are the source's fill whether it was a maker or (taker = the exchange) the taker;
+- mempool: `matchOrders(conditionId, takerOrder, makerOrders, takerFillAmount, makerFillAmounts, takerFeeAmount,
+  makerFeeAmounts)`; fill amounts are in the order's maker asset and the other side follows the contract's
+  `taking = making * takerAmount / makerAmount`; the taker receives what the makers give (complementary matches;
+  mint/merge matches are left to the other feeds). Mempool fills are unconfirmed until another feed sees them.
+Amounts are 6-decimal integers; price = pUSD / shares rounded to 6 decimals (the Deduper absorbs the last digit).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+
+import gevent
+import websocket
+from eth_abi import decode
+from eth_abi.exceptions import DecodingError
+
+from copier.errors import MalformedMessage, TemporaryError
+from copier.types import Feed, MarketMeta, Side, SourceFill
+
+log = logging.getLogger("copier.chain")
+
+EXCHANGES = frozenset({"0xe111180000d2663c0091e4f400237545b87b996b",      # CTF Exchange V2
+                       "0xe2222d279d744050d28e00520010520000310f59",      # Neg Risk CTF Exchange V2
+                       "0xe3333700ca9d93003f00f0f71f8515005f6c00aa"})     # ExchangeV3 (Protocol V2 markets)
+TOPIC_ORDER_FILLED = "0xd543adfd945773f1a62f74f0ee55a5e3b9b1a28262980ba90b1a89f2ea84d8ee"
+MATCH_ORDERS_SELECTOR = "0x3c2b4399"
+ORDER_FILLED_DATA = ("uint8", "uint256", "uint256", "uint256", "uint256", "bytes32", "bytes32")
+_ORDER = "(uint256,address,address,uint256,uint256,uint256,uint8,uint8,uint256,bytes32,bytes32,bytes)"
+MATCH_ORDERS_ARGS = ("bytes32", _ORDER, _ORDER + "[]", "uint256", "uint256[]", "uint256", "uint256[]")
+MAX_INPUT_CHARS = 256 * 1024
+UNRESOLVED_TTL_S = 30.0
+
+
+def pad_topic(address: str) -> str:
+    return "0x" + address.lower()[2:].rjust(64, "0")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFill:
+    """One order's fill as the chain states it, in 6-decimal units."""
+    tx_hash: str
+    token_id: str
+    side: Side
+    shares: int
+    usdc: int
+    fee: int
+    match_ts: float | None       # block timestamp (logs) or taker order timestamp (mempool); None if unknown
+    condition_id: str = ""       # only the calldata names the market
+
+
+def _hex32(value, what: str) -> str:
+    if not isinstance(value, str) or not value.startswith("0x") or len(value) != 66:
+        raise MalformedMessage(f"{what} is not a 32-byte hex string")
+    return value.lower()
+
+
+def _int(value, what: str) -> int:
+    try:
+        return int(value, 16) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise MalformedMessage(f"{what} is not a number") from None
+
+
+def _side(raw: int) -> Side:
+    if raw not in (0, 1):
+        raise MalformedMessage(f"order side {raw} is neither BUY (0) nor SELL (1)")
+    return Side.BUY if raw == 0 else Side.SELL
+
+
+def _amounts(side: Side, making: int, taking: int) -> tuple[int, int]:
+    """(shares, usdc) of an order that made `making` and took `taking`: BUY makes pUSD, SELL makes shares."""
+    return (taking, making) if side is Side.BUY else (making, taking)
+
+
+def decode_order_filled(entry: dict, wallet: str) -> ChainFill | None:
+    """An `OrderFilled` log -> the source's fill, or None when the log is not about the source's order."""
+    if not isinstance(entry, dict):
+        raise MalformedMessage("log is not an object")
+    topics = entry.get("topics")
+    if not isinstance(topics, list) or len(topics) != 4 or not all(isinstance(t, str) for t in topics):
+        raise MalformedMessage("log without four topics")
+    if topics[0].lower() != TOPIC_ORDER_FILLED or str(entry.get("address", "")).lower() not in EXCHANGES:
+        return None
+    if topics[2].lower() != pad_topic(wallet):
+        return None
+    data = entry.get("data")
+    try:
+        side, token, making, taking, fee, _, _ = decode(ORDER_FILLED_DATA, bytes.fromhex(str(data)[2:]))
+    except (DecodingError, ValueError, TypeError):
+        raise MalformedMessage("OrderFilled data does not decode") from None
+    side = _side(side)
+    shares, usdc = _amounts(side, making, taking)
+    ts = entry.get("blockTimestamp")
+    return ChainFill(tx_hash=_hex32(entry.get("transactionHash"), "transactionHash"), token_id=str(token),
+                     side=side, shares=shares, usdc=usdc, fee=fee,
+                     match_ts=float(_int(ts, "blockTimestamp")) if ts is not None else None)
+
+
+def decode_match_orders(tx: dict, wallet: str) -> list[ChainFill]:
+    """A pending `matchOrders` transaction -> the source's fills in it (as taker or as maker)."""
+    if not isinstance(tx, dict):
+        raise MalformedMessage("transaction is not an object")
+    data = tx.get("input")
+    if not isinstance(data, str) or len(data) > MAX_INPUT_CHARS:
+        raise MalformedMessage("transaction input missing or too large")
+    if str(tx.get("to", "")).lower() not in EXCHANGES or not data.lower().startswith(MATCH_ORDERS_SELECTOR):
+        return []
+    if wallet.lower()[2:] not in data.lower():
+        return []                       # cheap pre-filter: the source's address is in every order it signed
+    try:
+        cid, taker, makers, taker_fill, maker_fills, taker_fee, maker_fees = decode(
+            MATCH_ORDERS_ARGS, bytes.fromhex(data[len(MATCH_ORDERS_SELECTOR):]))
+    except (DecodingError, ValueError, TypeError, OverflowError):
+        raise MalformedMessage("matchOrders calldata does not decode") from None
+    if not makers or len(makers) != len(maker_fills) or len(makers) != len(maker_fees):
+        raise MalformedMessage("matchOrders with mismatched maker arrays")
+    tx_hash = _hex32(tx.get("hash"), "hash")
+    stamp = taker[8]
+    match_ts = stamp / 1000.0 if stamp > 10**11 else float(stamp)
+    common = dict(tx_hash=tx_hash, match_ts=match_ts or None, condition_id="0x" + cid.hex())
+    fills, gives = [], 0
+    for order, making, fee in zip(makers, maker_fills, maker_fees):
+        if order[4] == 0:
+            raise MalformedMessage("maker order with a zero makerAmount")
+        side = _side(order[6])
+        taking = making * order[5] // order[4]
+        gives += making
+        if order[1].lower() == wallet.lower():
+            shares, usdc = _amounts(side, making, taking)
+            fills.append(ChainFill(token_id=str(order[3]), side=side, shares=shares, usdc=usdc, fee=fee, **common))
+    t_side = _side(taker[6])
+    complementary = all(o[3] == taker[3] and _side(o[6]) is not t_side for o in makers)
+    if taker[1].lower() == wallet.lower() and complementary:
+        shares, usdc = _amounts(t_side, taker_fill, gives)
+        fills.insert(0, ChainFill(token_id=str(taker[3]), side=t_side, shares=shares, usdc=usdc, fee=taker_fee,
+                                  **common))
+    return fills
+
+
+def to_source_fill(cf: ChainFill, meta: MarketMeta | None, feed: str, recv_ns: int, wallet: str,
+                   confirmed: bool) -> SourceFill:
+    if cf.shares <= 0 or cf.usdc < 0 or cf.usdc > cf.shares:
+        raise MalformedMessage(f"fill of {cf.shares} share units for {cf.usdc} pUSD units is not a trade")
+    idx = meta.token_ids.index(cf.token_id) if meta is not None else 999
+    return SourceFill(
+        tx_hash=cf.tx_hash, asset=cf.token_id,
+        condition_id=meta.condition_id if meta is not None else cf.condition_id,
+        outcome=meta.outcomes[idx] if meta is not None else "", outcome_index=idx, side=cf.side,
+        price=float(round(Fraction(cf.usdc, cf.shares), 6)), size=cf.shares / 1e6,
+        match_ts=cf.match_ts if cf.match_ts is not None else recv_ns / 1e9, recv_ns=recv_ns, feed=feed,
+        wallet=wallet, event_slug=meta.event_slug if meta is not None else "",
+        slug=meta.slug if meta is not None else "", confirmed=confirmed, fee=cf.fee / 1e6)
+
+
+class _RpcFeed:
+    """One JSON-RPC websocket subscription; subclasses say what to subscribe to and how to read a result."""
+
+    name = ""
+    feed = ""
+    confirmed = True
+
+    def __init__(self, cfg, *, detection, on_fill, catalog, clock, metrics, rng: random.Random | None = None):
+        self.cfg = cfg
+        self.url = cfg.endpoints.polygon_ws
+        self.wallet = cfg.copy.source_wallet.lower()
+        self.detection = detection
+        self.on_fill = on_fill
+        self.catalog = catalog
+        self.clock = clock
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.reconnects = 0
+        self.malformed = 0
+        self.messages = 0
+        self.fills = 0
+        self.connected = False
+        self.live_since: float | None = None      # wall clock since the subscription has been live without a gap
+        self._head: int | None = None
+        self._head_at = 0.0
+        self._last_msg = 0.0
+        self._ws: websocket.WebSocket | None = None
+        self._unresolved: deque = deque(maxlen=1000)
+
+    def subscription(self) -> list:
+        raise NotImplementedError
+
+    def on_result(self, result, recv_ns: int) -> None:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        age = self.clock.monotonic() - self._last_msg if self._last_msg else None
+        return {"name": self.name, "connected": self.connected, "reconnects": self.reconnects,
+                "malformed": self.malformed, "frames": self.messages, "fills": self.fills, "head": self._head,
+                "last_frame_age_s": round(age, 3) if age is not None else None}
+
+    def run(self, stopping) -> None:
+        attempt = 0
+        while not stopping.is_set():
+            try:
+                self._session(stopping)
+                attempt = 0
+            except (OSError, websocket.WebSocketException, TemporaryError) as exc:
+                log.warning("%s: %s", self.name, exc)
+            self.connected, self.live_since = False, None
+            if stopping.is_set():
+                return
+            self.reconnects += 1
+            self.metrics.incr(f"feed.{self.name}.reconnects")
+            attempt += 1
+            backoff = min(self.cfg.feeds.backoff_max_s, self.cfg.feeds.backoff_initial_s * 2 ** (attempt - 1))
+            stopping.wait(backoff * (0.5 + self.rng.random() / 2))
+
+    def _session(self, stopping) -> None:
+        watchdog = self.cfg.feeds.data_watchdog_s
+        ws = websocket.create_connection(self.url, timeout=watchdog, enable_multithread=True,
+                                         skip_utf8_validation=True)
+        self._ws = ws
+        sub_id = None
+        try:
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": self.subscription()}))
+            self.connected = True
+            self._last_msg = self._head_at = self.clock.monotonic()
+            self._head = None
+            keepalive = gevent.spawn(self._keepalive, ws)
+            try:
+                while not stopping.is_set():
+                    try:
+                        text = ws.recv()
+                    except websocket.WebSocketTimeoutException:
+                        self.metrics.incr(f"feed.{self.name}.watchdog")
+                        log.warning("%s: no message for %.0fs, reconnecting", self.name, watchdog)
+                        return
+                    if text == "" and not ws.connected:
+                        return
+                    recv_ns = self.clock.now_ns()
+                    self._last_msg = self.clock.monotonic()
+                    msg = self._parse(text)
+                    if msg is None:
+                        continue
+                    if msg.get("id") == 1:
+                        sub_id = self._subscribed(msg)
+                    elif msg.get("id") == 2:
+                        if self._head_stalled(msg):
+                            return
+                    elif msg.get("method") == "eth_subscription" and sub_id is not None:
+                        params = msg.get("params")
+                        if isinstance(params, dict) and params.get("subscription") == sub_id:
+                            self._guarded(params.get("result"), recv_ns)
+            finally:
+                keepalive.kill(block=False)
+        finally:
+            self._ws = None
+            ws.close()
+
+    def _parse(self, text) -> dict | None:
+        self.messages += 1
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            self._malformed("message is not a JSON object")
+            return None
+        return msg
+
+    def _subscribed(self, msg: dict) -> str:
+        if "error" in msg or not isinstance(msg.get("result"), str):
+            raise TemporaryError(f"eth_subscribe refused: {msg.get('error')}")
+        self.live_since = self.clock.now()
+        log.info("%s: subscribed", self.name)
+        return msg["result"]
+
+    def _head_stalled(self, msg: dict) -> bool:
+        """eth_blockNumber answers double as the node's liveness: a head that stops moving means a stuck node."""
+        try:
+            head = int(msg.get("result"), 16)
+        except (TypeError, ValueError):
+            self._malformed("eth_blockNumber answer is not a hex number")
+            return False
+        now = self.clock.monotonic()
+        if head != self._head:
+            self._head, self._head_at = head, now
+            return False
+        if now - self._head_at > self.cfg.feeds.data_watchdog_s:
+            self.metrics.incr(f"feed.{self.name}.head_stalled")
+            log.warning("%s: head %d has not moved for %.0fs, reconnecting", self.name, head, now - self._head_at)
+            return True
+        return False
+
+    def _keepalive(self, ws) -> None:
+        while True:
+            gevent.sleep(self.cfg.feeds.ping_interval_s)
+            self._retry_unresolved()
+            try:
+                ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []}))
+            except (OSError, websocket.WebSocketException):
+                return
+
+    def _guarded(self, result, recv_ns: int) -> None:
+        try:
+            self.on_result(result, recv_ns)
+        except MalformedMessage as exc:
+            self._malformed(str(exc))
+
+    def _malformed(self, why: str) -> None:
+        self.malformed += 1
+        self.metrics.incr("feed.malformed")
+        log.warning("%s: skipped a malformed message: %s", self.name, why)
+
+    def deliver(self, cf: ChainFill, stream: str, frame_id: str, recv_ns: int) -> None:
+        """Into the shared dedupe. A fill on a market the catalog does not know yet can only confirm a fill that
+        another feed introduced (it lacks the market to be decided on); it is retried for a while."""
+        meta = self.catalog.by_asset(cf.token_id)
+        if meta is None and cf.condition_id:
+            meta = self.catalog.lookup(cf.condition_id, cf.token_id)
+        fill = to_source_fill(cf, meta, self.feed, recv_ns, self.wallet, self.confirmed)
+        if meta is None:
+            if not self.detection.confirm_only(fill, stream, frame_id):
+                self.metrics.incr("chain.unknown_market")
+                self._unresolved.append((self.clock.monotonic() + UNRESOLVED_TTL_S, cf, stream, frame_id, recv_ns))
+            return
+        self.fills += 1
+        admitted = self.detection.admit(fill, stream, frame_id)
+        if admitted is not None:
+            self.on_fill(admitted)
+
+    def _retry_unresolved(self) -> None:
+        pending, self._unresolved = self._unresolved, deque(maxlen=1000)
+        now = self.clock.monotonic()
+        for deadline, cf, stream, frame_id, recv_ns in pending:
+            if deadline > now:
+                self.deliver(cf, stream, frame_id, recv_ns)
+
+    def close(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.close()
+            except (OSError, websocket.WebSocketException):
+                pass
+
+
+class ChainLogFeed(_RpcFeed):
+    """`OrderFilled` logs where the source is the order's maker: confirmed fills, and reorg removals."""
+
+    name = "chain-logs"
+    feed = Feed.CHAIN_LOGS.value
+
+    def subscription(self) -> list:
+        return ["logs", {"address": sorted(EXCHANGES), "topics": [TOPIC_ORDER_FILLED, None, pad_topic(self.wallet)]}]
+
+    def on_result(self, result, recv_ns: int) -> None:
+        cf = decode_order_filled(result, self.wallet)
+        if cf is None:
+            return
+        # One stream per block: a log re-included in another block after a reorg meets its first sighting.
+        stream = f"{self.name}:{_hex32(result.get('blockHash'), 'blockHash')}"
+        frame_id = str(_int(result.get("logIndex"), "logIndex"))
+        if result.get("removed") is True:
+            meta = self.catalog.by_asset(cf.token_id)
+            self.detection.removed(to_source_fill(cf, meta, self.feed, recv_ns, self.wallet, True))
+            return
+        self.deliver(cf, stream, frame_id, recv_ns)
+
+
+class MempoolFeed(_RpcFeed):
+    """Pending `matchOrders` transactions naming the source: unconfirmed fills, about 1.4 s ahead of RTDS."""
+
+    name = "chain-mempool"
+    feed = Feed.MEMPOOL.value
+    confirmed = False
+
+    def subscription(self) -> list:
+        return ["newPendingTransactions", True]
+
+    def on_result(self, result, recv_ns: int) -> None:
+        if isinstance(result, str):
+            return                      # a node that ignores the full-transactions flag sends bare hashes
+        fills = decode_match_orders(result, self.wallet)
+        for i, cf in enumerate(fills):
+            # One stream per transaction: a re-announced transaction is the same frames again.
+            self.deliver(cf, f"{self.name}:{cf.tx_hash}", str(i), recv_ns)

@@ -1,0 +1,463 @@
+"""Polygon JSON-RPC websocket: settlement transactions of every match, their mempool sighting and their V2 exchange
+events in blocks, with reorgs.
+
+Each `Match` on the hub becomes one operator transaction `matchOrders(conditionId, takerOrder, makerOrders,
+takerFillAmount, makerFillAmounts, takerFeeAmount, makerFeeAmounts)` (selector 0x3c2b4399, reference §7c) sent to the
+market's exchange (standard, neg-risk, or ExchangeV3 for Gamma "v2" markets). Every order in the calldata is filled
+completely by its match, so the contract's `taking = making * takerAmount / makerAmount` is exact and the logs, the
+calldata and the RTDS/Data API rows all describe the same amounts. Once mined, the transaction emits one `OrderFilled`
+per maker order, then the taker order's (`taker` = the exchange), then `OrdersMatched`.
+
+Delivery (wall-clock seconds, NOT scaled by --speed: block production and node latency are real time even when the
+market windows are accelerated, like the RTDS and Data API delays):
+- mempool: `newPendingTransactions` about `mempool_delay` after the match (log-normal spread, p90 ~1.5x the median);
+  a transaction mined before that moment is never announced (real coverage is ~92 %).
+- logs: blocks every `block_s` on the wall clock; a transaction is included in the first block at or after
+  match + `logs_delay` - `block_s`/2, so its logs arrive `logs_delay` after the match at the median.
+- reorgs: before a block, with probability `reorg_rate` (or on request) the newest blocks are orphaned: their logs
+  are sent again with `removed: true`, their transactions go back to the pool (and are announced again) and are
+  included one block later; a "drop" request removes them for good.
+- a match the exchange marks `will_fail` is announced and mined but reverts: it emits no logs.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from aiohttp import WSMsgType, web
+from eth_abi import encode
+
+from polysim import crypto
+from polysim.events import MATCH, Hub, Match, WalletFill
+
+TOPIC_ORDER_FILLED = "0xd543adfd945773f1a62f74f0ee55a5e3b9b1a28262980ba90b1a89f2ea84d8ee"
+TOPIC_ORDERS_MATCHED = "0x174b3811690657c217184f89418266767c87e4805d09680c39fc9c031c0cab7c"
+MATCH_ORDERS_SELECTOR = "3c2b4399"
+ORDER_TUPLE = "(uint256,address,address,uint256,uint256,uint256,uint8,uint8,uint256,bytes32,bytes32,bytes)"
+MATCH_ORDERS_ARGS = ["bytes32", ORDER_TUPLE, ORDER_TUPLE + "[]", "uint256", "uint256[]", "uint256", "uint256[]"]
+ORDER_FILLED_DATA = ["uint8", "uint256", "uint256", "uint256", "uint256", "bytes32", "bytes32"]
+ORDERS_MATCHED_DATA = ["uint8", "uint256", "uint256", "uint256"]
+OPERATOR = "0x" + hashlib.sha256(b"polysim operator").hexdigest()[:40]
+FIRST_BLOCK = 79_000_000
+KEPT_BLOCKS = 64
+ZERO32 = b"\x00" * 32
+
+
+def _units(x: float) -> int:
+    """6-decimal on-chain units of a share or pUSD amount."""
+    return int(round(x * 1_000_000))
+
+
+def _topic(address: str) -> str:
+    return "0x" + address.lower()[2:].rjust(64, "0")
+
+
+@dataclass
+class _Leg:
+    """One order of the settlement and what it made and took (6-decimal units)."""
+    fill: WalletFill
+    making: int
+    taking: int
+    fee: int
+
+
+@dataclass
+class Settlement:
+    tx_hash: str
+    exchange: str                # lowercase address the transaction is sent to
+    calldata: str                # 0x selector + ABI arguments
+    logs: list[dict]             # address, topics, data (block fields are added when mined)
+    match: Match
+    dropped: bool = False
+
+    @property
+    def reverted(self) -> bool:
+        """A failing settlement is mined but emits nothing."""
+        return getattr(self.match, "will_fail", False)
+
+
+def _leg(f: WalletFill, fee: int = 0) -> _Leg:
+    shares = _units(f.size)
+    usdc = int(round(shares * Fraction(str(round(f.price, 6)))))
+    return _Leg(f, *((usdc, shares) if f.side == "BUY" else (shares, usdc)), fee)
+
+
+def _taker_fee(shares: int, usdc: int, rate: float, exponent: float) -> int:
+    """fee = shares x rate x (p(1-p))^exponent pUSD, rounded to 5 decimals (reference §9)."""
+    if not shares:
+        return 0
+    p = usdc / shares
+    fee = shares / 1e6 * rate * (p * (1 - p)) ** exponent
+    return int(round(fee, 5) * 1_000_000)
+
+
+def settle(match: Match) -> Settlement:
+    """The operator's transaction and the events it emits once mined."""
+    m = match.market
+    exchange = crypto.exchange_for(m.version, m.neg_risk)[0].lower()
+    makers = [_leg(f) for f in match.makers]
+    t = match.taker
+    got = sum(mk.making for mk in makers)          # complementary match: the makers' side goes to the taker
+    paid = sum(mk.taking for mk in makers)
+    shares, usdc = (got, paid) if t.side == "BUY" else (paid, got)
+    taker = _Leg(t, paid, got, _taker_fee(shares, usdc, m.fee_rate, m.fee_exponent))
+    ts_ms = int(match.match_time * 1000)
+
+    def order(leg: _Leg) -> tuple:
+        f = leg.fill
+        return (int(f.order_hash[2:18], 16), f.wallet, f.wallet, int(f.token_id), leg.making, leg.taking,
+                0 if f.side == "BUY" else 1, 0, ts_ms, ZERO32, ZERO32,
+                hashlib.sha512(f.order_hash.encode()).digest()[:65])
+
+    args = [bytes.fromhex(m.condition_id[2:]), order(taker), [order(mk) for mk in makers], taker.making,
+            [mk.making for mk in makers], taker.fee, [mk.fee for mk in makers]]
+    calldata = "0x" + MATCH_ORDERS_SELECTOR + encode(MATCH_ORDERS_ARGS, args).hex()
+
+    def filled(leg: _Leg, counterparty: str) -> dict:
+        f = leg.fill
+        data = encode(ORDER_FILLED_DATA, [0 if f.side == "BUY" else 1, int(f.token_id), leg.making, leg.taking,
+                                          leg.fee, ZERO32, ZERO32])
+        return {"address": exchange, "topics": [TOPIC_ORDER_FILLED, f.order_hash.lower(), _topic(f.wallet),
+                                                _topic(counterparty)], "data": "0x" + data.hex()}
+
+    logs = [filled(mk, t.wallet) for mk in makers] + [filled(taker, exchange)]
+    matched = encode(ORDERS_MATCHED_DATA, [0 if t.side == "BUY" else 1, int(t.token_id), taker.making, taker.taking])
+    logs.append({"address": exchange, "topics": [TOPIC_ORDERS_MATCHED, t.order_hash.lower(), _topic(t.wallet)],
+                 "data": "0x" + matched.hex()})
+    return Settlement(match.tx_hash, exchange, calldata, logs, match)
+
+
+@dataclass
+class Block:
+    number: int
+    hash: str
+    timestamp: int
+    txs: list[Settlement]
+    logs: list[dict] = field(default_factory=list)
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _rpc_error(req_id, code: int, message: str) -> dict:
+    return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
+
+
+def _hex(n: int) -> str:
+    return hex(n)
+
+
+def _is_hex(value, nbytes: int) -> bool:
+    if not isinstance(value, str) or not value.startswith("0x") or len(value) != 2 + 2 * nbytes:
+        return False
+    try:
+        int(value[2:], 16)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_log_filter(raw) -> tuple[frozenset[str] | None, list[frozenset[str] | None]]:
+    """eth_subscribe("logs", {address, topics}) filter -> (addresses or None, positional topic sets or None)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RpcError(-32602, "invalid argument 1: filter must be an object")
+    addr = raw.get("address")
+    addresses = None
+    if addr is not None:
+        items = addr if isinstance(addr, list) else [addr]
+        if not all(_is_hex(a, 20) for a in items):
+            raise RpcError(-32602, "invalid argument 1: hex string has length != 40 or is not an address")
+        addresses = frozenset(a.lower() for a in items)
+    topics = raw.get("topics") or []
+    if not isinstance(topics, list) or len(topics) > 4:
+        raise RpcError(-32602, "invalid argument 1: topics must be a list of at most 4 entries")
+    out: list[frozenset[str] | None] = []
+    for t in topics:
+        if t is None:
+            out.append(None)
+            continue
+        items = t if isinstance(t, list) else [t]
+        if not all(_is_hex(x, 32) for x in items):
+            raise RpcError(-32602, "invalid argument 1: topic must be a 32-byte hex string")
+        out.append(frozenset(x.lower() for x in items))
+    return addresses, out
+
+
+def log_matches(log: dict, addresses, topics) -> bool:
+    if addresses is not None and log["address"] not in addresses:
+        return False
+    for i, wanted in enumerate(topics):
+        if wanted is None:
+            continue
+        if i >= len(log["topics"]) or log["topics"][i] not in wanted:
+            return False
+    return True
+
+
+@dataclass
+class _Sub:
+    kind: str                    # logs | pending
+    addresses: frozenset[str] | None = None
+    topics: list = field(default_factory=list)
+    full: bool = False
+
+
+class Chain:
+    def __init__(self, hub: Hub, *, mempool_delay: float = 0.65, logs_delay: float = 2.2, block_s: float = 2.0,
+                 reorg_rate: float = 0.0, seed: int = 1, clock=time.time):
+        self.mempool_delay = mempool_delay
+        self.logs_delay = logs_delay
+        self.block_s = block_s
+        self.reorg_rate = reorg_rate
+        self.rng = random.Random(seed + 2000)
+        self.clock = clock
+        self.head = FIRST_BLOCK - 1
+        self.blocks: deque[Block] = deque(maxlen=KEPT_BLOCKS)
+        self.pool: list[tuple[float, Settlement]] = []        # (includable at, tx) not yet mined
+        self.clients: dict[web.WebSocketResponse, dict[str, _Sub]] = {}
+        self.reorg_requests: dict[str, bool] = {}             # tx hash -> drop for good
+        self.silent: set[str] = set()                         # feeds that deliver nothing (fault)
+        self.nonce = 0
+        self.epoch = 0
+        self.counters = {"txs": 0, "pending_sent": 0, "pending_skipped": 0, "blocks": 0, "reorgs": 0,
+                         "removed_logs": 0, "dropped_txs": 0}
+        hub.subscribe(MATCH, self._on_match)
+
+    # ---- production ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        asyncio.get_running_loop().create_task(self._block_loop())
+
+    def _next_tick(self, t: float) -> float:
+        return math.ceil(t / self.block_s) * self.block_s
+
+    def _on_match(self, match: Match) -> None:
+        s = settle(match)
+        self.counters["txs"] += 1
+        now = self.clock()
+        includable = match.match_time + self.logs_delay - self.block_s / 2
+        self.pool.append((includable, s))
+        delay = self.rng.lognormvariate(math.log(self.mempool_delay), 0.35) if self.mempool_delay > 0 else 0.0
+        if match.match_time + delay < self._next_tick(includable):
+            Hub.later(match.match_time + delay - now, lambda: self._announce(s))
+        else:
+            self.counters["pending_skipped"] += 1
+
+    def _announce(self, s: Settlement) -> None:
+        if s.dropped or "mempool" in self.silent or not any(s is tx for _, tx in self.pool):
+            return
+        self.nonce += 1
+        tx = {"blockHash": None, "blockNumber": None, "from": OPERATOR, "gas": _hex(1_500_000),
+              "gasPrice": _hex(60_000_000_000), "maxFeePerGas": _hex(90_000_000_000),
+              "maxPriorityFeePerGas": _hex(30_000_000_000), "hash": s.tx_hash, "input": s.calldata,
+              "nonce": _hex(self.nonce), "to": s.exchange, "transactionIndex": None, "value": "0x0", "type": "0x2",
+              "accessList": [], "chainId": _hex(crypto.CHAIN_ID), "v": "0x0", "yParity": "0x0",
+              "r": "0x" + hashlib.sha256(s.tx_hash.encode()).hexdigest(),
+              "s": "0x" + hashlib.sha256(s.tx_hash.encode() + b"s").hexdigest()}
+        self.counters["pending_sent"] += 1
+        for ws, subs in list(self.clients.items()):
+            for sub_id, sub in subs.items():
+                if sub.kind == "pending":
+                    self._notify(ws, sub_id, tx if sub.full else s.tx_hash)
+
+    async def _block_loop(self) -> None:
+        while True:
+            now = self.clock()
+            await asyncio.sleep(max(0.0, self._next_tick(now + 1e-3) - now))
+            self.produce(self.clock())
+
+    def produce(self, now: float) -> Block:
+        """One block at `now`, after any due reorg."""
+        orphaned = self._due_reorg()
+        ready = [s for t, s in self.pool if t <= now + 1e-3 and not any(s is o for o in orphaned)]
+        self.pool = [(t, s) for t, s in self.pool if not any(s is r for r in ready)]
+        self.head += 1
+        self.epoch += 1
+        block = Block(self.head, "0x" + hashlib.sha256(f"block:{self.head}:{self.epoch}".encode()).hexdigest(),
+                      int(now), ready)
+        index = 0
+        for tx_index, s in enumerate(ready):
+            s.match.block_number = block.number
+            for log in () if s.reverted else s.logs:
+                block.logs.append({**log, "blockNumber": _hex(block.number), "transactionHash": s.tx_hash,
+                                   "transactionIndex": _hex(tx_index), "blockHash": block.hash,
+                                   "blockTimestamp": _hex(block.timestamp), "logIndex": _hex(index),
+                                   "removed": False})
+                index += 1
+        self.blocks.append(block)
+        self.counters["blocks"] += 1
+        self._publish_logs(block.logs)
+        return block
+
+    def _due_reorg(self) -> list[Settlement]:
+        """Orphan the newest blocks if a reorg is due; returns the transactions taken out of them."""
+        depth, drop = 0, set()
+        for tx_hash, drop_it in list(self.reorg_requests.items()):
+            for back, block in enumerate(reversed(self.blocks)):
+                if any(s.tx_hash == tx_hash for s in block.txs):
+                    depth = max(depth, back + 1)
+                    if drop_it:
+                        drop.add(tx_hash)
+                    del self.reorg_requests[tx_hash]
+                    break
+        if not depth and self.blocks and self.reorg_rate and self.rng.random() < self.reorg_rate:
+            depth = 1
+        if not depth:
+            return []
+        orphaned: list[Settlement] = []
+        removed: list[dict] = []
+        for _ in range(depth):
+            block = self.blocks.pop()
+            removed += [{**log, "removed": True} for log in reversed(block.logs)]
+            orphaned = block.txs + orphaned
+        self.head -= depth
+        self.counters["reorgs"] += 1
+        self._publish_logs(removed)
+        self.counters["removed_logs"] += len(removed)
+        now = self.clock()
+        for s in orphaned:
+            if s.tx_hash in drop:
+                s.dropped = True
+                self.counters["dropped_txs"] += 1
+                continue
+            self.pool.append((now, s))
+            Hub.later(0.05, lambda s=s: self._announce(s))
+        return orphaned
+
+    def _publish_logs(self, logs: list[dict]) -> None:
+        if not logs or "logs" in self.silent:
+            return
+        for ws, subs in list(self.clients.items()):
+            for sub_id, sub in subs.items():
+                if sub.kind != "logs":
+                    continue
+                for log in logs:
+                    if log_matches(log, sub.addresses, sub.topics):
+                        self._notify(ws, sub_id, log)
+
+    def _notify(self, ws: web.WebSocketResponse, sub_id: str, result) -> None:
+        if ws.closed:
+            return
+        text = json.dumps({"jsonrpc": "2.0", "method": "eth_subscription",
+                           "params": {"subscription": sub_id, "result": result}})
+        asyncio.ensure_future(_safe_send(ws, text))
+
+    # ---- JSON-RPC -----------------------------------------------------------------------------------------
+    def call(self, ws, req) -> dict:
+        """One JSON-RPC 2.0 request object -> its response object."""
+        if not isinstance(req, dict) or req.get("jsonrpc") != "2.0" or not isinstance(req.get("method"), str):
+            return _rpc_error(req.get("id") if isinstance(req, dict) else None, -32600, "invalid request")
+        req_id, method, params = req.get("id"), req["method"], req.get("params", [])
+        if not isinstance(params, list):
+            return _rpc_error(req_id, -32602, "invalid params: expected an array")
+        try:
+            result = self._dispatch(ws, method, params)
+        except RpcError as exc:
+            return _rpc_error(req_id, exc.code, str(exc))
+        return {"jsonrpc": "2.0", "id": req_id, "result": result}
+
+    def _dispatch(self, ws, method: str, params: list):
+        if method == "eth_chainId":
+            return _hex(crypto.CHAIN_ID)
+        if method == "eth_blockNumber":
+            return _hex(self.head)
+        if method == "eth_subscribe":
+            if not params or not isinstance(params[0], str):
+                raise RpcError(-32602, "invalid params: missing subscription type")
+            if params[0] == "logs":
+                addresses, topics = parse_log_filter(params[1] if len(params) > 1 else None)
+                sub = _Sub("logs", addresses, topics)
+            elif params[0] == "newPendingTransactions":
+                sub = _Sub("pending", full=len(params) > 1 and params[1] is True)
+            else:
+                raise RpcError(-32602, f"invalid params: no \"{params[0]}\" subscription in eth namespace")
+            sub_id = "0x" + hashlib.sha256(f"{id(ws)}:{len(self.clients.get(ws, {}))}:{self.rng.random()}"
+                                           .encode()).hexdigest()[:32]
+            self.clients.setdefault(ws, {})[sub_id] = sub
+            return sub_id
+        if method == "eth_unsubscribe":
+            if len(params) != 1 or not isinstance(params[0], str):
+                raise RpcError(-32602, "invalid params: expected one subscription id")
+            return self.clients.get(ws, {}).pop(params[0], None) is not None
+        raise RpcError(-32601, f"the method {method} does not exist/is not available")
+
+    async def rpc_ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        self.clients[ws] = {}
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    req = json.loads(msg.data)
+                except ValueError:
+                    await ws.send_str(json.dumps(_rpc_error(None, -32700, "parse error")))
+                    continue
+                if isinstance(req, list):
+                    out = [self.call(ws, r) for r in req] if req else _rpc_error(None, -32600, "empty batch")
+                else:
+                    out = self.call(ws, req)
+                await ws.send_str(json.dumps(out))
+        finally:
+            self.clients.pop(ws, None)
+        return ws
+
+    # ---- control -----------------------------------------------------------------------------------------
+    async def ctl_reorg(self, request: web.Request) -> web.Response:
+        """{"tx_hash": "0x…", "drop": false}: orphan the block holding that tx (once mined) at the next block;
+        without tx_hash, the newest block. drop=true: its transactions never come back."""
+        body = await request.json()
+        tx_hash = (body.get("tx_hash") or "").lower()
+        if not tx_hash:
+            if not self.blocks:
+                return web.json_response({"error": "no block yet"}, status=409)
+            tx_hash = self.blocks[-1].txs[0].tx_hash if self.blocks[-1].txs else ""
+        if tx_hash:
+            self.reorg_requests[tx_hash] = bool(body.get("drop", False))
+        return web.json_response({"ok": True, "tx_hash": tx_hash, "head": self.head})
+
+    async def ctl_faults(self, request: web.Request) -> web.Response:
+        """{"mempool_silent": true, "logs_silent": false}: a feed that stays connected but delivers nothing."""
+        body = await request.json()
+        for name in ("mempool", "logs"):
+            key = f"{name}_silent"
+            if key in body:
+                (self.silent.add if body[key] else self.silent.discard)(name)
+        return web.json_response({"ok": True, "silent": sorted(self.silent)})
+
+    async def ctl_state(self, request: web.Request) -> web.Response:
+        return web.json_response({"head": self.head, "pool": len(self.pool), "clients": len(self.clients),
+                                  "counters": self.counters, "silent": sorted(self.silent)})
+
+
+async def _safe_send(ws, text: str) -> None:
+    try:
+        await ws.send_str(text)
+    except (ConnectionError, RuntimeError):
+        pass
+
+
+def chain_app(chain: Chain) -> web.Application:
+    async def close_clients(app) -> None:
+        for ws in list(chain.clients):
+            await ws.close(code=1001, message=b"server shutdown")
+
+    app = web.Application()
+    app.on_shutdown.append(close_clients)
+    app.router.add_get("/", chain.rpc_ws)
+    app.router.add_post("/_chain/reorg", chain.ctl_reorg)
+    app.router.add_post("/_chain/faults", chain.ctl_faults)
+    app.router.add_get("/_chain/state", chain.ctl_state)
+    return app
