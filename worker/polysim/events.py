@@ -7,8 +7,12 @@ Nothing here imports the copier.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+
+log = logging.getLogger("polysim.hub")
 
 
 @dataclass
@@ -34,6 +38,10 @@ class SimMarket:
     fee_exponent: float = 1.0
     state: str = "created"       # created | trading | closed | resolved
     winner: int | None = None    # outcome index once resolved
+    base_fee_bps: int = 1000     # legacy CLOB /fee-rate, Gamma makerBaseFee/takerBaseFee
+    taker_delay_ms: float = 50.0  # itode: marketable orders wait this long before matching
+    seconds_delay: float = 0.0   # sd: marketable orders answer `delayed` and match after this long
+    resolved_at: float = 0.0
 
 
 @dataclass
@@ -62,6 +70,7 @@ class Match:
     makers: list[WalletFill]
     trade_id: str = ""
     block_number: int = 0        # set by the chain surface when the tx is mined
+    will_fail: bool = False      # the settlement tx reverts (trade goes RETRYING -> FAILED, balances restored)
 
     def fills(self) -> list[WalletFill]:
         return [self.taker, *self.makers]
@@ -105,17 +114,28 @@ TICK_SIZE = "tick_size"               # (SimMarket, token_id, old, new)
 
 
 class Hub:
-    """In-process pub/sub on the asyncio loop. Subscribers must not block; they schedule their own sends."""
+    """In-process pub/sub on the asyncio loop. Subscribers must not block; they schedule their own sends.
+
+    A subscriber that raises is logged and counted, never allowed to break the publisher (the matching engine)
+    or the other subscribers.
+    """
 
     def __init__(self) -> None:
         self._subs: dict[str, list[Callable[[Any], None]]] = {}
+        self.errors: dict[str, int] = {}
 
     def subscribe(self, topic: str, fn: Callable[[Any], None]) -> None:
         self._subs.setdefault(topic, []).append(fn)
 
     def publish(self, topic: str, msg: Any) -> None:
         for fn in self._subs.get(topic, ()):
-            fn(msg)
+            try:
+                fn(msg)
+            except Exception:  # one broken surface must not stop the venue
+                name = f"{topic}:{getattr(fn, '__qualname__', fn)}"
+                self.errors[name] = self.errors.get(name, 0) + 1
+                if self.errors[name] == 1:
+                    log.exception("hub subscriber %s failed (further failures are only counted)", name)
 
     @staticmethod
     def later(delay_s: float, fn: Callable[[], Any]) -> None:

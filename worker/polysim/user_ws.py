@@ -1,0 +1,95 @@
+"""CLOB user channel (`/ws/user`): our own orders and trades, authenticated by API credentials.
+
+Subscribe `{"auth":{"apiKey","secret","passphrase"},"markets":[condition ids],"type":"user"}` (omit `markets` for
+all). Events: `order` (PLACEMENT when an order rests, UPDATE when a resting order fills, CANCELLATION) and `trade`
+(MATCHED, MINED, CONFIRMED, or RETRYING then FAILED). Bad credentials close the socket (1008). `PING` -> `PONG`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from aiohttp import WSMsgType, web
+
+from polysim.events import ORDER, TRADE, Hub, OrderUpdate, TradeStatus
+from polysim.scenario import Feeds
+from polysim.wsconn import Conn, Lane, accept
+
+
+@dataclass(eq=False)
+class UserSub:
+    conn: Conn
+    api_key: str = ""
+    markets: frozenset[str] | None = None
+
+
+class UserWs:
+    def __init__(self, hub: Hub, cfg: Feeds, *, keys: dict, now: Callable[[], float]):
+        self.cfg = cfg
+        self.keys = keys                        # api key -> {"secret", "passphrase", ...}
+        self.now = now
+        self.subs: dict[Conn, UserSub] = {}
+        self._lane = Lane()
+        hub.subscribe(ORDER, lambda u: self._later(u.owner, u.order["market"], self._order_json(u)))
+        hub.subscribe(TRADE, lambda t: self._later(t.owner, t.trade["market"], t.trade))
+
+    async def handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = await accept(request)
+        sub = UserSub(Conn(ws, request.transport))
+        self.subs[sub.conn] = sub
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                if msg.data.strip().upper() == "PING":
+                    sub.conn.send("PONG")
+                elif not self._subscribe(sub, msg.data):
+                    await ws.close(code=1008, message=b"invalid authentication")
+                    break
+        finally:
+            sub.conn.stop()
+            self.subs.pop(sub.conn, None)
+        return ws
+
+    def _subscribe(self, sub: UserSub, text: str) -> bool:
+        try:
+            doc = json.loads(text)
+            auth = doc.get("auth") or {}
+            key = self.keys.get(auth.get("apiKey", ""))
+            markets = doc.get("markets")
+        except (ValueError, AttributeError):
+            return False
+        if "operation" in doc and sub.api_key:             # dynamic (un)subscribe of markets
+            current = set(sub.markets or ())
+            change = set(markets or ())
+            sub.markets = frozenset(current - change if doc["operation"] == "unsubscribe" else current | change)
+            return True
+        if key is None or auth.get("secret") != key["secret"] or auth.get("passphrase") != key["passphrase"]:
+            return False
+        sub.api_key = auth["apiKey"]
+        sub.markets = frozenset(markets) if markets else None
+        return True
+
+    def _later(self, owner: str, market: str, doc: dict) -> None:
+        if not any(s.api_key == owner for s in self.subs.values()):
+            return
+        text = json.dumps(doc, separators=(",", ":"))
+        self._lane.later(self.now(), self.cfg.user_ws_delay_s, lambda: self._send(owner, market, text))
+
+    def _send(self, owner: str, market: str, text: str) -> None:
+        for s in list(self.subs.values()):
+            if s.api_key == owner and (s.markets is None or market in s.markets):
+                s.conn.send(text)
+
+    @staticmethod
+    def _order_json(u: OrderUpdate) -> dict:
+        o = u.order
+        return {"asset_id": o["asset_id"], "associate_trades": o["associate_trades"] or None, "event_type": "order",
+                "id": o["id"], "market": o["market"], "order_owner": o["owner"], "original_size": o["original_size"],
+                "outcome": o["outcome"], "owner": o["owner"], "price": o["price"], "side": o["side"],
+                "size_matched": o["size_matched"], "timestamp": str(int(u.ts)), "type": u.kind}
+
+    def drop_all(self) -> None:
+        for s in list(self.subs.values()):
+            s.conn.abort()

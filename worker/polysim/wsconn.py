@@ -1,0 +1,82 @@
+"""Websocket plumbing shared by the feed surfaces: one outbound queue and one writer task per connection.
+
+Broadcasting a frame is a synchronous append per client (no task per frame), and a client that stops reading is
+cut the way the real servers cut slow consumers: close code 1013 once its send buffer is full.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Callable
+
+from aiohttp import web
+
+SLOW_CONSUMER = (1013, b"slow consumer: send buffer full")
+
+
+class Conn:
+    __slots__ = ("ws", "_transport", "_q", "_wake", "_limit", "_task", "closed")
+
+    def __init__(self, ws: web.WebSocketResponse, transport=None, limit: int = 20_000):
+        self.ws = ws
+        self._transport = transport
+        self._q: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._limit = limit
+        self.closed = False
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    def send(self, text: str) -> None:
+        if self.closed:
+            return
+        if len(self._q) >= self._limit:
+            self.close(*SLOW_CONSUMER)
+            return
+        self._q.append(text)
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._q:
+                    await self.ws.send_str(self._q.popleft())
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            self.closed = True
+
+    def close(self, code: int = 1000, message: bytes = b"") -> None:
+        """Close from the server side (dropped connection, slow consumer)."""
+        if not self.closed:
+            self.closed = True
+            self._task.cancel()
+            asyncio.get_running_loop().create_task(self.ws.close(code=code, message=message))
+
+    def abort(self) -> None:
+        """A dropped connection: the TCP stream ends without a close frame."""
+        self.closed = True
+        self._task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def stop(self) -> None:
+        self.closed = True
+        self._task.cancel()
+
+
+class Lane:
+    """Runs callbacks after a delay without ever reordering them (a feed delivers in match order)."""
+
+    def __init__(self):
+        self._last = 0.0
+
+    def later(self, now: float, delay: float, fn: Callable[[], None]) -> None:
+        at = max(now + delay, self._last)
+        self._last = at
+        asyncio.get_running_loop().call_later(at - now, fn)
+
+
+async def accept(request: web.Request, **kwargs) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=1 << 20, **kwargs)
+    await ws.prepare(request)
+    return ws
