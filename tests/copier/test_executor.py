@@ -11,12 +11,12 @@ from copier.decision import decide
 from copier.errors import OperationalError
 from copier.executor import ClobExecutor
 from copier.exposure import ExposureBook
+from copier.metrics import NullMetrics
 from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport
 from copier.types import Batch
 from helpers import T0, fill, market
-from test_metrics_fake import FakeMetrics
 
 KEY = "0x" + "42" * 32
 CREDS = ApiCreds("key-1", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=", "pass-1")
@@ -79,7 +79,7 @@ def env(tmp_path):
         signer = OrderSigner(KEY, 137, 0, "", CREDS.api_key)
         transport = ClobTransport(f"http://127.0.0.1:{server.server_port}", CREDS, signer.address, clock=clock,
                                   timeout_s=cfg.execution.post_timeout_s)
-        ex = ClobExecutor(cfg, signer=signer, transport=transport, store=store, clock=clock, metrics=FakeMetrics())
+        ex = ClobExecutor(cfg, signer=signer, transport=transport, store=store, clock=clock, metrics=NullMetrics())
         return app, ex, store
 
     yield make

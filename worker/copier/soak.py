@@ -318,9 +318,9 @@ def compressed(duration: float, seed: int) -> int:
     return verdict(store_rep, gt, chaos, leaks, statsd.packets, sentry.envelopes, len(sent))
 
 
-def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: int, envelopes: int,
-            sent: int) -> int:
-    from copier.report import render_text
+def judge_run(store_rep: dict, gt: dict) -> dict[str, list]:
+    """The acceptance failures of a recorded run: the store's own verdict, then the venue's ground truth, which
+    must agree with the store on orders per intent and copy rate."""
     problems = dict(store_rep["acceptance"]["failures"])
     if gt["unknown_orders"] or gt["hashes_executed_twice"] or gt["orders_per_intent_max"] > 1:
         problems["ground_truth_duplicates"] = gt["unknown_orders"] + gt["hashes_executed_twice"]
@@ -332,6 +332,13 @@ def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: 
     if store_rep["orders_per_intent_max"] != gt["orders_per_intent_max"]:
         problems["store_vs_ground_truth_orders"] = [f"store {store_rep['orders_per_intent_max']} vs venue "
                                                     f"{gt['orders_per_intent_max']}"]
+    return problems
+
+
+def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: int, envelopes: int,
+            sent: int) -> int:
+    from copier.report import render_text
+    problems = judge_run(store_rep, gt)
     short = {k: n for k, n in Chaos.PLAN.items() if chaos.done[k] < n}
     if short:
         problems["chaos_not_applied"] = [f"{k}: {chaos.done[k]}/{n}" for k, n in short.items()]
