@@ -7,8 +7,9 @@ malformed messages counted and skipped. Payloads are decoded here into `SourceFi
   side, token, amounts and fee are the source's fill whether it was a maker or (taker = the exchange) the taker;
 - mempool: `matchOrders(conditionId, takerOrder, makerOrders, takerFillAmount, makerFillAmounts, takerFeeAmount,
   makerFeeAmounts)`; fill amounts are in the order's maker asset and the other side follows the contract's
-  `taking = making * takerAmount / makerAmount`; the taker receives what the makers give (complementary matches;
-  mint/merge matches are left to the other feeds). Mempool fills are unconfirmed until another feed sees them.
+  `taking = making * takerAmount / makerAmount`; the taker gets the makers' shares and, per maker, pays (BUY) or
+  receives (SELL) that maker's pUSD on the same token, or the rest of each share's 1 pUSD when the maker is on the
+  other outcome with the same side (mint / merge). Mempool fills are unconfirmed until another feed sees them.
 Amounts are 6-decimal integers; price = pUSD / shares rounded to 6 decimals (the Deduper absorbs the last digit).
 """
 from __future__ import annotations
@@ -129,21 +130,21 @@ def decode_match_orders(tx: dict, wallet: str) -> list[ChainFill]:
     stamp = taker[8]
     match_ts = stamp / 1000.0 if stamp > 10**11 else float(stamp)
     common = dict(tx_hash=tx_hash, match_ts=match_ts or None, condition_id="0x" + cid.hex())
-    fills, gives = [], 0
+    t_side = _side(taker[6])
+    fills, t_shares, t_usdc, consistent = [], 0, 0, True
     for order, making, fee in zip(makers, maker_fills, maker_fees):
         if order[4] == 0:
             raise MalformedMessage("maker order with a zero makerAmount")
         side = _side(order[6])
-        taking = making * order[5] // order[4]
-        gives += making
+        shares, usdc = _amounts(side, making, making * order[5] // order[4])
+        same_token = order[3] == taker[3]
+        consistent &= same_token is (side is not t_side)      # complementary, or mint / merge on the other outcome
+        t_shares += shares
+        t_usdc += usdc if same_token else shares - usdc
         if order[1].lower() == wallet.lower():
-            shares, usdc = _amounts(side, making, taking)
             fills.append(ChainFill(token_id=str(order[3]), side=side, shares=shares, usdc=usdc, fee=fee, **common))
-    t_side = _side(taker[6])
-    complementary = all(o[3] == taker[3] and _side(o[6]) is not t_side for o in makers)
-    if taker[1].lower() == wallet.lower() and complementary:
-        shares, usdc = _amounts(t_side, taker_fill, gives)
-        fills.insert(0, ChainFill(token_id=str(taker[3]), side=t_side, shares=shares, usdc=usdc, fee=taker_fee,
+    if taker[1].lower() == wallet.lower() and consistent:
+        fills.insert(0, ChainFill(token_id=str(taker[3]), side=t_side, shares=t_shares, usdc=t_usdc, fee=taker_fee,
                                   **common))
     return fills
 

@@ -21,12 +21,13 @@ from typing import Iterable
 from copier.types import SourceFill, fmt_num
 
 SIZE_TOL = 1.5e-6             # one on-chain unit of shares
-PRICE_TOL_MAX = 4e-4          # below half the finest tick (0.001): distinct price levels never merge
 
 
 def price_tolerance(size: float) -> float:
-    """Price noise of a fill of `size` shares: 6-decimal rounding of the price plus one pUSD unit over the size."""
-    return min(PRICE_TOL_MAX, 1e-6 + 1e-6 / max(size, 1e-6))
+    """How far two feeds' prices of one fill of `size` shares may differ: 6-decimal rounding on both sides plus up to
+    ten pUSD units of per-maker rounding spread over the size. Two equal-size fills of one transaction closer than
+    this still count twice (each stream claims a distinct admitted fill); only which price goes with which may swap."""
+    return 1.5e-6 + 1e-5 / max(size, 1e-6)
 
 
 class Deduper:

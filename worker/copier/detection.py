@@ -234,8 +234,9 @@ class ConfirmationGate:
         return not fill.confirmed and self._status(fill) == PENDING
 
     def _resolved(self, fill: SourceFill) -> SourceFill:
-        """A fill that waited for confirmation becomes actionable at its confirming sighting."""
+        """A fill that waited for confirmation becomes actionable at its confirming sighting (its feed stays the
+        one that saw it first)."""
         t = self.detection.track(fill.dedupe_key)
         if fill.confirmed or t is None or not t.confirm_feed:
             return fill
-        return replace(fill, confirmed=True, feed=t.confirm_feed, recv_ns=t.confirm_recv_ns)
+        return replace(fill, confirmed=True, recv_ns=t.confirm_recv_ns)

@@ -55,9 +55,10 @@ class SimProcess:
         return r.json()
 
     def chain(self, action: str, **body) -> dict:
-        """The Polygon RPC surface's control API: reorg (tx_hash, drop), faults (mempool_silent, logs_silent)."""
-        base = self.urls["rpc_ws"].replace("ws://", "http://").rstrip("/")
-        r = self.http.post(f"{base}/_chain/{action}", json=body)
+        """The Polygon RPC surface's control API: reorg (tx_hash, drop), faults (mempool_silent, logs_silent);
+        action "state" reads its head, counters and live subscriptions."""
+        url = self.urls["rpc_ws"].replace("ws://", "http://").rstrip("/") + f"/_chain/{action}"
+        r = self.http.get(url) if action == "state" else self.http.post(url, json=body)
         r.raise_for_status()
         return r.json()
 

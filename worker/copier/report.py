@@ -6,7 +6,9 @@ Delays are recomputed exactly from persisted timestamps:
 - order delay = order submit instant - receive instant of the newest fill it copies: how fast the bot acts on what
   it knows. The PRD's delay criterion is judged on this one: with <=2 orders per burst, a fill early in a 1-second
   burst must wait for the burst to end, so per-fill delay measures the source's burst length, not the bot;
-- detection lag = fill receive instant - source match time (match -> ingest).
+- detection lag = first arrival on any feed - source match time, from the per-feed sightings (see
+  `detection_section`). A fill first seen unconfirmed (mempool) that had to wait for confirmation before a trailing
+  order counts its copy and order delays from its confirming sighting, when it became actionable.
 A fill is *eligible* when its batch passed the policy filters (its decision is an order); refused fills are listed
 by reason. A fill is *copied* when its order reached the venue and got an answer other than a rejection.
 """

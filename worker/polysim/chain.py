@@ -6,7 +6,8 @@ takerFillAmount, makerFillAmounts, takerFeeAmount, makerFeeAmounts)` (selector 0
 market's exchange (standard, neg-risk, or ExchangeV3 for Gamma "v2" markets). Every order in the calldata is filled
 completely by its match, so the contract's `taking = making * takerAmount / makerAmount` is exact and the logs, the
 calldata and the RTDS/Data API rows all describe the same amounts. Once mined, the transaction emits one `OrderFilled`
-per maker order, then the taker order's (`taker` = the exchange), then `OrdersMatched`.
+per maker order, then the taker order's (`taker` = the exchange; its fee is the match's taker fee), then
+`OrdersMatched`. Makers on the other outcome (mint / merge matches) settle against the taker's share of 1 pUSD.
 
 Delivery (wall-clock seconds, NOT scaled by --speed: block production and node latency are real time even when the
 market windows are accelerated, like the RTDS and Data API delays):
@@ -29,6 +30,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from fractions import Fraction
 
 from aiohttp import WSMsgType, web
@@ -68,19 +70,35 @@ class _Leg:
     fee: int
 
 
-@dataclass
+@dataclass(eq=False)
 class Settlement:
-    tx_hash: str
-    exchange: str                # lowercase address the transaction is sent to
-    calldata: str                # 0x selector + ABI arguments
-    logs: list[dict]             # address, topics, data (block fields are added when mined)
+    """One operator transaction. Encoded on first use: with nobody subscribed, a match costs no ABI work."""
     match: Match
     dropped: bool = False
+
+    @property
+    def tx_hash(self) -> str:
+        return self.match.tx_hash
 
     @property
     def reverted(self) -> bool:
         """A failing settlement is mined but emits nothing."""
         return getattr(self.match, "will_fail", False)
+
+    @cached_property
+    def exchange(self) -> str:
+        """Lowercase address of the market's exchange, which the transaction is sent to."""
+        m = self.match.market
+        return crypto.exchange_for(m.version, m.neg_risk)[0].lower()
+
+    @cached_property
+    def calldata(self) -> str:
+        return _calldata(self.match, *_legs(self.match))
+
+    @cached_property
+    def logs(self) -> list[dict]:
+        """address, topics, data of each event (block fields are added when mined)."""
+        return _logs(self.match, self.exchange, *_legs(self.match))
 
 
 def _leg(f: WalletFill, fee: int = 0) -> _Leg:
@@ -89,25 +107,27 @@ def _leg(f: WalletFill, fee: int = 0) -> _Leg:
     return _Leg(f, *((usdc, shares) if f.side == "BUY" else (shares, usdc)), fee)
 
 
-def _taker_fee(shares: int, usdc: int, rate: float, exponent: float) -> int:
-    """fee = shares x rate x (p(1-p))^exponent pUSD, rounded to 5 decimals (reference §9)."""
-    if not shares:
-        return 0
-    p = usdc / shares
-    fee = shares / 1e6 * rate * (p * (1 - p)) ** exponent
-    return int(round(fee, 5) * 1_000_000)
-
-
 def settle(match: Match) -> Settlement:
     """The operator's transaction and the events it emits once mined."""
-    m = match.market
-    exchange = crypto.exchange_for(m.version, m.neg_risk)[0].lower()
+    return Settlement(match)
+
+
+def _legs(match: Match) -> tuple[_Leg, list[_Leg]]:
+    """(taker, makers) with their on-chain amounts. The taker gets every maker's shares; per maker it pays (BUY) or
+    receives (SELL) the maker's pUSD when they trade the same token, and the rest of each share's 1 pUSD when the
+    maker trades the other outcome on the same side (mint / merge)."""
     makers = [_leg(f) for f in match.makers]
     t = match.taker
-    got = sum(mk.making for mk in makers)          # complementary match: the makers' side goes to the taker
-    paid = sum(mk.taking for mk in makers)
-    shares, usdc = (got, paid) if t.side == "BUY" else (paid, got)
-    taker = _Leg(t, paid, got, _taker_fee(shares, usdc, m.fee_rate, m.fee_exponent))
+    shares = usdc = 0
+    for mk in makers:
+        mk_shares, mk_usdc = (mk.taking, mk.making) if mk.fill.side == "BUY" else (mk.making, mk.taking)
+        shares += mk_shares
+        usdc += mk_usdc if mk.fill.token_id == t.token_id else mk_shares - mk_usdc
+    making, taking = (usdc, shares) if t.side == "BUY" else (shares, usdc)
+    return _Leg(t, making, taking, _units(t.fee)), makers
+
+
+def _calldata(match: Match, taker: _Leg, makers: list[_Leg]) -> str:
     ts_ms = int(match.match_time * 1000)
 
     def order(leg: _Leg) -> tuple:
@@ -116,9 +136,13 @@ def settle(match: Match) -> Settlement:
                 0 if f.side == "BUY" else 1, 0, ts_ms, ZERO32, ZERO32,
                 hashlib.sha512(f.order_hash.encode()).digest()[:65])
 
-    args = [bytes.fromhex(m.condition_id[2:]), order(taker), [order(mk) for mk in makers], taker.making,
+    args = [bytes.fromhex(match.market.condition_id[2:]), order(taker), [order(mk) for mk in makers], taker.making,
             [mk.making for mk in makers], taker.fee, [mk.fee for mk in makers]]
-    calldata = "0x" + MATCH_ORDERS_SELECTOR + encode(MATCH_ORDERS_ARGS, args).hex()
+    return "0x" + MATCH_ORDERS_SELECTOR + encode(MATCH_ORDERS_ARGS, args).hex()
+
+
+def _logs(match: Match, exchange: str, taker: _Leg, makers: list[_Leg]) -> list[dict]:
+    t = match.taker
 
     def filled(leg: _Leg, counterparty: str) -> dict:
         f = leg.fill
@@ -131,7 +155,7 @@ def settle(match: Match) -> Settlement:
     matched = encode(ORDERS_MATCHED_DATA, [0 if t.side == "BUY" else 1, int(t.token_id), taker.making, taker.taking])
     logs.append({"address": exchange, "topics": [TOPIC_ORDERS_MATCHED, t.order_hash.lower(), _topic(t.wallet)],
                  "data": "0x" + matched.hex()})
-    return Settlement(match.tx_hash, exchange, calldata, logs, match)
+    return logs
 
 
 @dataclass
@@ -254,22 +278,31 @@ class Chain:
         else:
             self.counters["pending_skipped"] += 1
 
+    def _subscribed(self, kind: str) -> bool:
+        return any(sub.kind == kind for subs in self.clients.values() for sub in subs.values())
+
     def _announce(self, s: Settlement) -> None:
         if s.dropped or "mempool" in self.silent or not any(s is tx for _, tx in self.pool):
             return
-        self.nonce += 1
-        tx = {"blockHash": None, "blockNumber": None, "from": OPERATOR, "gas": _hex(1_500_000),
-              "gasPrice": _hex(60_000_000_000), "maxFeePerGas": _hex(90_000_000_000),
-              "maxPriorityFeePerGas": _hex(30_000_000_000), "hash": s.tx_hash, "input": s.calldata,
-              "nonce": _hex(self.nonce), "to": s.exchange, "transactionIndex": None, "value": "0x0", "type": "0x2",
-              "accessList": [], "chainId": _hex(crypto.CHAIN_ID), "v": "0x0", "yParity": "0x0",
-              "r": "0x" + hashlib.sha256(s.tx_hash.encode()).hexdigest(),
-              "s": "0x" + hashlib.sha256(s.tx_hash.encode() + b"s").hexdigest()}
-        self.counters["pending_sent"] += 1
+        full = None
         for ws, subs in list(self.clients.items()):
             for sub_id, sub in subs.items():
                 if sub.kind == "pending":
-                    self._notify(ws, sub_id, tx if sub.full else s.tx_hash)
+                    if sub.full and full is None:
+                        full = self._pending_tx(s)
+                    self._notify(ws, sub_id, full if sub.full else s.tx_hash)
+        if full is not None:
+            self.counters["pending_sent"] += 1
+
+    def _pending_tx(self, s: Settlement) -> dict:
+        self.nonce += 1
+        return {"blockHash": None, "blockNumber": None, "from": OPERATOR, "gas": _hex(1_500_000),
+                "gasPrice": _hex(60_000_000_000), "maxFeePerGas": _hex(90_000_000_000),
+                "maxPriorityFeePerGas": _hex(30_000_000_000), "hash": s.tx_hash, "input": s.calldata,
+                "nonce": _hex(self.nonce), "to": s.exchange, "transactionIndex": None, "value": "0x0", "type": "0x2",
+                "accessList": [], "chainId": _hex(crypto.CHAIN_ID), "v": "0x0", "yParity": "0x0",
+                "r": "0x" + hashlib.sha256(s.tx_hash.encode()).hexdigest(),
+                "s": "0x" + hashlib.sha256(s.tx_hash.encode() + b"s").hexdigest()}
 
     async def _block_loop(self) -> None:
         while True:
@@ -287,9 +320,10 @@ class Chain:
         block = Block(self.head, "0x" + hashlib.sha256(f"block:{self.head}:{self.epoch}".encode()).hexdigest(),
                       int(now), ready)
         index = 0
+        want_logs = self._subscribed("logs")
         for tx_index, s in enumerate(ready):
             s.match.block_number = block.number
-            for log in () if s.reverted else s.logs:
+            for log in s.logs if want_logs and not s.reverted else ():
                 block.logs.append({**log, "blockNumber": _hex(block.number), "transactionHash": s.tx_hash,
                                    "transactionIndex": _hex(tx_index), "blockHash": block.hash,
                                    "blockTimestamp": _hex(block.timestamp), "logIndex": _hex(index),
@@ -421,12 +455,16 @@ class Chain:
         body = await request.json()
         tx_hash = (body.get("tx_hash") or "").lower()
         if not tx_hash:
-            if not self.blocks:
-                return web.json_response({"error": "no block yet"}, status=409)
-            tx_hash = self.blocks[-1].txs[0].tx_hash if self.blocks[-1].txs else ""
-        if tx_hash:
-            self.reorg_requests[tx_hash] = bool(body.get("drop", False))
+            newest = next((s.tx_hash for block in reversed(self.blocks) for s in block.txs), "")
+            if not newest:
+                return web.json_response({"error": "no mined transaction yet"}, status=409)
+            tx_hash = newest
+        self.request_reorg(tx_hash, bool(body.get("drop", False)))
         return web.json_response({"ok": True, "tx_hash": tx_hash, "head": self.head})
+
+    def request_reorg(self, tx_hash: str, drop: bool = False) -> None:
+        """Orphan the block holding tx_hash (and every later one) before the first block after it is mined."""
+        self.reorg_requests[tx_hash.lower()] = drop
 
     async def ctl_faults(self, request: web.Request) -> web.Response:
         """{"mempool_silent": true, "logs_silent": false}: a feed that stays connected but delivers nothing."""
@@ -439,6 +477,7 @@ class Chain:
 
     async def ctl_state(self, request: web.Request) -> web.Response:
         return web.json_response({"head": self.head, "pool": len(self.pool), "clients": len(self.clients),
+                                  "subscriptions": sum(len(subs) for subs in self.clients.values()),
                                   "counters": self.counters, "silent": sorted(self.silent)})
 
 
