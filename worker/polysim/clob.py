@@ -596,13 +596,14 @@ class ClobApi:
             return err(400, ERR_PAYLOAD)
         now = self.now()
         session = self.heartbeats.get(key["api_key"])
+        if request.path == "/heartbeats":          # the OpenAPI variant carries no id: it only keeps the session
+            self.heartbeats[key["api_key"]] = {"id": session["id"] if session else "", "last": now}
+            return web.json_response({"status": "ok"})
         if session is not None and now - session["last"] <= self.cfg.heartbeat_timeout_s and given != session["id"]:
             return web.json_response({"error_msg": "Invalid Heartbeat ID", "heartbeat_id": session["id"]},
                                      status=400)
         new = base64.urlsafe_b64encode(self.rng.getrandbits(96).to_bytes(12, "big")).decode()
         self.heartbeats[key["api_key"]] = {"id": new, "last": now}
-        if request.path == "/heartbeats":
-            return web.json_response({"status": "ok"})
         return web.json_response({"heartbeat_id": new})
 
     def expire_heartbeats(self, now: float) -> None:

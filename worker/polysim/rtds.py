@@ -70,9 +70,9 @@ class Rtds:
 
     def _on_text(self, c: Client, text: str) -> None:
         if text.strip().upper() == "PING":
-            if not c.stalled:
+            if not self._stalled(c, self.now()):     # a stalled connection stays silent, PING replies included
                 c.last_ping = self.now()
-            c.conn.send("")
+                c.conn.send("")
             return
         try:
             doc = json.loads(text)
@@ -90,6 +90,13 @@ class Rtds:
                     target.pop(kind, None)
         except (ValueError, KeyError, TypeError, AttributeError):
             return              # the real server ignores what it cannot parse
+
+    def _stalled(self, c: Client, now: float) -> bool:
+        """The real feed silently stops serving a connection that sent no PING for ~6 minutes, for good."""
+        if not c.stalled and now - c.last_ping > self.cfg.rtds_idle_stall_s:
+            c.stalled = True
+            self.counters["rtds_idle_stalled"] += 1
+        return c.stalled
 
     # ---- activity ----------------------------------------------------------------------------------------
     def _payload(self, match: Match, f) -> dict:
@@ -139,10 +146,7 @@ class Rtds:
             if filt and not (filt.get("event_slug") in (None, payload["eventSlug"])
                              and filt.get("market_slug") in (None, payload["slug"])):
                 continue
-            if not c.stalled and now - c.last_ping > self.cfg.rtds_idle_stall_s:
-                c.stalled = True
-                self.counters["rtds_idle_stalled"] += 1
-            if c.stalled:
+            if self._stalled(c, now):
                 continue
             if rest is None:
                 rest = json.dumps({"payload": payload, "timestamp": int(now * 1000), "topic": "activity",
@@ -159,7 +163,7 @@ class Rtds:
             text = None
             for c in list(self.clients.values()):
                 filt = c.prices.get("*", c.prices.get("update")) if c.prices else None
-                if not c.prices or c.stalled or (filt and filt.get("symbol") not in (None, symbol)):
+                if not c.prices or self._stalled(c, now) or (filt and filt.get("symbol") not in (None, symbol)):
                     continue
                 if text is None:
                     text = json.dumps({"topic": "crypto_prices_chainlink", "type": "update", "timestamp": ms,

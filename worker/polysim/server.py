@@ -28,6 +28,7 @@ from polysim.scenario import Scenario
 from polysim.settlement import Settlement
 from polysim.truth import GroundTruth
 from polysim.user_ws import UserWs
+from polysim.wsconn import close_all
 
 CLOCK_S = 0.25
 COUNT_FAULTS = ("clob_429", "clob_5xx", "clob_garbage", "post_timeout_after_accept", "delay_failure",
@@ -146,6 +147,7 @@ def clob_app(sim: Sim) -> web.Application:
     app.router.add_get("/ws/market", sim.market_ws.handler)
     app.router.add_get("/ws/user", sim.user_ws.handler)
     control_routes(app, sim.control)
+    app.on_shutdown.append(lambda _: close_all([*sim.market_ws.subs, *sim.user_ws.subs]))
     return app
 
 
@@ -160,5 +162,6 @@ def data_app(sim: Sim) -> web.Application:
 def rtds_app(sim: Sim) -> web.Application:
     app = web.Application()
     app.router.add_get("/", sim.rtds.handler)
+    app.on_shutdown.append(lambda _: close_all(sim.rtds.clients))
     return app
 

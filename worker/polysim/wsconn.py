@@ -59,6 +59,11 @@ class Conn:
         if self._transport is not None:
             self._transport.abort()
 
+    async def shutdown(self) -> None:
+        self.closed = True
+        self._task.cancel()
+        await self.ws.close(code=1001, message=b"server shutdown")
+
     def stop(self) -> None:
         self.closed = True
         self._task.cancel()
@@ -74,6 +79,12 @@ class Lane:
         at = max(now + delay, self._last)
         self._last = at
         asyncio.get_running_loop().call_later(at - now, fn)
+
+
+async def close_all(conns) -> None:
+    """on_shutdown: close every open websocket so the server can stop without waiting on idle readers."""
+    for c in list(conns):
+        await c.shutdown()
 
 
 async def accept(request: web.Request, **kwargs) -> web.WebSocketResponse:
