@@ -311,3 +311,16 @@ def test_a_node_whose_head_stops_moving_is_left_for_another_connection(det, cloc
     clock.advance(watchdog + 1)
     assert feed._head_stalled({"id": 2, "result": "0x11"})
     assert not feed._head_stalled({"id": 2, "result": None}) and feed.malformed == 1
+
+
+def test_an_unexpected_failure_on_one_message_never_kills_the_feed(det, clock):
+    class Exploding:
+        def admit(self, *args, **kwargs):
+            raise RuntimeError("boom")
+    wallet = Config().copy.source_wallet
+    feed, got = _feed(MempoolFeed, Exploding(), clock)
+    from test_chain import _match_tx, _order
+    tx = _match_tx(_order(wallet, 1111, 5_000_000, 10_000_000, 0), [_order("0x" + "a1" * 20, 1111, 10_000_000,
+                                                                           5_000_000, 1)], 5_000_000, [10_000_000])
+    feed._guarded(tx, clock.now_ns())
+    assert feed.metrics.counts["feed.chain-mempool.errors"] == 1 and got == [] and feed.malformed == 0

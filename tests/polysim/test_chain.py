@@ -275,3 +275,22 @@ def test_pending_transaction_then_filtered_logs_then_a_reorg_on_demand(rpc):
         assert int(seen[1]["blockNumber"], 16) > int(log["blockNumber"], 16) - 1
     finally:
         ws.close()
+
+
+def test_random_reorgs_at_the_configured_rate_orphan_the_newest_block():
+    async def main():
+        now = [1_795_000_000.0]
+        hub = Hub()
+        chain = Chain(hub, logs_delay=1.0, block_s=1.0, reorg_rate=1.0, clock=lambda: now[0])
+        sock = _Socket()
+        chain.call(sock, {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["logs", {}]})
+        match = _match(t=now[0])
+        hub.publish(MATCH, match)
+        heads = []
+        for _ in range(3):
+            now[0] += 1.0
+            heads.append(chain.produce(now[0]).number)
+        await asyncio.sleep(0)
+        assert heads[1] == heads[0] and chain.counters["reorgs"] == 2       # every block replaces the one before
+        assert [log["removed"] for log in sock.sent] == [False] * 4 + [True] * 4 + [False] * 4
+    asyncio.run(main())

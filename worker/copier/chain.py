@@ -302,7 +302,10 @@ class _RpcFeed:
     def _keepalive(self, ws) -> None:
         while True:
             gevent.sleep(self.cfg.feeds.ping_interval_s)
-            self._retry_unresolved()
+            try:
+                self._retry_unresolved()
+            except Exception:
+                log.exception("%s: retrying fills on unknown markets failed", self.name)
             try:
                 ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []}))
             except (OSError, websocket.WebSocketException):
@@ -313,6 +316,9 @@ class _RpcFeed:
             self.on_result(result, recv_ns)
         except MalformedMessage as exc:
             self._malformed(str(exc))
+        except Exception:                       # one bad message never kills the feed
+            self.metrics.incr(f"feed.{self.name}.errors")
+            log.exception("%s: a message failed", self.name)
 
     def _malformed(self, why: str) -> None:
         self.malformed += 1
