@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 INVENTORY ?= inventories/production
 
-.PHONY: venv demo test test-fast lint bench soak provision lab-up lab-down clean
+.PHONY: venv demo test test-fast lint bench bench-sim soak provision lab-up lab-down clean
 
 $(STAMP): requirements.txt requirements-dev.txt worker/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m copier.bench
+
+# The simulator's own throughput (order POSTs/s, RTDS frames/s) on this machine; reports what it measured.
+bench-sim: $(STAMP)
+	$(PY) -m polysim.bench
 
 soak: $(STAMP)
 	$(PY) -m copier.soak $(if $(DURATION),--duration $(DURATION),)
