@@ -132,12 +132,12 @@ class _Socket:
         self.sent.append(json.loads(text)["params"]["result"])
 
 
-def _run_chain(steps):
+def _run_chain(steps, reorg_rate=0.0):
     """Drive a Chain on a fake clock inside a loop; steps(chain, hub, now, socket) -> None."""
     async def main():
         now = [1_795_000_000.0]
         hub = Hub()
-        chain = Chain(hub, mempool_delay=0.3, logs_delay=1.0, block_s=1.0, clock=lambda: now[0])
+        chain = Chain(hub, mempool_delay=0.3, logs_delay=1.0, block_s=1.0, reorg_rate=reorg_rate, clock=lambda: now[0])
         sock = _Socket()
         chain.call(sock, {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["logs", {}]})
         await steps(chain, hub, now, sock)
@@ -278,14 +278,8 @@ def test_pending_transaction_then_filtered_logs_then_a_reorg_on_demand(rpc):
 
 
 def test_random_reorgs_at_the_configured_rate_orphan_the_newest_block():
-    async def main():
-        now = [1_795_000_000.0]
-        hub = Hub()
-        chain = Chain(hub, logs_delay=1.0, block_s=1.0, reorg_rate=1.0, clock=lambda: now[0])
-        sock = _Socket()
-        chain.call(sock, {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["logs", {}]})
-        match = _match(t=now[0])
-        hub.publish(MATCH, match)
+    async def steps(chain, hub, now, sock):
+        hub.publish(MATCH, _match(t=now[0]))
         heads = []
         for _ in range(3):
             now[0] += 1.0
@@ -293,4 +287,4 @@ def test_random_reorgs_at_the_configured_rate_orphan_the_newest_block():
         await asyncio.sleep(0)
         assert heads[1] == heads[0] and chain.counters["reorgs"] == 2       # every block replaces the one before
         assert [log["removed"] for log in sock.sent] == [False] * 4 + [True] * 4 + [False] * 4
-    asyncio.run(main())
+    _run_chain(steps, reorg_rate=1.0)

@@ -140,6 +140,13 @@ def _migration_2(database: pw.SqliteDatabase) -> None:
 MIGRATIONS = [_migration_1, _migration_2]   # append only; index + 1 = schema version
 
 
+def _insert_chunked(model, rows: list[dict], chunk: int = 100) -> None:
+    """One transaction; chunks keep each statement under SQLite's bound-variable limit."""
+    with db.atomic():
+        for i in range(0, len(rows), chunk):
+            model.insert_many(rows[i:i + chunk]).execute()
+
+
 class Store:
     def __init__(self, path: str):
         self.path = path
@@ -257,13 +264,10 @@ class Store:
 
     # ---- detection (sightings per feed, confirm / retract) -----------------------------------------------
     def record_sightings(self, rows: list[dict]) -> None:
-        with db.atomic():
-            for i in range(0, len(rows), 200):
-                SightingRow.insert_many(rows[i:i + 200]).execute()
+        _insert_chunked(SightingRow, rows)
 
     def record_fill_events(self, rows: list[dict]) -> None:
-        with db.atomic():
-            FillEventRow.insert_many(rows).execute()
+        _insert_chunked(FillEventRow, rows)
 
     def confirm_fills(self, keys: list[str]) -> None:
         FillRow.update(confirmed=True).where(FillRow.dedupe_key.in_(keys)).execute()

@@ -19,6 +19,8 @@ market windows are accelerated, like the RTDS and Data API delays):
   are sent again with `removed: true`, their transactions go back to the pool (and are announced again) and are
   included one block later; a "drop" request removes them for good.
 - a match the exchange marks `will_fail` is announced and mined but reverts: it emits no logs.
+Control (same port): POST /_chain/reorg {"tx_hash", "drop"}, POST /_chain/faults {"mempool_silent", "logs_silent"},
+GET /_chain/state.
 """
 from __future__ import annotations
 
