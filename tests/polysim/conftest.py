@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from py_clob_client_v2.client import ClobClient
 
 SOURCE = "0x1d0034134e339a309700ff2d34e99fa2d48b0313"
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
@@ -52,6 +53,14 @@ def stop(urls) -> int:
 
 def ground_truth(urls) -> list[dict]:
     return [json.loads(x) for x in Path(urls["ground_truth_path"]).read_text().splitlines() if x.strip()]
+
+
+@pytest.fixture(scope="session")
+def client(sim):
+    """The real SDK at L2 on the main simulator."""
+    c = ClobClient(sim["clob"], chain_id=137, key=KEY)
+    c.set_api_creds(c.create_or_derive_api_key())
+    return c
 
 
 @pytest.fixture(scope="session")

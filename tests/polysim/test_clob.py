@@ -19,13 +19,6 @@ from conftest import KEY, OTHER_KEY, current_market, eventually, ground_truth, p
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 
 
-@pytest.fixture(scope="module")
-def client(sim):
-    c = ClobClient(sim["clob"], chain_id=137, key=KEY)
-    c.set_api_creds(c.create_or_derive_api_key())
-    return c
-
-
 def tokens(sim, asset="btc"):
     m = current_market(sim, asset, min_left_s=20)
     return m, json.loads(m["clobTokenIds"])

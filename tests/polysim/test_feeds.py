@@ -5,19 +5,11 @@ import time
 import httpx
 import pytest
 import websocket
-from py_clob_client_v2.client import ClobClient
 from py_clob_client_v2.clob_types import OrderArgsV2, OrderPayload, OrderType, PartialCreateOrderOptions
 
-from conftest import KEY, SOURCE, current_market, eventually, payload
+from conftest import SOURCE, current_market, eventually, payload
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
-
-
-@pytest.fixture(scope="module")
-def client(sim):
-    c = ClobClient(sim["clob"], chain_id=137, key=KEY)
-    c.set_api_creds(c.create_or_derive_api_key())
-    return c
 
 
 def fill(sim, **body) -> dict:

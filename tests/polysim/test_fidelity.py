@@ -117,13 +117,6 @@ def same_shape(ours, theirs, extras: dict, path="$", key="", empty_ok=frozenset(
 
 
 # ---- producers ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def client(sim):
-    c = ClobClient(sim["clob"], chain_id=137, key=KEY)
-    c.set_api_creds(c.create_or_derive_api_key())
-    return c
-
-
 def _tokens(urls, asset="btc", min_left_s=20):
     m = current_market(urls, asset, min_left_s)
     return m, json.loads(m["clobTokenIds"])
@@ -141,25 +134,30 @@ def _order(client, token, price, size, kind="GTC"):
                             client.creds.api_key, kind)
 
 
+def _collect(ws, seconds: float, done) -> list[dict]:
+    """Events (JSON arrays flattened) received for `seconds` or until done(events)."""
+    got, end = [], time.monotonic() + seconds
+    ws.settimeout(0.2)
+    while time.monotonic() < end and not done(got):
+        try:
+            doc = json.loads(ws.recv())
+        except (websocket.WebSocketTimeoutException, ValueError):
+            continue
+        got += doc if isinstance(doc, list) else [doc]
+    return got
+
+
 @pytest.fixture(scope="module")
 def market_events(sim, client):
     """Everything the market channel sends around a resting order, a trade and a tick-size change."""
     m, (up, down) = _tokens(sim, "eth")
     ws = websocket.create_connection(sim["market_ws"], timeout=5)
     ws.send(json.dumps({**payload("ws_market_subscribe.json"), "assets_ids": [up, down]}))
-    got = []
     try:
         resting = client.create_and_post_order(OrderArgsV2(token_id=up, price=0.02, size=30, side="BUY"), OPTS)
         httpx.post(f"{sim['control']}/source-fill", json={"asset": "eth", "outcome": "Up", "size": 6})
         httpx.post(f"{sim['control']}/tick-size", json={"slug": m["slug"], "tick_size": 0.001})
-        ws.settimeout(0.2)
-        end = time.monotonic() + 1.5
-        while time.monotonic() < end:
-            try:
-                doc = json.loads(ws.recv())
-            except (websocket.WebSocketTimeoutException, ValueError):
-                continue
-            got += doc if isinstance(doc, list) else [doc]
+        got = _collect(ws, 1.5, lambda events: False)
         client.cancel_order(OrderPayload(resting["orderID"]))
     finally:
         ws.close()
@@ -171,15 +169,8 @@ def lifecycle_events(fast_sim):
     """new_market and market_resolved from the 3-second windows of the fast scenario."""
     ws = websocket.create_connection(fast_sim["market_ws"], timeout=5)
     ws.send(json.dumps({**payload("ws_market_subscribe.json"), "assets_ids": []}))
-    got = []
     try:
-        ws.settimeout(0.2)
-        end = time.monotonic() + 8
-        while time.monotonic() < end and not {"new_market", "market_resolved"} <= {e["event_type"] for e in got}:
-            try:
-                got.append(json.loads(ws.recv()))
-            except (websocket.WebSocketTimeoutException, ValueError):
-                continue
+        got = _collect(ws, 8, lambda events: {"new_market", "market_resolved"} <= {e["event_type"] for e in events})
     finally:
         ws.close()
     return got
@@ -193,20 +184,13 @@ def user_events(sim, client):
     sub = payload("ws_user_subscribe.json")
     ws.send(json.dumps({**sub, "auth": {"apiKey": creds.api_key, "secret": creds.api_secret,
                                         "passphrase": creds.api_passphrase}, "markets": [m["conditionId"]]}))
-    got = []
     try:
         resting = client.create_and_post_order(OrderArgsV2(token_id=down, price=0.03, size=20, side="BUY"), OPTS)
         ask = float(client.get_order_book(up)["asks"][-1]["price"])
         client.post_order(client.create_order(OrderArgsV2(token_id=up, price=ask, size=5, side="BUY"), OPTS),
                           OrderType.FAK, defer_exec=True)
         client.cancel_order(OrderPayload(resting["orderID"]))
-        ws.settimeout(0.2)
-        end = time.monotonic() + 3
-        while time.monotonic() < end and not any(e.get("status") == "CONFIRMED" for e in got):
-            try:
-                got.append(json.loads(ws.recv()))
-            except (websocket.WebSocketTimeoutException, ValueError):
-                continue
+        got = _collect(ws, 3, lambda events: any(e.get("status") == "CONFIRMED" for e in events))
     finally:
         ws.close()
     return got

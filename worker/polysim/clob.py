@@ -337,15 +337,21 @@ class ClobApi:
                           order_type=order.order_type if order else info.get("order_type"),
                           post_only=order.post_only if order else False, batch=batch)
 
-    async def post_order(self, request):
+    async def _admit(self, request, *, batch: bool) -> tuple[float, str, dict | web.Response]:
+        """(receive time, body, API key) of an order POST, or the edge's/auth's refusal (written to the truth)."""
         received = self.now()
         body = await request.text()
         self.counters["order_posts"] += 1
-        refused = self._gate(received, placing=True)
-        key = refused or self._l2(request, body)
+        key = self._gate(received, placing=True) or self._l2(request, body)
         if isinstance(key, web.Response):
-            self._record(Outcome(json.loads(key.text) if key.content_type == "application/json" else {},
-                                 key.status), "", received, None, False, self._peek(body)[0])
+            error = json.loads(key.text) if key.content_type == "application/json" else {}
+            for info in self._peek(body):
+                self._record(Outcome(error, key.status), "", received, None, batch, info)
+        return received, body, key
+
+    async def post_order(self, request):
+        received, body, key = await self._admit(request, batch=False)
+        if isinstance(key, web.Response):
             return key
         try:
             doc = json.loads(body)
@@ -362,14 +368,8 @@ class ClobApi:
         return response
 
     async def post_orders(self, request):
-        received = self.now()
-        body = await request.text()
-        self.counters["order_posts"] += 1
-        refused = self._gate(received, placing=True)
-        key = refused or self._l2(request, body)
+        received, body, key = await self._admit(request, batch=True)
         if isinstance(key, web.Response):
-            for info in self._peek(body):
-                self._record(Outcome({}, key.status), "", received, None, True, info)
             return key
         try:
             docs = json.loads(body)
@@ -415,7 +415,7 @@ class ClobApi:
         return order, m
 
     def _verify(self, order: dict, m: SimMarket, key: dict) -> str:
-        """The order hash, once the signature is the API key's (raises Reject otherwise)."""
+        """The order hash, once the signature is the API key's (raises Refused otherwise)."""
         try:
             order_hash, recovered = crypto.order_hash_and_signer(order, *crypto.exchange_for(m.version, m.neg_risk))
         except crypto.BadSignature:

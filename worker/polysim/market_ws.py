@@ -13,14 +13,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from polysim.events import BOOK, MARKET_CREATED, MARKET_STATE, MATCH, TICK_SIZE, BookUpdate, Hub, Match, SimMarket
 from polysim.exchange import NAMES, Exchange, fmt
 from polysim.faults import Faults
 from polysim.scenario import Feeds
 from polysim.views import best_prices, book_doc
-from polysim.wsconn import Conn, Lane, accept
+from polysim.wsconn import Conn, Lane, session
 
 
 def _dumps(doc) -> str:
@@ -59,19 +59,16 @@ class MarketWs:
 
     # ---- connections -------------------------------------------------------------------------------------
     async def handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = await accept(request)
-        sub = Sub(Conn(ws, request.transport))
-        self.subs[sub.conn] = sub
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    self._on_text(sub, msg.data)
-        finally:
-            sub.conn.stop()
-            self.subs.pop(sub.conn, None)
-            for a in sub.assets:
-                self.by_asset.get(a, set()).discard(sub)
-        return ws
+        return await session(request, self._open, self._on_text, self._close)
+
+    def _open(self, conn: Conn) -> Sub:
+        sub = self.subs[conn] = Sub(conn)
+        return sub
+
+    def _close(self, sub: Sub) -> None:
+        self.subs.pop(sub.conn, None)
+        for a in sub.assets:
+            self.by_asset.get(a, set()).discard(sub)
 
     def _on_text(self, sub: Sub, text: str) -> None:
         if text.strip().upper() == "PING":

@@ -14,14 +14,14 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from polysim.events import MATCH, Hub, Match
 from polysim.faults import Faults
 from polysim.oracle import Oracle
 from polysim.scenario import Feeds
 from polysim.views import profile
-from polysim.wsconn import Conn, Lane, accept
+from polysim.wsconn import Conn, Lane, session
 
 ICON = "https://polymarket-upload.s3.us-east-2.amazonaws.com/{}+fullsize.png"
 
@@ -53,20 +53,13 @@ class Rtds:
 
     # ---- connections -------------------------------------------------------------------------------------
     async def handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = await accept(request)
-        conn = Conn(ws, request.transport)
+        return await session(request, self._open, self._on_text, lambda c: self.clients.pop(c.conn, None))
+
+    def _open(self, conn: Conn) -> Client:
         cid = base64.b64encode(self.rng.getrandbits(96).to_bytes(12, "big")).decode().replace("/", "-")
-        client = Client(conn, cid, self.now())
-        self.clients[conn] = client
+        client = self.clients[conn] = Client(conn, cid, self.now())
         self.counters["rtds_connections"] += 1
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    self._on_text(client, msg.data)
-        finally:
-            conn.stop()
-            self.clients.pop(conn, None)
-        return ws
+        return client
 
     def _on_text(self, c: Client, text: str) -> None:
         if text.strip().upper() == "PING":

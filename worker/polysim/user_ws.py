@@ -10,11 +10,11 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from polysim.events import ORDER, TRADE, Hub, OrderUpdate, TradeStatus
+from polysim.events import ORDER, TRADE, Hub, OrderUpdate
 from polysim.scenario import Feeds
-from polysim.wsconn import Conn, Lane, accept
+from polysim.wsconn import Conn, Lane, session
 
 
 @dataclass(eq=False)
@@ -35,22 +35,17 @@ class UserWs:
         hub.subscribe(TRADE, lambda t: self._later(t.owner, t.trade["market"], t.trade))
 
     async def handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = await accept(request)
-        sub = UserSub(Conn(ws, request.transport))
-        self.subs[sub.conn] = sub
-        try:
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                if msg.data.strip().upper() == "PING":
-                    sub.conn.send("PONG")
-                elif not self._subscribe(sub, msg.data):
-                    await ws.close(code=1008, message=b"invalid authentication")
-                    break
-        finally:
-            sub.conn.stop()
-            self.subs.pop(sub.conn, None)
-        return ws
+        return await session(request, self._open, self._on_text, lambda sub: self.subs.pop(sub.conn, None))
+
+    def _open(self, conn: Conn) -> UserSub:
+        sub = self.subs[conn] = UserSub(conn)
+        return sub
+
+    def _on_text(self, sub: UserSub, text: str) -> bool:
+        if text.strip().upper() == "PING":
+            sub.conn.send("PONG")
+            return True
+        return self._subscribe(sub, text)
 
     def _subscribe(self, sub: UserSub, text: str) -> bool:
         try:

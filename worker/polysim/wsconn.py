@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Callable
+from typing import Callable, TypeVar
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
+
+T = TypeVar("T")
 
 SLOW_CONSUMER = (1013, b"slow consumer: send buffer full")
 
@@ -87,7 +89,20 @@ async def close_all(conns) -> None:
         await c.shutdown()
 
 
-async def accept(request: web.Request, **kwargs) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=1 << 20, **kwargs)
+async def session(request: web.Request, on_open: Callable[[Conn], T], on_text: Callable[[T, str], bool],
+                  on_close: Callable[[T], None]) -> web.WebSocketResponse:
+    """One websocket connection: on_open makes the per-connection state, on_text handles each text frame
+    (returning False ends the session with 1008, e.g. bad credentials), on_close forgets the state."""
+    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=1 << 20)
     await ws.prepare(request)
+    conn = Conn(ws, request.transport)
+    state = on_open(conn)
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT and on_text(state, msg.data) is False:
+                await ws.close(code=1008, message=b"invalid authentication")
+                break
+    finally:
+        conn.stop()
+        on_close(state)
     return ws
