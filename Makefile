@@ -29,8 +29,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests/ansible
 
 lint: $(STAMP)
-	$(VENV)/bin/ansible-playbook -i inventories/lab ansible/site.yml --syntax-check
-	cd ansible && ../$(VENV)/bin/ansible-lint --profile production site.yml
+	ANSIBLE_CONFIG=$(CURDIR)/ansible/ansible.cfg $(VENV)/bin/ansible-playbook -i inventories/production ansible/site.yml --syntax-check
+	ANSIBLE_CONFIG=$(CURDIR)/ansible/ansible.cfg PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint -c ansible/.ansible-lint --offline --profile production ansible/site.yml roles inventories
 
 bench: $(STAMP)
 	$(PY) -m copier.bench
@@ -43,7 +43,7 @@ soak: $(STAMP)
 	$(PY) -m copier.soak $(if $(DURATION),--duration $(DURATION),)
 
 provision: $(STAMP)
-	ansible/bin/provision $(INVENTORY)
+	ansible/bin/provision $(INVENTORY) $(PROVISION_ARGS)
 
 lab-up: $(STAMP)
 	ansible/lab/lab-up
