@@ -4,7 +4,8 @@ import json
 import signal
 import sqlite3
 
-from copier.harness import copier_config, eventually, run_copier, start_copier, write_config, write_env_file
+from copier.harness import (SimProcess, copier_config, eventually, run_copier, start_copier, write_config,
+                            write_env_file)
 from copier.soak import SentrySink
 
 
@@ -103,3 +104,29 @@ def test_reorged_copied_fills_reincluded_once_or_retracted_and_alerted(sim, tmp_
     for tx in (back["tx_hash"], gone["tx_hash"]):                               # one fill, one order, each
         assert db.execute("select count(*) from fills where tx_hash = ?", (tx,)).fetchone()[0] == 1
     assert rep["orders"] == 2 and rep["orders_per_intent_max"] == 1
+
+
+def test_random_reorgs_never_copy_a_fill_twice(tmp_path):
+    sim = SimProcess(tmp_path / "sim", speed=6.0, seed=4, extra_args=("--reorg-rate", "0.5"))
+    try:
+        config, proc = _start(sim, tmp_path)
+        try:
+            sim.fresh_window(30)
+            reorgs = sim.chain("state")["counters"]["reorgs"]
+            sent = [sim.source_fill(asset=("btc", "eth")[n % 2], outcome=("Up", "Down")[n // 3 % 2], side="BUY",
+                                    size=5 + n % 4) for n in range(16)]
+            # Whether the block holding them is among the reorged ones is chance (the reorg test above forces it).
+            rep = eventually(lambda: (r := _report(config))["copied_fills"] >= 16
+                             and _feed(r, "chain.logs")["seen"] >= 16
+                             and r["detection"]["removed"] == r["detection"]["reincluded"]
+                             and sim.chain("state")["counters"]["reorgs"] >= reorgs + 2
+                             and r, 40, 0.5, "every fill copied and mined while blocks reorg")
+        finally:
+            _stop(proc)
+        assert rep["source_fills"] == rep["copied_fills"] == 16 and rep["orders_per_intent_max"] == 1
+        assert not rep["detection"]["retracted"] and not rep["acceptance"]["failures"].get("duplicate_executions")
+        orders = sqlite3.connect(tmp_path / "copier.sqlite").execute("select count(*) from orders").fetchone()[0]
+        assert orders == rep["intents"] <= 16 and {f["tx_hash"] for f in sent} == {
+            e["tx_hash"] for e in sim.ground_truth_events() if e["kind"] == "source_fill"}
+    finally:
+        sim.stop()

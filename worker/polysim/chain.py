@@ -11,8 +11,10 @@ per maker order, then the taker order's (`taker` = the exchange; its fee is the 
 
 Delivery (wall-clock seconds, NOT scaled by --speed: block production and node latency are real time even when the
 market windows are accelerated, like the RTDS and Data API delays):
-- mempool: `newPendingTransactions` about `mempool_delay` after the match (log-normal spread, p90 ~1.5x the median);
-  a transaction mined before that moment is never announced (real coverage is ~92 %).
+- mempool: `newPendingTransactions` about `mempool_delay` after the match. The delay is log-normal (sigma 0.35, so
+  p90 ~1.6x the median) but drifts with a 30 s correlation time instead of jumping per transaction, and one
+  operator's transactions enter a node's pool in nonce order, so announcements keep the order and spacing of the
+  matches (like the RTDS lag). A transaction mined before its announcement is never announced (real coverage ~92 %).
 - logs: blocks every `block_s` on the wall clock; a transaction is included in the first block at or after
   match + `logs_delay` - `block_s`/2, so its logs arrive `logs_delay` after the match at the median.
 - reorgs: before a block, with probability `reorg_rate` (or on request) the newest blocks are orphaned: their logs
@@ -51,6 +53,8 @@ ORDERS_MATCHED_DATA = ["uint8", "uint256", "uint256", "uint256"]
 OPERATOR = "0x" + hashlib.sha256(b"polysim operator").hexdigest()[:40]
 FIRST_BLOCK = 79_000_000
 KEPT_BLOCKS = 64
+MEMPOOL_SIGMA = 0.35             # log-normal spread of the mempool delay
+MEMPOOL_TAU_S = 30.0             # correlation time of its drift
 ZERO32 = b"\x00" * 32
 
 
@@ -257,6 +261,9 @@ class Chain:
         self.silent: set[str] = set()                         # feeds that deliver nothing (fault)
         self.nonce = 0
         self.epoch = 0
+        self._lag_x: float | None = None       # log of the mempool delay over its median, drifting
+        self._lag_at = 0.0
+        self._last_announce = 0.0
         self.counters = {"txs": 0, "pending_sent": 0, "pending_skipped": 0, "blocks": 0, "reorgs": 0,
                          "removed_logs": 0, "dropped_txs": 0}
         hub.subscribe(MATCH, self._on_match)
@@ -274,11 +281,22 @@ class Chain:
         now = self.clock()
         includable = match.match_time + self.logs_delay - self.block_s / 2
         self.pool.append((includable, s))
-        delay = self.rng.lognormvariate(math.log(self.mempool_delay), 0.35) if self.mempool_delay > 0 else 0.0
-        if match.match_time + delay < self._next_tick(includable):
-            Hub.later(match.match_time + delay - now, lambda: self._announce(s))
+        at = max(match.match_time + self._mempool_delay(now), self._last_announce + 0.0005)
+        if at < self._next_tick(includable):
+            self._last_announce = at
+            Hub.later(at - now, lambda: self._announce(s))
         else:
             self.counters["pending_skipped"] += 1
+
+    def _mempool_delay(self, now: float) -> float:
+        """Log-normal around mempool_delay; an Ornstein-Uhlenbeck drift in log space keeps neighbours alike."""
+        if self._lag_x is None:
+            self._lag_x = 0.0                   # a session starts at the median and drifts from there
+        else:
+            keep = math.exp(-max(0.0, now - self._lag_at) / MEMPOOL_TAU_S)
+            self._lag_x = keep * self._lag_x + math.sqrt(1 - keep * keep) * self.rng.gauss(0.0, MEMPOOL_SIGMA)
+        self._lag_at = now
+        return self.mempool_delay * math.exp(self._lag_x)
 
     def _subscribed(self, kind: str) -> bool:
         return any(sub.kind == kind for subs in self.clients.values() for sub in subs.values())
