@@ -222,9 +222,18 @@ def test_faults_on_demand(client, sim):
     assert r.json()["code"] == "post_only_mode" and r.json()["error"] == payload(
         "clob_error_post_only_mode_503.json")["error"] and r.json()["retry_after_seconds"] >= 1
     eventually(lambda: _post_raw(sim, client, _body(client, sim)).status_code == 200, 2, what="normal trading")
+    httpx.post(f"{ctl}/faults", json={"delay_failure": {"count": 1}})
+    r = _post_raw(sim, client, _body(client, sim, price=0.99, size=5))
+    assert r.status_code == 200 and r.json()["status"] == "unmatched" and r.json()["success"]
+    assert client.get_order(r.json()["orderID"])["status"] == "UNMATCHED"
     httpx.post(f"{ctl}/faults", json={"cancel_only": {"seconds": 0.3}})
     r = _post_raw(sim, client, _body(client, sim))
     assert r.status_code == 503 and r.json() == payload("clob_error_cancel_only_503.json")
     assert client.cancel_all() == {"canceled": [], "not_canceled": {}}               # cancels still allowed
+    eventually(lambda: _post_raw(sim, client, _body(client, sim)).status_code != 503, 2, what="trading again")
+    httpx.post(f"{ctl}/faults", json={"clob_latency": {"ms": 300, "seconds": 1}})
+    t = time.monotonic()
+    httpx.get(f"{sim['clob']}/time")
+    assert time.monotonic() - t >= 0.3
     bad = httpx.post(f"{ctl}/faults", json={"no_such_fault": {}})
     assert bad.status_code == 400 and "no_such_fault" in bad.json()["error"]

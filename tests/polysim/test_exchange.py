@@ -148,3 +148,16 @@ def test_a_window_closes_cancels_resting_orders_then_resolves_and_pays_the_winne
     assert m.state == "resolved" and [s for slug, s in seen[MARKET_STATE] if slug == m.slug] == [
         "trading", "closed", "resolved"]
     assert ex.wallets["0xapi"].balance == pytest.approx(before + (20 if m.winner == 0 else 0))
+
+
+def test_a_gtd_order_expires_a_minute_before_its_expiration(venue):
+    ex, seen = venue
+    too_soon = order(ex, "0xapi", "Up", "BUY", 0.40, 10, "GTD", api=True, expiration=T0 + 30)
+    with pytest.raises(Reject, match="invalid expiration"):
+        ex.validate(too_soon, T0)
+    gtd = order(ex, "0xapi", "Up", "BUY", 0.40, 10, "GTD", api=True, expiration=T0 + 200)
+    ex.execute(gtd, T0)
+    ex.tick(T0 + 139)
+    assert gtd.status == "LIVE"
+    ex.tick(T0 + 141)
+    assert gtd.status == "CANCELED" and [u.kind for u in seen[ORDER]] == ["PLACEMENT", "CANCELLATION"]

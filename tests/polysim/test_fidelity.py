@@ -155,7 +155,7 @@ def market_events(sim, client):
     ws.send(json.dumps({**payload("ws_market_subscribe.json"), "assets_ids": [up, down]}))
     try:
         resting = client.create_and_post_order(OrderArgsV2(token_id=up, price=0.02, size=30, side="BUY"), OPTS)
-        httpx.post(f"{sim['control']}/source-fill", json={"asset": "eth", "outcome": "Up", "size": 6})
+        httpx.post(f"{sim['control']}/source-fill", json={"asset": "eth", "outcome": "Up", "size": 700})  # new best
         httpx.post(f"{sim['control']}/tick-size", json={"slug": m["slug"], "tick_size": 0.001})
         got = _collect(ws, 1.5, lambda events: False)
         client.cancel_order(OrderPayload(resting["orderID"]))

@@ -59,6 +59,8 @@ class BackgroundTraders:
         return units(f)
 
     def quote(self, now: float) -> None:
+        if len(self._fair) > 4 * len(self.ex.markets):          # forget the fair prices of forgotten windows
+            self._fair = {c: f for c, f in self._fair.items() if c in self.ex.by_condition}
         for m in list(self.ex.markets.values()):
             if self.ex.accepting(m, now):
                 self._quote(m, now)

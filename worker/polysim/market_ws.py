@@ -52,6 +52,8 @@ class MarketWs:
 
     def _on_state(self, m: SimMarket) -> None:
         if m.state == "resolved":
+            for t in m.token_ids:
+                self._best.pop(t, None)
             self._later(lambda: self._resolved(m))
 
     def _later(self, fn) -> None:
