@@ -122,6 +122,17 @@ def test_the_exact_tick_and_min_size_texts(venue):
     assert e.value.message == f"order {small.order_hash} is invalid. Size (1.08) lower than the minimum: 5"
 
 
+def test_a_price_implied_by_rounded_market_order_amounts_passes_the_tick_check_and_rests_on_the_grid(venue):
+    ex, _ = venue
+    implied = order(ex, "0xapi", "Up", "BUY", round(5.0 / 8.7719, 6), 8.7719, "GTC", api=True)   # $5 at 0.57
+    assert implied.price == 0.570002
+    ex.validate(implied, T0)
+    ex.execute(implied, T0)
+    assert implied.price == 0.57 and ex.books[implied.market.condition_id].levels(0, "BUY")[0] == (570_000, 8.7719)
+    with pytest.raises(Reject, match="breaks minimum tick size rule"):
+        ex.validate(order(ex, "0xapi", "Up", "BUY", 0.571, 10, api=True), T0)
+
+
 def test_the_tick_refines_to_a_thousandth_once_the_price_leaves_the_middle(venue):
     ex, seen = venue
     ex.execute(order(ex, "0xa", "Up", "BUY", 0.97, 10), T0)

@@ -24,6 +24,7 @@ from polysim.truth import GroundTruth
 
 NAMES = {"btc": "Bitcoin", "eth": "Ethereum", "sol": "Solana", "xrp": "XRP"}
 EPS = 1e-9
+TICK_SLACK = 0.011          # in ticks
 KEEP_RESOLVED_WINDOWS = 20
 _ET = ZoneInfo("America/New_York")
 
@@ -262,8 +263,10 @@ class Exchange:
         m = o.market
         if not self.accepting(m, now):
             raise Reject(ERR_NOT_READY)
+        # Market orders priced from rounded amounts (SDK: shares = dollars / price, 4 dp) imply a price a hair off
+        # the grid; anything a tenth of a tick or more off is a real tick violation.
         steps = o.price / m.tick_size
-        if abs(steps - round(steps)) > 1e-6 or not m.tick_size - EPS <= o.price <= 1 - m.tick_size + EPS:
+        if abs(steps - round(steps)) > TICK_SLACK or not m.tick_size - EPS <= o.price <= 1 - m.tick_size + EPS:
             raise Reject(f"order {o.order_hash} is invalid. Price ({fmt(o.price)}) breaks minimum tick size rule: "
                          f"{fmt(m.tick_size)}")
         marketable = self.marketable(o)
@@ -323,6 +326,7 @@ class Exchange:
         match = self._settle(o, fills, now) if fills else None
         if o.remaining > EPS and o.order_type in ("GTC", "GTD"):
             o.status = "LIVE"
+            self._snap(o)
             book.side(o.bid).add(o)
             book.touch(o.bid, o.bu)
             self._lock(o)
@@ -337,6 +341,14 @@ class Exchange:
         if match is None and o.order_type == "FAK":
             raise Reject(ERR_FAK)
         return match
+
+    @staticmethod
+    def _snap(o: Order) -> None:
+        """A resting order sits on the tick grid (a price a hair off rounds to the less aggressive tick)."""
+        tick = units(o.market.tick_size)
+        if o.bu % tick:
+            o.bu = (o.bu // tick) * tick if o.bid else (o.bu // tick + 1) * tick
+            o.price = round((o.bu if o.outcome_index == 0 else UNIT - o.bu) / UNIT, 6)
 
     def _match(self, o: Order, book: Book) -> list[tuple[Order, float]]:
         opp = book.asks if o.bid else book.bids
