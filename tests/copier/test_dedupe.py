@@ -1,4 +1,5 @@
 import random
+from dataclasses import replace
 
 from hypothesis import given, settings, strategies as st
 
@@ -61,3 +62,22 @@ def test_any_interleaving_over_streams_admits_each_identity_once(contents, n_str
     expected = sorted(f"{f.content_key}:{k}" for c in set(contents)
                       for k, f in enumerate([x for x in fills if x.content_key == fill(c).content_key]))
     assert sorted(admitted) == expected
+
+
+def test_a_feed_rounding_size_and_showing_another_price_never_makes_a_second_fill():
+    """Chain-first 6-decimal amounts; RTDS later with a 4-decimal size and a rounded (or limit) price."""
+    d = Deduper()
+    chain = replace(fill(1), size=2.702702, price=0.263333)
+    first = d.admit(chain, "chain.logs#1")
+    assert d.admit(replace(fill(1), size=2.7027, price=0.26), "rtds-a#1:rtds.trades") is None
+    assert d.admit(replace(fill(1), size=2.7027, price=0.99), "rtds-b#1:rtds.orders_matched") is None
+    assert d.admit(replace(fill(1), size=2.70, price=0.26), "data_api#1") is None
+    assert first.dedupe_key == d.identify(replace(fill(1), size=2.7027, price=0.26))[0]
+
+
+def test_equal_size_fills_at_two_prices_keep_their_own_identities():
+    d = Deduper()
+    low, high = replace(fill(1), price=0.50), replace(fill(1), price=0.51)
+    keys = [d.admit(low, "rtds-a#1:rtds.trades").dedupe_key, d.admit(high, "rtds-a#1:rtds.trades").dedupe_key]
+    assert d.admit(high, "chain.logs#1") is None and d.admit(low, "chain.logs#1") is None
+    assert d.identify(high)[0] == keys[1]

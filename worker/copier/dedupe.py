@@ -7,10 +7,16 @@ again in the Data API counts once, while two identical fills in one transaction 
 on the same stream (same frame id) is a duplicate, not a second fill.
 
 Feeds disagree in the last digits: chain amounts are 6-decimal integers (a taker's price over several makers is
-pUSD/shares, not tick-aligned), RTDS and the Data API carry rounded floats. So a sighting is matched to an admitted
-fill of the same (tx hash, asset, side) whose size and price agree within the rounding of 6-decimal amounts, not by
-string equality; it then carries that fill's identity, so every feed reports the same dedupe key byte for byte.
-The first arrival's price and size are the identity's; `occurrence` tells apart equal fills within one transaction.
+pUSD/shares, not tick-aligned), RTDS and the Data API carry rounded floats (the recorded RTDS frame shows 4-decimal
+sizes), and which price a feed shows for a taker that swept several levels is not documented. A mismatch would be a
+second order, so a sighting is matched to an admitted fill of the same (tx hash, asset, side) whose size agrees
+within any feed's rounding; price only chooses among such candidates, never splits them. It then carries that
+fill's identity, so every feed reports the same dedupe key byte for byte. The first arrival's price and size are
+the identity's; `occurrence` tells apart equal fills within one transaction.
+
+Safety invariant: per (tx hash, asset, side), the admitted count never exceeds the most fills any single stream
+delivered (each stream claims a distinct admitted fill per sighting). Merging two genuinely distinct near-equal fills
+across streams can only delay a copy until the slower stream delivers the second one, never duplicate it.
 """
 from __future__ import annotations
 
@@ -20,14 +26,12 @@ from typing import Iterable
 
 from copier.types import SourceFill, fmt_num
 
-SIZE_TOL = 1.5e-6             # one on-chain unit of shares
+SIZE_TOL_ABS = 1e-4           # RTDS shows sizes to 4 decimals
+SIZE_TOL_REL = 5e-3           # and any coarser rounding a feed may apply
 
 
-def price_tolerance(size: float) -> float:
-    """How far two feeds' prices of one fill of `size` shares may differ: 6-decimal rounding on both sides plus up to
-    ten pUSD units of per-maker rounding spread over the size. Two equal-size fills of one transaction closer than
-    this still count twice (each stream claims a distinct admitted fill); only which price goes with which may swap."""
-    return 1.5e-6 + 1e-5 / max(size, 1e-6)
+def size_matches(a: float, b: float) -> bool:
+    return abs(a - b) <= max(SIZE_TOL_ABS, SIZE_TOL_REL * max(a, b))
 
 
 class Deduper:
@@ -104,15 +108,10 @@ class Deduper:
 
     @staticmethod
     def _closest(admitted: list[tuple[float, float]], fill: SourceFill, exclude) -> int | None:
-        tol = price_tolerance(fill.size)
-        best, best_gap = None, None
-        for i, (price, size) in enumerate(admitted):
-            if i in exclude or abs(size - fill.size) > SIZE_TOL:
-                continue
-            gap = abs(price - fill.price)
-            if gap <= tol and (best_gap is None or gap < best_gap):
-                best, best_gap = i, gap
-        return best
+        """The unclaimed admitted fill of matching size nearest in (size, price), or None."""
+        candidates = [(abs(size - fill.size), abs(price - fill.price), i) for i, (price, size) in enumerate(admitted)
+                      if i not in exclude and size_matches(size, fill.size)]
+        return min(candidates)[2] if candidates else None
 
     @staticmethod
     def _identity(fill: SourceFill, admitted: list[tuple[float, float]], index: int) -> SourceFill:
