@@ -139,3 +139,15 @@ def test_whole_second_history_widens_the_quiet_window_to_its_resolution():
     c = Coalescer(CopyConfig(coalesce_ms=300, max_hold_ms=2000), time_resolution_s=1.0)
     timed = [(T0, fill(i)) for i in range(3)] + [(T0 + 1, fill(i)) for i in range(3, 6)]
     assert [b.kind for b in run(c, timed, T0 + 10)] == ["leading", "trailing"]
+
+
+def test_a_batch_that_went_out_late_moves_its_budget_slot():
+    """Held for confirmation from T0+0.5 to T0+1.9: the next batch may not go before T0+1.9+2 s."""
+    c = Coalescer(CopyConfig(coalesce_ms=300, burst_window_ms=2000, burst_max_orders=2))
+    lead = c.add(fill(1), T0)
+    c.add(fill(2), T0 + 0.2)
+    [held] = c.due(T0 + 0.5)
+    c.postpone(held, T0 + 1.9)
+    assert [b.kind for b in c.add(fill(3), T0 + 2.1)] == ["leading"]    # only 1.9 and 2.1 in (0.1, 2.1]
+    c.add(fill(4), T0 + 2.5)
+    assert lead and c.next_deadline() == T0 + 3.9                       # not T0 + 0.5 + 2 s

@@ -89,6 +89,17 @@ class Coalescer:
                 del self._keys[key]
         return out
 
+    def postpone(self, batch: Batch, at: float) -> None:
+        """A released batch went out later than released (held for confirmation): its budget slot moves to `at`."""
+        key = self._key(batch.fills[0])
+        st = self._keys.get(key)
+        if st is None:
+            st = self._keys[key] = _KeyState(last_fill_at=batch.released_at)
+        if batch.released_at in st.releases:
+            st.releases.remove(batch.released_at)
+        if self._budget_s > 0:
+            st.releases = deque(sorted((*st.releases, at)))
+
     def next_deadline(self) -> float | None:
         deadlines = [self._deadline(st) for st in self._keys.values() if st.pending]
         return min(deadlines) if deadlines else None

@@ -196,9 +196,11 @@ class ConfirmationGate:
     """Unconfirmed fills may lead a burst, never ride in a trailing batch (see the module docstring). Pure: driven by
     the pipeline greenlet with `now`."""
 
-    def __init__(self, detection: Detection, may_trigger: bool):
+    def __init__(self, detection: Detection, may_trigger: bool, coalescer=None):
+        """coalescer: told when a parked batch finally goes, so its order budget counts the real instant."""
         self.detection = detection
         self.may_trigger = may_trigger
+        self.coalescer = coalescer
         self._parked: list[Batch] = []
 
     def admit(self, batch: Batch) -> Batch | None:
@@ -219,12 +221,17 @@ class ConfirmationGate:
                 continue
             fills = tuple(self._resolved(f) for f in batch.fills if self._status(f) != RETRACTED)
             if fills:
+                if self.coalescer is not None:
+                    self.coalescer.postpone(batch, now)
                 out.append(replace(batch, fills=fills, released_at=now))
         self._parked = keep
         return out
 
     def parked(self) -> int:
         return len(self._parked)
+
+    def held_fills(self) -> int:
+        return sum(len(b.fills) for b in self._parked)
 
     def _status(self, fill: SourceFill) -> str:
         t = self.detection.track(fill.dedupe_key)

@@ -55,8 +55,9 @@ class Runtime:
         self.clock_watch = clock_watch
         self.breaker = breaker
         self.detection = detection
-        self.gate = ConfirmationGate(detection, cfg.feeds.mempool_may_trigger) if detection is not None else None
         self.coalescer = Coalescer(cfg.copy)
+        self.gate = ConfirmationGate(detection, cfg.feeds.mempool_may_trigger, self.coalescer) \
+            if detection is not None else None
         self.exposure = ExposureBook(cfg.markets.window_seconds)
         self.ingest_q: Queue = Queue(maxsize=INGEST_QUEUE)
         self.exec_q: Queue = Queue(maxsize=EXEC_QUEUE)
@@ -134,7 +135,7 @@ class Runtime:
             stop = getattr(feed, "close", None)
             if stop:
                 stop()
-        abandoned = self.coalescer.pending_count()
+        abandoned = self.coalescer.pending_count() + (self.gate.held_fills() if self.gate is not None else 0)
         deadline = self.clock.monotonic() + DRAIN_S
         while (self._inflight or not self.exec_q.empty()) and self.clock.monotonic() < deadline:
             self.clock.sleep(0.05)
