@@ -7,30 +7,27 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 
 import gevent
 import httpx
-import websocket
 
 from copier.errors import MalformedMessage
 from copier.schemas import apply_price_change, parse_book
 from copier.types import BookTop
+from copier.wsfeed import ReconnectingFeed
 
 log = logging.getLogger("copier.books")
 
 
-class BookCache:
+class BookCache(ReconnectingFeed):
+    name = "market_ws"
+
     def __init__(self, cfg, *, clock, metrics=None, http: httpx.Client | None = None):
-        self.cfg = cfg
+        super().__init__(cfg, metrics=metrics)
         self.clock = clock
-        self.metrics = metrics
         self.http = http or httpx.Client(base_url=cfg.endpoints.clob, timeout=5.0)
         self._books: dict[str, BookTop] = {}
         self._watched: list[str] = []
-        self._new: list[str] = []
-        self._ws = None
-        self.reconnects = 0
         self.malformed = 0
 
     def top(self, asset: str) -> BookTop | None:
@@ -40,7 +37,6 @@ class BookCache:
         for a in asset_ids:
             if a not in self._watched:
                 self._watched.append(a)
-                self._new.append(a)
 
     def snapshot(self, asset: str) -> None:
         try:
@@ -50,26 +46,11 @@ class BookCache:
         except (httpx.HTTPError, ValueError, MalformedMessage) as exc:
             log.warning("book snapshot %s: %s", asset[:12], exc)
 
-    def run(self, stopping) -> None:
-        attempt = 0
-        while not stopping.is_set():
-            try:
-                self._session(stopping)
-                attempt = 0
-            except (OSError, websocket.WebSocketException) as exc:
-                log.warning("market ws: %s", exc)
-            if stopping.is_set():
-                return
-            self.reconnects += 1
-            attempt += 1
-            stopping.wait(min(self.cfg.feeds.backoff_max_s, self.cfg.feeds.backoff_initial_s * 2 ** attempt)
-                          * (0.5 + random.random() / 2))
-
     def _session(self, stopping) -> None:
-        ws = websocket.create_connection(self.cfg.endpoints.market_ws, timeout=self.cfg.feeds.data_watchdog_s)
-        self._ws = ws
+        ws = self._connect(self.cfg.endpoints.market_ws)
         subscribed: set[str] = set()
-        pinger = gevent.spawn(self._ping, ws)
+        self.connected = True
+        pinger = gevent.spawn(self._keepalive, ws, lambda: "PING")
         try:
             while not stopping.is_set():
                 if len(subscribed) < len(self._watched):
@@ -80,25 +61,13 @@ class BookCache:
                         {"assets_ids": fresh, "operation": "subscribe"}
                     ws.send(json.dumps(msg))
                     subscribed.update(fresh)
-                try:
-                    text = ws.recv()
-                except websocket.WebSocketTimeoutException:
-                    return
-                if text == "" and not ws.connected:
+                text = self._recv(ws)
+                if text is None:
                     return
                 self._on_message(text)
         finally:
             pinger.kill(block=False)
-            self._ws = None
-            ws.close()
-
-    def _ping(self, ws) -> None:
-        while True:
-            gevent.sleep(self.cfg.feeds.ping_interval_s)
-            try:
-                ws.send("PING")
-            except (OSError, websocket.WebSocketException):
-                return
+            self._disconnect(ws)
 
     def _on_message(self, text) -> None:
         if text in ("PONG", "pong", ""):
@@ -123,10 +92,3 @@ class BookCache:
                 book = self._books.get(ch.get("asset_id"))
                 if book is not None:
                     self._books[book.asset] = apply_price_change(book, ch)
-
-    def close(self) -> None:
-        if self._ws is not None:
-            try:
-                self._ws.close()
-            except (OSError, websocket.WebSocketException):
-                pass

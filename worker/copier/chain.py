@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import gevent
-import websocket
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
 
 from copier.errors import MalformedMessage, TemporaryError
 from copier.types import Feed, MarketMeta, Side, SourceFill
+from copier.wsfeed import ReconnectingFeed
 
 log = logging.getLogger("copier.chain")
 
@@ -164,33 +164,27 @@ def to_source_fill(cf: ChainFill, meta: MarketMeta | None, feed: str, recv_ns: i
         slug=meta.slug if meta is not None else "", confirmed=confirmed, fee=cf.fee / 1e6)
 
 
-class _RpcFeed:
+class _RpcFeed(ReconnectingFeed):
     """One JSON-RPC websocket subscription; subclasses say what to subscribe to and how to read a result."""
 
-    name = ""
     feed = ""
     confirmed = True
 
     def __init__(self, cfg, *, detection, on_fill, catalog, clock, metrics, rng: random.Random | None = None):
-        self.cfg = cfg
+        super().__init__(cfg, metrics=metrics, rng=rng)
         self.url = cfg.endpoints.polygon_ws
         self.wallet = cfg.copy.source_wallet.lower()
         self.detection = detection
         self.on_fill = on_fill
         self.catalog = catalog
         self.clock = clock
-        self.metrics = metrics
-        self.rng = rng or random.Random()
-        self.reconnects = 0
         self.malformed = 0
         self.messages = 0
         self.fills = 0
-        self.connected = False
         self.live_since: float | None = None      # wall clock since the subscription has been live without a gap
         self._head: int | None = None
         self._head_at = 0.0
         self._last_msg = 0.0
-        self._ws: websocket.WebSocket | None = None
         self._unresolved: deque = deque(maxlen=1000)
 
     def subscription(self) -> list:
@@ -205,44 +199,22 @@ class _RpcFeed:
                 "malformed": self.malformed, "frames": self.messages, "fills": self.fills, "head": self._head,
                 "last_frame_age_s": round(age, 3) if age is not None else None}
 
-    def run(self, stopping) -> None:
-        attempt = 0
-        while not stopping.is_set():
-            try:
-                self._session(stopping)
-                attempt = 0
-            except (OSError, websocket.WebSocketException, TemporaryError) as exc:
-                log.warning("%s: %s", self.name, exc)
-            self.connected, self.live_since = False, None
-            if stopping.is_set():
-                return
-            self.reconnects += 1
-            self.metrics.incr(f"feed.{self.name}.reconnects")
-            attempt += 1
-            backoff = min(self.cfg.feeds.backoff_max_s, self.cfg.feeds.backoff_initial_s * 2 ** (attempt - 1))
-            stopping.wait(backoff * (0.5 + self.rng.random() / 2))
+    def _dropped(self) -> None:
+        self.connected, self.live_since = False, None
 
     def _session(self, stopping) -> None:
-        watchdog = self.cfg.feeds.data_watchdog_s
-        ws = websocket.create_connection(self.url, timeout=watchdog, enable_multithread=True,
-                                         skip_utf8_validation=True)
-        self._ws = ws
+        ws = self._connect(self.url)
         sub_id = None
         try:
             ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": self.subscription()}))
             self.connected = True
             self._last_msg = self._head_at = self.clock.monotonic()
             self._head = None
-            keepalive = gevent.spawn(self._keepalive, ws)
+            keepalive = gevent.spawn(self._keepalive, ws, self._probe)
             try:
                 while not stopping.is_set():
-                    try:
-                        text = ws.recv()
-                    except websocket.WebSocketTimeoutException:
-                        self.metrics.incr(f"feed.{self.name}.watchdog")
-                        log.warning("%s: no message for %.0fs, reconnecting", self.name, watchdog)
-                        return
-                    if text == "" and not ws.connected:
+                    text = self._recv(ws)
+                    if text is None:
                         return
                     recv_ns = self.clock.now_ns()
                     self._last_msg = self.clock.monotonic()
@@ -261,8 +233,7 @@ class _RpcFeed:
             finally:
                 keepalive.kill(block=False)
         finally:
-            self._ws = None
-            ws.close()
+            self._disconnect(ws)
 
     def _parse(self, text) -> dict | None:
         self.messages += 1
@@ -299,17 +270,13 @@ class _RpcFeed:
             return True
         return False
 
-    def _keepalive(self, ws) -> None:
-        while True:
-            gevent.sleep(self.cfg.feeds.ping_interval_s)
-            try:
-                self._retry_unresolved()
-            except Exception:
-                log.exception("%s: retrying fills on unknown markets failed", self.name)
-            try:
-                ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []}))
-            except (OSError, websocket.WebSocketException):
-                return
+    def _probe(self) -> str:
+        """Every ping interval: retry fills on markets not known yet, then ask for the head (the node's liveness)."""
+        try:
+            self._retry_unresolved()
+        except Exception:
+            log.exception("%s: retrying fills on unknown markets failed", self.name)
+        return json.dumps({"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []})
 
     def _guarded(self, result, recv_ns: int) -> None:
         try:
@@ -349,13 +316,6 @@ class _RpcFeed:
             if deadline > now:
                 self.deliver(cf, stream, frame_id, recv_ns)
 
-    def close(self) -> None:
-        ws = self._ws
-        if ws is not None:
-            try:
-                ws.close()
-            except (OSError, websocket.WebSocketException):
-                pass
 
 
 class ChainLogFeed(_RpcFeed):

@@ -12,34 +12,29 @@ import random
 
 import gevent
 import httpx
-import websocket
 
 from copier.errors import MalformedMessage
 from copier.schemas import parse_data_api_trade, parse_rtds_frame
+from copier.wsfeed import ReconnectingFeed
 
 log = logging.getLogger("copier.watcher")
 SUBSCRIBE = json.dumps({"action": "subscribe", "subscriptions": [
     {"topic": "activity", "type": "trades"}, {"topic": "activity", "type": "orders_matched"}]})
 
 
-class RtdsFeed:
+class RtdsFeed(ReconnectingFeed):
     def __init__(self, name: str, cfg, *, deduper, on_fill, clock, metrics, rng: random.Random | None = None):
+        super().__init__(cfg, metrics=metrics, rng=rng)
         self.name = name
-        self.cfg = cfg
         self.url = cfg.endpoints.rtds_ws
         self.wallet = cfg.copy.source_wallet.lower()
         self.deduper = deduper
         self.on_fill = on_fill
         self.clock = clock
-        self.metrics = metrics
-        self.rng = rng or random.Random()
-        self.reconnects = 0
         self.malformed = 0
         self.frames = 0
-        self.connected = False
         self._conn_no = 0
         self._last_frame = 0.0
-        self._ws: websocket.WebSocket | None = None
 
     @classmethod
     def for_config(cls, cfg, *, deduper, on_fill, clock, metrics) -> list["RtdsFeed"]:
@@ -52,59 +47,26 @@ class RtdsFeed:
                 "malformed": self.malformed, "frames": self.frames,
                 "last_frame_age_s": round(age, 3) if age is not None else None}
 
-    def run(self, stopping) -> None:
-        attempt = 0
-        while not stopping.is_set():
-            try:
-                self._session(stopping)
-                attempt = 0
-            except (OSError, websocket.WebSocketException) as exc:
-                log.warning("%s: %s", self.name, exc)
-            self.connected = False
-            if stopping.is_set():
-                return
-            self.reconnects += 1
-            self.metrics.incr(f"feed.{self.name}.reconnects")
-            attempt += 1
-            backoff = min(self.cfg.feeds.backoff_max_s, self.cfg.feeds.backoff_initial_s * 2 ** (attempt - 1))
-            stopping.wait(backoff * (0.5 + self.rng.random() / 2))
-
     def _session(self, stopping) -> None:
-        ws = websocket.create_connection(self.url, timeout=self.cfg.feeds.data_watchdog_s, enable_multithread=True,
-                                         skip_utf8_validation=True)
-        self._ws = ws
+        ws = self._connect(self.url)
         self._conn_no += 1
         stream = f"{self.name}#{self._conn_no}"
         try:
             ws.send(SUBSCRIBE)
             self.connected = True
             self._last_frame = self.clock.monotonic()
-            pinger = gevent.spawn(self._ping, ws)
+            pinger = gevent.spawn(self._keepalive, ws, lambda: "PING")
             try:
                 while not stopping.is_set():
-                    try:
-                        text = ws.recv()
-                    except websocket.WebSocketTimeoutException:
-                        self.metrics.incr(f"feed.{self.name}.watchdog")
-                        log.warning("%s: no data for %.0fs, reconnecting", self.name, self.cfg.feeds.data_watchdog_s)
-                        return
-                    if text == "" and not ws.connected:
+                    text = self._recv(ws)
+                    if text is None:
                         return
                     self._last_frame = self.clock.monotonic()
                     self._on_frame(text, stream)
             finally:
                 pinger.kill(block=False)
         finally:
-            self._ws = None
-            ws.close()
-
-    def _ping(self, ws) -> None:
-        while True:
-            gevent.sleep(self.cfg.feeds.ping_interval_s)
-            try:
-                ws.send("PING")
-            except (OSError, websocket.WebSocketException):
-                return
+            self._disconnect(ws)
 
     def _on_frame(self, text, stream: str) -> None:
         recv_ns = self.clock.now_ns()
@@ -123,14 +85,6 @@ class RtdsFeed:
                 continue
             self.metrics.timing("stage.parse_ms", (self.clock.now_ns() - recv_ns) / 1e6)
             self.on_fill(admitted)
-
-    def close(self) -> None:
-        ws = self._ws
-        if ws is not None:
-            try:
-                ws.close()
-            except (OSError, websocket.WebSocketException):
-                pass
 
 
 class GapFiller:

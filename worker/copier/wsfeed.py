@@ -1,0 +1,93 @@
+"""What every websocket feed of the copier shares: reconnect with capped exponential backoff and jitter, a
+keepalive greenlet, and a close() that unblocks the session on shutdown. Subclasses implement `_session`."""
+from __future__ import annotations
+
+import logging
+import random
+
+import gevent
+import websocket
+
+from copier.errors import TemporaryError
+
+log = logging.getLogger("copier.wsfeed")
+SOCKET_ERRORS = (OSError, websocket.WebSocketException, TemporaryError)
+
+
+class ReconnectingFeed:
+    name = ""
+
+    def __init__(self, cfg, *, metrics, rng: random.Random | None = None):
+        self.cfg = cfg
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.reconnects = 0
+        self.connected = False
+        self._ws: websocket.WebSocket | None = None
+
+    def _session(self, stopping) -> None:
+        """One connection, until it drops, goes silent or `stopping` is set."""
+        raise NotImplementedError
+
+    def _dropped(self) -> None:
+        """Reset what only holds while connected."""
+        self.connected = False
+
+    def run(self, stopping) -> None:
+        attempt = 0
+        while not stopping.is_set():
+            try:
+                self._session(stopping)
+                attempt = 0
+            except SOCKET_ERRORS as exc:
+                log.warning("%s: %s", self.name, exc)
+            self._dropped()
+            if stopping.is_set():
+                return
+            self.reconnects += 1
+            if self.metrics is not None:
+                self.metrics.incr(f"feed.{self.name}.reconnects")
+            attempt += 1
+            feeds = self.cfg.feeds
+            backoff = min(feeds.backoff_max_s, feeds.backoff_initial_s * 2 ** (attempt - 1))
+            stopping.wait(backoff * (0.5 + self.rng.random() / 2))
+
+    def _connect(self, url: str) -> websocket.WebSocket:
+        """A socket whose recv() times out after the data watchdog: the real feeds stall silently."""
+        self._ws = websocket.create_connection(url, timeout=self.cfg.feeds.data_watchdog_s, enable_multithread=True,
+                                               skip_utf8_validation=True)
+        return self._ws
+
+    def _recv(self, ws) -> str | bytes | None:
+        """The next message, or None when the socket closed or stayed silent past the data watchdog."""
+        try:
+            text = ws.recv()
+        except websocket.WebSocketTimeoutException:
+            if self.metrics is not None:
+                self.metrics.incr(f"feed.{self.name}.watchdog")
+            log.warning("%s: no message for %.0fs, reconnecting", self.name, self.cfg.feeds.data_watchdog_s)
+            return None
+        if text == "" and not ws.connected:
+            return None
+        return text
+
+    def _disconnect(self, ws) -> None:
+        self._ws = None
+        ws.close()
+
+    def _keepalive(self, ws, message) -> None:
+        """Send `message()` every ping interval until the socket fails (the greenlet is killed with the session)."""
+        while True:
+            gevent.sleep(self.cfg.feeds.ping_interval_s)
+            try:
+                ws.send(message())
+            except SOCKET_ERRORS:
+                return
+
+    def close(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.close()
+            except SOCKET_ERRORS:
+                pass
