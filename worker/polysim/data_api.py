@@ -155,15 +155,14 @@ class DataApi:
         types = {t.strip().upper() for v in q.getall("type", []) for t in v.split(",") if t.strip()}
         if types and "TRADE" not in types:
             rows = []
-        rows = [r for r in rows if self._in_range(q, r)]
+        try:
+            start, end = int(q.get("start", 0)), int(q.get("end", 2**62))
+        except ValueError:
+            return web.json_response({"error": "start and end must be unix seconds"}, status=400)
+        rows = [r for r in rows if start <= r.timestamp <= end]
         if q.get("sortDirection", "DESC").upper() == "ASC":
             rows.reverse()
         return web.json_response([self._activity_v1(r) for r in rows[offset:offset + limit]])
-
-    @staticmethod
-    def _in_range(q, r: Row) -> bool:
-        start, end = q.get("start"), q.get("end")
-        return (not start or r.timestamp >= int(start)) and (not end or r.timestamp <= int(end))
 
     def _activity_v1(self, r: Row) -> dict:
         c = self._v1_common(r)
