@@ -271,8 +271,8 @@ class _Catalog:
 def _feed(cls, det, clock, catalog=None):
     cfg = Config()
     got = []
-    feed = cls(cfg, detection=det, on_fill=got.append, catalog=catalog or _Catalog(), clock=clock,
-               metrics=NullMetrics())
+    feed = cls(cfg, url="ws://127.0.0.1:9/", detection=det, on_fill=got.append, catalog=catalog or _Catalog(),
+               clock=clock, metrics=NullMetrics())
     return feed, got
 
 

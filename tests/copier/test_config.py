@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from copier.config import Config, load_config, load_secrets, parse_config
+from copier.config import Config, load_config, load_secrets, parse_config, polygon_ws
 from copier.errors import ConfigError
 
 PRD_EXAMPLE = """
@@ -83,6 +83,17 @@ def test_load_secrets_live_mode_without_key_raises():
     cfg = parse_config({"execution": {"dry_run": False}})
     with pytest.raises(ConfigError, match="^POLY_PRIVATE_KEY:"):
         load_secrets(cfg, environ={})
+
+
+def test_chain_feeds_need_a_node_url_from_the_config_or_the_environment():
+    cfg = parse_config({"feeds": {"use_chain_logs": True}})
+    with pytest.raises(ConfigError, match="^endpoints.polygon_ws:"):
+        load_secrets(cfg, environ={})
+    url = "wss://polygon.example/v2/provider-key-123"
+    secrets = load_secrets(cfg, environ={"POLYGON_WS_URL": url})
+    assert polygon_ws(cfg, secrets) == url and url in secrets.values() and url not in repr(secrets)
+    with pytest.raises(ConfigError, match="^POLYGON_WS_URL:"):
+        load_secrets(cfg, environ={"POLYGON_WS_URL": "https://not-a-websocket"})
 
 
 def test_cli_check_config_misspelled_key_exits_2_naming_it(tmp_path):

@@ -170,9 +170,10 @@ class _RpcFeed(ReconnectingFeed):
     feed = ""
     confirmed = True
 
-    def __init__(self, cfg, *, detection, on_fill, catalog, clock, metrics, rng: random.Random | None = None):
+    def __init__(self, cfg, *, url: str, detection, on_fill, catalog, clock, metrics,
+                 rng: random.Random | None = None):
         super().__init__(cfg, metrics=metrics, rng=rng)
-        self.url = cfg.endpoints.polygon_ws
+        self.url = url
         self.wallet = cfg.copy.source_wallet.lower()
         self.detection = detection
         self.on_fill = on_fill

@@ -150,10 +150,12 @@ class Secrets:
     api_secret: str = field(default="", repr=False)
     api_passphrase: str = field(default="", repr=False)
     sentry_dsn: str = field(default="", repr=False)
+    polygon_ws_url: str = field(default="", repr=False)   # node URLs usually embed the provider's API key
 
     def values(self) -> tuple[str, ...]:
         """Every non-empty secret, for scrubbing logs, metrics and alerts."""
-        return tuple(v for v in (self.private_key, self.api_key, self.api_secret, self.api_passphrase) if v)
+        return tuple(v for v in (self.private_key, self.api_key, self.api_secret, self.api_passphrase,
+                                 self.polygon_ws_url) if v)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -262,8 +264,6 @@ def _validate(cfg: Config) -> None:
              "endpoints.polygon_ws", "must be empty or a ws(s) URL")
     _require(cfg.feeds.confirm_timeout_s > 0, "feeds.confirm_timeout_s", "must be > 0")
     _require(cfg.feeds.reinclude_timeout_s > 0, "feeds.reinclude_timeout_s", "must be > 0")
-    _require(not (cfg.feeds.use_chain_logs or cfg.feeds.use_mempool) or cfg.endpoints.polygon_ws != "",
-             "endpoints.polygon_ws", "is required when feeds.use_chain_logs or feeds.use_mempool is true")
     _require(bool(cfg.store.path), "store.path", "must not be empty")
 
 
@@ -294,6 +294,7 @@ ENV_NAMES = {
     "api_secret": "POLY_API_SECRET",
     "api_passphrase": "POLY_API_PASSPHRASE",
     "sentry_dsn": "SENTRY_DSN",
+    "polygon_ws_url": "POLYGON_WS_URL",
 }
 
 
@@ -311,7 +312,17 @@ def load_secrets(cfg: Config, environ=os.environ, env_file: str | None = None) -
     creds = (secrets.api_key, secrets.api_secret, secrets.api_passphrase)
     _require(all(creds) or not any(creds), "POLY_API_KEY",
              "POLY_API_KEY, POLY_API_SECRET and POLY_API_PASSPHRASE must be set together (or none, to derive them)")
+    _require(secrets.polygon_ws_url == "" or secrets.polygon_ws_url.startswith(("ws://", "wss://")),
+             "POLYGON_WS_URL", "must be a ws(s) URL")
+    _require(not (cfg.feeds.use_chain_logs or cfg.feeds.use_mempool) or bool(polygon_ws(cfg, secrets)),
+             "endpoints.polygon_ws", "(or POLYGON_WS_URL in the environment) is required when feeds.use_chain_logs "
+             "or feeds.use_mempool is true")
     return secrets
+
+
+def polygon_ws(cfg: Config, secrets: Secrets) -> str:
+    """The Polygon node websocket: POLYGON_WS_URL (it usually carries an API key) over endpoints.polygon_ws."""
+    return secrets.polygon_ws_url or cfg.endpoints.polygon_ws
 
 
 def _read_env_file(path: str) -> dict[str, str]:

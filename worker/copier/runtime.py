@@ -20,7 +20,7 @@ from gevent.queue import Empty, Full, Queue
 
 from copier.clock import Clock, LiveClock
 from copier.coalescer import Coalescer
-from copier.config import Config, Secrets
+from copier.config import Config, Secrets, polygon_ws
 from copier.decision import decide
 from copier.detection import ConfirmationGate
 from copier.errors import OperationalError
@@ -332,7 +332,8 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
                  clock_watch=ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts),
                  breaker=CircuitBreaker(cfg.risk), detection=deduper)
     rt.feeds = RtdsFeed.for_config(cfg, deduper=deduper, on_fill=rt.on_fill, clock=clock, metrics=metrics)
-    chain_args = dict(detection=deduper, on_fill=rt.on_fill, catalog=catalog, clock=clock, metrics=metrics)
+    chain_args = dict(url=polygon_ws(cfg, secrets), detection=deduper, on_fill=rt.on_fill, catalog=catalog,
+                      clock=clock, metrics=metrics)
     if cfg.feeds.use_chain_logs:
         logs_feed = ChainLogFeed(cfg, **chain_args)
         deduper.logs_live_since = lambda: logs_feed.live_since
