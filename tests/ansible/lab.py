@@ -1,0 +1,160 @@
+"""Drive the lab host from tests: make targets, provisioning runs, SSH commands, and what the lab leaves behind."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_DIR = REPO / "var" / "lab"
+VAULT_PASSWORD_FILE = Path(__file__).with_name("lab-vault-password")
+LAB_INVENTORY = REPO / "inventories" / "lab"
+
+
+def _settings() -> dict[str, str]:
+    """The lab's names and addresses, from the file the lab scripts source."""
+    text = (REPO / "ansible" / "lab" / "settings.sh").read_text()
+    return dict(re.findall(r"^(lab_\w+)=([\w.]+)$", text, re.M))
+
+
+SETTINGS = _settings()
+LAB_IP = SETTINGS["lab_ip"]
+HOST_IP = SETTINGS["lab_host_ip"]
+VETH = SETTINGS["lab_ns"] + "0"
+
+RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                   r"\s+failed=(?P<failed>\d+)", re.M)
+
+
+def make(target: str, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), target, *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    returncode: int
+    output: str
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """PLAY RECAP counters per host."""
+        return {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+                for m in RECAP.finditer(self.output)}
+
+    def changed_tasks(self) -> list[str]:
+        """Names of the tasks that reported a change (for a readable failure)."""
+        tasks, current = [], None
+        for line in self.output.splitlines():
+            if line.startswith(("TASK [", "RUNNING HANDLER [")):
+                current = line.rstrip("* ")
+            elif line.startswith("changed:") and current and current not in tasks:
+                tasks.append(current)
+        return tasks
+
+
+def provision(commit: str) -> Provisioning:
+    """`make provision INVENTORY=inventories/lab` of the copier at a commit, the vault password from the test's file."""
+    done = make("provision", "INVENTORY=inventories/lab",
+                env={"ANSIBLE_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD_FILE), "ANSIBLE_NOCOLOR": "1",
+                     "COPIER_REF": commit})
+    return Provisioning(done.returncode, done.stdout + done.stderr)
+
+
+def head_commit() -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def lab_vault() -> dict[str, str]:
+    """The lab vault's values, decrypted with the test's password."""
+    out = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-vault"), "view", "--vault-password-file",
+                          str(VAULT_PASSWORD_FILE), str(LAB_INVENTORY / "group_vars" / "copier_hosts" / "vault.yml")],
+                         capture_output=True, text=True, check=True, timeout=60)
+    return yaml.safe_load(out.stdout)
+
+
+class LabShell:
+    """Commands on the lab host over SSH, as the deploy user, sharing one connection (closed by lab-down)."""
+
+    def __init__(self) -> None:
+        self.base = ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+                     "-o", f"UserKnownHostsFile={LAB_DIR / 'known_hosts'}", "-o", "ConnectTimeout=5",
+                     "-o", f"ControlPath={LAB_DIR}/ssh-%C", "-o", "ControlMaster=auto", "-o", "ControlPersist=60",
+                     "-i", str(LAB_DIR / "id_ed25519"), f"deploy@{LAB_IP}"]
+
+    def run(self, command: str, *, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.base, command], input=input, capture_output=True, text=True, timeout=timeout)
+
+    def out(self, command: str, **kw) -> str:
+        """stdout of a command that must succeed."""
+        done = self.run(command, **kw)
+        assert done.returncode == 0, f"{command!r} exited {done.returncode}: {done.stderr.strip()}"
+        return done.stdout
+
+    def sudo(self, command: str, **kw) -> str:
+        return self.out(f"sudo sh -c {shlex.quote(command)}", **kw)
+
+    def program_state(self, name: str) -> tuple[str, str]:
+        """(state, rest) of a supervisord program, e.g. ("RUNNING", "pid 123, uptime 0:01:02")."""
+        parts = self.run(f"sudo supervisorctl status {name}").stdout.split(None, 2)
+        return (parts[1] if len(parts) > 1 else "", parts[2].strip() if len(parts) > 2 else "")
+
+
+def eventually(cond, timeout: float, interval: float = 0.5, what: str = "condition"):
+    """Poll cond() until it returns something truthy; return it, or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class LabFootprint:
+    """What identifies the running lab on this machine, to prove later that none of it survived lab-down."""
+    nspawn_pid: int
+    namespaces: frozenset[str]
+
+    @classmethod
+    def capture(cls) -> "LabFootprint":
+        pid = int((LAB_DIR / "nspawn.pid").read_text())
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        kinds = ("net", "pid", "mnt")
+        ours = {os.readlink(f"/proc/self/ns/{kind}") for kind in kinds}
+        namespaces = {os.readlink(f"/proc/{child}/ns/{kind}") for child in children for kind in kinds} - ours
+        assert len(namespaces) == len(kinds), f"the lab container's namespaces are not its own: {namespaces}"
+        return cls(pid, frozenset(namespaces))
+
+    def leftovers(self) -> list[str]:
+        left = []
+        exe = Path(f"/proc/{self.nspawn_pid}/exe")
+        if exe.exists() and os.readlink(exe).endswith("systemd-nspawn"):
+            left.append(f"systemd-nspawn process {self.nspawn_pid}")
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            for kind in ("net", "pid", "mnt"):
+                try:
+                    if os.readlink(proc / "ns" / kind) in self.namespaces:
+                        left.append(f"process {proc.name} in the lab's {kind} namespace")
+                except OSError:
+                    pass  # the process ended while we looked
+        if subprocess.run(["ip", "link", "show", VETH], capture_output=True).returncode == 0:
+            left.append(f"veth {VETH}")
+        if SETTINGS["lab_ns"] in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+            left.append(f"network namespace {SETTINGS['lab_ns']}")
+        left += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
+                 if str(LAB_DIR) in line]
+        left += [f"SSH control socket {p}" for p in LAB_DIR.glob("ssh-*")]
+        if (LAB_DIR / "root").exists():
+            left.append(f"root filesystem {LAB_DIR / 'root'}")
+        return left

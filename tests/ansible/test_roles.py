@@ -1,0 +1,186 @@
+"""Fast checks of the Ansible bundle that lint cannot make: documented defaults, secrets kept out of output, the
+offline lab's package cache, metric names that exist in the copier, and deployment templates the copier accepts."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+from lab import LAB_IP, REPO, VAULT_PASSWORD_FILE
+
+ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
+MODULE_KEYS = {"name", "when", "loop", "loop_control", "notify", "listen", "register", "no_log", "become",
+               "become_user", "changed_when", "failed_when", "tags", "vars", "delegate_to", "run_once"}
+
+
+def role_tasks(role: Path) -> list[tuple[str, dict]]:
+    """(file, task) for every task and handler of a role."""
+    out = []
+    for path in sorted([*role.glob("tasks/*.yml"), *role.glob("handlers/*.yml")]):
+        out += [(str(path.relative_to(REPO)), task) for task in yaml.safe_load(path.read_text()) or []]
+    return out
+
+
+def module_of(task: dict) -> tuple[str, object]:
+    (name,) = [k for k in task if k not in MODULE_KEYS]
+    return name, task[name]
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_has_documented_defaults_tasks_and_meta(role):
+    for part in ("defaults/main.yml", "tasks/main.yml", "meta/main.yml"):
+        assert (role / part).is_file(), f"{role.name} has no {part}"
+    lines = (role / "defaults/main.yml").read_text().splitlines()
+    for n, line in enumerate(lines):
+        if re.match(r"^[a-z]\w*:", line):
+            assert line.startswith(f"{role.name}_"), f"{role.name}: {line.split(':')[0]} lacks the role prefix"
+            assert n > 0 and lines[n - 1].startswith("#"), f"{role.name}: {line.split(':')[0]} has no comment above it"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_variables_in_use_are_defined(role):
+    """A misspelt role variable in a task or template is an undefined-variable failure on a real host."""
+    defined = set()
+    for f in ("defaults/main.yml", "vars/main.yml"):
+        if (role / f).is_file():
+            defined |= set(yaml.safe_load((role / f).read_text()))
+    defined |= {v for _, t in role_tasks(role) for v in [t.get("register")] if v}
+    defined |= set(yaml.safe_load((role / "vars/main.yml").read_text()).get(f"{role.name}_vault_names", [])
+                   if (role / "vars/main.yml").is_file() else [])
+    sources = [*role.glob("tasks/*.yml"), *role.glob("handlers/*.yml"), *role.glob("templates/*.j2")]
+    if role.name == "copier":
+        sources += list((REPO / "templates").glob("*.j2"))
+    used = {name for path in sources for name in re.findall(rf"\b{role.name}_\w+", path.read_text())}
+    # query('ansible.builtin.varnames', '^copier_vault_') names a prefix, not a variable.
+    assert used - defined - {f"{role.name}_vault_"} == set()
+
+
+def _renders_secrets(module: str, args) -> bool:
+    if not isinstance(args, dict):
+        args = {"_raw": args}
+    if module in ("ansible.builtin.template", "ansible.builtin.copy"):
+        touched = f"{args.get('src', '')} {args.get('dest', '')}"
+        if "copier.env" in touched:
+            return True
+    # A Jinja expression that reads a vault value (the list of the vault's variable names is not one).
+    return bool(re.search(r"\{\{[^}]*?\b\w+_vault_(?!names\b)\w+", yaml.safe_dump(args)))
+
+
+def test_every_task_that_renders_or_moves_a_secret_has_no_log():
+    secret_tasks = [(f, t) for role in ROLES for f, t in role_tasks(role) if _renders_secrets(*module_of(t))]
+    assert secret_tasks, "the env file is written by some task; the check must see it"
+    assert [(f, t["name"]) for f, t in secret_tasks if t.get("no_log") is not True] == []
+
+
+def test_env_template_holds_only_vault_values():
+    """What reaches copier.env comes from the vault alone: never a default that could end up in a repo."""
+    text = (REPO / "templates/copier.env.j2").read_text()
+    values = re.findall(r"^[A-Z_]+=(.*)$", text, re.M)
+    assert values and all(re.fullmatch(r"\{\{ copier_vault_\w+ \}\}", v) for v in values), values
+
+
+def _packages_in(section: str) -> set[str]:
+    text = (REPO / "ansible/lab/packages").read_text()
+    body = text.split(f"[{section}]\n", 1)[1].split("\n[", 1)[0]
+    return {line.strip() for line in body.splitlines() if line.strip() and not line.startswith("#")}
+
+
+def test_lab_root_carries_every_package_a_role_installs():
+    """The lab has no route to a mirror: a package missing from its cache fails provisioning there."""
+    needed = set()
+    for role in ROLES:
+        defaults = yaml.safe_load((role / "defaults/main.yml").read_text()) or {}
+        for _, task in role_tasks(role):
+            module, args = module_of(task)
+            if module == "ansible.builtin.apt":
+                names = args["name"]
+                if isinstance(names, str) and names.startswith("{{"):
+                    names = defaults[names.strip("{} ")]
+                needed |= {names} if isinstance(names, str) else set(names)
+    assert needed, "roles install packages; the check must see them"
+    assert needed - _packages_in("roles") - _packages_in("image") == set()
+
+
+def test_lab_inventory_points_at_the_lab_address():
+    hosts = yaml.safe_load((REPO / "inventories/lab/hosts.yml").read_text())
+    assert hosts["copier_hosts"]["hosts"]["copier-lab"]["ansible_host"] == LAB_IP
+
+
+def _emitted_metric_names() -> list[list[str]]:
+    """Every metric name the copier sends, as its literal parts (an f-string field splits them)."""
+    calls = re.compile(r"metrics\.(?:incr|timing|gauge|timer)\(\s*(f?)\"([^\"]+)\"")
+    return [re.split(r"\{[^}]*\}", name) if is_f else [name]
+            for path in (REPO / "worker/copier").glob("*.py") for is_f, name in calls.findall(path.read_text())]
+
+
+def test_metrics_charts_name_metrics_the_copier_sends():
+    emitted = _emitted_metric_names()
+    assert emitted, "the copier's metric calls must be found"
+    exact = [re.compile("[^.]+".join(map(re.escape, parts)) + "$") for parts in emitted]
+    charts = yaml.safe_load((REPO / "roles/metrics/defaults/main.yml").read_text())["metrics_copier_charts"]
+    unknown = []
+    for chart in charts:
+        for dim in chart["dimensions"]:
+            if dim.get("pattern"):  # some metric the copier sends must fall under it
+                known = any(parts[0].startswith(dim["metric"].rstrip("*")) for parts in emitted)
+            else:
+                known = any(p.match(dim["metric"]) for p in exact)
+            if not known:
+                unknown.append(f"{chart['id']}: {dim['metric']}")
+    assert unknown == []
+
+
+def _render(path: Path, variables: dict) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")
+    return env.from_string(path.read_text()).render(ansible_managed="Ansible managed", **variables)
+
+
+@pytest.mark.parametrize("inventory,password", [
+    ("production", "example-only-change-me"),  # the documented example vault
+    ("lab", None),
+])
+def test_vault_defines_every_secret_the_role_needs(inventory, password, tmp_path):
+    password_file = VAULT_PASSWORD_FILE
+    if password:
+        password_file = tmp_path / "password"
+        password_file.write_text(password)
+    out = subprocess.run([str(REPO / ".venv/bin/ansible-vault"), "view", "--vault-password-file", str(password_file),
+                          str(REPO / f"inventories/{inventory}/group_vars/copier_hosts/vault.yml")],
+                         capture_output=True, text=True, check=True, timeout=60)
+    vault = yaml.safe_load(out.stdout)
+    names = yaml.safe_load((REPO / "roles/copier/vars/main.yml").read_text())["copier_vault_names"]
+    assert sorted(vault) == sorted(names)
+
+
+@pytest.mark.parametrize("inventory", ["production", "lab"])
+def test_deployment_templates_render_a_config_the_copier_accepts(inventory, tmp_path):
+    """The inventory's settings through templates/ give a copier.yaml and copier.env that `copier check-config`
+    accepts, before any host is involved."""
+    defaults = yaml.safe_load((REPO / "roles/copier/defaults/main.yml").read_text())
+    group_vars = yaml.safe_load((REPO / f"inventories/{inventory}/group_vars/copier_hosts/main.yml").read_text())
+    variables = {**defaults, **{k: v for k, v in group_vars.items() if k.startswith("copier_")},
+                 "copier_statsd_host": "127.0.0.1", "copier_statsd_port": 8125, "copier_statsd_prefix": "copier",
+                 "copier_user": "copier", "lab_simulator_port_base": group_vars.get("lab_simulator_port_base", 0)}
+    # Endpoints may reference other inventory variables: one more pass resolves them.
+    variables["copier_endpoints"] = yaml.safe_load(_render_text(yaml.safe_dump(variables["copier_endpoints"]),
+                                                                variables))
+    secrets = {name: "" for name in yaml.safe_load((REPO / "roles/copier/vars/main.yml").read_text())
+               ["copier_vault_names"]}
+    config = tmp_path / "copier.yaml"
+    config.write_text(_render(REPO / "templates/copier.yaml.j2", variables))
+    env = tmp_path / "copier.env"
+    env.write_text(_render(REPO / "templates/copier.env.j2", {**variables, **secrets}))
+    env.chmod(0o600)
+    check = subprocess.run([str(REPO / ".venv/bin/copier"), "check-config", "--config", str(config),
+                            "--env-file", str(env)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert yaml.safe_load(config.read_text())["execution"]["dry_run"] is True
+
+
+def _render_text(text: str, variables: dict) -> str:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(text).render(**variables)
