@@ -23,8 +23,7 @@ class BookCache(ReconnectingFeed):
     name = "market_ws"
 
     def __init__(self, cfg, *, clock, metrics=None, http: httpx.Client | None = None):
-        super().__init__(cfg, metrics=metrics)
-        self.clock = clock
+        super().__init__(cfg, clock=clock, metrics=metrics)
         self.http = http or httpx.Client(base_url=cfg.endpoints.clob, timeout=5.0)
         self._books: dict[str, BookTop] = {}
         self._watched: list[str] = []
@@ -45,6 +44,7 @@ class BookCache(ReconnectingFeed):
                 self._books[asset] = parse_book(resp.json())
         except (httpx.HTTPError, ValueError, MalformedMessage) as exc:
             log.warning("book snapshot %s: %s", asset[:12], exc)
+
 
     def _session(self, stopping) -> None:
         ws = self._connect(self.cfg.endpoints.market_ws)
@@ -70,8 +70,6 @@ class BookCache(ReconnectingFeed):
             self._disconnect(ws)
 
     def _on_message(self, text) -> None:
-        if text in ("PONG", "pong", ""):
-            return
         try:
             msg = json.loads(text)
             for m in msg if isinstance(msg, list) else [msg]:

@@ -172,13 +172,12 @@ class _RpcFeed(ReconnectingFeed):
 
     def __init__(self, cfg, *, url: str, detection, on_fill, catalog, clock, metrics,
                  rng: random.Random | None = None):
-        super().__init__(cfg, metrics=metrics, rng=rng)
+        super().__init__(cfg, clock=clock, metrics=metrics, rng=rng)
         self.url = url
         self.wallet = cfg.copy.source_wallet.lower()
         self.detection = detection
         self.on_fill = on_fill
         self.catalog = catalog
-        self.clock = clock
         self.malformed = 0
         self.messages = 0
         self.fills = 0

@@ -24,13 +24,12 @@ SUBSCRIBE = json.dumps({"action": "subscribe", "subscriptions": [
 
 class RtdsFeed(ReconnectingFeed):
     def __init__(self, name: str, cfg, *, deduper, on_fill, clock, metrics, rng: random.Random | None = None):
-        super().__init__(cfg, metrics=metrics, rng=rng)
+        super().__init__(cfg, clock=clock, metrics=metrics, rng=rng)
         self.name = name
         self.url = cfg.endpoints.rtds_ws
         self.wallet = cfg.copy.source_wallet.lower()
         self.deduper = deduper
         self.on_fill = on_fill
-        self.clock = clock
         self.malformed = 0
         self.frames = 0
         self._conn_no = 0
@@ -46,6 +45,7 @@ class RtdsFeed(ReconnectingFeed):
         return {"name": self.name, "connected": self.connected, "reconnects": self.reconnects,
                 "malformed": self.malformed, "frames": self.frames,
                 "last_frame_age_s": round(age, 3) if age is not None else None}
+
 
     def _session(self, stopping) -> None:
         ws = self._connect(self.url)

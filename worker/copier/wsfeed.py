@@ -12,18 +12,21 @@ from copier.errors import TemporaryError
 
 log = logging.getLogger("copier.wsfeed")
 SOCKET_ERRORS = (OSError, websocket.WebSocketException, TemporaryError)
+KEEPALIVE_ANSWERS = {"", "PONG", "pong", b"", b"PONG", b"pong"}   # RTDS answers PING with "", the CLOB with PONG
 
 
 class ReconnectingFeed:
     name = ""
 
-    def __init__(self, cfg, *, metrics, rng: random.Random | None = None):
+    def __init__(self, cfg, *, clock, metrics, rng: random.Random | None = None):
         self.cfg = cfg
+        self.clock = clock
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.reconnects = 0
         self.connected = False
         self._ws: websocket.WebSocket | None = None
+        self._last_data = 0.0
 
     def _session(self, stopping) -> None:
         """One connection, until it drops, goes silent or `stopping` is set."""
@@ -53,23 +56,35 @@ class ReconnectingFeed:
             stopping.wait(backoff * (0.5 + self.rng.random() / 2))
 
     def _connect(self, url: str) -> websocket.WebSocket:
-        """A socket whose recv() times out after the data watchdog: the real feeds stall silently."""
-        self._ws = websocket.create_connection(url, timeout=self.cfg.feeds.data_watchdog_s, enable_multithread=True,
-                                               skip_utf8_validation=True)
+        # recv() wakes at least every ping interval, so the data watchdog is judged even while pongs arrive.
+        feeds = self.cfg.feeds
+        self._ws = websocket.create_connection(url, timeout=min(feeds.ping_interval_s, feeds.data_watchdog_s),
+                                               enable_multithread=True, skip_utf8_validation=True)
+        self._last_data = self.clock.monotonic()
         return self._ws
 
+    def _is_data(self, text) -> bool:
+        """Whether a message shows the feed is alive: keepalive answers do not (a stalled feed still answers them)."""
+        return text.strip() not in KEEPALIVE_ANSWERS
+
     def _recv(self, ws) -> str | bytes | None:
-        """The next message, or None when the socket closed or stayed silent past the data watchdog."""
-        try:
-            text = ws.recv()
-        except websocket.WebSocketTimeoutException:
-            if self.metrics is not None:
-                self.metrics.incr(f"feed.{self.name}.watchdog")
-            log.warning("%s: no message for %.0fs, reconnecting", self.name, self.cfg.feeds.data_watchdog_s)
-            return None
-        if text == "" and not ws.connected:
-            return None
-        return text
+        """The next data message, or None when the socket closed or carried no data for the data watchdog."""
+        while True:
+            try:
+                text = ws.recv()
+            except websocket.WebSocketTimeoutException:
+                text = None
+            else:
+                if text == "" and not ws.connected:
+                    return None
+                if self._is_data(text):
+                    self._last_data = self.clock.monotonic()
+                    return text
+            if self.clock.monotonic() - self._last_data > self.cfg.feeds.data_watchdog_s:
+                if self.metrics is not None:
+                    self.metrics.incr(f"feed.{self.name}.watchdog")
+                log.warning("%s: no data for %.0fs, reconnecting", self.name, self.cfg.feeds.data_watchdog_s)
+                return None
 
     def _disconnect(self, ws) -> None:
         self._ws = None
