@@ -58,9 +58,9 @@ class Provisioning:
         return tasks
 
 
-def provision(commit: str) -> Provisioning:
+def provision(commit: str, *args: str) -> Provisioning:
     """`make provision INVENTORY=inventories/lab` of the copier at a commit, the vault password from the test's file."""
-    done = make("provision", "INVENTORY=inventories/lab",
+    done = make("provision", "INVENTORY=inventories/lab", *args,
                 env={"ANSIBLE_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD_FILE), "ANSIBLE_NOCOLOR": "1",
                      "COPIER_REF": commit})
     return Provisioning(done.returncode, done.stdout + done.stderr)

@@ -56,9 +56,14 @@ def lab():
 
 
 @pytest.fixture(scope="module")
-def runs(lab):
-    """Two provisioning runs, back to back, of the same commit (others may commit in a shared checkout meanwhile)."""
-    commit = head_commit()
+def commit(lab) -> str:
+    """The commit every provisioning run deploys (others may commit in a shared checkout meanwhile)."""
+    return head_commit()
+
+
+@pytest.fixture(scope="module")
+def runs(commit):
+    """Two provisioning runs, back to back."""
     return provision(commit), provision(commit)
 
 
@@ -106,6 +111,18 @@ def test_copier_runs_in_dry_run_against_the_lab_simulator(shell):
                 and status)
     status = eventually(healthy, timeout=60, interval=2, what="a fresh heartbeat with connected, live feeds")
     assert status["halted"] is False
+
+
+def test_bad_config_never_replaces_the_running_one(shell, commit):
+    before = shell.sudo("sha256sum /etc/copier/copier.yaml")
+    state, detail = shell.program_state("copier")
+    assert state == "RUNNING"
+    failed = provision(commit, "PROVISION_ARGS=-e copier_max_clock_offset_ms=soon")
+    assert failed.returncode != 0
+    assert "telemetry.max_clock_offset_ms: expected a number" in failed.output
+    assert shell.sudo("sha256sum /etc/copier/copier.yaml") == before
+    assert shell.program_state("copier")[0] == "RUNNING"
+    assert shell.program_state("copier")[1].split(",")[0] == detail.split(",")[0], "the copier was restarted"
 
 
 def test_sshd_allows_only_key_logins_by_the_deploy_user(shell):
