@@ -148,6 +148,16 @@ def test_sshd_allows_only_key_logins_by_the_deploy_user(shell):
     refused = login("deploy", "-o", "PreferredAuthentications=none")
     assert "Permission denied (publickey)." in refused.stderr, refused.stderr
 
+    # Forwarding reaches the localhost metrics API (how an operator reads it) and nothing else.
+    assert effective["allowtcpforwarding"] == "local" and effective["permitopen"] == "127.0.0.1:19999"
+
+    def forward(target: str) -> subprocess.CompletedProcess:  # its own connection: sshd decides on this channel
+        return subprocess.run(["ssh", "-o", "ControlPath=none", *shell.base[1:-1], "-W", target, shell.base[-1]],
+                              input="GET /api/v1/info HTTP/1.0\r\n\r\n", capture_output=True, text=True, timeout=30)
+    assert forward("127.0.0.1:19999").stdout.startswith("HTTP/1.1 200")
+    denied = forward("127.0.0.1:18000")
+    assert denied.returncode != 0 and "administratively prohibited" in denied.stderr, denied.stderr
+
 
 def test_copier_user_has_no_shell_no_password_no_sudo(shell):
     assert shell.out("getent passwd copier").strip().endswith(":/usr/sbin/nologin")
