@@ -238,6 +238,23 @@ def test_json_rpc_answers_and_error_objects(rpc):
         ws.close()
 
 
+def test_malformed_fault_sends_broken_notifications_to_every_subscription(rpc):
+    ws = websocket.create_connection(rpc["rpc_ws"], timeout=5)
+    try:
+        _call(ws, "eth_subscribe", ["newPendingTransactions", True])
+        ctl = rpc["rpc_ws"].replace("ws://", "http://") + "_chain/faults"
+        assert httpx.post(ctl, json={"malformed": 4}).json()["ok"]
+        texts = []
+        while len(texts) < 4:
+            text = ws.recv()
+            if "eth_subscription" not in text or "0xnope" in text or not text.endswith("}}"):
+                texts.append(text)
+        assert any(t == "not json at all" for t in texts) and any(len(t) == 200_000 for t in texts)
+        assert any("0xnope" in t for t in texts) and any(t.startswith('{"jsonrpc"') and t[-1] != "}" for t in texts)
+    finally:
+        ws.close()
+
+
 def test_pending_transaction_then_filtered_logs_then_a_reorg_on_demand(rpc):
     ws = websocket.create_connection(rpc["rpc_ws"], timeout=5)
     try:

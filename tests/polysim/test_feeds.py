@@ -150,6 +150,15 @@ def dapi(sim, path, **params):
     return httpx.get(f"{sim['data_api']}{path}", params={**params, "_": time.time_ns()})
 
 
+def test_data_api_garbage_fault_answers_one_truncated_body(sim):
+    httpx.post(f"{sim['control']}/faults", json={"data_api_garbage": {"count": 1}})
+    broken = dapi(sim, "/v2/trades", user=SOURCE)
+    assert broken.status_code == 200
+    with pytest.raises(ValueError):
+        broken.json()
+    assert "data" in dapi(sim, "/v2/trades", user=SOURCE).json()
+
+
 def test_data_api_indexes_behind_the_match_and_hides_maker_fills_by_default(sim):
     taker = fill(sim, size=6)
     maker = fill(sim, size=8, role="maker")

@@ -214,7 +214,10 @@ def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random
         time.sleep(2)
         sup.ctl("start", "copier")
     elif kind == "malformed":
-        sim.faults(malformed={"count": rng.randint(3, 8)})
+        # Every feed the copier reads: RTDS and market websockets, the Polygon node, the Data API gap-fill.
+        n = rng.randint(3, 8)
+        sim.faults(malformed={"count": n}, data_api_garbage={"count": 2})
+        sim.chain("faults", malformed=n)
     elif kind == "clob_garbage":
         sim.faults(clob_garbage={"count": rng.randint(1, 3)})
 
@@ -315,7 +318,22 @@ def compressed(duration: float, seed: int) -> int:
     gt = ground_truth_verdict(sim.ground_truth_events(), WORKDIR / "copier.sqlite")
     leaks = grep_secrets([WORKDIR / "copier.log", WORKDIR / "supervisord.log", WORKDIR / "statsd.packets",
                           WORKDIR / "sentry.envelopes"], [SIM_PRIVATE_KEY, SIM_PRIVATE_KEY[2:], creds[1], creds[2]])
-    return verdict(store_rep, gt, chaos, leaks, statsd.packets, sentry.envelopes, len(sent))
+    bad_input = counter_total(WORKDIR / "statsd.packets", "copier.feed.malformed")
+    return verdict(store_rep, gt, chaos, leaks, statsd.packets, sentry.envelopes, len(sent), bad_input)
+
+
+def counter_total(packets: Path, name: str) -> int:
+    """Sum of a StatsD counter over every packet the sink received."""
+    total = 0
+    for line in packets.read_bytes().decode("utf-8", "replace").splitlines() if packets.exists() else ():
+        metric, _, rest = line.partition(":")
+        value, _, kind = rest.partition("|")
+        if metric == name and kind.startswith("c"):
+            try:
+                total += int(float(value))
+            except ValueError:
+                pass
+    return total
 
 
 def judge_run(store_rep: dict, gt: dict) -> dict[str, list]:
@@ -336,7 +354,7 @@ def judge_run(store_rep: dict, gt: dict) -> dict[str, list]:
 
 
 def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: int, envelopes: int,
-            sent: int) -> int:
+            sent: int, bad_input: int) -> int:
     from copier.report import render_text
     problems = judge_run(store_rep, gt)
     short = {k: n for k, n in Chaos.PLAN.items() if chaos.done[k] < n}
@@ -344,13 +362,15 @@ def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: 
         problems["chaos_not_applied"] = [f"{k}: {chaos.done[k]}/{n}" for k, n in short.items()]
     if leaks:
         problems["secrets_leaked"] = leaks
+    if chaos.done["malformed"] and not bad_input:
+        problems["bad_input_not_counted"] = ["no copier.feed.malformed counted for the malformed frames sent"]
     if envelopes < chaos.done["kill9"]:
         problems["alerts_missing"] = [f"{envelopes} Sentry envelopes for {chaos.done['kill9']} kill -9"]
     print(render_text(store_rep))
     print(f"ground truth        {json.dumps(gt, sort_keys=True)}")
     print(f"chaos applied       {json.dumps(dict(chaos.done), sort_keys=True)}")
     print(f"telemetry           {packets} StatsD packets, {envelopes} Sentry envelopes, {sent} source fills sent; "
-          f"secret grep: {'clean' if not leaks else 'LEAK'}")
+          f"{bad_input} malformed messages counted and skipped; secret grep: {'clean' if not leaks else 'LEAK'}")
     print(f"SOAK VERDICT        {'PASS' if not problems else 'FAIL'}")
     for name, ids in problems.items():
         print(f"  FAIL {name}: {', '.join(map(str, ids[:20]))}")

@@ -91,6 +91,8 @@ class GapFiller:
     """After a (re)start or any reconnect, re-read the source's trades from the Data API since the durable cursor."""
 
     POLL_S = 1.0
+    RESCAN_S = 8.0          # a second pass once the Data API's indexing (~5.4 s) has caught up
+    RETRY_S = 2.0           # a failed pass (5xx, a broken body) is tried again soon: it may hold the only copy
 
     def __init__(self, cfg, *, deduper, on_fill, clock, metrics, cursor_getter, cursor_setter, reconnects,
                  http: httpx.Client | None = None):
@@ -114,15 +116,15 @@ class GapFiller:
             if r != seen_reconnects:
                 seen_reconnects = r
                 # The Data API indexes a few seconds behind: scan now and once more after it caught up.
-                self.scan()
-                pending_rescan_at = self.clock.monotonic() + 8.0
+                failed = self.scan() is None
+                pending_rescan_at = self.clock.monotonic() + (self.RETRY_S if failed else self.RESCAN_S)
             elif pending_rescan_at is not None and self.clock.monotonic() >= pending_rescan_at:
-                pending_rescan_at = None
-                self.scan()
+                failed = self.scan() is None
+                pending_rescan_at = self.clock.monotonic() + self.RETRY_S if failed else None
             stopping.wait(self.POLL_S)
 
-    def scan(self) -> int:
-        """One pass from the cursor; returns the fills newly admitted. Never raises."""
+    def scan(self) -> int | None:
+        """One pass from the cursor; returns the fills newly admitted, None if the pass failed. Never raises."""
         self.scans += 1
         stream = f"data_api#{self.scans}"
         now = self.clock.now()
@@ -162,8 +164,10 @@ class GapFiller:
                     break
         except (httpx.HTTPError, ValueError, MalformedMessage, AttributeError) as exc:
             self.metrics.incr("gapfill.errors")
-            log.warning("gap-fill scan failed: %s", exc)
-            return found
+            if not isinstance(exc, httpx.HTTPError):
+                self.metrics.incr("feed.malformed")
+            log.warning("gap-fill scan failed, retrying in %.0fs: %s", self.RETRY_S, exc)
+            return None
         if newest:
             self.cursor_setter(newest)
         self.recovered += found

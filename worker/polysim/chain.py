@@ -21,7 +21,8 @@ market windows are accelerated, like the RTDS and Data API delays):
   are sent again with `removed: true`, their transactions go back to the pool (and are announced again) and are
   included one block later; a "drop" request removes them for good.
 - a match the exchange marks `will_fail` is announced and mined but reverts: it emits no logs.
-Control (same port): POST /_chain/reorg {"tx_hash", "drop"}, POST /_chain/faults {"mempool_silent", "logs_silent"},
+Control (same port): POST /_chain/reorg {"tx_hash", "drop"}, POST /_chain/faults {"mempool_silent", "logs_silent",
+"malformed"},
 GET /_chain/state.
 """
 from __future__ import annotations
@@ -487,13 +488,35 @@ class Chain:
         self.reorg_requests[tx_hash.lower()] = drop
 
     async def ctl_faults(self, request: web.Request) -> web.Response:
-        """{"mempool_silent": true, "logs_silent": false}: a feed that stays connected but delivers nothing."""
+        """{"mempool_silent": true, "logs_silent": false}: a feed that stays connected but delivers nothing.
+        {"malformed": N}: N broken messages to every subscription (bad input for the client to count and skip)."""
         body = await request.json()
         for name in ("mempool", "logs"):
             key = f"{name}_silent"
             if key in body:
                 (self.silent.add if body[key] else self.silent.discard)(name)
+        for i in range(int(body.get("malformed", 0))):
+            self._send_malformed(i)
         return web.json_response({"ok": True, "silent": sorted(self.silent)})
+
+    def _send_malformed(self, i: int) -> None:
+        """Truncated, oversized, non-JSON and type-confused notifications, in turn."""
+        for ws, subs in list(self.clients.items()):
+            for sub_id in subs:
+                kind = i % 4
+                if kind == 0:
+                    text = '{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"' + sub_id
+                elif kind == 1:
+                    text = "x" * 200_000
+                elif kind == 2:
+                    text = "not json at all"
+                else:
+                    text = json.dumps({"jsonrpc": "2.0", "method": "eth_subscription", "params": {
+                        "subscription": sub_id, "result": {"topics": "0xnope", "data": 7, "transactionHash": [],
+                                                           "input": {"a": 1}, "blockNumber": None}}})
+                self.counters["malformed_sent"] = self.counters.get("malformed_sent", 0) + 1
+                if not ws.closed:
+                    asyncio.ensure_future(_safe_send(ws, text))
 
     async def ctl_state(self, request: web.Request) -> web.Response:
         return web.json_response({"head": self.head, "pool": len(self.pool), "clients": len(self.clients),

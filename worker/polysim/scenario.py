@@ -99,6 +99,7 @@ FAULT_KINDS = {
     "market_ws_drop": "every market/user websocket connection is closed",
     "market_ws_stall": "the market websocket sends nothing for `seconds`",
     "data_api_5xx": "next N Data API requests answer 503 with Retry-After (count, retry_after)",
+    "data_api_garbage": "next N Data API requests answer 200 with a truncated JSON body (count)",
 }
 
 

@@ -32,7 +32,7 @@ from polysim.wsconn import close_all
 
 CLOCK_S = 0.25
 COUNT_FAULTS = ("clob_429", "clob_5xx", "clob_garbage", "post_timeout_after_accept", "delay_failure",
-                "rtds_duplicate", "data_api_5xx")
+                "rtds_duplicate", "data_api_5xx", "data_api_garbage")
 WINDOW_FAULTS = ("trading_disabled", "cancel_only", "market_ws_stall", "rtds_stall", "clob_latency")
 MALFORMED = ('{"topic":"activity","type":"trades","payload":{"proxyWallet":"{w}","price":"abc"', "x" * 100_000,
              "[1,2,3]", "not json at all",

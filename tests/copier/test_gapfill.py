@@ -1,0 +1,52 @@
+"""The Data API gap-filler on recorded rows and a scripted HTTP client: a broken answer is counted and retried."""
+import json
+from pathlib import Path
+
+from copier.clock import FakeClock
+from copier.config import Config, CopyConfig
+from copier.dedupe import Deduper
+from copier.metrics import NullMetrics
+from copier.watcher import GapFiller
+
+PAYLOADS = Path(__file__).resolve().parents[1] / "payloads" / "polymarket"
+
+
+class ScriptedHttp:
+    def __init__(self, bodies):
+        self.bodies, self.params = list(bodies), []
+
+    def get(self, path, params):
+        self.params.append(params)
+        return _Response(self.bodies.pop(0))
+
+
+class _Response:
+    def __init__(self, body):
+        self.body = body
+
+    def raise_for_status(self):
+        pass
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def _row():
+    """A real v2 row shape (field names from the recorded v2 payload), of our source wallet."""
+    fields = json.loads((PAYLOADS / "data_api_v2_trade_fields.json").read_text())
+    row = fields["data"][0] if isinstance(fields, dict) and "data" in fields else fields
+    return {**row, "proxy_wallet": "0x1d0034134e339a309700ff2d34e99fa2d48b0313", "side": "BUY", "size": 10,
+            "price": 0.5, "timestamp": 1_800_000_000, "token_id": "1111", "condition_id": "0x" + "ab" * 32,
+            "transaction_hash": "0x" + "12" * 32, "outcome": "Up", "outcome_index": 0}
+
+
+def test_a_truncated_body_is_counted_the_pass_fails_and_the_next_pass_recovers_the_fill():
+    clock, metrics, got, cursor = FakeClock(1_800_000_005.0), NullMetrics(), [], {}
+    page = json.dumps({"data": [_row()], "pagination": {"has_more": False, "next_cursor": None}})
+    http = ScriptedHttp(['{"data":[{"proxy_wallet":', page])
+    gf = GapFiller(Config(copy=CopyConfig()), deduper=Deduper(), on_fill=got.append, clock=clock, metrics=metrics,
+                   cursor_getter=lambda: cursor.get("c"), cursor_setter=lambda v: cursor.update(c=v),
+                   reconnects=lambda: 0, http=http)
+    assert gf.scan() is None and metrics.counts["feed.malformed"] == 1 and got == [] and not cursor
+    assert gf.scan() == 1 and got[0].size == 10.0 and cursor["c"] == 1_800_000_000
+    assert all(p["taker_only"] == "false" and p["_"] for p in http.params)     # maker fills, cache-busted
