@@ -125,7 +125,7 @@ def build_report(store, cfg: Config, since: float | None = None) -> dict:
         "order_delay_ms": _dist(order_ms),
         "slippage_bps": _dist(slippage_bps),
         "refusals": dict(refusals),
-        "first_feed": dict(Counter(f["feed"] for f in fills)),
+        "decided_on_feed": dict(Counter(f["feed"] for f in fills)),
     }
     rep["detection"] = detection_section(store, since)
     # Match -> first arrival on any feed; the fills table's receive instant of a fill held for confirmation is
@@ -338,7 +338,8 @@ def render_text(rep: dict) -> str:
         return f"n={d['n']} p50={d['p50']:.1f} p95={d['p95']:.1f} p99={d['p99']:.1f} max={d['max']:.1f}"
 
     lines = [
-        f"source fills        {rep['source_fills']}  (first feed: {json.dumps(rep['first_feed'], sort_keys=True)})",
+        f"source fills        {rep['source_fills']}  (decided on: {json.dumps(rep['decided_on_feed'], sort_keys=True)}; "
+        f"first arrivals under detection)",
         f"eligible fills      {rep['eligible_fills']}",
         f"copied fills        {rep['copied_fills']}  ({rep['copied_pct']}%)",
         f"late gap-filled     {rep['late_gap_filled_fills']}",
