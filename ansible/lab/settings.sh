@@ -2,8 +2,9 @@
 # inventories/lab/hosts.yml holds the same address (tests/ansible checks that they agree).
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 lab="$repo/var/lab"
-# The host end of the veth pair is ${lab_ns}0; the pair carries a private /30 used by nothing else on this machine.
-lab_ns=copierlab
+# The veth pair ${lab_veth}0 (this machine's end) / ${lab_veth}1 (the lab's eth0), on a private /30 used by nothing
+# else on this machine.
+lab_veth=copierlab
 lab_host_ip=10.213.7.1
 lab_ip=10.213.7.2
 lab_prefix=30

@@ -26,7 +26,7 @@ def _settings() -> dict[str, str]:
 SETTINGS = _settings()
 LAB_IP = SETTINGS["lab_ip"]
 HOST_IP = SETTINGS["lab_host_ip"]
-VETH = SETTINGS["lab_ns"] + "0"
+VETH = SETTINGS["lab_veth"] + "0"
 
 RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)", re.M)
@@ -118,6 +118,17 @@ def eventually(cond, timeout: float, interval: float = 0.5, what: str = "conditi
         time.sleep(interval)
 
 
+def _links(paths) -> set[str]:
+    """Targets of the symlinks that still exist (processes and their descriptors come and go while we look)."""
+    targets = set()
+    for path in paths:
+        try:
+            targets.add(os.readlink(path))
+        except OSError:
+            pass
+    return targets
+
+
 @dataclass(frozen=True)
 class LabFootprint:
     """What identifies the running lab on this machine, to prove later that none of it survived lab-down."""
@@ -139,19 +150,22 @@ class LabFootprint:
         exe = Path(f"/proc/{self.nspawn_pid}/exe")
         if exe.exists() and os.readlink(exe).endswith("systemd-nspawn"):
             left.append(f"systemd-nspawn process {self.nspawn_pid}")
+        # A namespace lives on while a process is in it, holds it open, or a mount pins it.
         for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            for kind in ("net", "pid", "mnt"):
+            if proc.name.isdigit():
                 try:
-                    if os.readlink(proc / "ns" / kind) in self.namespaces:
-                        left.append(f"process {proc.name} in the lab's {kind} namespace")
+                    fds = list((proc / "fd").iterdir())
                 except OSError:
-                    pass  # the process ended while we looked
+                    fds = []  # the process ended while we looked
+                held = _links([proc / "ns" / kind for kind in ("net", "pid", "mnt")] + fds)
+                left += [f"process {proc.name} holds {ns}" for ns in sorted(held & self.namespaces)]
+        inodes = {int(ns.split("[")[1].rstrip("]")) for ns in self.namespaces}
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fstype, mountpoint = line.split()[2], line.split()[1]
+            if fstype == "nsfs" and os.stat(mountpoint).st_ino in inodes:
+                left.append(f"namespace mount {mountpoint}")
         if subprocess.run(["ip", "link", "show", VETH], capture_output=True).returncode == 0:
             left.append(f"veth {VETH}")
-        if SETTINGS["lab_ns"] in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
-            left.append(f"network namespace {SETTINGS['lab_ns']}")
         left += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
                  if str(LAB_DIR) in line]
         left += [f"SSH control socket {p}" for p in LAB_DIR.glob("ssh-*")]
