@@ -305,8 +305,11 @@ class _RpcFeed(ReconnectingFeed):
                 self._unresolved.append((self.clock.monotonic() + UNRESOLVED_TTL_S, cf, stream, frame_id, recv_ns))
             return
         self.fills += 1
+        parsed_ns = self.clock.now_ns()
         admitted = self.detection.admit(fill, stream, frame_id)
         if admitted is not None:
+            self.metrics.timing("stage.parse_ms", (parsed_ns - recv_ns) / 1e6)
+            self.metrics.timing("stage.dedupe_ms", (self.clock.now_ns() - parsed_ns) / 1e6)
             self.on_fill(admitted)
 
     def _retry_unresolved(self) -> None:

@@ -70,7 +70,7 @@ class ClobExecutor:
         signer = OrderSigner(secrets.private_key, cfg.endpoints.chain_id, cfg.account.signature_type,
                              cfg.account.funder, creds.api_key)
         transport = ClobTransport(cfg.endpoints.clob, creds, signer.address, clock=clock,
-                                  timeout_s=cfg.execution.post_timeout_s)
+                                  timeout_s=cfg.execution.post_timeout_s, metrics=metrics)
         transport.warm(2)
         return cls(cfg, signer=signer, transport=transport, store=store, clock=clock, metrics=metrics)
 
@@ -100,15 +100,18 @@ class ClobExecutor:
         give_up_at = self.clock.monotonic() + self.cfg.retry_budget_s
         for attempt in range(1, self.cfg.max_post_attempts + 1):
             attempts = attempt
+            t = self.clock.monotonic()
             if attempt == 1:
                 submit_ns = self.clock.now_ns()
                 self.store.update_order(intent_id, submit_ns, status="POSTING", submit_ns=submit_ns, attempts=1)
             else:
                 self.store.update_order(intent_id, self.clock.now_ns(), attempts=attempt)
+            self.metrics.timing("stage.persist_posting_ms", (self.clock.monotonic() - t) * 1000)
             t = self.clock.monotonic()
             retry_after = None
             try:
-                resp = self.transport.request("POST", "/order", body)
+                resp = self.transport.request("POST", "/order", body, on_sent=lambda t0=t: self.metrics.timing(
+                    "stage.request_ms", (self.clock.monotonic() - t0) * 1000))
             except UnknownOutcome as exc:
                 ambiguous, last_error = True, str(exc)
                 self.metrics.incr("orders.unknown_outcome")

@@ -34,6 +34,7 @@ INGEST_QUEUE = 10_000
 EXEC_QUEUE = 1_000
 DRAIN_S = 6.0
 HEARTBEAT_S = 5.0
+CONTROL_S = 0.5             # halt flag poll and queue gauges
 GATE_POLL_S = 0.05          # how soon a batch held for confirmation goes once confirmed
 RECONCILE_S = 5.0
 
@@ -67,6 +68,8 @@ class Runtime:
         self.group = Group()
         self.exit_code = 0
         self._inflight = 0
+        self._ingest_peak = 0       # queue high-water marks since the last gauge
+        self._exec_peak = 0
 
     # ---- intake (called from feed greenlets) -------------------------------------------------------------
     def on_fill(self, fill: SourceFill) -> None:
@@ -78,6 +81,8 @@ class Runtime:
             # Never silently: the gap-filler re-reads it after the queue drains.
             self.metrics.incr("ingest_dropped")
             log.error("ingest queue full; dropped fill %s", fill.dedupe_key)
+            return
+        self._ingest_peak = max(self._ingest_peak, self.ingest_q.qsize())
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -205,7 +210,8 @@ class Runtime:
                      extra=fields)
             self.exposure.reserve(decision)
             self._inflight += 1
-            self.exec_q.put((decision, batch, market))
+            self.exec_q.put((decision, batch, market, self.clock.monotonic()))
+            self._exec_peak = max(self._exec_peak, self.exec_q.qsize())
         else:
             self.metrics.incr("decisions.skip")
             self.metrics.incr(f"skips.{decision.reason}")
@@ -216,15 +222,18 @@ class Runtime:
     def _executor_loop(self) -> None:
         while not self.stopping.is_set() or not self.exec_q.empty():
             try:
-                intent, batch, market = self.exec_q.get(timeout=0.5)
+                intent, batch, market, queued_at = self.exec_q.get(timeout=0.5)
             except Empty:
                 continue
             try:
+                t0 = self.clock.monotonic()
                 if not self.store.record_decision(list(batch.fills), intent, self.clock.now_ns()):
                     # These fills were decided before (a restart raced the dedupe seed): never a second order.
                     self.exposure.release(intent.intent_id)
                     self.metrics.incr("decisions.replayed")
                     continue
+                self.metrics.timing("stage.handoff_ms", (t0 - queued_at) * 1000)
+                self.metrics.timing("stage.persist_decision_ms", (self.clock.monotonic() - t0) * 1000)
                 report = self.executor.submit(intent, market)
                 first_recv = min(f.recv_ns for f in batch.fills)
                 delay_ms = (report.submit_ns - first_recv) / 1e6 if report.submit_ns else 0.0
@@ -290,13 +299,20 @@ class Runtime:
                 self.halted, self.halt_reason = halted, reason
                 self.metrics.gauge("halted", int(halted))
             now = self.clock.now()
+            self._gauge_queues()
             if now - last_beat >= HEARTBEAT_S:
                 last_beat = now
-                self.metrics.gauge("queue_depth.ingest", self.ingest_q.qsize())
-                self.metrics.gauge("queue_depth.exec", self.exec_q.qsize())
                 self.store.set_heartbeat({"ts": now, "halted": self.halted, "inflight": self._inflight,
                                           "feeds": [f.state() for f in self.feeds if hasattr(f, "state")]})
-            self.stopping.wait(0.5)
+            self.stopping.wait(CONTROL_S)
+
+    def _gauge_queues(self) -> None:
+        """Depth now and the high-water mark since the last gauge: growth shows within a control tick."""
+        self.metrics.gauge("queue_depth.ingest", self.ingest_q.qsize())
+        self.metrics.gauge("queue_depth.exec", self.exec_q.qsize())
+        self.metrics.gauge("queue_peak.ingest", self._ingest_peak)
+        self.metrics.gauge("queue_peak.exec", self._exec_peak)
+        self._ingest_peak = self._exec_peak = 0
 
 
 def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
@@ -322,7 +338,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     metrics = Metrics.from_config(cfg.telemetry, secrets.values())
     alerts = init_alerts(secrets.sentry_dsn, secrets=secrets)
     store = Store.open(cfg.store.path)
-    catalog = MarketCatalog(cfg, clock=clock)
+    catalog = MarketCatalog(cfg, clock=clock, metrics=metrics)
     books = BookCache(cfg, clock=clock)
     deduper = Detection(Deduper(), cfg.feeds, clock=clock, metrics=metrics, alerts=alerts, store=store)
     executor_cls = PaperExecutor if cfg.execution.dry_run else ClobExecutor

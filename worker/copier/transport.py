@@ -35,7 +35,7 @@ class Response:
 
 
 class ClobTransport:
-    def __init__(self, base_url: str, creds: ApiCreds, address: str, *, clock, timeout_s: float):
+    def __init__(self, base_url: str, creds: ApiCreds, address: str, *, clock, timeout_s: float, metrics=None):
         u = urlsplit(base_url)
         self._https = u.scheme == "https"
         self._host = u.hostname or "127.0.0.1"
@@ -44,6 +44,7 @@ class ClobTransport:
         self._address = address
         self._clock = clock
         self._timeout = timeout_s
+        self._metrics = metrics
         self._pool: list[http.client.HTTPConnection] = []
 
     def _conn(self) -> http.client.HTTPConnection:
@@ -53,6 +54,8 @@ class ClobTransport:
         conn = cls(self._host, self._port, timeout=self._timeout)
         conn.connect()
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._metrics is not None:
+            self._metrics.incr("clob.connects")      # after warm(): a handshake paid by an order
         return conn
 
     def warm(self, n: int = 1) -> None:
@@ -67,8 +70,9 @@ class ClobTransport:
                 "POLY_API_KEY": self._creds.api_key, "POLY_PASSPHRASE": self._creds.api_passphrase,
                 "Content-Type": "application/json", "Connection": "keep-alive"}
 
-    def request(self, method: str, path: str, body: str = "") -> Response:
-        """One attempt. Raises UnknownOutcome when the request may or may not have reached the venue."""
+    def request(self, method: str, path: str, body: str = "", on_sent=None) -> Response:
+        """One attempt. Raises UnknownOutcome when the request may or may not have reached the venue.
+        on_sent: called once the request is written, before its answer is awaited."""
         headers = self.headers(method, path, body)
         try:
             conn = self._conn()
@@ -77,6 +81,8 @@ class ClobTransport:
             raise TemporaryError(f"connect {self._host}:{self._port}: {exc}") from None
         try:
             conn.request(method, path, body=body.encode() if body else None, headers=headers)
+            if on_sent is not None:
+                on_sent()
             resp = conn.getresponse()
             raw = resp.read()
         except (OSError, http.client.HTTPException) as exc:

@@ -79,11 +79,13 @@ class RtdsFeed(ReconnectingFeed):
             log.warning("%s: skipped a malformed frame: %s", self.name, exc)
             return
         for fill in fills:
+            parsed_ns = self.clock.now_ns()
             admitted = self.deduper.admit(fill, f"{stream}:{fill.feed}", frame_id)
             if admitted is None:
                 self.metrics.incr("feed.duplicates")
                 continue
-            self.metrics.timing("stage.parse_ms", (self.clock.now_ns() - recv_ns) / 1e6)
+            self.metrics.timing("stage.parse_ms", (parsed_ns - recv_ns) / 1e6)
+            self.metrics.timing("stage.dedupe_ms", (self.clock.now_ns() - parsed_ns) / 1e6)
             self.on_fill(admitted)
 
 
