@@ -77,20 +77,23 @@ class ClobExecutor:
     # ---- submit ------------------------------------------------------------------------------------------
     def submit(self, intent: OrderIntent, market: MarketMeta) -> ExecutionReport:
         t0 = self.clock.monotonic()
-        signed = self.signer.sign(intent, market)
+        order, order_hash = self.signer.sign_order(intent, market)
         t1 = self.clock.monotonic()
+        body = self.signer.serialize(order)
+        t2 = self.clock.monotonic()
         try:
-            self.store.record_signed(intent.intent_id, signed.order_hash, signed.body, self.clock.now_ns())
+            self.store.record_signed(intent.intent_id, order_hash, body, self.clock.now_ns())
         except peewee.IntegrityError:
             # This intent already has an order: never a second one.
             self.metrics.incr("orders.duplicate_refused")
             return ExecutionReport(intent.intent_id, "", "REJECTED", error="intent already has an order")
-        t2 = self.clock.monotonic()
+        t3 = self.clock.monotonic()
         self.metrics.timing("stage.sign_ms", (t1 - t0) * 1000)
-        self.metrics.timing("stage.persist_ms", (t2 - t1) * 1000)
-        log.info("order submit %s", signed.order_hash,
-                 extra={**batch_fields(intent.intent_id, intent.fill_keys), "order_hash": signed.order_hash})
-        return self._post(intent.intent_id, intent.side, signed.order_hash, signed.body)
+        self.metrics.timing("stage.serialize_ms", (t2 - t1) * 1000)
+        self.metrics.timing("stage.persist_ms", (t3 - t2) * 1000)
+        log.info("order submit %s", order_hash,
+                 extra={**batch_fields(intent.intent_id, intent.fill_keys), "order_hash": order_hash})
+        return self._post(intent.intent_id, intent.side, order_hash, body)
 
     def _post(self, intent_id: str, side: Side, order_hash: str, body: str) -> ExecutionReport:
         submit_ns = 0
