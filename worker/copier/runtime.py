@@ -147,6 +147,7 @@ class Runtime:
         self.group.kill(block=True, timeout=2.0)
         self.executor.close()
         log.info("copier stopped: abandoned %d undecided fills, %d orders still in flight", abandoned, self._inflight)
+        self.metrics.flush()
         self.store.close()
 
     # ---- pipeline ----------------------------------------------------------------------------------------
@@ -326,7 +327,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     from copier.executor import ClobExecutor, PaperExecutor
     from copier.logs import setup_logging
     from copier.markets import MarketCatalog
-    from copier.metrics import Metrics
+    from copier.metrics import DEFER_S, Metrics
     from copier.store import Store
     from copier.timesync import ClockWatch
     from copier.watcher import GapFiller, RtdsFeed
@@ -335,7 +336,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     setup_logging(cfg.telemetry.log_level, secrets)
     if not monkey.is_module_patched("socket"):
         log.warning("socket is not gevent-patched: network I/O will block the hub")
-    metrics = Metrics.from_config(cfg.telemetry, secrets.values())
+    metrics = Metrics.from_config(cfg.telemetry, secrets.values(), defer_s=DEFER_S)
     alerts = init_alerts(secrets.sentry_dsn, secrets=secrets)
     store = Store.open(cfg.store.path)
     catalog = MarketCatalog(cfg, clock=clock, metrics=metrics)
