@@ -1,7 +1,8 @@
 """Executors: turn an OrderIntent into an ExecutionReport. Same interface live and on paper (dry run).
 
 Live order of operations, each step durable before the next:
-  1. sign once (order hash = EIP-712 digest)   2. persist the signed bytes (write-ahead)   3. POST
+  1. sign once (order hash = EIP-712 digest)   2. persist the signed bytes (write-ahead)   3. POST (marked
+     POSTING once the request is written, while the venue works on it)
   4. on 5xx / 425 / 429 / timeout: POST the SAME bytes again (bounded; the venue rejects a duplicate hash)
   5. still no answer: GET /data/order/{hash} decides what happened.
 After a crash, recover() resolves every persisted-but-unresolved order by hash; nothing is ever re-signed, and
@@ -9,6 +10,7 @@ only the persisted bytes of an order the venue never saw are posted again.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 
@@ -91,30 +93,26 @@ class ClobExecutor:
         self.metrics.timing("stage.sign_ms", (t1 - t0) * 1000)
         self.metrics.timing("stage.serialize_ms", (t2 - t1) * 1000)
         self.metrics.timing("stage.persist_ms", (t3 - t2) * 1000)
-        log.info("order submit %s", order_hash,
-                 extra={**batch_fields(intent.intent_id, intent.fill_keys), "order_hash": order_hash})
-        return self._post(intent.intent_id, intent.side, order_hash, body)
+        return self._post(intent.intent_id, intent.side, order_hash, body, announce=functools.partial(
+            log.info, "order submit %s", order_hash,
+            extra={**batch_fields(intent.intent_id, intent.fill_keys), "order_hash": order_hash}))
 
-    def _post(self, intent_id: str, side: Side, order_hash: str, body: str) -> ExecutionReport:
+    def _post(self, intent_id: str, side: Side, order_hash: str, body: str, announce=None) -> ExecutionReport:
+        """POST the persisted bytes, retrying the same bytes. announce: called once the first request is out."""
         submit_ns = 0
         ambiguous = False
         last_error = ""
         attempts = 0
+        sent: list[int] = []                 # attempts whose request was written
         give_up_at = self.clock.monotonic() + self.cfg.retry_budget_s
         for attempt in range(1, self.cfg.max_post_attempts + 1):
             attempts = attempt
             t = self.clock.monotonic()
-            if attempt == 1:
-                submit_ns = self.clock.now_ns()
-                self.store.update_order(intent_id, submit_ns, status="POSTING", submit_ns=submit_ns, attempts=1)
-            else:
-                self.store.update_order(intent_id, self.clock.now_ns(), attempts=attempt)
-            self.metrics.timing("stage.persist_posting_ms", (self.clock.monotonic() - t) * 1000)
-            t = self.clock.monotonic()
+            submit_ns = submit_ns or self.clock.now_ns()
             retry_after = None
             try:
-                resp = self.transport.request("POST", "/order", body, on_sent=lambda t0=t: self.metrics.timing(
-                    "stage.request_ms", (self.clock.monotonic() - t0) * 1000))
+                resp = self.transport.request("POST", "/order", body, on_sent=functools.partial(
+                    self._sent, intent_id, attempt, submit_ns, sent, t, announce))
             except UnknownOutcome as exc:
                 ambiguous, last_error = True, str(exc)
                 self.metrics.incr("orders.unknown_outcome")
@@ -135,6 +133,23 @@ class ClobExecutor:
         if ambiguous:
             return self._resolve_by_hash(intent_id, side, order_hash, submit_ns, attempts, last_error)
         return self._finish(intent_id, order_hash, "FAILED", submit_ns, attempts, error=last_error)
+
+    def _sent(self, intent_id: str, attempt: int, submit_ns: int, sent: list[int], t0: float, announce) -> None:
+        """The request is on the wire: record it while the venue works on it. The signed bytes and hash were
+        committed before the first POST; a restart treats SIGNED exactly like POSTING (lookup by hash), so this
+        write is bookkeeping and need not hold the order back."""
+        self.metrics.timing("stage.request_ms", (self.clock.monotonic() - t0) * 1000)
+        t = self.clock.monotonic()
+        fields = {"attempts": attempt} if sent else {"status": "POSTING", "submit_ns": submit_ns, "attempts": attempt}
+        sent.append(attempt)
+        try:
+            self.store.update_order(intent_id, self.clock.now_ns(), **fields)
+        except peewee.PeeweeException:
+            self.metrics.incr("orders.posting_write_failed")
+            log.exception("could not record order %s as posted (it stays SIGNED)", intent_id)
+        self.metrics.timing("stage.persist_posting_ms", (self.clock.monotonic() - t) * 1000)
+        if announce is not None and len(sent) == 1:
+            announce()
 
     def _wait_to_retry(self, attempt: int, retry_after: float | None, give_up_at: float) -> bool:
         """Sleep before the next attempt; False when attempts or the retry budget are spent (the signal ages)."""
