@@ -83,6 +83,12 @@ class Runtime:
             log.error("ingest queue full; dropped fill %s", fill.dedupe_key)
             return
         self._ingest_peak = max(self._ingest_peak, self.ingest_q.qsize())
+        # Hand-off: a feed greenlet with frames buffered would parse all of them before yielding, and the pipeline
+        # and executors run only after it. Callbacks run in FIFO order, so yielding here runs the pipeline on this
+        # fill first; if it made an order, yielding again lets an executor sign and post it before more frames.
+        gevent.sleep(0)
+        if not self.exec_q.empty():
+            gevent.sleep(0)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -213,6 +219,7 @@ class Runtime:
             self._inflight += 1
             self.exec_q.put((decision, batch, market, self.clock.monotonic()))
             self._exec_peak = max(self._exec_peak, self.exec_q.qsize())
+            gevent.sleep(0)         # an executor takes the order before this greenlet decides the next batch
         else:
             self.metrics.incr("decisions.skip")
             self.metrics.incr(f"skips.{decision.reason}")
