@@ -1,7 +1,11 @@
-"""What the latency work must not break: the signed order is committed before the venue can see the POST."""
+"""What the latency work must not break: the signed order is committed before the venue can see the POST, INFO log
+lines are deferred but never lost or reordered against warnings."""
+import io
 import json
+import logging
 import sqlite3
 
+import gevent
 from gevent.pywsgi import WSGIServer
 
 from copier.clock import LiveClock
@@ -9,6 +13,7 @@ from copier.config import Config, ExecutionConfig
 from copier.decision import decide
 from copier.executor import ClobExecutor
 from copier.exposure import ExposureBook
+from copier.logs import DeferredStreamHandler, JsonFormatter
 from copier.metrics import NullMetrics
 from copier.signing import OrderSigner
 from copier.store import Store
@@ -56,3 +61,36 @@ def test_the_venue_never_sees_an_order_whose_bytes_and_hash_are_not_committed(tm
     finally:
         store.close()
         server.stop()
+
+
+def _logger(stream, defer_s):
+    handler = DeferredStreamHandler(stream, defer_s)
+    handler.setFormatter(JsonFormatter(("hunter2",)))
+    logger = logging.getLogger(f"test.deferred.{id(stream)}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, handler
+
+
+def test_info_lines_are_written_after_the_caller_yields_and_warnings_keep_their_order():
+    stream = io.StringIO()
+    logger, handler = _logger(stream, 0.01)
+    logger.info("fill received", extra={"cid": "a1"})
+    logger.info("decision order with hunter2")
+    assert stream.getvalue() == ""                       # nothing formatted or written by the caller
+    logger.warning("a warning")
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert [x["msg"] for x in lines] == ["fill received", "decision order with [redacted]", "a warning"]
+    assert lines[0]["cid"] == "a1"
+    logger.info("later")
+    gevent.sleep(0.05)
+    assert json.loads(stream.getvalue().splitlines()[-1])["msg"] == "later"
+
+
+def test_held_info_lines_are_written_on_flush_at_shutdown():
+    stream = io.StringIO()
+    logger, handler = _logger(stream, 60.0)
+    logger.info("held")
+    handler.flush()
+    assert json.loads(stream.getvalue())["msg"] == "held"

@@ -340,7 +340,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     from copier.watcher import GapFiller, RtdsFeed
 
     clock = clock or LiveClock()
-    setup_logging(cfg.telemetry.log_level, secrets)
+    setup_logging(cfg.telemetry.log_level, secrets, defer_s=DEFER_S)
     if not monkey.is_module_patched("socket"):
         log.warning("socket is not gevent-patched: network I/O will block the hub")
     metrics = Metrics.from_config(cfg.telemetry, secrets.values(), defer_s=DEFER_S)
