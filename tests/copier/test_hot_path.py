@@ -1,5 +1,6 @@
-"""What the latency work must not break: the signed order is committed before the venue can see the POST, INFO log
-lines are deferred but never lost or reordered against warnings."""
+"""What the latency work must not break: the signed order is committed before the venue can see the POST, a pooled
+connection the server closed is never written to, connections are kept warm, INFO log lines are deferred but never
+lost or reordered against warnings."""
 import io
 import json
 import logging
@@ -7,6 +8,7 @@ import sqlite3
 
 import gevent
 from gevent.pywsgi import WSGIServer
+from gevent.server import StreamServer
 
 from copier.clock import LiveClock
 from copier.config import Config, ExecutionConfig
@@ -61,6 +63,66 @@ def test_the_venue_never_sees_an_order_whose_bytes_and_hash_are_not_committed(tm
     finally:
         store.close()
         server.stop()
+
+
+class _ClosingServer:
+    """Answers one request per connection, keep-alive advertised, then closes it (an idle timeout at the venue)."""
+
+    def __init__(self):
+        self.connections = 0
+        self.requests = []
+        self.server = StreamServer(("127.0.0.1", 0), self.handle)
+        self.server.start()
+
+    def handle(self, sock, _addr):
+        self.connections += 1
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        self.requests.append(data.split(b"\r\n", 1)[0].decode())
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+                     b"Connection: keep-alive\r\n\r\n{}")
+        gevent.sleep(0.05)
+        sock.close()
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_before_the_order_is_written():
+    srv = _ClosingServer()
+    metrics = NullMetrics()
+    t = ClobTransport(f"http://127.0.0.1:{srv.server.server_port}", CREDS, "0xabc", clock=LiveClock(),
+                      timeout_s=1.0, metrics=metrics)
+    t.warm(1)                                     # GET /time, then the server closes the idle connection
+    gevent.sleep(0.2)
+    resp = t.request("POST", "/order", "{}")      # would be an UnknownOutcome on the dead socket
+    assert resp.status == 200 and srv.requests == ["GET /time HTTP/1.1", "POST /order HTTP/1.1"]
+    assert metrics.counts["clob.stale_connections"] == 1 and metrics.counts["clob.connects"] == 2
+    t.close()
+    srv.server.stop()
+
+
+def test_keep_warm_touches_idle_connections_and_tops_the_pool_up():
+    hits = []
+
+    def app(environ, start_response):
+        hits.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
+        return [b"{}"]
+
+    server = WSGIServer(("127.0.0.1", 0), app, log=None)
+    server.start()
+    metrics = NullMetrics()
+    t = ClobTransport(f"http://127.0.0.1:{server.server_port}", CREDS, "0xabc", clock=LiveClock(), timeout_s=1.0,
+                      metrics=metrics)
+    t.warm(2)
+    t.keep_warm(3)
+    assert hits == ["/time"] * 5 and metrics.counts["clob.connects"] == 3
+    t.request("GET", "/time")
+    assert metrics.counts["clob.connects"] == 3   # the order path reused a warm connection
+    t.close()
+    server.stop()
 
 
 def _logger(stream, defer_s):

@@ -73,7 +73,7 @@ class ClobExecutor:
                              cfg.account.funder, creds.api_key)
         transport = ClobTransport(cfg.endpoints.clob, creds, signer.address, clock=clock,
                                   timeout_s=cfg.execution.post_timeout_s, metrics=metrics)
-        transport.warm(2)
+        transport.warm(cfg.execution.executor_concurrency)
         return cls(cfg, signer=signer, transport=transport, store=store, clock=clock, metrics=metrics)
 
     # ---- submit ------------------------------------------------------------------------------------------
@@ -268,6 +268,10 @@ class ClobExecutor:
                                                      row["submit_ns"], row["attempts"], row["error"]))
         return reports
 
+    def keep_warm(self) -> None:
+        """Between trades: every executor slot keeps an open, recently used connection to the CLOB."""
+        self.transport.keep_warm(self.cfg.executor_concurrency)
+
     def close(self) -> None:
         self.transport.close()
 
@@ -334,6 +338,9 @@ class PaperExecutor:
 
     def reconcile(self) -> list[ExecutionReport]:
         return []
+
+    def keep_warm(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

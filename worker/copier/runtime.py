@@ -37,6 +37,7 @@ HEARTBEAT_S = 5.0
 CONTROL_S = 0.5             # halt flag poll and queue gauges
 GATE_POLL_S = 0.05          # how soon a batch held for confirmation goes once confirmed
 RECONCILE_S = 5.0
+KEEP_WARM_S = 15.0          # under the idle timeouts of common HTTP front ends (30-120 s)
 
 
 class Runtime:
@@ -115,6 +116,7 @@ class Runtime:
         if self.detection is not None:
             spawn(self.detection.run, self.stopping)
         spawn(self._reconcile_loop)
+        spawn(self._keep_warm_loop)
         if self.books is not None:
             spawn(self.books.run, self.stopping)
         if self.clock_watch is not None:
@@ -290,6 +292,11 @@ class Runtime:
             for report in self.executor.reconcile():
                 log.info("reconciled order %s: %s", report.order_hash, report.status, extra={"intent": report.intent_id})
                 self._settle(report)
+
+    def _keep_warm_loop(self) -> None:
+        """The CLOB connections stay open and warm between trades (a venue closes idle keep-alives)."""
+        while not self.stopping.wait(KEEP_WARM_S):
+            self.executor.keep_warm()
 
     def _halt(self, reason: str) -> None:
         self.halted, self.halt_reason = True, reason

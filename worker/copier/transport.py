@@ -11,9 +11,12 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gevent.monkey import get_original
 from py_clob_client_v2.signing.hmac import build_hmac_signature
 
 from copier.errors import TemporaryError, UnknownOutcome
+
+_poll = get_original("select", "select")       # a zero-timeout readiness check that never yields to the hub
 
 
 @dataclass(frozen=True)
@@ -48,20 +51,66 @@ class ClobTransport:
         self._pool: list[http.client.HTTPConnection] = []
 
     def _conn(self) -> http.client.HTTPConnection:
-        if self._pool:
-            return self._pool.pop()
+        while self._pool:
+            conn = self._pool.pop()
+            if _open(conn):
+                return conn
+            # The server closed it while idle: writing an order into it would end in an unknown outcome and a
+            # retry after backoff. A fresh connection costs a handshake instead.
+            conn.close()
+            self._count("clob.stale_connections")
+        return self._connect()
+
+    def _connect(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = cls(self._host, self._port, timeout=self._timeout)
         conn.connect()
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._metrics is not None:
-            self._metrics.incr("clob.connects")      # after warm(): a handshake paid by an order
+        self._count("clob.connects")
         return conn
 
+    def _count(self, name: str) -> None:
+        if self._metrics is not None:
+            self._metrics.incr(name)
+
     def warm(self, n: int = 1) -> None:
-        """Open connections before the first trade so the first order pays no TCP/TLS handshake."""
-        conns = [self._conn() for _ in range(n)]
-        self._pool.extend(conns)
+        """Open connections before the first trade so the first order pays no TCP/TLS handshake; one GET /time
+        on each proves it end to end (and reads what a TLS server sends after the handshake)."""
+        for _ in range(n - len(self._pool)):
+            conn = self._connect()
+            if self._touch(conn):
+                self._pool.insert(0, conn)
+
+    def keep_warm(self, n: int) -> None:
+        """Between trades: drop pooled connections the server closed, send a cheap GET /time on the others so an
+        idle timeout at the venue never closes them, and open what is missing up to n. Never raises."""
+        for conn in list(self._pool):
+            if conn not in self._pool:
+                continue                              # an order took it meanwhile
+            self._pool.remove(conn)
+            if _open(conn) and self._touch(conn):
+                self._pool.insert(0, conn)            # orders take the most recently used first
+            else:
+                conn.close()
+                self._count("clob.stale_connections")
+        try:
+            self.warm(n)
+        except OSError:
+            self._count("clob.connect_errors")
+
+    @staticmethod
+    def _touch(conn: http.client.HTTPConnection) -> bool:
+        try:
+            conn.request("GET", "/time")
+            resp = conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return False
+        if resp.will_close:
+            conn.close()
+            return False
+        return True
 
     def headers(self, method: str, path: str, body: str = "") -> dict:
         ts = int(self._clock.now())
@@ -102,3 +151,15 @@ class ClobTransport:
     def close(self) -> None:
         while self._pool:
             self._pool.pop().close()
+
+
+def _open(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection is readable only when the server closed it (EOF) or broke protocol."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = _poll([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
