@@ -18,7 +18,7 @@ from copier.exposure import ExposureBook
 from copier.logs import DeferredStreamHandler, JsonFormatter
 from copier.metrics import NullMetrics
 from copier.signing import OrderSigner
-from copier.store import Store
+from copier.store import Store, db
 from copier.transport import ApiCreds, ClobTransport
 from copier.types import Batch
 from helpers import T0, fill, market
@@ -156,3 +156,20 @@ def test_held_info_lines_are_written_on_flush_at_shutdown():
     logger.info("held")
     handler.flush()
     assert json.loads(stream.getvalue())["msg"] == "held"
+
+
+def test_commits_never_checkpoint_and_checkpoint_moves_the_wal_from_a_native_thread(tmp_path):
+    store = Store.open(str(tmp_path / "copier.sqlite"))
+    try:
+        assert db.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        rows = [{"dedupe_key": f"k{i}", "feed": "rtds.trades", "stream": "s", "recv_ns": i, "match_ts": 1.0,
+                 "first": True} for i in range(20_000)]
+        store.record_sightings(rows)
+        main = (tmp_path / "copier.sqlite").stat().st_size
+        assert (tmp_path / "copier.sqlite-wal").stat().st_size > 4 * main   # the rows are only in the WAL
+        store.checkpoint()
+        assert (tmp_path / "copier.sqlite").stat().st_size > 4 * main
+        other = sqlite3.connect(tmp_path / "copier.sqlite")
+        assert other.execute("select count(*) from sightings").fetchone() == (20_000,)
+    finally:
+        store.close()

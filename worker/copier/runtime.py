@@ -38,6 +38,7 @@ CONTROL_S = 0.5             # halt flag poll and queue gauges
 GATE_POLL_S = 0.05          # how soon a batch held for confirmation goes once confirmed
 RECONCILE_S = 5.0
 KEEP_WARM_S = 15.0          # under the idle timeouts of common HTTP front ends (30-120 s)
+CHECKPOINT_S = 1.0          # keeps the sqlite WAL to about a second of writes
 
 
 class Runtime:
@@ -117,6 +118,7 @@ class Runtime:
             spawn(self.detection.run, self.stopping)
         spawn(self._reconcile_loop)
         spawn(self._keep_warm_loop)
+        spawn(self._checkpoint_loop)
         if self.books is not None:
             spawn(self.books.run, self.stopping)
         if self.clock_watch is not None:
@@ -297,6 +299,17 @@ class Runtime:
         """The CLOB connections stay open and warm between trades (a venue closes idle keep-alives)."""
         while not self.stopping.wait(KEEP_WARM_S):
             self.executor.keep_warm()
+
+    def _checkpoint_loop(self) -> None:
+        """The store never checkpoints on a commit; this moves the WAL into the database file off the hub's thread."""
+        while not self.stopping.wait(CHECKPOINT_S):
+            t0 = self.clock.monotonic()
+            try:
+                self.store.checkpoint()
+            except Exception:
+                log.exception("sqlite WAL checkpoint failed")
+                self.metrics.incr("store.checkpoint_errors")
+            self.metrics.timing("store.checkpoint_ms", (self.clock.monotonic() - t0) * 1000)
 
     def _halt(self, reason: str) -> None:
         self.halted, self.halt_reason = True, reason

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
+import gevent
 import peewee as pw
 
 from copier.errors import OperationalError
@@ -180,8 +182,10 @@ class Store:
     @classmethod
     def open(cls, path: str) -> "Store":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # No automatic checkpoints: sqlite would run one inside whichever commit crosses 1000 WAL pages, fsyncs
+        # included, on the hub's thread; the runtime calls checkpoint() instead, which runs in a native thread.
         db.init(path, pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 5000,
-                               "foreign_keys": 1})
+                               "foreign_keys": 1, "wal_autocheckpoint": 0})
         db.connect(reuse_if_open=True)
         store = cls(path)
         store._migrate()
@@ -196,6 +200,11 @@ class Store:
             with db.atomic():
                 MIGRATIONS[n](db)
                 db.execute_sql(f"PRAGMA user_version = {n + 1}")
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL frames into the database file, from a native thread on its own connection: sqlite
+        releases the GIL while it works, so greenlets keep running. PASSIVE never blocks writers or readers."""
+        gevent.get_hub().threadpool.apply(_passive_checkpoint, (self.path,))
 
     def close(self) -> None:
         if not db.is_closed():
@@ -348,3 +357,11 @@ class Store:
 
     def size_bytes(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+
+def _passive_checkpoint(path: str) -> None:
+    con = sqlite3.connect(path, timeout=5.0)
+    try:
+        con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        con.close()
