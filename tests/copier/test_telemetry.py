@@ -3,11 +3,13 @@ import gzip
 import io
 import json
 import logging
+import os
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from copier.alerts import init_alerts
@@ -180,3 +182,16 @@ def test_alert_listener_alerts_on_a_death_during_startup_and_on_fatal_only_for_t
     assert "FATAL" in alert_for("PROCESS_STATE_FATAL", {"processname": "copier"})
     assert alert_for("PROCESS_STATE_EXITED", {"processname": "copier", "expected": "1"}) is None
     assert alert_for("PROCESS_STATE_BACKOFF", {"processname": "other"}) is None
+
+
+def test_alert_listener_takes_only_the_dsn_from_the_copier_env_file(tmp_path, monkeypatch):
+    from copier.alert_listener import sentry_dsn
+    from copier.errors import ConfigError
+    env = tmp_path / "copier.env"
+    env.write_text("POLY_PRIVATE_KEY=" + "ab" * 32 + "\nSENTRY_DSN=http://k@127.0.0.1:9/1\n")
+    os.chmod(env, 0o600)
+    monkeypatch.delenv("SENTRY_DSN", raising=False)
+    assert sentry_dsn(["--env-file", str(env)]) == "http://k@127.0.0.1:9/1"
+    os.chmod(env, 0o640)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        sentry_dsn(["--env-file", str(env)])

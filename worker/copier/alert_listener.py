@@ -5,11 +5,13 @@ is acknowledged and skipped, never fatal: supervisord would otherwise stop deliv
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 from copier.alerts import init_alerts
-from copier.config import Secrets
+from copier.config import Secrets, read_env_file
+from copier.errors import ConfigError
 
 PROGRAM = os.environ.get("COPIER_PROGRAM", "copier")
 
@@ -31,9 +33,24 @@ def alert_for(event: str, payload: dict[str, str]) -> str | None:
     return None
 
 
-def main(stdin=sys.stdin, stdout=sys.stdout) -> int:
-    alerts = init_alerts(os.environ.get("SENTRY_DSN", ""), Secrets(sentry_dsn=os.environ.get("SENTRY_DSN", "")),
-                         min_interval_s=0.0)
+def sentry_dsn(argv: list[str]) -> str:
+    """SENTRY_DSN from the environment, else from `--env-file FILE` (the copier's 0600 secrets file; only the DSN
+    is kept, so the listener never holds the trading keys)."""
+    p = argparse.ArgumentParser(prog="copier.alert_listener")
+    p.add_argument("--env-file", default=None)
+    args = p.parse_args(argv)
+    if os.environ.get("SENTRY_DSN"):
+        return os.environ["SENTRY_DSN"]
+    return read_env_file(args.env_file).get("SENTRY_DSN", "") if args.env_file else ""
+
+
+def main(argv=None, stdin=sys.stdin, stdout=sys.stdout) -> int:
+    try:
+        dsn = sentry_dsn(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    alerts = init_alerts(dsn, Secrets(sentry_dsn=dsn), min_interval_s=0.0)
     while True:
         stdout.write("READY\n")
         stdout.flush()

@@ -155,7 +155,7 @@ class Secrets:
     def values(self) -> tuple[str, ...]:
         """Every non-empty secret, for scrubbing logs, metrics and alerts."""
         return tuple(v for v in (self.private_key, self.api_key, self.api_secret, self.api_passphrase,
-                                 self.polygon_ws_url) if v)
+                                 self.sentry_dsn, self.polygon_ws_url) if v)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def load_secrets(cfg: Config, environ=os.environ, env_file: str | None = None) -
     """Secrets from the environment, optionally from a KEY=VALUE env file that must not be group/world-readable."""
     values = {}
     if env_file:
-        values.update(_read_env_file(env_file))
+        values.update(read_env_file(env_file))
     values.update({k: v for k, v in environ.items() if k in ENV_NAMES.values()})
     secrets = Secrets(**{attr: values.get(env, "").strip() for attr, env in ENV_NAMES.items()})
     if not cfg.execution.dry_run:
@@ -325,7 +325,8 @@ def polygon_ws(cfg: Config, secrets: Secrets) -> str:
     return secrets.polygon_ws_url or cfg.endpoints.polygon_ws
 
 
-def _read_env_file(path: str) -> dict[str, str]:
+def read_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines of a secrets file; refuses a file that group or others can access."""
     p = Path(path)
     try:
         mode = p.stat().st_mode

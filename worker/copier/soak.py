@@ -130,7 +130,7 @@ stdout_logfile_maxbytes=50MB
 stdout_logfile_backups=3
 
 [eventlistener:copier-alerts]
-command=/bin/sh -c 'set -a; . {env_file.resolve()}; exec {sys.executable} -m copier.alert_listener'
+command={sys.executable} -m copier.alert_listener --env-file {env_file.resolve()}
 events=PROCESS_STATE_EXITED,PROCESS_STATE_BACKOFF,PROCESS_STATE_FATAL
 autorestart=true
 redirect_stderr=false
