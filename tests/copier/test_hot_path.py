@@ -173,3 +173,11 @@ def test_commits_never_checkpoint_and_checkpoint_moves_the_wal_from_a_native_thr
         assert other.execute("select count(*) from sightings").fetchone() == (20_000,)
     finally:
         store.close()
+
+
+def test_every_greenlet_uses_the_one_store_connection(tmp_path):
+    store = Store.open(str(tmp_path / "copier.sqlite"))
+    try:
+        assert gevent.spawn(db.connection).get() is db.connection()
+    finally:
+        store.close()

@@ -38,7 +38,7 @@ CONTROL_S = 0.5             # halt flag poll and queue gauges
 GATE_POLL_S = 0.05          # how soon a batch held for confirmation goes once confirmed
 RECONCILE_S = 5.0
 KEEP_WARM_S = 15.0          # under the idle timeouts of common HTTP front ends (30-120 s)
-CHECKPOINT_S = 1.0          # keeps the sqlite WAL to about a second of writes
+CHECKPOINT_S = 30.0         # the first write after a checkpoint pays ~0.5-1 ms re-reading pages: keep them rare
 
 
 class Runtime:

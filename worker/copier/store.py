@@ -18,7 +18,11 @@ from copier.errors import OperationalError
 from copier.exposure import ExposureRow
 from copier.types import OrderIntent, Side, Skip, SourceFill
 
-db = pw.SqliteDatabase(None)
+# One connection for every greenlet (peewee's default under gevent is one per greenlet): a write by any connection
+# discards every other connection's page cache, so each executor greenlet's first write re-read its B-tree pages
+# (stage.persist_decision_ms p50 0.36 -> 0.24 ms, p90 0.79 -> 0.34 ms). Safe because no store method yields to the
+# hub inside a transaction: sqlite calls block the thread, they never switch greenlets.
+db = pw.SqliteDatabase(None, thread_safe=False)
 
 
 class _Model(pw.Model):
