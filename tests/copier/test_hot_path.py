@@ -10,7 +10,7 @@ import gevent
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
-from copier.clock import LiveClock
+from copier.clock import FakeClock, LiveClock
 from copier.config import Config, ExecutionConfig
 from copier.decision import decide
 from copier.executor import ClobExecutor
@@ -181,3 +181,45 @@ def test_every_greenlet_uses_the_one_store_connection(tmp_path):
         assert gevent.spawn(db.connection).get() is db.connection()
     finally:
         store.close()
+
+
+def test_the_request_written_in_one_buffer_is_plain_http_with_the_signed_headers():
+    raw = []
+
+    def handle(sock, _addr):
+        while True:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+            body = rest
+            while len(body) < int(headers.get("Content-Length", 0)):
+                body += sock.recv(65536)
+            raw.append((head.decode().split("\r\n")[0], headers, body.decode()))
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+                         b'{"ok":true}')
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    clock = FakeClock(T0)
+    t = ClobTransport(f"http://127.0.0.1:{server.server_port}", CREDS, "0xabc", clock=clock, timeout_s=1.0)
+    body = '{"order":{"salt":1}}'
+    assert t.request("POST", "/order", body).body == {"ok": True}
+    assert t.request("GET", "/data/order/0x01").body == {"ok": True}      # the same keep-alive connection
+    (line1, h1, b1), (line2, h2, b2) = raw
+    assert line1 == "POST /order HTTP/1.1" and b1 == body and h1["Content-Length"] == str(len(body))
+    assert h1["Host"] == f"127.0.0.1:{server.server_port}"
+    assert {k: h1[k] for k in t.headers("POST", "/order", body)} == t.headers("POST", "/order", body)
+    assert line2 == "GET /data/order/0x01 HTTP/1.1" and b2 == "" and "Content-Length" not in h2
+    assert h2["POLY_SIGNATURE"] == t.headers("GET", "/data/order/0x01")["POLY_SIGNATURE"]
+    t.close()
+    server.stop()
+    try:
+        ClobTransport("http://127.0.0.1:1", ApiCreds("k\r\nX: y", "s", "p"), "0xabc", clock=clock, timeout_s=1.0)
+        raise AssertionError("a header-splitting credential was accepted")
+    except ValueError:
+        pass

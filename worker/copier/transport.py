@@ -49,6 +49,10 @@ class ClobTransport:
         self._timeout = timeout_s
         self._metrics = metrics
         self._pool: list[http.client.HTTPConnection] = []
+        default_port = 443 if self._https else 80
+        self._host_header = self._host if self._port == default_port else f"{self._host}:{self._port}"
+        if any(ch in str(v) for v in (*vars(creds).values(), address, self._host) for ch in "\r\n"):
+            raise ValueError("CLOB credentials, address and host must be single-line")
 
     def _conn(self) -> http.client.HTTPConnection:
         while self._pool:
@@ -119,20 +123,34 @@ class ClobTransport:
                 "POLY_API_KEY": self._creds.api_key, "POLY_PASSPHRASE": self._creds.api_passphrase,
                 "Content-Type": "application/json", "Connection": "keep-alive"}
 
+    def _message(self, method: str, path: str, body: str) -> bytes:
+        """The whole request in one buffer. http.client writes the head and the body in two sends and checks every
+        header against regexes: ~0.1 ms per POST; these headers are ours, fixed in shape, checked at start-up."""
+        if any(ch in path for ch in " \r\n"):
+            raise ValueError(f"bad request path {path!r}")
+        data = body.encode()
+        head = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}", "Accept-Encoding: identity",
+                *(f"{k}: {v}" for k, v in self.headers(method, path, body).items())]
+        if data:
+            head.append(f"Content-Length: {len(data)}")
+        return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
+
     def request(self, method: str, path: str, body: str = "", on_sent=None) -> Response:
         """One attempt. Raises UnknownOutcome when the request may or may not have reached the venue.
         on_sent: called once the request is written, before its answer is awaited."""
-        headers = self.headers(method, path, body)
+        message = self._message(method, path, body)
         try:
             conn = self._conn()
         except OSError as exc:
             # Nothing was sent: the venue cannot have the order.
             raise TemporaryError(f"connect {self._host}:{self._port}: {exc}") from None
         try:
-            conn.request(method, path, body=body.encode() if body else None, headers=headers)
+            conn.sock.sendall(message)
             if on_sent is not None:
                 on_sent()
-            resp = conn.getresponse()
+            # http.client's own parser on the connection's socket (the connection object stays idle, reusable).
+            resp = http.client.HTTPResponse(conn.sock, method=method)
+            resp.begin()
             raw = resp.read()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
