@@ -61,6 +61,7 @@ COOLDOWN_S = 2.2                 # > the order budget's 2 s window: scenarios do
 SETTLE_TIMEOUT_S = 15.0
 STAGES = ("parse", "dedupe", "queue", "decide", "handoff", "persist_decision", "sign", "serialize", "persist",
           "persist_posting", "request", "send")
+GC_ROWS = ("gc.gen1", "gc.gen2")     # collections stop every greenlet
 TARGETS = {"leading_p50_ms": 2.0, "leading_p99_ms": 10.0, "all_p50_ms": 150.0, "all_p95_ms": 400.0,
            "orders_per_burst": 2, "sustained_fills_per_s": 200}
 
@@ -431,7 +432,8 @@ def analyse(phase: Phase, shots: list[Shot], expected: dict[str, int], t0: float
 
     timed, gauges, counters = phase.statsd.window(t0, t1)
     timings = {k: [v for _, v in tv] for k, tv in timed.items()}
-    stages = {s: dist(timings.get(f"stage.{s}_ms", [])) for s in STAGES}
+    stages = {s: dist(timings.get(f"stage.{s}_ms", [])) for s in STAGES} | \
+        {g: dist(timings.get(f"{g}_ms", [])) for g in GC_ROWS}
     pre_post = [sum(v) for v in zip(timings.get("stage.persist_decision_ms", []), timings.get("stage.persist_ms", []),
                                     timings.get("stage.persist_posting_ms", []))]
     # The ingest -> pipeline wait by thirds of the run: a queue that grows makes the later thirds wait longer.
@@ -489,10 +491,13 @@ def sustained_ok(r: dict) -> tuple[bool, str]:
 
 
 # ---- the whole bench ---------------------------------------------------------------------------------------------
-def run(repeats: int, rates: list[int], step_s: float, profile: bool, chain_feeds: bool) -> dict:
+def run(repeats: int, rates: list[int], step_s: float, profile: bool, chain_feeds: bool, budget_s: float) -> dict:
+    """budget_s: no ramp step starts after this many seconds (make bench must finish unattended within 5 min)."""
+    t0 = time.monotonic()
     runs: dict[str, list[dict]] = {}
     ramps: list[list[dict]] = []
     phases = {}
+    cut = 0
     quiet = Phase("quiet", WORKDIR, QUIET_BG_RATE, profile, chain_feeds)
     try:
         for _ in range(repeats):
@@ -508,6 +513,9 @@ def run(repeats: int, rates: list[int], step_s: float, profile: bool, chain_feed
             runs.setdefault("firehose_mixed_in", []).append(run_scenario(fire, "firehose_mixed_in", plan_mixed_in()))
             steps = []
             for rate in rates:
+                if time.monotonic() - t0 > budget_s:
+                    cut += 1
+                    break
                 # No cool-down needed between steps: they judge queues, not the order budget.
                 r = run_scenario(fire, f"rate_{rate}", plan_rate(rate, step_s), rate=rate, cooldown_s=0.3)
                 r["held"], r["why"] = sustained_ok(r)
@@ -518,7 +526,7 @@ def run(repeats: int, rates: list[int], step_s: float, profile: bool, chain_feed
     finally:
         fire.close()
         phases["firehose"] = {"bg_rate": FIREHOSE_BG_RATE}
-    return {"runs": runs, "ramps": ramps, "phases": phases}
+    return {"runs": runs, "ramps": ramps, "phases": phases, "ramp_steps_cut": cut, "rates": rates}
 
 
 def _med(values):
@@ -560,7 +568,8 @@ def summarise(raw: dict, repeats: int) -> dict:
     stages = _stage_pool(runs, ramps)
     verdict = _verdict(scen, pooled, highest, ramps)
     return {"scenarios": scen, "pooled": pooled, "ramps": ramps, "highest_sustained": highest,
-            "stages_ms": stages, "verdict": verdict, "phases": raw["phases"]}
+            "all_steps_held": all(len(st) == len(raw["rates"]) and st[-1]["held"] for st in ramps),
+            "ramp_steps_cut": raw["ramp_steps_cut"], "stages_ms": stages, "verdict": verdict, "phases": raw["phases"]}
 
 
 def _samples(r: dict, which: str) -> list[float]:
@@ -574,7 +583,7 @@ def _stage_pool(runs, ramps) -> dict:
         rs = [r for v in runs.values() for r in v if r["phase"] == phase] + \
              [s for steps in ramps for s in steps if phase == "firehose"]
         out[phase] = {st: {q: _med([r["stages_ms"][st].get(q) for r in rs]) for q in ("p50", "p99", "max")} |
-                      {"n": sum(r["stages_ms"][st]["n"] for r in rs)} for st in STAGES}
+                      {"n": sum(r["stages_ms"][st]["n"] for r in rs)} for st in (*STAGES, *GC_ROWS)}
         out[phase]["pre_post_sqlite"] = {q: _med([r["pre_post_sqlite_ms"].get(q) for r in rs])
                                          for q in ("p50", "p99", "max")}
     return out
@@ -712,10 +721,13 @@ def render(out: dict) -> str:
                  f"q.hw {_f(st['queue_peak_ingest'], 0)}, "
                  f"copier {st['copier_core_share']:.2f} / sim {st['sim_core_share']:.2f} core)" for st in steps]
         lines.append(f"  run {i + 1}: " + "; ".join(parts))
-    lines.append(f"  highest sustained per run: {s['highest_sustained']} -> median {_med(s['highest_sustained'])}/s")
+    top = "the highest step tested: the limit is higher" if s["all_steps_held"] else "the step above it failed"
+    lines.append(f"  highest sustained per run: {s['highest_sustained']} -> median {_med(s['highest_sustained'])}/s "
+                 f"({top})" + (f"; {s['ramp_steps_cut']} ramp(s) cut short by the time budget"
+                               if s["ramp_steps_cut"] else ""))
     lines.append("")
     lines.append("stage timings, median over runs of p50 / p99 / max (ms):      quiet                       firehose")
-    for st in (*STAGES, "pre_post_sqlite"):
+    for st in (*STAGES, "pre_post_sqlite", *GC_ROWS):
         q, f = s["stages_ms"]["quiet"][st], s["stages_ms"]["firehose"][st]
         lines.append(f"  {st:18} {_f(q['p50'], 3):>8} {_f(q['p99'], 3):>8} {_f(q['max'], 3):>8} (n={q.get('n', '-')})"
                      f"   {_f(f['p50'], 3):>8} {_f(f['p99'], 3):>8} {_f(f['max'], 3):>8} (n={f.get('n', '-')})")
@@ -744,6 +756,7 @@ def main(argv=None) -> int:
     p.add_argument("--step-s", type=float, default=4.0, help="seconds per ramp step")
     p.add_argument("--profile", action="store_true", help="run the copier under pyinstrument (profile.txt per phase)")
     p.add_argument("--chain-feeds", action="store_true", help="also race the Polygon logs and mempool feeds")
+    p.add_argument("--budget-s", type=float, default=230.0, help="no ramp step starts later than this (s)")
     args = p.parse_args(argv)
     WORKDIR.mkdir(parents=True, exist_ok=True)
     for d in ("quiet", "firehose"):
@@ -751,7 +764,8 @@ def main(argv=None) -> int:
             if f.is_file():
                 f.unlink()
     t0 = time.monotonic()
-    raw = run(args.repeats, [int(x) for x in args.rates.split(",")], args.step_s, args.profile, args.chain_feeds)
+    raw = run(args.repeats, [int(x) for x in args.rates.split(",")], args.step_s, args.profile, args.chain_feeds,
+              args.budget_s)
     summary = summarise(raw, args.repeats)
     out = {"ts": time.time(), "commit": _commit(), "repeats": args.repeats, "profile": args.profile,
            "chain_feeds": args.chain_feeds,
