@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from support import eventually  # noqa: F401  (re-exported to the tests)
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = REPO / "var" / "lab"
@@ -104,18 +105,6 @@ class LabShell:
         """(state, rest) of a supervisord program, e.g. ("RUNNING", "pid 123, uptime 0:01:02")."""
         parts = self.run(f"sudo supervisorctl status {name}").stdout.split(None, 2)
         return (parts[1] if len(parts) > 1 else "", parts[2].strip() if len(parts) > 2 else "")
-
-
-def eventually(cond, timeout: float, interval: float = 0.5, what: str = "condition"):
-    """Poll cond() until it returns something truthy; return it, or fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _links(paths) -> set[str]:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import yaml
 from py_clob_client_v2.client import ClobClient
+from support import eventually  # noqa: F401  (re-exported to the suite)
 
 SOURCE = "0x1d0034134e339a309700ff2d34e99fa2d48b0313"
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
@@ -19,17 +20,6 @@ OTHER_KEY = "0x" + "4d" * 32
 
 def payload(name: str):
     return json.loads((PAYLOADS / name).read_text())
-
-
-def eventually(cond, timeout: float, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def serve(workdir: Path, *args: str):

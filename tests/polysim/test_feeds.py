@@ -134,15 +134,20 @@ def test_rtds_failure_modes_on_demand(sim):
         httpx.post(f"{ctl}/faults", json={"malformed": {"count": 3}})
         assert [t for t in read(ws, 0.5) if t in ("[1,2,3]", "not json at all")]
         httpx.post(f"{ctl}/faults", json={"rtds_drop": {}})
-        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
-            for _ in range(50):
-                ws.settimeout(0.2)
-                try:
-                    ws.recv()
-                except websocket.WebSocketTimeoutException:
-                    continue
+        assert_closed_by_server(ws)
     finally:
         ws.close()
+
+
+def assert_closed_by_server(ws):
+    """Reading on drains what is left, then must hit the close (within 10 s)."""
+    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+        for _ in range(50):
+            ws.settimeout(0.2)
+            try:
+                ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
 
 
 # ---- Data API -------------------------------------------------------------------------------------------------
@@ -319,9 +324,15 @@ def test_a_failed_settlement_goes_retrying_then_failed_and_is_reverted(sim, clie
         assert int(client.get_balance_allowance()["balance"]) == before                # cash back, shares gone
         (trade,) = client.get_trades(TradeParams(id=taken["tradeIDs"][0]))
         assert trade["status"] == "TRADE_STATUS_FAILED" and trade["transaction_hash"].startswith("0x")
-        time.sleep(1.2)                                       # past this sim's Data API indexing delay
-        ours = dapi(sim, "/v2/trades", user=client.get_address(), taker_only="false").json()["data"]
-        assert ours and trade["transaction_hash"] not in {r["transaction_hash"] for r in ours}   # never on chain
+        # A trade that settles after it is indexed, while the failed one never shows (it never reached the chain).
+        ok = client.post_order(client.create_order(OrderArgsV2(token_id=up, price=ask, size=6, side="BUY"), OPTS),
+                               OrderType.FAK, defer_exec=True)
+        ok_tx = eventually(lambda: client.get_trades(TradeParams(id=ok["tradeIDs"][0]))[0]["transaction_hash"], 5,
+                           what="the settled trade's transaction (known once mined)")
+        ours = eventually(lambda: {r["transaction_hash"] for r in dapi(
+            sim, "/v2/trades", user=client.get_address(), taker_only="false").json()["data"]} & {
+            ok_tx, trade["transaction_hash"]}, 10, what="the settled trade indexed")
+        assert ours == {ok_tx}
     finally:
         ws.close()
 
@@ -331,12 +342,6 @@ def test_market_channel_drops_on_demand(sim):
     try:
         ws.recv()
         httpx.post(f"{sim['control']}/faults", json={"market_ws_drop": {}})
-        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
-            for _ in range(50):
-                ws.settimeout(0.2)
-                try:
-                    ws.recv()
-                except websocket.WebSocketTimeoutException:
-                    continue
+        assert_closed_by_server(ws)
     finally:
         ws.close()
