@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from support import eventually  # noqa: F401  (re-exported to the tests)
+import support
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = REPO / "var" / "lab"
@@ -161,3 +161,8 @@ class LabFootprint:
         if (LAB_DIR / "root").exists():
             left.append(f"root filesystem {LAB_DIR / 'root'}")
         return left
+
+
+def eventually(cond, timeout: float, interval: float = 0.5, what: str = "condition"):
+    """support.eventually at SSH pace: every poll is a round trip to the lab host."""
+    return support.eventually(cond, timeout, interval, what)
