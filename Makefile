@@ -35,7 +35,7 @@ lint: $(STAMP)
 	ANSIBLE_CONFIG=$(CURDIR)/ansible/ansible.cfg PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint -c ansible/.ansible-lint --offline --profile production ansible/site.yml roles inventories
 
 bench: $(STAMP)
-	$(PY) -m copier.bench
+	$(PY) -m copier.bench $(BENCH_ARGS)
 
 # The simulator's own throughput (order POSTs/s, RTDS frames/s) on this machine; reports what it measured.
 bench-sim: $(STAMP)

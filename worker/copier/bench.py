@@ -434,8 +434,9 @@ def analyse(phase: Phase, shots: list[Shot], expected: dict[str, int], t0: float
     timings = {k: [v for _, v in tv] for k, tv in timed.items()}
     stages = {s: dist(timings.get(f"stage.{s}_ms", [])) for s in STAGES} | \
         {g: dist(timings.get(f"{g}_ms", [])) for g in GC_ROWS}
-    pre_post = [sum(v) for v in zip(timings.get("stage.persist_decision_ms", []), timings.get("stage.persist_ms", []),
-                                    timings.get("stage.persist_posting_ms", []))]
+    # sqlite before the POST: the decision and the signed order (the POSTING mark is written once the request is out)
+    pre_post = [a + b for a, b in zip(timings.get("stage.persist_decision_ms", []),
+                                      timings.get("stage.persist_ms", []))]
     # The ingest -> pipeline wait by thirds of the run: a queue that grows makes the later thirds wait longer.
     waits = sorted(timed.get("stage.queue_ms", []))
     k = max(1, len(waits) // 3)
