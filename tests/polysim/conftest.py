@@ -88,6 +88,14 @@ def fast_sim(tmp_path_factory):
     stop(urls)
 
 
+def subscribed(ws) -> None:
+    """Returns once the server has handled what was sent so far: it answers messages in order, PING last."""
+    ws.send("PING")
+    end = time.monotonic() + 10
+    while ws.recv() != "PONG":
+        assert time.monotonic() < end, "no PONG: the subscription was never handled"
+
+
 def current_market(urls, asset="btc", min_left_s=2.0) -> dict:
     """The Gamma market of the window trading now (waiting for the next one if this one is about to end)."""
     def pick():

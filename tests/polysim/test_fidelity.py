@@ -14,7 +14,7 @@ from py_clob_client_v2.headers.headers import create_level_1_headers, create_lev
 from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
 
-from conftest import KEY, PAYLOADS, SOURCE, current_market, eventually, payload
+from conftest import KEY, PAYLOADS, SOURCE, current_market, eventually, payload, subscribed
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 INT_KEYS = {"timestamp", "outcomeIndex", "outcome_index", "bucket_index", "version", "count", "limit", "offset",
@@ -154,10 +154,12 @@ def market_events(sim, client):
     ws = websocket.create_connection(sim["market_ws"], timeout=5)
     ws.send(json.dumps({**payload("ws_market_subscribe.json"), "assets_ids": [up, down]}))
     try:
+        # the book dump answers the subscription: until it arrives, a loaded server may not have registered us
+        got = _collect(ws, 5, lambda events: any(e["event_type"] == "book" for e in events))
         resting = client.create_and_post_order(OrderArgsV2(token_id=up, price=0.02, size=30, side="BUY"), OPTS)
         httpx.post(f"{sim['control']}/source-fill", json={"asset": "eth", "outcome": "Up", "size": 700})  # new best
         httpx.post(f"{sim['control']}/tick-size", json={"slug": m["slug"], "tick_size": 0.001})
-        got = _collect(ws, 1.5, lambda events: False)
+        got += _collect(ws, 1.5, lambda events: False)
         client.cancel_order(OrderPayload(resting["orderID"]))
     finally:
         ws.close()
@@ -185,6 +187,7 @@ def user_events(sim, client):
     ws.send(json.dumps({**sub, "auth": {"apiKey": creds.api_key, "secret": creds.api_secret,
                                         "passphrase": creds.api_passphrase}, "markets": [m["conditionId"]]}))
     try:
+        subscribed(ws)
         resting = client.create_and_post_order(OrderArgsV2(token_id=down, price=0.03, size=20, side="BUY"), OPTS)
         ask = float(client.get_order_book(up)["asks"][-1]["price"])
         client.post_order(client.create_order(OrderArgsV2(token_id=up, price=ask, size=5, side="BUY"), OPTS),

@@ -44,8 +44,8 @@ class MarketWs:
         self.by_asset: dict[str, set[Sub]] = {}
         self._best: dict[str, tuple[str, str]] = {}
         self._lane = Lane()
-        hub.subscribe(BOOK, lambda u: self._later(lambda: self._price_change(u)))
-        hub.subscribe(MATCH, lambda mt: self._later(lambda: self._trade(mt)))
+        hub.subscribe(BOOK, lambda u: self._later_with_bests(u.market, lambda bests: self._price_change(u, bests)))
+        hub.subscribe(MATCH, lambda mt: self._later_with_bests(mt.market, lambda bests: self._trade(mt, bests)))
         hub.subscribe(TICK_SIZE, lambda t: self._later(lambda: self._tick(*t)))
         hub.subscribe(MARKET_CREATED, lambda m: self._later(lambda: self._custom(self._new_market(m))))
         hub.subscribe(MARKET_STATE, self._on_state)
@@ -58,6 +58,12 @@ class MarketWs:
 
     def _later(self, fn) -> None:
         self._lane.later(self.now(), self.cfg.market_ws_delay_s, fn)
+
+    def _later_with_bests(self, m: SimMarket, fn) -> None:
+        """Best prices as of the event, not of the delayed send: each change shows, however fast they come."""
+        if any(self.by_asset.get(t) for t in m.token_ids) and m.condition_id in self.ex.books:
+            bests = {t: best_prices(self.ex, t) for t in m.token_ids}
+            self._later(lambda: fn(bests))
 
     # ---- connections -------------------------------------------------------------------------------------
     async def handler(self, request: web.Request) -> web.WebSocketResponse:
@@ -119,7 +125,7 @@ class MarketWs:
         return not self._stalled() and m.condition_id in self.ex.books and \
             any(self.by_asset.get(t) for t in m.token_ids)
 
-    def _price_change(self, u: BookUpdate) -> None:
+    def _price_change(self, u: BookUpdate, bests: dict[str, tuple[str, str]]) -> None:
         m = u.market
         if not self._live(m):
             return
@@ -127,13 +133,13 @@ class MarketWs:
         books = {t: self._book(t, now) for t in m.token_ids}
         changes = []
         for ch in u.changes:
-            bid, ask = best_prices(self.ex, ch["asset_id"])
+            bid, ask = bests[ch["asset_id"]]
             changes.append({**ch, "hash": books[ch["asset_id"]]["hash"], "best_bid": bid, "best_ask": ask})
         self._send(m.token_ids, _dumps({"market": m.condition_id, "price_changes": changes,
                                         "timestamp": str(int(now * 1000)), "event_type": "price_change"}))
-        self._best_bid_ask(m, now)
+        self._best_bid_ask(m, bests, now)
 
-    def _trade(self, mt: Match) -> None:
+    def _trade(self, mt: Match, bests: dict[str, tuple[str, str]]) -> None:
         m = mt.market
         if not self._live(m):
             return
@@ -145,11 +151,11 @@ class MarketWs:
                                         "transaction_hash": mt.tx_hash}))
         for token in m.token_ids:
             self._send([token], _dumps({"event_type": "book", **self._book(token, now)}))
-        self._best_bid_ask(m, now)
+        self._best_bid_ask(m, bests, now)
 
-    def _best_bid_ask(self, m: SimMarket, now: float) -> None:
+    def _best_bid_ask(self, m: SimMarket, bests: dict[str, tuple[str, str]], now: float) -> None:
         for token in m.token_ids:
-            bid, ask = best_prices(self.ex, token)
+            bid, ask = bests[token]
             if self._best.get(token) == (bid, ask):
                 continue
             self._best[token] = (bid, ask)
