@@ -5,7 +5,8 @@ from hypothesis import given, settings, strategies as st
 from copier.config import Config, CopyConfig, ExecutionConfig, RiskConfig, SizingConfig
 from copier.decision import decide, intent_id_for, price_cap
 from copier.exposure import ExposureBook
-from copier.types import Batch, OrderIntent, Side, Skip
+from copier.risk import funding_refusals
+from copier.types import Batch, Funds, OrderIntent, Side, Skip
 from helpers import CID, T0, UP, fill, market
 
 
@@ -116,3 +117,13 @@ def test_caps_are_never_exceeded_whatever_the_sequence(events):
             assert book.market_notional(mm.condition_id) <= 60 + 1e-6
         assert book.window_notional(T0 + dt) <= 100 + 1e-6
         assert book.day_notional(T0 + dt) <= 150 + 1e-6
+
+
+def test_funding_that_cannot_pay_one_full_order_is_reported_by_reason():
+    cfg = Config(sizing=SizingConfig(max_notional_per_order_usd=25))
+    assert funding_refusals(Funds(25.0, (("0xe111", 1e70),)), cfg) == []
+    [(reason, detail)] = funding_refusals(Funds(24.99, (("0xe111", 1e70),)), cfg)
+    assert reason == "low_balance" and "24.99" in detail and "max_notional_per_order_usd 25" in detail
+    refusals = dict(funding_refusals(Funds(100.0, (("0xe111", 1e70), ("0xe222", 0.0))), cfg))
+    assert list(refusals) == ["low_allowance"] and "0xe222" in refusals["low_allowance"] \
+        and "0xe111" not in refusals["low_allowance"]

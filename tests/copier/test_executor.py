@@ -30,6 +30,8 @@ class ScriptedClob:
         self.posts: list[str] = []
         self.known: dict[str, dict] = {}
         self.lookups = 0
+        self.funds_queries: list[str] = []
+        self.funds_answer = ("200 OK", {"balance": "0", "allowances": {}})
 
     def __call__(self, environ, start_response):
         path, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
@@ -51,6 +53,10 @@ class ScriptedClob:
                 headers += list(step[2].items())
             start_response(status, headers)
             return [json.dumps(payload).encode()]
+        if method == "GET" and path == "/balance-allowance":
+            self.funds_queries.append(environ["QUERY_STRING"])
+            start_response(self.funds_answer[0], [("Content-Type", "application/json")])
+            return [json.dumps(self.funds_answer[1]).encode()]
         if method == "GET" and path.startswith("/data/order/"):
             self.lookups += 1
             start_response("200 OK", [("Content-Type", "application/json")])
@@ -204,3 +210,16 @@ def test_reconcile_resolves_orders_left_unknown(env):
     app.known["x"] = json.loads(signed.body)["order"]
     [report] = ex.reconcile()
     assert report.status == "MATCHED" and store.unresolved_orders() == [] and app.posts == []
+
+
+def test_funds_are_read_for_the_collateral_and_bad_answers_give_none(env):
+    """(The L2 signature over the path without the query is checked by the simulator: tests/e2e.)"""
+    app, ex, _ = env([])
+    app.funds_answer = ("200 OK", {"balance": "3500000", "allowances": {"0xe111": "0"}})
+    funds = ex.funds()
+    assert funds.balance_usd == 3.5 and funds.allowances_usd == (("0xe111", 0.0),)
+    assert app.funds_queries == ["asset_type=COLLATERAL&signature_type=0"]
+    app.funds_answer = ("200 OK", {"balance": "a lot"})
+    assert ex.funds() is None
+    app.funds_answer = ("503 Service Unavailable", {"error": "Trading is currently disabled"})
+    assert ex.funds() is None

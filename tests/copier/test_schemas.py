@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from copier.errors import MalformedMessage
-from copier.schemas import apply_price_change, parse_book, parse_data_api_trade, parse_rtds_frame
+from copier.schemas import (apply_price_change, parse_book, parse_data_api_trade, parse_funds,
+                            parse_rtds_frame)
 from copier.types import Feed, Side
 
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
@@ -107,3 +108,26 @@ def test_garbage_never_raises_anything_but_malformed(value):
             parse()
         except MalformedMessage:
             pass
+
+
+V2_EXCHANGE = "0xE111180000d2663C0091e4f400237545B87B996B"
+MAX_UINT256 = str(2 ** 256 - 1)
+
+
+def test_funds_v2_answer_lists_an_allowance_per_exchange():
+    funds = parse_funds({"balance": "12345678", "allowances": {V2_EXCHANGE: MAX_UINT256, "0xdead": "0"}})
+    assert funds.balance_usd == 12.345678
+    assert dict(funds.allowances_usd)["0xdead"] == 0.0 and dict(funds.allowances_usd)[V2_EXCHANGE] > 1e60
+
+
+def test_funds_older_single_allowance_and_none_at_all():
+    assert parse_funds({"balance": "0", "allowance": "5000000"}).allowances_usd == (("exchange", 5.0),)
+    assert parse_funds({"balance": "1000000"}).allowances_usd == ()
+
+
+@pytest.mark.parametrize("body", [None, [], {"allowances": {}}, {"balance": "1.5"}, {"balance": "-1"},
+                                  {"balance": True}, {"balance": "1", "allowances": ["0x"]},
+                                  {"balance": "1", "allowances": {V2_EXCHANGE: None}}])
+def test_malformed_funds_raise_one_clear_error(body):
+    with pytest.raises(MalformedMessage):
+        parse_funds(body)

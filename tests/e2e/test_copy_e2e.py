@@ -3,8 +3,9 @@ import json
 import signal
 import sqlite3
 
-from copier.harness import (SIM_PRIVATE_KEY, copier_config, eventually, run_copier, start_copier, write_config,
-                            write_env_file)
+from copier.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, eventually, run_copier, start_copier,
+                            write_config, write_env_file)
+from copier.soak import SentrySink
 
 
 def _report(config) -> dict:
@@ -75,3 +76,26 @@ def test_live_orders_survive_kill_9_without_a_duplicate(sim, tmp_path):
     assert executed, "no live order executed at the venue"
     assert len(executed) == len(set(executed)), "an order hash executed twice"
     assert set(executed) <= ours, "the venue executed an order the copier's store does not know"
+
+
+def test_an_account_that_cannot_pay_a_full_order_is_alerted_at_start(tmp_path):
+    """The simulator funds new API wallets with 3 pUSD: less than one 25-dollar order. It answers the signed
+    GET /balance-allowance only if the L2 signature (over the path without its query) verifies."""
+    sim = SimProcess(tmp_path / "sim", speed=6.0, seed=12, extra_args=("--balance", "3"))
+    sentry = SentrySink(tmp_path / "sentry.envelopes")
+    config = write_config(tmp_path / "copier.yaml",
+                          copier_config(sim.urls, tmp_path / "copier.sqlite", dry_run=False, speed=900 / sim.window_s))
+    env = write_env_file(tmp_path / "copier.env", {"POLY_PRIVATE_KEY": SIM_PRIVATE_KEY, "SENTRY_DSN": sentry.dsn})
+    proc = start_copier(config, tmp_path / "copier.log", env)
+    try:
+        eventually(lambda: b"low_balance" in (tmp_path / "sentry.envelopes").read_bytes(), 30, 0.3,
+                   "the low-balance alert")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        sim.stop()
+    alerts = [e for e in (tmp_path / "sentry.envelopes").read_bytes().split(b"\n") if b"low_balance" in e]
+    assert len(alerts) == 1 and b"pUSD balance 3.00 < sizing.max_notional_per_order_usd 25" in alerts[0]
+    assert b"low_allowance" not in (tmp_path / "sentry.envelopes").read_bytes()     # the simulator approves all
+    log = (tmp_path / "copier.log").read_text()
+    assert "balance-allowance check failed" not in log and "funding: pUSD balance 3.00" in log

@@ -16,12 +16,13 @@ import logging
 
 import peewee
 
-from copier.errors import OperationalError, RateLimited, TemporaryError, UnknownOutcome
+from copier.errors import MalformedMessage, OperationalError, RateLimited, TemporaryError, UnknownOutcome
 from copier.logs import batch_fields
+from copier.schemas import parse_funds
 from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport, Response
-from copier.types import ExecutionReport, MarketMeta, OrderIntent, Side
+from copier.types import ExecutionReport, Funds, MarketMeta, OrderIntent, Side
 
 log = logging.getLogger("copier.executor")
 
@@ -60,6 +61,7 @@ class ClobExecutor:
     def __init__(self, cfg, *, signer: OrderSigner, transport: ClobTransport, store: Store, clock, metrics):
         self.cfg = cfg.execution
         self.max_signal_age_s = cfg.copy.max_signal_age_s
+        self.signature_type = cfg.account.signature_type
         self.signer = signer
         self.transport = transport
         self.store = store
@@ -268,6 +270,20 @@ class ClobExecutor:
                                                      row["submit_ns"], row["attempts"], row["error"]))
         return reports
 
+    def funds(self) -> Funds | None:
+        """The account's pUSD balance and allowances at the venue, or None when it gave no usable answer."""
+        path = f"/balance-allowance?asset_type=COLLATERAL&signature_type={self.signature_type}"
+        try:
+            resp = self.transport.request("GET", path)
+            if resp.status == 200:
+                return parse_funds(resp.body)
+            problem = f"HTTP {resp.status}: {str(resp.body)[:200]}"
+        except (TemporaryError, MalformedMessage) as exc:
+            problem = str(exc)
+        self.metrics.incr("funds.check_errors")
+        log.warning("balance-allowance check failed: %s", problem)
+        return None
+
     def keep_warm(self) -> None:
         """Between trades: every executor slot keeps an open, recently used connection to the CLOB."""
         self.transport.keep_warm(self.cfg.executor_concurrency)
@@ -338,6 +354,10 @@ class PaperExecutor:
 
     def reconcile(self) -> list[ExecutionReport]:
         return []
+
+    def funds(self) -> Funds | None:
+        """Paper trading spends nothing."""
+        return None
 
     def keep_warm(self) -> None:
         pass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from copier.config import Config
 from copier.exposure import ExposureBook
-from copier.types import Batch, MarketMeta
+from copier.types import Batch, Funds, MarketMeta
 
 EPS = 1e-9
 Refusal = tuple[str, str]
@@ -58,3 +58,17 @@ def size_refusal(size: float, notional: float, capped_by: str, market: MarketMet
     if size < market.min_size - EPS:
         return "below_min_size", f"size {size:g} < market min size {market.min_size:g}"
     return None
+
+
+def funding_refusals(funds: Funds, cfg: Config) -> list[Refusal]:
+    """Funding that cannot cover one order of `max_notional_per_order_usd`: the venue rejects such a BUY with
+    `not enough balance / allowance`. Reported (alerted), not a halt: smaller orders and SELLs still go."""
+    need = cfg.sizing.max_notional_per_order_usd
+    out = []
+    if funds.balance_usd < need:
+        out.append(("low_balance",
+                    f"pUSD balance {funds.balance_usd:.2f} < sizing.max_notional_per_order_usd {need:g}"))
+    short = [addr for addr, usd in funds.allowances_usd if usd < need]
+    if short:
+        out.append(("low_allowance", f"pUSD allowance below {need:g} for exchange(s) {', '.join(short)}"))
+    return out

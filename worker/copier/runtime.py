@@ -27,6 +27,7 @@ from copier.detection import ConfirmationGate
 from copier.errors import OperationalError
 from copier.exposure import ExposureBook
 from copier.logs import batch_fields, fill_cid
+from copier.risk import funding_refusals
 from copier.types import Batch, OrderIntent, SourceFill
 
 log = logging.getLogger("copier.runtime")
@@ -39,6 +40,7 @@ CONTROL_S = 0.5             # halt flag poll and queue gauges
 GATE_POLL_S = 0.05          # how soon a batch held for confirmation goes once confirmed
 RECONCILE_S = 5.0
 KEEP_WARM_S = 15.0          # under the idle timeouts of common HTTP front ends (30-120 s)
+FUNDS_S = 60.0              # balance-allowance is rate limited at 200 / 10 s; a minute is plenty to notice
 CHECKPOINT_S = 30.0         # the first write after a checkpoint pays ~0.5-1 ms re-reading pages: keep them rare
 
 
@@ -73,6 +75,7 @@ class Runtime:
         self._inflight = 0
         self._ingest_peak = 0       # queue high-water marks since the last gauge
         self._exec_peak = 0
+        self._funding_short: set[str] = set()
 
     # ---- intake (called from feed greenlets) -------------------------------------------------------------
     def on_fill(self, fill: SourceFill) -> None:
@@ -119,6 +122,7 @@ class Runtime:
             spawn(self.detection.run, self.stopping)
         spawn(self._reconcile_loop)
         spawn(self._keep_warm_loop)
+        spawn(self._funds_loop)
         spawn(self._checkpoint_loop)
         if self.books is not None:
             spawn(self.books.run, self.stopping)
@@ -300,6 +304,29 @@ class Runtime:
         """The CLOB connections stay open and warm between trades (a venue closes idle keep-alives)."""
         while not self.stopping.wait(KEEP_WARM_S):
             self.executor.keep_warm()
+
+    def _funds_loop(self) -> None:
+        """An account that cannot pay for a full-size order is alerted once when it becomes short, not per reject."""
+        while True:
+            try:
+                self._check_funds()
+            except Exception:
+                log.exception("funds check failed")
+                self.metrics.incr("funds.check_errors")
+            if self.stopping.wait(FUNDS_S):
+                return
+
+    def _check_funds(self) -> None:
+        funds = self.executor.funds()
+        if funds is None:
+            return
+        self.metrics.gauge("funds.balance_usd", funds.balance_usd)
+        refusals = dict(funding_refusals(funds, self.cfg))
+        for reason, detail in refusals.items():
+            log.warning("funding: %s", detail)
+            if reason not in self._funding_short:
+                self.alerts.alert(reason, detail)
+        self._funding_short = set(refusals)
 
     def _checkpoint_loop(self) -> None:
         """The store never checkpoints on a commit; this moves the WAL into the database file off the hub's thread."""

@@ -1,7 +1,7 @@
 """Wire payloads -> typed objects, at the edge. Anything malformed raises MalformedMessage with one clear line.
 
-RTDS `activity` frames (`trades`, `orders_matched`), Data API trade rows (v1 camelCase, v2 snake_case) and CLOB
-book snapshots (REST /book and the market websocket's `book`).
+RTDS `activity` frames (`trades`, `orders_matched`), Data API trade rows (v1 camelCase, v2 snake_case), CLOB
+book snapshots (REST /book and the market websocket's `book`) and the account's balance and allowances.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import math
 
 from copier.errors import MalformedMessage
-from copier.types import BookTop, Feed, Side, SourceFill
+from copier.types import BookTop, Feed, Funds, Side, SourceFill
 
 MAX_FRAME_BYTES = 64 * 1024
 RTDS_TYPES = {"trades": Feed.RTDS_TRADES.value, "orders_matched": Feed.RTDS_MATCHED.value}
@@ -138,6 +138,37 @@ def parse_book(msg: dict) -> BookTop:
         t = 0.0
     return BookTop(asset=asset, bids=_levels(msg.get("bids", []), "bids", True),
                    asks=_levels(msg.get("asks", []), "asks", False), ts=t)
+
+
+def _usd(raw, name: str) -> float:
+    """A 6-decimal integer amount (a decimal string on the wire) in dollars; MAX_UINT256 stays huge but finite."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise MalformedMessage(f"{name} is not an amount: {raw!r}")
+    try:
+        units = int(raw)
+    except ValueError:
+        raise MalformedMessage(f"{name} is not an integer amount: {raw!r}") from None
+    if units < 0:
+        raise MalformedMessage(f"{name} is negative")
+    return units / 1e6
+
+
+def parse_funds(body) -> Funds:
+    """GET /balance-allowance?asset_type=COLLATERAL: `{"balance", "allowances": {exchange: amount}}` (V2), or the
+    older single `"allowance"`."""
+    if not isinstance(body, dict):
+        raise MalformedMessage("balance-allowance answer is not an object")
+    balance = _usd(body.get("balance"), "balance")
+    raw = body.get("allowances")
+    if isinstance(raw, dict):
+        allowances = tuple(sorted((str(k), _usd(v, f"allowance of {k}")) for k, v in raw.items()))
+    elif raw is None and "allowance" in body:
+        allowances = (("exchange", _usd(body["allowance"], "allowance")),)
+    elif raw is None:
+        allowances = ()
+    else:
+        raise MalformedMessage("allowances is not an object")
+    return Funds(balance, allowances)
 
 
 def apply_price_change(book: BookTop, change: dict) -> BookTop:

@@ -125,12 +125,13 @@ class ClobTransport:
 
     def _message(self, method: str, path: str, body: str) -> bytes:
         """The whole request in one buffer. http.client writes the head and the body in two sends and checks every
-        header against regexes: ~0.1 ms per POST; these headers are ours, fixed in shape, checked at start-up."""
+        header against regexes: ~0.1 ms per POST; these headers are ours, fixed in shape, checked at start-up.
+        The L2 signature covers the path without its query string, as the venue (and the SDK) compute it."""
         if any(ch in path for ch in " \r\n"):
             raise ValueError(f"bad request path {path!r}")
         data = body.encode()
         head = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}", "Accept-Encoding: identity",
-                *(f"{k}: {v}" for k, v in self.headers(method, path, body).items())]
+                *(f"{k}: {v}" for k, v in self.headers(method, path.partition("?")[0], body).items())]
         if data:
             head.append(f"Content-Length: {len(data)}")
         return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data

@@ -166,6 +166,13 @@ Decision = OrderIntent | Skip
 
 
 @dataclass(frozen=True, slots=True)
+class Funds:
+    """The account's pUSD at the venue (GET /balance-allowance, COLLATERAL), in dollars."""
+    balance_usd: float
+    allowances_usd: tuple[tuple[str, float], ...]   # (exchange address, allowance); empty if the venue lists none
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionReport:
     """What the venue (or the paper book) did with one order."""
     intent_id: str
