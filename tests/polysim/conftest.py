@@ -96,6 +96,12 @@ def subscribed(ws) -> None:
         assert time.monotonic() < end, "no PONG: the subscription was never handled"
 
 
+def taking_price(client, token: str) -> float:
+    """A BUY cap that still crosses after the taker delay: background takers may have emptied the best ask by then
+    (the order fills at the resting prices, not at the cap)."""
+    return round(min(float(client.get_order_book(token)["asks"][-1]["price"]) + 0.05, 0.99), 2)
+
+
 def current_market(urls, asset="btc", min_left_s=2.0) -> dict:
     """The Gamma market of the window trading now (waiting for the next one if this one is about to end)."""
     def pick():

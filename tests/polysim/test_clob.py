@@ -14,7 +14,7 @@ from py_clob_client_v2.headers.headers import create_level_2_headers
 from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
 
-from conftest import KEY, OTHER_KEY, current_market, eventually, ground_truth, payload
+from conftest import KEY, OTHER_KEY, current_market, eventually, ground_truth, payload, taking_price
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 
@@ -67,8 +67,7 @@ def test_sdk_fak_marketable_buy_matches_and_resolves_its_transaction_hash(client
 
 def test_the_same_signed_order_twice_is_a_duplicate(client, sim):
     _, (up, _) = tokens(sim)
-    ask = float(client.get_order_book(up)["asks"][-1]["price"])
-    order = client.create_order(OrderArgsV2(token_id=up, price=ask, size=5, side="BUY"), OPTS)
+    order = client.create_order(OrderArgsV2(token_id=up, price=taking_price(client, up), size=5, side="BUY"), OPTS)
     client.post_order(order, OrderType.FAK, defer_exec=True)
     status, body = api_error(lambda: client.post_order(order, OrderType.FAK))
     assert status == 400 and body["error"].endswith("is invalid. Duplicated.")
@@ -116,8 +115,7 @@ def test_tick_and_min_size_violations_get_the_real_texts(client, sim):
 
 def test_post_only_rests_or_is_refused_and_a_resting_order_cancels(client, sim):
     _, (up, _) = tokens(sim)
-    ask = float(client.get_order_book(up)["asks"][-1]["price"])
-    crossing = client.create_order(OrderArgsV2(token_id=up, price=ask, size=5, side="BUY"), OPTS)
+    crossing = client.create_order(OrderArgsV2(token_id=up, price=taking_price(client, up), size=5, side="BUY"), OPTS)
     assert api_error(lambda: client.post_order(crossing, OrderType.GTC, post_only=True)) == (
         400, {"error": "invalid post-only order: order crosses book"})
     resting = client.create_and_post_order(OrderArgsV2(token_id=up, price=0.05, size=20, side="BUY"), OPTS,

@@ -7,7 +7,7 @@ import pytest
 import websocket
 from py_clob_client_v2.clob_types import OrderArgsV2, OrderPayload, OrderType, PartialCreateOrderOptions, TradeParams
 
-from conftest import SOURCE, current_market, eventually, payload, subscribed
+from conftest import SOURCE, current_market, eventually, payload, subscribed, taking_price
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 
@@ -279,9 +279,9 @@ def test_user_channel_reports_our_orders_and_trade_lifecycle(sim, client):
             bad.recv()
         resting = client.create_and_post_order(OrderArgsV2(token_id=up, price=0.03, size=40, side="BUY"), OPTS)
         client.cancel_order(OrderPayload(resting["orderID"]))
-        ask = float(client.get_order_book(down)["asks"][-1]["price"])
-        taken = client.post_order(client.create_order(OrderArgsV2(token_id=down, price=ask, size=5, side="BUY"),
-                                                      OPTS), OrderType.FAK, defer_exec=True)
+        taken = client.post_order(client.create_order(OrderArgsV2(token_id=down, price=taking_price(client, down),
+                                                                  size=5, side="BUY"), OPTS),
+                                  OrderType.FAK, defer_exec=True)
         got = []
         eventually(lambda: got.extend(events(read(ws, 0.3))) or
                    any(e.get("status") == "CONFIRMED" for e in got), 5, what="CONFIRMED")
@@ -308,8 +308,8 @@ def test_a_failed_settlement_goes_retrying_then_failed_and_is_reverted(sim, clie
         subscribed(ws)
         before = int(client.get_balance_allowance()["balance"])
         httpx.post(f"{sim['control']}/faults", json={"trade_fail": {"count": 1}})
-        ask = float(client.get_order_book(up)["asks"][-1]["price"])
-        taken = client.post_order(client.create_order(OrderArgsV2(token_id=up, price=ask, size=6, side="BUY"), OPTS),
+        taken = client.post_order(client.create_order(OrderArgsV2(token_id=up, price=taking_price(client, up), size=6,
+                                                                  side="BUY"), OPTS),
                                   OrderType.FAK, defer_exec=True)
         assert taken["status"] == "matched" and int(client.get_balance_allowance()["balance"]) < before
         got = []
@@ -320,8 +320,8 @@ def test_a_failed_settlement_goes_retrying_then_failed_and_is_reverted(sim, clie
         (trade,) = client.get_trades(TradeParams(id=taken["tradeIDs"][0]))
         assert trade["status"] == "TRADE_STATUS_FAILED" and trade["transaction_hash"].startswith("0x")
         # A trade that settles after it is indexed, while the failed one never shows (it never reached the chain).
-        cap = round(min(float(client.get_order_book(up)["asks"][-1]["price"]) + 0.05, 0.99), 2)  # the book moved
-        ok = client.post_order(client.create_order(OrderArgsV2(token_id=up, price=cap, size=6, side="BUY"), OPTS),
+        ok = client.post_order(client.create_order(OrderArgsV2(token_id=up, price=taking_price(client, up), size=6,
+                                                               side="BUY"), OPTS),
                                OrderType.FAK, defer_exec=True)
         ok_tx = eventually(lambda: client.get_trades(TradeParams(id=ok["tradeIDs"][0]))[0]["transaction_hash"], 5,
                            what="the settled trade's transaction (known once mined)")

@@ -14,7 +14,7 @@ from py_clob_client_v2.headers.headers import create_level_1_headers, create_lev
 from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
 
-from conftest import KEY, PAYLOADS, SOURCE, current_market, eventually, payload, subscribed
+from conftest import KEY, PAYLOADS, SOURCE, current_market, eventually, payload, subscribed, taking_price
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 INT_KEYS = {"timestamp", "outcomeIndex", "outcome_index", "bucket_index", "version", "count", "limit", "offset",
@@ -189,8 +189,8 @@ def user_events(sim, client):
     try:
         subscribed(ws)
         resting = client.create_and_post_order(OrderArgsV2(token_id=down, price=0.03, size=20, side="BUY"), OPTS)
-        ask = float(client.get_order_book(up)["asks"][-1]["price"])
-        client.post_order(client.create_order(OrderArgsV2(token_id=up, price=ask, size=5, side="BUY"), OPTS),
+        client.post_order(client.create_order(OrderArgsV2(token_id=up, price=taking_price(client, up), size=5,
+                                              side="BUY"), OPTS),
                           OrderType.FAK, defer_exec=True)
         client.cancel_order(OrderPayload(resting["orderID"]))
         got = _collect(ws, 3, lambda events: any(e.get("status") == "CONFIRMED" for e in events))
