@@ -82,20 +82,21 @@ def test_an_account_that_cannot_pay_a_full_order_is_alerted_at_start(tmp_path):
     """The simulator funds new API wallets with 3 pUSD: less than one 25-dollar order. It answers the signed
     GET /balance-allowance only if the L2 signature (over the path without its query) verifies."""
     sim = SimProcess(tmp_path / "sim", speed=6.0, seed=12, extra_args=("--balance", "3"))
-    sentry = SentrySink(tmp_path / "sentry.envelopes")
+    envelopes = tmp_path / "sentry.envelopes"
+    sentry = SentrySink(envelopes)
     config = write_config(tmp_path / "copier.yaml",
                           copier_config(sim.urls, tmp_path / "copier.sqlite", dry_run=False, speed=900 / sim.window_s))
     env = write_env_file(tmp_path / "copier.env", {"POLY_PRIVATE_KEY": SIM_PRIVATE_KEY, "SENTRY_DSN": sentry.dsn})
     proc = start_copier(config, tmp_path / "copier.log", env)
     try:
-        eventually(lambda: b"low_balance" in (tmp_path / "sentry.envelopes").read_bytes(), 30, 0.3,
-                   "the low-balance alert")
+        eventually(lambda: b"low_balance" in envelopes.read_bytes(), 30, 0.3, "the low-balance alert")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         sim.stop()
-    alerts = [e for e in (tmp_path / "sentry.envelopes").read_bytes().split(b"\n") if b"low_balance" in e]
+    sent = envelopes.read_bytes()
+    alerts = [e for e in sent.split(b"\n") if b"low_balance" in e]
     assert len(alerts) == 1 and b"pUSD balance 3.00 < sizing.max_notional_per_order_usd 25" in alerts[0]
-    assert b"low_allowance" not in (tmp_path / "sentry.envelopes").read_bytes()     # the simulator approves all
+    assert b"low_allowance" not in sent                                             # the simulator approves all
     log = (tmp_path / "copier.log").read_text()
     assert "balance-allowance check failed" not in log and "funding: pUSD balance 3.00" in log

@@ -107,12 +107,10 @@ def test_rtds_without_ping_stalls_like_the_real_feed(sim):
         silent.close()
 
 
-def read_until(ws, done, timeout: float = 10.0) -> list[str]:
+def read_until(ws, done, what: str) -> list[str]:
     """Read (pinging) until done(everything read) holds: a loaded reader may first drain a backlog."""
-    texts, end = [], time.monotonic() + timeout
-    while not done(texts):
-        assert time.monotonic() < end, f"not seen within {timeout:g}s"
-        texts += read(ws, 0.3)
+    texts: list[str] = []
+    eventually(lambda: texts.extend(read(ws, 0.3)) or done(texts), 10, 0, what=what)
     return texts
 
 
@@ -129,15 +127,15 @@ def test_rtds_failure_modes_on_demand(sim):
         # Judged by the envelopes' send timestamps, not our arrival times: a loaded machine delays the reader.
         until_ms = httpx.post(f"{ctl}/faults", json={"rtds_stall": {"seconds": 1.2}}).json()[
             "faults"]["rtds_stall"]["until"] * 1000
-        texts = read_until(ws, lambda ts: any(f["timestamp"] >= until_ms for f in frames(ts)))
+        texts = read_until(ws, lambda ts: any(f["timestamp"] >= until_ms for f in frames(ts)), "frames after the stall")
         during = [f["timestamp"] for f in frames(texts) if until_ms - 1199 < f["timestamp"] < until_ms - 1]
         assert during == [], "frames sent during the stall"
         httpx.post(f"{ctl}/faults", json={"rtds_duplicate": {"count": 3}})
-        read_until(ws, lambda ts: len(js := [t for t in ts if t.startswith("{")]) - len(set(js)) >= 3)
+        read_until(ws, lambda ts: len(js := [t for t in ts if t.startswith("{")]) - len(set(js)) >= 3, "3 duplicates")
         httpx.post(f"{ctl}/faults", json={"rtds_burst_hold": {"seconds": 1.5}})
-        read_until(ws, _held_then_released_at_once)           # a silence, then the held frames sent at one instant
+        read_until(ws, _held_then_released_at_once, "a silence, then the held frames sent at one instant")
         httpx.post(f"{ctl}/faults", json={"malformed": {"count": 3}})
-        read_until(ws, lambda ts: any(t in ("[1,2,3]", "not json at all") for t in ts))
+        read_until(ws, lambda ts: any(t in ("[1,2,3]", "not json at all") for t in ts), "the malformed frames")
         httpx.post(f"{ctl}/faults", json={"rtds_drop": {}})
         assert_closed_by_server(ws)
     finally:

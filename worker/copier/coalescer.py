@@ -37,8 +37,7 @@ class Coalescer:
         self.cfg = cfg
         self._quiet_s = max(cfg.coalesce_ms / 1000.0, time_resolution_s * 1.001)
         self._hold_s = cfg.max_hold_ms / 1000.0
-        self._budget_s = cfg.burst_window_ms / 1000.0
-        self._budget_span_s = self._budget_s + SUBMIT_GUARD_S if self._budget_s > 0 else 0.0
+        self._budget_span_s = cfg.burst_window_ms / 1000.0 + SUBMIT_GUARD_S if cfg.burst_window_ms > 0 else 0.0
         self._keys: dict[tuple, _KeyState] = {}
 
     def _key(self, fill: SourceFill) -> tuple:
@@ -57,7 +56,7 @@ class Coalescer:
         return max(natural, self._budget_free_at(st))
 
     def _release(self, st: _KeyState, fills: tuple[SourceFill, ...], kind: str, at: float) -> Batch:
-        if self._budget_s > 0:
+        if self._budget_span_s > 0:
             st.releases.append(at)
         return _batch(fills, kind, at)
 
@@ -102,7 +101,7 @@ class Coalescer:
             st = self._keys[key] = _KeyState(last_fill_at=batch.released_at)
         if batch.released_at in st.releases:
             st.releases.remove(batch.released_at)
-        if self._budget_s > 0:
+        if self._budget_span_s > 0:
             st.releases = deque(sorted((*st.releases, at)))
 
     def next_deadline(self) -> float | None:
