@@ -85,7 +85,7 @@ class LabShell:
     def __init__(self) -> None:
         self.base = ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
                      "-o", f"UserKnownHostsFile={LAB_DIR / 'known_hosts'}", "-o", "ConnectTimeout=5",
-                     "-o", f"ControlPath={LAB_DIR}/ssh-%C", "-o", "ControlMaster=auto", "-o", "ControlPersist=60",
+                     "-o", f"ControlPath={LAB_DIR}/ssh-%r@%h:%p", "-o", "ControlMaster=auto", "-o", "ControlPersist=60",
                      "-i", str(LAB_DIR / "id_ed25519"), f"deploy@{LAB_IP}"]
 
     def run(self, command: str, *, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
