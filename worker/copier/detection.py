@@ -230,8 +230,10 @@ class ConfirmationGate:
     def parked(self) -> int:
         return len(self._parked)
 
-    def held_fills(self) -> int:
-        return sum(len(b.fills) for b in self._parked)
+    def flush(self) -> list[Batch]:
+        """Every parked batch at once (shutdown: they are recorded, not ordered)."""
+        out, self._parked = self._parked, []
+        return out
 
     def _status(self, fill: SourceFill) -> str:
         t = self.detection.track(fill.dedupe_key)

@@ -12,6 +12,7 @@ import gc
 import logging
 import signal
 import sys
+from dataclasses import replace
 
 import gevent
 from gevent import monkey
@@ -22,13 +23,13 @@ from gevent.queue import Empty, Full, Queue
 from copier.clock import Clock, LiveClock
 from copier.coalescer import Coalescer
 from copier.config import Config, Secrets, polygon_ws
-from copier.decision import decide
+from copier.decision import decide, intent_id_for
 from copier.detection import ConfirmationGate
 from copier.errors import OperationalError
 from copier.exposure import ExposureBook
 from copier.logs import batch_fields, fill_cid
 from copier.risk import funding_refusals
-from copier.types import Batch, OrderIntent, SourceFill
+from copier.types import Batch, Hold, OrderIntent, OrderStatus, Side, Skip, SourceFill
 
 log = logging.getLogger("copier.runtime")
 
@@ -37,8 +38,8 @@ EXEC_QUEUE = 1_000
 DRAIN_S = 6.0
 HEARTBEAT_S = 5.0
 CONTROL_S = 0.5             # halt flag poll and queue gauges
-GATE_POLL_S = 0.05          # how soon a batch held for confirmation goes once confirmed
-RECONCILE_S = 5.0
+GATE_POLL_S = 0.05          # how soon a batch held for confirmation (or for our own BUYs) goes once free
+RECONCILE_S = 1.0           # the executor keeps each unresolved order's own backoff (1 s doubling to 30 s)
 KEEP_WARM_S = 15.0          # under the idle timeouts of common HTTP front ends (30-120 s)
 FUNDS_S = 60.0              # balance-allowance is rate limited at 200 / 10 s; a minute is plenty to notice
 CHECKPOINT_S = 30.0         # the first write after a checkpoint pays ~0.5-1 ms re-reading pages: keep them rare
@@ -46,7 +47,8 @@ CHECKPOINT_S = 30.0         # the first write after a checkpoint pays ~0.5-1 ms 
 
 class Runtime:
     def __init__(self, cfg: Config, *, clock: Clock, store, metrics, alerts, executor, catalog, deduper,
-                 feeds: list, gap_filler=None, books=None, clock_watch=None, breaker=None, detection=None):
+                 feeds: list, gap_filler=None, books=None, clock_watch=None, breaker=None, detection=None,
+                 stopping: Event | None = None):
         self.cfg = cfg
         self.clock = clock
         self.store = store
@@ -67,7 +69,7 @@ class Runtime:
         self.exposure = ExposureBook(cfg.markets.window_seconds)
         self.ingest_q: Queue = Queue(maxsize=INGEST_QUEUE)
         self.exec_q: Queue = Queue(maxsize=EXEC_QUEUE)
-        self.stopping = Event()
+        self.stopping = stopping or Event()
         self.halted = False
         self.halt_reason = ""
         self.group = Group()
@@ -76,6 +78,7 @@ class Runtime:
         self._ingest_peak = 0       # queue high-water marks since the last gauge
         self._exec_peak = 0
         self._funding_short: set[str] = set()
+        self._held: list[Batch] = []        # reducing batches waiting for our own BUYs in flight (decision Hold)
 
     # ---- intake (called from feed greenlets) -------------------------------------------------------------
     def on_fill(self, fill: SourceFill) -> None:
@@ -100,13 +103,13 @@ class Runtime:
     def start(self) -> None:
         self.halted, self.halt_reason = self.store.halted()
         self.exposure.restore(self.store.exposure_rows(self.clock.now() - 86400))
+        self.catalog.warm()             # the gate before a repost needs each market's state
         try:
-            for report in self.executor.recover(may_repost=not self.halted):
+            for report in self.executor.recover():
                 self._settle(report)
         except OperationalError as exc:
             self._halt(f"operational: {exc}")
         self.deduper.seed(self.store.seen_keys(self.clock.now() - 86400))
-        self.catalog.warm()
         if self.books is not None:
             self.books.watch(self.catalog.assets())
         spawn = self._spawn
@@ -150,27 +153,47 @@ class Runtime:
         return self.exit_code
 
     def _drain(self) -> None:
-        """Stop intake, let in-flight orders finish (bounded), abandon undecided batches, flush the store."""
+        """Stop intake; the gate sends nothing more, so queued orders are recorded as not sent and in-flight
+        requests finish (bounded); fills not yet decided are recorded as refused for stopping; flush the store."""
         for feed in self.feeds:
             stop = getattr(feed, "close", None)
             if stop:
                 stop()
-        abandoned = self.coalescer.pending_count() + (self.gate.held_fills() if self.gate is not None else 0)
         deadline = self.clock.monotonic() + DRAIN_S
         while (self._inflight or not self.exec_q.empty()) and self.clock.monotonic() < deadline:
             self.clock.sleep(0.05)
         self.group.kill(block=True, timeout=2.0)
+        undecided = self._record_undecided()
         self.executor.close()
-        log.info("copier stopped: abandoned %d undecided fills, %d orders still in flight", abandoned, self._inflight)
+        log.info("copier stopped: %d undecided fills recorded as not copied, %d orders still in flight", undecided,
+                 self._inflight)
         self.metrics.flush()
         self.store.close()
+
+    def _record_undecided(self) -> int:
+        """Batches still being coalesced, held for confirmation or for our own BUYs: recorded (fills and a refusal
+        `stopping`), so every fill the copier saw is in the store and none is decided again after a restart."""
+        now = self.clock.now()
+        batches = self.coalescer.flush(now) + (self.gate.flush() if self.gate is not None else []) + self._held
+        self._held = []
+        for batch in batches:
+            keys = tuple(sorted(f.dedupe_key for f in batch.fills))
+            side = Side.BUY if batch.net_size >= 0 else Side.SELL
+            skip = Skip(intent_id=intent_id_for(keys), condition_id=batch.condition_id, asset=batch.asset,
+                        outcome=batch.outcome, side=side, reason="stopping", detail="the copier stopped first",
+                        fill_keys=keys, kind=batch.kind, decided_at=now)
+            try:
+                self.store.record_decision(list(batch.fills), skip, self.clock.now_ns())
+            except Exception:
+                log.exception("could not record an undecided batch at shutdown")
+        return sum(len(b.fills) for b in batches)
 
     # ---- pipeline ----------------------------------------------------------------------------------------
     def _pipeline_loop(self) -> None:
         while not self.stopping.is_set():
             deadline = self.coalescer.next_deadline()
             timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - self.clock.now()))
-            if self.gate is not None and self.gate.parked():
+            if self._held or (self.gate is not None and self.gate.parked()):
                 timeout = min(timeout, GATE_POLL_S)
             try:
                 fill = self.ingest_q.get(timeout=timeout)
@@ -182,6 +205,10 @@ class Runtime:
                 now = self.clock.now()
                 for batch in self.coalescer.due(now) + (self.gate.due(now) if self.gate is not None else []):
                     self._decide(batch)
+                if self._held:
+                    held, self._held = self._held, []
+                    for batch in held:
+                        self._act(replace(batch, released_at=self.clock.now()))
             except Exception:
                 # One bad message never kills the stage.
                 log.exception("pipeline step failed")
@@ -189,6 +216,7 @@ class Runtime:
 
     def _ingest(self, fill: SourceFill) -> None:
         now = self.clock.now()
+        fill = replace(fill, picked_ns=self.clock.now_ns())
         self.metrics.timing("detection_lag_ms", fill.recv_ns / 1e6 - fill.match_ts * 1e3)
         self.metrics.timing("stage.queue_ms", (self.clock.now_ns() - fill.recv_ns) / 1e6)
         log.info("fill received", extra={"cid": fill_cid(fill.dedupe_key), "key": fill.dedupe_key, "feed": fill.feed,
@@ -209,16 +237,24 @@ class Runtime:
 
     def _decide(self, batch: Batch) -> None:
         if self.gate is not None:
-            batch = self.gate.admit(batch)
-            if batch is None:
+            admitted = self.gate.admit(batch)
+            if admitted is None:
                 self.metrics.incr("gate.parked")
                 return
+            batch = admitted
+        self._act(batch)
+
+    def _act(self, batch: Batch) -> None:
         t0 = self.clock.monotonic()
         market = self._market_for(batch)
         # Decided at the coalescer's release instant, as `copier replay` does: the same history gives the same
         # decisions, and the order budget the coalescer kept is what the store records.
         decision = decide(self.exposure, batch, market, batch.released_at, self.cfg, halted=self.halted)
         self.metrics.timing("stage.decide_ms", (self.clock.monotonic() - t0) * 1000)
+        if isinstance(decision, Hold):
+            self.metrics.incr("decisions.hold")
+            self._held.append(batch)
+            return
         fields = {**batch_fields(decision.intent_id, decision.fill_keys), "kind": batch.kind}
         if isinstance(decision, OrderIntent):
             self.metrics.incr("decisions.order")
@@ -254,8 +290,6 @@ class Runtime:
                 report = self.executor.submit(intent, market)
                 first_recv = min(f.recv_ns for f in batch.fills)
                 delay_ms = (report.submit_ns - first_recv) / 1e6 if report.submit_ns else 0.0
-                # The breaker judges our own processing (decision -> submit), not the coalescing wait.
-                processing_ms = (report.submit_ns / 1e9 - intent.decided_at) * 1000 if report.submit_ns else 0.0
                 if report.submit_ns:
                     self.metrics.timing(f"copy_delay_ms.{batch.kind}", delay_ms)
                 log.info("order %s filled %.2f @ %.4f attempts %d %s", report.status, report.filled_size,
@@ -263,11 +297,11 @@ class Runtime:
                          extra={**batch_fields(intent.intent_id, intent.fill_keys), "order_hash": report.order_hash,
                                 "delay_ms": delay_ms})
                 self._settle(report)
-                if report.status == "REJECTED":
+                if report.status is OrderStatus.REJECTED:
                     self.alerts.alert("order_rejected", f"order rejected: {report.error}", intent=intent.intent_id)
-                if self.breaker is not None:
-                    reason = self.breaker.record_order(report.status not in ("REJECTED", "FAILED", "UNKNOWN"),
-                                                       processing_ms, self.clock.now())
+                if self.breaker is not None and report.submit_ns:
+                    reason = self.breaker.record_order(not report.status.failed, our_delay_ms(batch, report.submit_ns),
+                                                       self.clock.now())
                     if reason and not self.halted:
                         self._halt(f"circuit breaker: {reason}")
             except OperationalError as exc:
@@ -281,10 +315,9 @@ class Runtime:
                 self._inflight -= 1
 
     def _settle(self, report) -> None:
-        if report.filled_size > 0:
+        """A final answer replaces the order's reservation by what it filled; an unresolved one keeps it."""
+        if not report.status.unresolved:
             self.exposure.settle(report.intent_id, report.filled_size, report.avg_price)
-        elif report.status not in ("UNKNOWN", "LIVE", "DELAYED"):
-            self.exposure.release(report.intent_id)
 
     def _catalog_loop(self) -> None:
         """Keep the next windows' metadata and books warm before their trades arrive."""
@@ -340,8 +373,9 @@ class Runtime:
             self.metrics.timing("store.checkpoint_ms", (self.clock.monotonic() - t0) * 1000)
 
     def _halt(self, reason: str) -> None:
-        self.halted, self.halt_reason = True, reason
+        # Stored first: the gate before every POST reads the store, so nothing leaves after this line.
         self.store.halt(reason, self.clock.now())
+        self.halted, self.halt_reason = True, reason
         self.alerts.alert("halt", reason)
         self.metrics.gauge("halted", 1)
 
@@ -371,6 +405,13 @@ class Runtime:
         self._ingest_peak = self._exec_peak = 0
 
 
+def our_delay_ms(batch: Batch, submit_ns: int) -> float:
+    """What the circuit breaker judges: the delay that is ours, ingest -> submit without the coalescer's designed
+    wait. The longest ingest-queue wait among the batch's fills (a backlog) plus release -> submit."""
+    queued_ns = max((f.picked_ns - f.recv_ns for f in batch.fills if f.picked_ns), default=0)
+    return queued_ns / 1e6 + (submit_ns / 1e9 - batch.released_at) * 1000
+
+
 def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     """Pick the real adapters for this config. Dry run swaps the executor, nothing else."""
     from copier.alerts import init_alerts
@@ -380,6 +421,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     from copier.dedupe import Deduper
     from copier.detection import Detection
     from copier.executor import ClobExecutor, PaperExecutor
+    from copier.gate import TradingGate
     from copier.logs import setup_logging
     from copier.markets import MarketCatalog
     from copier.metrics import DEFER_S, Metrics
@@ -397,12 +439,15 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     catalog = MarketCatalog(cfg, clock=clock, metrics=metrics)
     books = BookCache(cfg, clock=clock)
     deduper = Detection(Deduper(), cfg.feeds, clock=clock, metrics=metrics, alerts=alerts, store=store)
+    stopping = Event()
+    gate = TradingGate(cfg, store=store, catalog=catalog, clock=clock, stopping=stopping)
     executor_cls = PaperExecutor if cfg.execution.dry_run else ClobExecutor
-    executor = executor_cls.from_config(cfg, secrets, store=store, clock=clock, metrics=metrics, books=books)
+    executor = executor_cls.from_config(cfg, secrets, store=store, clock=clock, metrics=metrics, books=books,
+                                        gate=gate)
     rt = Runtime(cfg, clock=clock, store=store, metrics=metrics, alerts=alerts, executor=executor, catalog=catalog,
                  deduper=deduper, feeds=[], books=books,
                  clock_watch=ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts),
-                 breaker=CircuitBreaker(cfg.risk), detection=deduper)
+                 breaker=CircuitBreaker(cfg.risk), detection=deduper, stopping=stopping)
     rt.feeds = RtdsFeed.for_config(cfg, deduper=deduper, on_fill=rt.on_fill, clock=clock, metrics=metrics)
     chain_args = dict(url=polygon_ws(cfg, secrets), detection=deduper, on_fill=rt.on_fill, catalog=catalog,
                       clock=clock, metrics=metrics)

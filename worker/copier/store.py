@@ -16,7 +16,7 @@ import peewee as pw
 
 from copier.errors import OperationalError
 from copier.exposure import ExposureRow
-from copier.types import OrderIntent, Side, Skip, SourceFill
+from copier.types import NOT_EXECUTED, UNRESOLVED, OrderIntent, OrderStatus, Side, Skip, SourceFill
 
 # One connection for every greenlet (peewee's default under gevent is one per greenlet): a write by any connection
 # discards every other connection's page cache, so each executor greenlet's first write re-read its B-tree pages
@@ -69,6 +69,10 @@ class IntentRow(_Model):
     decided_ns = pw.BigIntegerField(index=True)
     decided_at = pw.FloatField()
     capped_by = pw.CharField(default="")
+    source_ts = pw.FloatField(default=0.0)         # the oldest source fill's match time
+    market_end_ts = pw.FloatField(default=0.0)
+    fee_rate = pw.FloatField(default=0.0)
+    fee_exponent = pw.FloatField(default=1.0)
 
     class Meta:
         table_name = "intents"
@@ -127,12 +131,8 @@ class KV(_Model):
         table_name = "kv"
 
 
-# Statuses an order can be in. SIGNED = persisted, maybe posted; the rest are venue answers or our verdicts.
-SIGNED, POSTING = "SIGNED", "POSTING"
-TERMINAL = {"MATCHED", "LIVE", "DELAYED", "UNMATCHED", "KILLED", "REJECTED", "FAILED", "ABANDONED", "CANCELED",
-            "FILLED", "PAPER_FILLED", "PAPER_KILLED"}
-UNRESOLVED = {SIGNED, POSTING, "UNKNOWN"}
-NOT_EXECUTED = ("ABANDONED", "REJECTED", "FAILED", "UNMATCHED", "KILLED", "PAPER_KILLED", "CANCELED")
+_UNRESOLVED = sorted(s.value for s in UNRESOLVED)
+_NOT_EXECUTED = sorted(s.value for s in NOT_EXECUTED)
 
 
 def _migration_1(database: pw.SqliteDatabase) -> None:
@@ -143,7 +143,22 @@ def _migration_2(database: pw.SqliteDatabase) -> None:
     database.create_tables([SightingRow, FillEventRow])
 
 
-MIGRATIONS = [_migration_1, _migration_2]   # append only; index + 1 = schema version
+def _migration_3(database: pw.SqliteDatabase) -> None:
+    """What the gate before a repost and the caps after a restart need: the signal's age, the market window and
+    the fee schedule of each intent."""
+    _add_columns(database, "intents", ("source_ts REAL NOT NULL DEFAULT 0", "market_end_ts REAL NOT NULL DEFAULT 0",
+                                       "fee_rate REAL NOT NULL DEFAULT 0", "fee_exponent REAL NOT NULL DEFAULT 1"))
+
+
+def _add_columns(database: pw.SqliteDatabase, table: str, columns: tuple[str, ...]) -> None:
+    """Columns a store made by an older copier lacks (migration 1 creates the tables as the models are now)."""
+    have = {row[1] for row in database.execute_sql(f'PRAGMA table_info("{table}")')}
+    for column in columns:
+        if column.split()[0] not in have:
+            database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN {column}')
+
+
+MIGRATIONS = [_migration_1, _migration_2, _migration_3]   # append only; index + 1 = schema version
 
 
 class _Insert:
@@ -176,6 +191,9 @@ def _update_sql(fields: tuple[str, ...]) -> str:
 
 _INTENT, _FILL, _ORDER = _Insert(IntentRow), _Insert(FillRow), _Insert(OrderRow)
 _SIGHTING, _FILL_EVENT = _Insert(SightingRow), _Insert(FillEventRow)
+
+
+_HALT_SQL = "SELECT 1 FROM kv WHERE key = 'halt'"
 
 
 class Store:
@@ -230,7 +248,10 @@ class Store:
                     price_cap=decision.price_cap if is_order else 0.0, notional=decision.notional,
                     source_price=decision.source_price if is_order else 0.0, net_source_size=net,
                     n_fills=len(fills), first_recv_ns=min(f.recv_ns for f in fills), decided_ns=now_ns,
-                    decided_at=decision.decided_at, capped_by=decision.capped_by if is_order else "")
+                    decided_at=decision.decided_at, capped_by=decision.capped_by if is_order else "",
+                    source_ts=min(f.match_ts for f in fills), market_end_ts=decision.market_end_ts if is_order else 0.0,
+                    fee_rate=decision.fee_rate if is_order else 0.0,
+                    fee_exponent=decision.fee_exponent if is_order else 1.0)
                 _FILL.many(dict(
                     dedupe_key=f.dedupe_key, tx_hash=f.tx_hash, asset=f.asset, condition_id=f.condition_id,
                     outcome=f.outcome, side=f.side.value, price=f.price, size=f.size, match_ts=f.match_ts,
@@ -246,7 +267,7 @@ class Store:
     # ---- orders (write-ahead) ----------------------------------------------------------------------------
     def record_signed(self, intent_id: str, order_hash: str, body: str, now_ns: int) -> None:
         """Must succeed before the first POST; raises IntegrityError if this intent already has an order."""
-        _ORDER.one(intent_id=intent_id, order_hash=order_hash, body=body, status=SIGNED, signed_ns=now_ns,
+        _ORDER.one(intent_id=intent_id, order_hash=order_hash, body=body, status=OrderStatus.SIGNED.value, signed_ns=now_ns,
                    updated_ns=now_ns)
 
     def order_for(self, intent_id: str) -> dict | None:
@@ -255,6 +276,8 @@ class Store:
 
     def update_order(self, intent_id: str, now_ns: int, **fields) -> None:
         fields["updated_ns"] = now_ns
+        if isinstance(fields.get("status"), OrderStatus):
+            fields["status"] = fields["status"].value
         names = tuple(fields)
         sql = self._updates.get(names)
         if sql is None:
@@ -262,7 +285,22 @@ class Store:
         db.execute_sql(sql, (*fields.values(), intent_id))
 
     def unresolved_orders(self) -> list[dict]:
-        return list(OrderRow.select().where(OrderRow.status.in_(sorted(UNRESOLVED))).dicts())
+        return list(OrderRow.select().where(OrderRow.status.in_(_UNRESOLVED)).dicts())
+
+    def intent(self, intent_id: str) -> OrderIntent | None:
+        """An order decision as persisted (for the gate before a repost after a restart)."""
+        r = IntentRow.select().where((IntentRow.intent_id == intent_id) & (IntentRow.decision == "order")).dicts().first()
+        if r is None:
+            return None
+        fills = list(FillRow.select(FillRow.dedupe_key, FillRow.match_ts).where(FillRow.intent_id == intent_id).tuples())
+        side = Side(r["side"])
+        return OrderIntent(
+            intent_id=intent_id, condition_id=r["condition_id"], asset=r["asset"], outcome=r["outcome"], side=side,
+            size=r["size"], price_cap=r["price_cap"], notional=r["notional"], source_price=r["source_price"],
+            fill_keys=tuple(sorted(k for k, _ in fills)), kind=r["kind"], decided_at=r["decided_at"],
+            opening=side is Side.BUY, capped_by=r["capped_by"],
+            source_ts=r["source_ts"] or min((t for _, t in fills), default=0.0), market_end_ts=r["market_end_ts"],
+            fee_rate=r["fee_rate"], fee_exponent=r["fee_exponent"])
 
     def orphan_intents(self) -> list[str]:
         """Order decisions that never got a signed order (crash between decision and signing)."""
@@ -273,7 +311,7 @@ class Store:
 
     def record_abandoned(self, intent_id: str, reason: str, now_ns: int) -> None:
         """Mark an order decision as never sent, so it is neither retried nor counted as in flight."""
-        OrderRow.insert(intent_id=intent_id, order_hash=f"none:{intent_id}", body="", status="ABANDONED",
+        OrderRow.insert(intent_id=intent_id, order_hash=f"none:{intent_id}", body="", status=OrderStatus.ABANDONED.value,
                         signed_ns=now_ns, updated_ns=now_ns, error=reason).on_conflict_ignore().execute()
 
     # ---- restart state -----------------------------------------------------------------------------------
@@ -281,18 +319,17 @@ class Store:
         return [r.dedupe_key for r in FillRow.select(FillRow.dedupe_key).where(FillRow.match_ts >= since)]
 
     def exposure_rows(self, since: float) -> list[ExposureRow]:
+        """Every order decided since `since` (in flight or not), and every order still in flight however old."""
         q = (IntentRow.select(IntentRow, OrderRow.status, OrderRow.filled_size, OrderRow.avg_price)
              .join(OrderRow, pw.JOIN.LEFT_OUTER, on=(IntentRow.intent_id == OrderRow.intent_id))
-             .where((IntentRow.decision == "order") & (IntentRow.decided_at >= since)).dicts())
-        rows = []
-        for r in q:
-            status = r.get("status")
-            rows.append(ExposureRow(
-                intent_id=r["intent_id"], condition_id=r["condition_id"], asset=r["asset"], side=Side(r["side"]),
-                decided_at=r["decided_at"], notional=r["notional"], size=r["size"],
-                filled_size=r.get("filled_size") or 0.0, avg_price=r.get("avg_price") or 0.0,
-                in_flight=status is None or status in UNRESOLVED))
-        return rows
+             .where((IntentRow.decision == "order") & ((IntentRow.decided_at >= since) | OrderRow.id.is_null()
+                                                       | OrderRow.status.in_(_UNRESOLVED))).dicts())
+        return [ExposureRow(intent_id=r["intent_id"], condition_id=r["condition_id"], asset=r["asset"],
+                            side=Side(r["side"]), decided_at=r["decided_at"], notional=r["notional"], size=r["size"],
+                            filled_size=r.get("filled_size") or 0.0, avg_price=r.get("avg_price") or 0.0,
+                            in_flight=r.get("status") is None or r["status"] in _UNRESOLVED,
+                            market_end_ts=r["market_end_ts"], fee_rate=r["fee_rate"], fee_exponent=r["fee_exponent"])
+                for r in q]
 
     # ---- report queries ----------------------------------------------------------------------------------
     def fills_since(self, since: float):
@@ -320,7 +357,7 @@ class Store:
         """The order that copied this fill and may have executed, or None."""
         return (OrderRow.select(OrderRow.intent_id, OrderRow.order_hash, OrderRow.status)
                 .join(FillRow, on=(FillRow.intent_id == OrderRow.intent_id))
-                .where((FillRow.dedupe_key == dedupe_key) & OrderRow.status.not_in(NOT_EXECUTED))
+                .where((FillRow.dedupe_key == dedupe_key) & OrderRow.status.not_in(_NOT_EXECUTED))
                 .dicts().first())
 
     def sightings_since(self, since: float):
@@ -342,6 +379,11 @@ class Store:
 
     def set_cursor(self, name: str, value: float) -> None:
         self._put(f"cursor:{name}", value)
+
+    def is_halted(self) -> bool:
+        """The halt flag read straight from the file: `copier halt` from another process is seen at once (the last
+        gate before every POST asks this; one indexed lookup on a prepared statement)."""
+        return db.execute_sql(_HALT_SQL).fetchone() is not None
 
     def halted(self) -> tuple[bool, str]:
         v = self._get("halt")

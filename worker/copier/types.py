@@ -22,6 +22,41 @@ class Side(str, Enum):
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
+class OrderStatus(str, Enum):
+    """Where one order stands. The venue's answers, plus our own states before and after it answered."""
+    SIGNED = "SIGNED"               # persisted before the first POST; maybe on the wire
+    POSTING = "POSTING"             # a request carrying it was written
+    UNKNOWN = "UNKNOWN"             # no usable answer yet: reserved, asked again with backoff
+    LIVE = "LIVE"                   # resting at the venue
+    DELAYED = "DELAYED"             # accepted, matching delayed by the venue
+    MATCHED = "MATCHED"             # executed (in part, for FAK: filled_size says how much)
+    UNMATCHED = "UNMATCHED"         # a delayed order the venue then did not match
+    KILLED = "KILLED"               # FAK with nothing to match
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"           # the venue refused it for good
+    FAILED = "FAILED"               # the venue has neither the order nor a trade for it past the order's horizon
+    ABANDONED = "ABANDONED"         # never sent (a gate refused it, or a restart found it undecided)
+    PAPER_FILLED = "PAPER_FILLED"
+    PAPER_KILLED = "PAPER_KILLED"
+
+    @property
+    def unresolved(self) -> bool:
+        """Still reserved against the caps and asked about again: it may yet execute."""
+        return self in UNRESOLVED
+
+    @property
+    def failed(self) -> bool:
+        """An outcome the circuit breaker counts as an error."""
+        return self in (OrderStatus.REJECTED, OrderStatus.FAILED, OrderStatus.UNKNOWN)
+
+
+UNRESOLVED = frozenset({OrderStatus.SIGNED, OrderStatus.POSTING, OrderStatus.UNKNOWN, OrderStatus.LIVE,
+                        OrderStatus.DELAYED})
+# Resolved, and nothing of it executed (a CANCELED or MATCHED order's filled size says what did).
+NOT_EXECUTED = frozenset({OrderStatus.ABANDONED, OrderStatus.REJECTED, OrderStatus.FAILED, OrderStatus.UNMATCHED,
+                          OrderStatus.KILLED, OrderStatus.PAPER_KILLED})
+
+
 class Feed(str, Enum):
     """Where a source fill was seen first."""
     RTDS_TRADES = "rtds.trades"
@@ -57,6 +92,7 @@ class SourceFill:
     occurrence: int = 0     # ordinal among fills with the same content_key (set by dedupe)
     confirmed: bool = True  # False for mempool fills not yet seen in a block
     fee: float = 0.0        # pUSD the source paid (on-chain feeds only; not part of the identity)
+    picked_ns: int = 0      # when the pipeline took it off the ingest queue (a backlog shows as picked - recv)
 
     @property
     def content_key(self) -> str:
@@ -143,6 +179,10 @@ class OrderIntent:
     decided_at: float
     opening: bool                   # True when it increases our exposure
     capped_by: str = ""             # which cap shrank it, if any
+    source_ts: float = 0.0          # the oldest source fill's match time: the signal's age is judged from it
+    market_end_ts: float = 0.0      # the market's end: its window for the per-window cap, and the expiry gate
+    fee_rate: float = 0.0           # the market's taker fee schedule (notional already includes the worst fee)
+    fee_exponent: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +202,15 @@ class Skip:
     notional: float = 0.0
 
 
-Decision = OrderIntent | Skip
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A reducing batch that must wait: what it would sell is still being bought by orders in flight."""
+    intent_id: str
+    asset: str
+    detail: str
+
+
+Decision = OrderIntent | Skip | Hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +225,7 @@ class ExecutionReport:
     """What the venue (or the paper book) did with one order."""
     intent_id: str
     order_hash: str
-    status: str                     # see store.OrderStatus
+    status: OrderStatus
     filled_size: float = 0.0
     avg_price: float = 0.0
     error: str = ""
