@@ -324,3 +324,48 @@ def test_an_unexpected_failure_on_one_message_never_kills_the_feed(det, clock):
                                                                            5_000_000, 1)], 5_000_000, [10_000_000])
     feed._guarded(tx, clock.now_ns())
     assert feed.metrics.counts["feed.chain-mempool.errors"] == 1 and got == [] and feed.malformed == 0
+
+
+def test_an_aggregated_feed_a_per_maker_feed_and_a_replaced_transaction_copy_each_source_fill_once(det, clock):
+    """The source takes 30 shares from three makers (10 each) in one transaction. The mempool sees it, then its
+    gas-bumped replacement; the logs show the replacement's aggregate; RTDS and the Data API show a row per maker.
+    Decided as the pipeline decides: one copy of 30 shares."""
+    import json
+    from copier.coalescer import Coalescer
+    from copier.schemas import parse_data_api_trade, parse_rtds_frame
+    from test_chain import _match_tx, _order, _order_filled_log
+    wallet = Config().copy.source_wallet
+    makers = [_order("0x" + f"a{k}" * 20, 1111, 10_000_000, 5_000_000, 1) for k in range(1, 4)]
+    pending = _match_tx(_order(wallet, 1111, 15_000_000, 30_000_000, 0), makers, 15_000_000, [10_000_000] * 3)
+    original, replacement = pending["hash"], "0x" + "bc" * 32
+    pending.update(nonce="0x7")
+    mempool, got = _feed(MempoolFeed, det, clock)
+    logs, got_logs = _feed(ChainLogFeed, det, clock)
+    mempool.on_result(pending, clock.now_ns())
+    clock.advance(0.4)
+    mempool.on_result({**pending, "hash": replacement, "maxPriorityFeePerGas": "0x77359400"}, clock.now_ns())
+    clock.advance(0.8)
+    log = _order_filled_log(wallet, "0xe111180000d2663c0091e4f400237545b87b996b", 0, 1111, 15_000_000, 30_000_000, 0,
+                            tx=replacement)
+    logs.on_result(log, clock.now_ns())
+    rows = [{"proxyWallet": wallet, "side": "BUY", "asset": "1111", "conditionId": market().condition_id,
+             "size": 10, "price": 0.5, "timestamp": int(T0), "outcome": "Up", "outcomeIndex": 0,
+             "transactionHash": replacement, "maker": k} for k in range(3)]
+    for row in rows:
+        frame = json.dumps({"topic": "activity", "type": "trades", "timestamp": 1, "payload": row})
+        [f], frame_id = parse_rtds_frame(frame, wallet, clock.now_ns())
+        got += [a] if (a := det.admit(f, "rtds-a#1:rtds.trades", frame_id)) else []
+    for row in rows:
+        got += [a] if (a := det.admit(parse_data_api_trade(row, clock.now_ns()), "data_api#1")) else []
+    admitted = got + got_logs
+    assert sum(f.size for f in admitted) == 30.0 and {f.tx_hash for f in admitted} == {original}
+    # the pipeline's decisions on what was admitted
+    coalescer, book = Coalescer(Config().copy), ExposureBook()
+    orders = []
+    for f in admitted:
+        for b in coalescer.add(f, f.match_ts):
+            orders.append(decide(book, b, market(), b.released_at, Config()))
+    for b in coalescer.flush(T0 + 10):
+        orders.append(decide(book, b, market(), b.released_at, Config()))
+    assert sum(o.size for o in orders) == 30.0
+    assert det.track(admitted[0].dedupe_key).status == CONFIRMED

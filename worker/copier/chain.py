@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -41,6 +41,7 @@ _ORDER = "(uint256,address,address,uint256,uint256,uint256,uint8,uint8,uint256,b
 MATCH_ORDERS_ARGS = ("bytes32", _ORDER, _ORDER + "[]", "uint256", "uint256[]", "uint256", "uint256[]")
 MAX_INPUT_CHARS = 256 * 1024
 UNRESOLVED_TTL_S = 30.0
+REPLACEMENT_MEMORY = 10_000     # pending transactions remembered by (sender, nonce)
 
 
 def pad_topic(address: str) -> str:
@@ -351,6 +352,10 @@ class MempoolFeed(_RpcFeed):
     feed = Feed.MEMPOOL.value
     confirmed = False
 
+    def __init__(self, cfg, **kw):
+        super().__init__(cfg, **kw)
+        self._senders: OrderedDict[tuple[str, str], str] = OrderedDict()    # (from, nonce) -> first tx hash
+
     def subscription(self) -> list:
         return ["newPendingTransactions", True]
 
@@ -358,6 +363,23 @@ class MempoolFeed(_RpcFeed):
         if isinstance(result, str):
             return                      # a node that ignores the full-transactions flag sends bare hashes
         fills = decode_match_orders(result, self.wallet)
+        if fills:
+            self._note_replacement(result, fills[0].tx_hash)
         for i, cf in enumerate(fills):
             # One stream per transaction: a re-announced transaction is the same frames again.
             self.deliver(cf, f"{self.name}:{cf.tx_hash}", str(i), recv_ns)
+
+    def _note_replacement(self, tx: dict, tx_hash: str) -> None:
+        """A gas-bumped replacement (same sender and nonce, new hash) carries the same orders: its fills, on every
+        feed, are the ones first seen under the original hash."""
+        sender, nonce = str(tx.get("from") or "").lower(), str(tx.get("nonce") or "")
+        if not sender or not nonce:
+            return
+        first = self._senders.setdefault((sender, nonce), tx_hash)
+        self._senders.move_to_end((sender, nonce))
+        if len(self._senders) > REPLACEMENT_MEMORY:
+            self._senders.popitem(last=False)
+        if first != tx_hash:
+            self.metrics.incr("chain.replaced")
+            log.info("%s: %s replaces %s", self.name, tx_hash, first)
+            self.detection.alias(tx_hash, first)

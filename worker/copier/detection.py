@@ -61,6 +61,7 @@ class Detection:
         self._sightings: list[dict] = []
         self._events: list[dict] = []
         self._confirmed_keys: list[str] = []
+        self._aliases: list[dict] = []
 
     # ---- feed side -------------------------------------------------------------------------------------------
     def admit(self, fill: SourceFill, stream: str, frame_id: str | None = None) -> SourceFill | None:
@@ -89,8 +90,13 @@ class Detection:
                 log.warning("source fill %s removed by a reorg", key, extra={"cid": key})
                 return
 
-    def seed(self, keys) -> None:
-        self.deduper.seed(keys)
+    def seed(self, keys, aliases=()) -> None:
+        self.deduper.seed(keys, aliases)
+
+    def alias(self, replacement: str, original: str) -> None:
+        """A replaced transaction: every feed's sightings of `replacement` are the fills of `original`."""
+        self.deduper.alias(replacement, original)
+        self._aliases.append({"tx_hash": replacement, "original": original, "at_ns": self.clock.now_ns()})
 
     def _sighted(self, identity: SourceFill, fill: SourceFill, stream: str, new: bool) -> None:
         key = identity.dedupe_key
@@ -179,11 +185,14 @@ class Detection:
 
     def _flush(self) -> None:
         if self.store is None:
-            self._sightings, self._events, self._confirmed_keys = [], [], []
+            self._sightings, self._events, self._confirmed_keys, self._aliases = [], [], [], []
             return
         sightings, self._sightings = self._sightings, []
         events, self._events = self._events, []
         confirmed, self._confirmed_keys = self._confirmed_keys, []
+        aliases, self._aliases = self._aliases, []
+        if aliases:
+            self.store.record_aliases(aliases)
         if sightings:
             self.store.record_sightings(sightings)
         if events:

@@ -109,7 +109,8 @@ class Runtime:
                 self._settle(report)
         except OperationalError as exc:
             self._halt(f"operational: {exc}")
-        self.deduper.seed(self.store.seen_keys(self.clock.now() - 86400))
+        day_ago = self.clock.now() - 86400
+        self.deduper.seed(self.store.seen_keys(day_ago), self.store.aliases_since(day_ago))
         if self.books is not None:
             self.books.watch(self.catalog.assets())
         spawn = self._spawn

@@ -103,7 +103,9 @@ def parse_rtds_frame(text: str | bytes, source_wallet: str, recv_ns: int) -> tup
     if wallet.lower() != source_wallet.lower():
         return [], ""
     fill = _fill(payload, recv_ns, feed, camel=True)
-    frame_id = f"{msg.get('timestamp')}:{hash(stripped)}"
+    # The payload is the fill; the envelope (its send timestamp, the connection id) is not: a payload sent again in
+    # a new envelope is the same frame.
+    frame_id = str(hash(json.dumps(payload, sort_keys=True)))
     return [fill], frame_id
 
 

@@ -123,6 +123,16 @@ class FillEventRow(_Model):
         table_name = "fill_events"
 
 
+class AliasRow(_Model):
+    """A pending transaction replaced by another (same sender and nonce): its fills are the original's."""
+    tx_hash = pw.CharField(primary_key=True)
+    original = pw.CharField()
+    at_ns = pw.BigIntegerField(index=True)
+
+    class Meta:
+        table_name = "tx_aliases"
+
+
 class KV(_Model):
     key = pw.CharField(primary_key=True)
     value = pw.TextField()
@@ -145,9 +155,10 @@ def _migration_2(database: pw.SqliteDatabase) -> None:
 
 def _migration_3(database: pw.SqliteDatabase) -> None:
     """What the gate before a repost and the caps after a restart need: the signal's age, the market window and
-    the fee schedule of each intent."""
+    the fee schedule of each intent; the dedupe's transaction aliases."""
     _add_columns(database, "intents", ("source_ts REAL NOT NULL DEFAULT 0", "market_end_ts REAL NOT NULL DEFAULT 0",
                                        "fee_rate REAL NOT NULL DEFAULT 0", "fee_exponent REAL NOT NULL DEFAULT 1"))
+    database.create_tables([AliasRow])
 
 
 def _add_columns(database: pw.SqliteDatabase, table: str, columns: tuple[str, ...]) -> None:
@@ -349,6 +360,14 @@ class Store:
     def record_fill_events(self, rows: list[dict]) -> None:
         with db.atomic():
             _FILL_EVENT.many(rows)
+
+    def record_aliases(self, rows: list[dict]) -> None:
+        with db.atomic():
+            AliasRow.insert_many(rows).on_conflict_ignore().execute()
+
+    def aliases_since(self, since: float) -> list[tuple[str, str]]:
+        return list(AliasRow.select(AliasRow.tx_hash, AliasRow.original)
+                    .where(AliasRow.at_ns >= int(since * 1e9)).order_by(AliasRow.at_ns).tuples())
 
     def confirm_fills(self, keys: list[str]) -> None:
         FillRow.update(confirmed=True).where(FillRow.dedupe_key.in_(keys)).execute()
