@@ -108,6 +108,8 @@ class ClobApi:
     # ---- edge --------------------------------------------------------------------------------------------
     @web.middleware
     async def edge(self, request: web.Request, handler):
+        # A request reaches the venue when it arrives at the edge; the latency below is the venue being slow to answer.
+        request["arrived"] = self.now()
         if not request.path.startswith(("/_sim", "/ws/")):
             extra = self.faults.window("clob_latency", self.now()) or {}
             delay = self.cfg.latency_ms + extra.get("ms", 0) + self.rng.uniform(0, self.cfg.jitter_ms
@@ -338,8 +340,8 @@ class ClobApi:
                           post_only=order.post_only if order else False, batch=batch)
 
     async def _admit(self, request, *, batch: bool) -> tuple[float, str, dict | web.Response]:
-        """(receive time, body, API key) of an order POST, or the edge's/auth's refusal (written to the truth)."""
-        received = self.now()
+        """(arrival time, body, API key) of an order POST, or the edge's/auth's refusal (written to the truth)."""
+        received = request.get("arrived", self.now())
         body = await request.text()
         self.counters["order_posts"] += 1
         key = self._gate(received, placing=True) or self._l2(request, body)
