@@ -6,7 +6,7 @@ Wall-clock instants are epoch seconds (float) or epoch nanoseconds (int, suffix 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 
 
 class Side(str, Enum):
@@ -22,7 +22,7 @@ class Side(str, Enum):
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
-class OrderStatus(str, Enum):
+class OrderStatus(StrEnum):
     """Where one order stands. The venue's answers, plus our own states before and after it answered."""
     SIGNED = "SIGNED"               # persisted before the first POST; maybe on the wire
     POSTING = "POSTING"             # a request carrying it was written
