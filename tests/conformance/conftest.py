@@ -46,6 +46,17 @@ def sim(tmp_path_factory):
     urls["proc"].wait(10)
 
 
+@pytest.fixture(scope="session")
+def quiet_sim(tmp_path_factory):
+    """No background traders: an empty book, where two wallets trade only with each other (as in the SDK
+    examples that seed a resting order from a second wallet)."""
+    urls = serve(tmp_path_factory.mktemp("quiet"), "--speed", "4", "--seed", "13", "--no-background",
+                 "--mined-after", "0.3", "--confirmed-after", "0.6", "--data-api-cache", "0")
+    yield urls
+    urls["proc"].send_signal(signal.SIGTERM)
+    urls["proc"].wait(10)
+
+
 def state(urls) -> dict:
     return httpx.get(f"{urls['control']}/state", timeout=5).json()
 

@@ -763,7 +763,7 @@ def clob_routes(app: web.Application, api: ClobApi) -> None:
                           ("/auth/derive-api-key", api.derive_key), ("/data/order/{hash}", api.get_order),
                           ("/data/orders", api.get_orders), ("/data/trades", api.get_trades),
                           ("/balance-allowance", api.balance_allowance),
-                          ("/balance-allowance/update", api.balance_allowance), ("/", api.ok),
+                          ("/balance-allowance/update", api.balance_allowance), ("/", api.ok), ("/ok", api.ok),
                           ("/prices", api.prices), ("/prices-history", api.prices_history),
                           ("/simplified-markets", api.simplified_markets), ("/sampling-markets", api.sampling_markets),
                           ("/sampling-simplified-markets", api.sampling_markets), ("/auth/api-keys", api.api_keys),
