@@ -40,7 +40,8 @@ def sim(tmp_path_factory):
     """4x market clock (225 s windows), fast feeds: trades mined after 0.3 s, confirmed after 0.6 s."""
     urls = serve(tmp_path_factory.mktemp("sim"), "--speed", "4", "--seed", "12", "--rtds-delay", "0.3",
                  "--data-api-delay", "0.6", "--data-api-cache", "0", "--mined-after", "0.3",
-                 "--confirmed-after", "0.6", "--block-time", "0.5", "--logs-delay", "0.6")
+                 "--confirmed-after", "0.6", "--block-time", "0.5", "--logs-delay", "0.6",
+                 "--mempool-delay", "0.1")
     yield urls
     urls["proc"].send_signal(signal.SIGTERM)
     urls["proc"].wait(10)

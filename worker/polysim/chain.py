@@ -591,7 +591,8 @@ class Chain:
         self.clients[ws] = {}
         try:
             async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
+                # Nodes take a request in a text or a binary frame (web3.py sends binary ones).
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     continue
                 try:
                     req = json.loads(msg.data)
