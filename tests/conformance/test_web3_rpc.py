@@ -16,6 +16,11 @@ ORDER_FILLED = "0xd543adfd945773f1a62f74f0ee55a5e3b9b1a28262980ba90b1a89f2ea84d8
 SOURCE = "0x1d0034134e339a309700ff2d34e99fa2d48b0313"
 
 
+def hx(value) -> str:
+    """0x-hex of a bytes value web3 returns (hashes, topics, input)."""
+    return "0x" + bytes(value).hex()
+
+
 async def _next(w3, want, timeout: float, what: str):
     """Subscription messages until want(message) returns something (bounded)."""
     async def read():
@@ -41,8 +46,8 @@ def test_web3_subscriptions_blocks_logs_and_receipts_of_a_settlement(sim):
             head = await _next(w3, lambda m: m["subscription"] == heads and m["result"], 10, "a new head")
             fill = httpx.post(f"{sim['control']}/source-fill", json={"asset": "btc", "size": 6}, timeout=5).json()
             tx = fill["tx_hash"]
-            seen = await _next(w3, lambda m: m["subscription"] == pending and m["result"].hex().lstrip("0x") ==
-                               tx[2:] and m["result"], 10, "the settlement in the mempool")
+            seen = await _next(w3, lambda m: m["subscription"] == pending and hx(m["result"]) == tx
+                               and m["result"], 10, "the settlement in the mempool")
             log = await _next(w3, lambda m: m["subscription"] == logs and m["result"], 10, "our OrderFilled log")
             receipt = await w3.eth.get_transaction_receipt(tx)
             block = await w3.eth.get_block(receipt["blockNumber"], full_transactions=True)
@@ -53,19 +58,19 @@ def test_web3_subscriptions_blocks_logs_and_receipts_of_a_settlement(sim):
             tx_doc = await w3.eth.get_transaction(tx)
             contract = w3.eth.contract(abi=ABI)
             decoded = [contract.events.OrderFilled().process_log(x) for x in receipt["logs"]
-                       if x["topics"][0].hex().lstrip("0x") == ORDER_FILLED[2:]]
+                       if hx(x["topics"][0]) == ORDER_FILLED]
             return head, seen, log, receipt, block, by_hash, latest, got_logs, tx_doc, decoded, fill
 
     head, seen, log, receipt, block, by_hash, latest, got_logs, tx_doc, decoded, fill = asyncio.run(run())
     assert head["number"] > 0 and len(head["hash"]) == 32 and len(head["parentHash"]) == 32
-    assert receipt["status"] == 1 and receipt["transactionHash"].hex().lstrip("0x") == fill["tx_hash"][2:]
+    assert receipt["status"] == 1 and hx(receipt["transactionHash"]) == fill["tx_hash"]
     assert block["number"] == receipt["blockNumber"] and by_hash["number"] == block["number"]
-    assert fill["tx_hash"][2:] in {t["hash"].hex().lstrip("0x") for t in block["transactions"]}
+    assert fill["tx_hash"] in {hx(t["hash"]) for t in block["transactions"]}
     assert latest["number"] >= block["number"] and block["parentHash"] != block["hash"]
     assert log["transactionHash"] == receipt["transactionHash"] and not log["removed"]
-    assert {x["logIndex"] for x in receipt["logs"] if x["topics"][0].hex().lstrip("0x") == ORDER_FILLED[2:]} <= \
+    assert {x["logIndex"] for x in receipt["logs"] if hx(x["topics"][0]) == ORDER_FILLED} <= \
         {x["logIndex"] for x in got_logs}
-    assert tx_doc["blockNumber"] == block["number"] and tx_doc["input"].hex().startswith("3c2b4399")
+    assert tx_doc["blockNumber"] == block["number"] and hx(tx_doc["input"]).startswith("0x3c2b4399")
     # The source wallet's fill as the exchange's event says it: maker or taker, side, token and amounts.
     mine = [d for d in decoded if SOURCE in (d["args"]["maker"].lower(), d["args"]["taker"].lower())]
     assert mine and all(d["event"] == "OrderFilled" for d in decoded)
