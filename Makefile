@@ -62,6 +62,11 @@ bench: $(STAMP)
 bench-sim: $(STAMP)
 	$(PY) -m polysim.bench
 
+# One V2 order signed by the copier's path and by the unified official SDK (docs/perf/signing.md).
+bench-signing: $(STAMP) $(CSTAMP)
+	$(PY) -m copier.bench_signing --path current
+	$(CVENV)/bin/python -P worker/copier/bench_signing.py --path unified --polysim-python $(CURDIR)/$(PY)
+
 soak: $(STAMP)
 	$(PY) -m copier.soak $(if $(DURATION),--duration $(DURATION),)
 
