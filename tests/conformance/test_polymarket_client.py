@@ -83,6 +83,8 @@ def test_polymarket_client_market_data_prices_are_the_book(a, sim):
     assert Decimal("0") < a.get_midpoint(asset_id=up) < Decimal("1") and a.get_midpoints(asset_ids=[up, down])
     assert a.get_spread(asset_id=up) >= 0 and set(a.get_spreads(asset_ids=[up, down])) == {up, down}
     assert bid < ask
+    single = a.get_last_trade_price(asset_id=up)
+    assert single is None or (Decimal("0") < single.price < Decimal("1") and single.side in ("BUY", "SELL"))
     last = a.get_last_trade_prices(asset_ids=[up, down])
     assert {x.asset_id for x in last} == {up, down} and all(x.side in ("BUY", "SELL") for x in last)
 
@@ -143,6 +145,8 @@ def test_polymarket_client_account_balance_heartbeat_positions(a, sim):
     trades = eventually(lambda: a.list_trades(user=a.wallet, taker_only=False).first_page().items, 10, 0.3,
                         "our Data API trades")
     assert all(t.wallet.lower() == a.wallet.lower() for t in trades)
+    activity = a.list_activity(user=a.wallet).first_page().items
+    assert activity and all(x.wallet.lower() == a.wallet.lower() for x in activity)
 
 
 async def _until(handle, want, timeout: float, what: str):
