@@ -236,3 +236,23 @@ def test_polymarket_client_rejections_are_typed_errors(a, sim):
     assert bad.value.status == 400 and "lower than the minimum" in str(bad.value)
     unknown = httpx.get(f"{sim['clob']}/book", params={"token_id": "123"})
     assert unknown.status_code == 404
+
+
+def test_polymarket_client_rtds_chainlink_prices(a, sim):
+    """The SDK's RTDS stream (Chainlink topic): typed updates for the filtered symbol; the subscribe snapshot frame
+    polysim sends first does not disturb it."""
+    from polymarket.models.rtds_events import CryptoPricesChainlinkEvent
+    from polymarket.streams._specs import CryptoPricesSpec
+
+    async def run():
+        client = await AsyncSecureClient.create(private_key=KEY_A, wallet=a.wallet, environment=environment(sim),
+                                                credentials=a.credentials)
+        spec = CryptoPricesSpec(topic="prices.crypto.chainlink", symbols=["btc/usd"])
+        async with await client.subscribe(spec) as handle:
+            events = await _until(handle, lambda got: len(got) >= 2, 15, "two Chainlink updates")
+        await client.close()
+        return events
+
+    events = asyncio.run(run())
+    assert all(isinstance(e, CryptoPricesChainlinkEvent) and e.payload.symbol == "btc/usd" for e in events), events
+    assert all(e.payload.value > 0 for e in events) and events[0].payload.timestamp <= events[1].payload.timestamp
