@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -78,12 +77,6 @@ def current_market(urls, asset="btc", min_left_s=30.0) -> dict:
 
 def tokens(market: dict) -> list[str]:
     return json.loads(market["clobTokenIds"])
-
-
-def best_ask(urls, token: str) -> float:
-    """Best ask on a token now (the REST book lists the best price last)."""
-    asks = httpx.get(f"{urls['clob']}/book", params={"token_id": token}, timeout=5).json()["asks"]
-    return float(asks[-1]["price"])
 
 
 def environment(urls):

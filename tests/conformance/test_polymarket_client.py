@@ -14,7 +14,7 @@ from polymarket.streams import MarketBookEvent, UserOrderEvent, UserTradeEvent
 from polymarket.streams._specs import MarketSpec, UserSpec
 from support import eventually
 
-from conftest import KEY_A, KEY_B, best_ask, current_market, environment, state, tokens
+from conftest import KEY_A, KEY_B, current_market, environment, state, tokens
 
 CAP = "0.99"                                      # 1 - tick on a 0.01 market
 
@@ -109,7 +109,8 @@ def test_polymarket_client_every_order_type_and_cancel(a, sim):
     gtc = a.place_limit_order(asset_id=up, price="0.02", size="10", side="BUY")
     gtd = a.place_limit_order(asset_id=up, price="0.03", size="10", side="BUY", expiration=int(time.time()) + 600)
     post_only = a.place_limit_order(asset_id=down, price="0.02", size="10", side="BUY", post_only=True)
-    batch = a.post_orders([a.create_limit_order(asset_id=down, price=p, size="6", side="BUY") for p in ("0.04", "0.05")])
+    batch = a.post_orders([a.create_limit_order(asset_id=down, price=p, size="6", side="BUY")
+                           for p in ("0.04", "0.05")])
     live = [gtc, gtd, post_only, *batch]
     assert all(isinstance(r, AcceptedOrder) and r.status == "live" for r in live), live
     order = a.get_order(order_id=gtd.order_id)
@@ -164,44 +165,57 @@ async def _until(handle, want, timeout: float, what: str):
         raise AssertionError(f"timed out waiting for {what}; got {[type(e).__name__ for e in got]}") from None
 
 
-def test_polymarket_client_user_channel_receives_our_fills_typed(a, b, sim):
+def test_polymarket_client_user_channel_receives_our_fills_typed(quiet_sim):
     """Acceptance: our own fills arrive on the SDK's user subscription, typed, every maker order with its side and
-    wallet: once as taker (against background makers), once as maker (our resting bid taken by another wallet)."""
-    m = current_market(sim)
+    wallet; once as taker (a BUY capped at 1 - tick into the other wallet's bid) and once as maker (our resting bid
+    minted against the other wallet's complementary bid). On an empty book, so each fill is against the other wallet."""
+    a, b = _client(quiet_sim, KEY_A), _client(quiet_sim, KEY_B)
+    m = current_market(quiet_sim)
     up, down = tokens(m)
 
     async def run():
-        client = await AsyncSecureClient.create(private_key=KEY_A, wallet=a.wallet, environment=environment(sim),
-                                                credentials=a.credentials)
-        before = state(sim)["user_ws_authenticated"]
+        client = await AsyncSecureClient.create(private_key=KEY_A, wallet=a.wallet,
+                                                environment=environment(quiet_sim), credentials=a.credentials)
+        before = state(quiet_sim)["user_ws_authenticated"]
         async with await client.subscribe(UserSpec(markets=[m["conditionId"]])) as handle:
-            await asyncio.to_thread(eventually, lambda: state(sim)["user_ws_authenticated"] > before, 10, 0.1,
+            await asyncio.to_thread(eventually, lambda: state(quiet_sim)["user_ws_authenticated"] > before, 10, 0.1,
                                     "the server to register the subscription")
-            taken = await asyncio.to_thread(a.place_market_order, asset_id=up, side="BUY", amount="2",
+            b_bid = await asyncio.to_thread(b.place_limit_order, asset_id=down, price="0.4", size="10", side="BUY")
+            taken = await asyncio.to_thread(a.place_market_order, asset_id=up, side="BUY", amount="3",
                                             max_price=CAP, order_type="FAK")
-            bid = round(min(best_ask(sim, up) - 0.01, 0.97), 2)
-            resting = await asyncio.to_thread(a.place_limit_order, asset_id=up, price=str(bid), size="6", side="BUY")
-            await asyncio.to_thread(b.place_market_order, asset_id=down, side="BUY", amount="3",
-                                    max_price=str(round(1 - bid, 2)), order_type="FAK")
+            resting = await asyncio.to_thread(a.place_limit_order, asset_id=up, price="0.5", size="6", side="BUY")
+            await asyncio.to_thread(b.place_market_order, asset_id=down, side="BUY", amount="3", max_price="0.5",
+                                    order_type="FAK")
             events = await _until(handle, lambda got: {e.payload.trader_side for e in got
                                                        if isinstance(e, UserTradeEvent)
                                                        and e.payload.status == "CONFIRMED"} >= {"TAKER", "MAKER"},
                                   20, "CONFIRMED trades as taker and as maker")
         await client.close()
-        return taken, resting, events
+        return b_bid, taken, resting, events
 
-    taken, resting, events = asyncio.run(run())
+    try:
+        b_bid, taken, resting, events = asyncio.run(run())
+    finally:
+        for c in (a, b):
+            c.cancel_all()
+            c.close()
+    assert isinstance(taken, AcceptedOrder) and taken.status == "matched", taken
     trades = [e.payload for e in events if isinstance(e, UserTradeEvent)]
-    assert any(t.taker_order_id == taken.order_id and t.trader_side == "TAKER" for t in trades)
+    as_taker = [t for t in trades if t.taker_order_id == taken.order_id]
+    assert as_taker and all(t.trader_side == "TAKER" and t.side == "BUY" and t.asset_id == up for t in as_taker)
+    theirs = next(mo for t in as_taker for mo in t.maker_orders)
+    assert theirs.order_id == b_bid.order_id and theirs.side == "BUY" and theirs.asset_id == down
+    assert theirs.maker_address.lower() == b.wallet.lower()
     as_maker = [t for t in trades if t.trader_side == "MAKER"]
     assert as_maker and all(resting.order_id in {mo.order_id for mo in t.maker_orders} for t in as_maker)
     for t in trades:
         assert t.maker_orders, t
         for mo in t.maker_orders:
             assert mo.side in ("BUY", "SELL") and mo.maker_address and mo.maker_address.startswith("0x"), mo
-        assert {t.status for t in trades} >= {"MATCHED", "CONFIRMED"}
+    assert {t.status for t in trades} >= {"MATCHED", "CONFIRMED"}
     ours = next(mo for t in as_maker for mo in t.maker_orders if mo.order_id == resting.order_id)
     assert ours.maker_address.lower() == a.wallet.lower() and ours.side == "BUY" and ours.asset_id == up
+    assert ours.matched_amount == Decimal("6") and ours.price == Decimal("0.5")
     placed = [e.payload for e in events if isinstance(e, UserOrderEvent) and e.payload.id == resting.order_id]
     assert placed and placed[0].order_event_type == "PLACEMENT" and placed[0].status == "LIVE"
     assert placed[0].maker_address.lower() == a.wallet.lower() and placed[0].order_type == "GTC"

@@ -16,7 +16,7 @@ from py_clob_client_v2 import (ApiCreds, AssetType, BalanceAllowanceParams, Book
 from py_clob_client_v2.exceptions import PolyApiException
 from support import eventually
 
-from conftest import best_ask, current_market, tokens
+from conftest import current_market, tokens
 
 PK1, PK2 = "0x" + "d4" * 32, "0x" + "e5" * 32
 OPTIONS = PartialCreateOrderOptions(tick_size="0.01")

@@ -287,7 +287,9 @@ class ClobApi:
         if request.method == "GET":
             tokens = request.query.get("token_ids", "").split(",")
             sides = request.query.get("sides", "").split(",")
-            wanted = [{"token_id": t, "side": sd} for t, sd in zip(tokens, sides)]
+            if len(tokens) != len(sides):
+                return err(400, "token_ids and sides must have the same length")
+            wanted = [{"token_id": t, "side": sd} for t, sd in zip(tokens, sides, strict=True)]
         else:
             wanted = await self._params(request)
         out: dict[str, dict[str, str]] = {}
