@@ -346,6 +346,10 @@ class ClobApi:
         other = m.token_ids[1 - t.outcome_index]
         for token, price in ((t.token_id, t.price), (other, round(1.0 - t.price, 6))):
             self.history.setdefault(token, deque(maxlen=HISTORY_POINTS)).append((int(match.match_time), price))
+        if len(self.history) > 2 * len(self.ex.by_token) + 16:     # forget the markets the exchange forgot
+            for token in [k for k in self.history if k not in self.ex.by_token]:
+                self.history.pop(token, None)
+                self.last_side.pop(token, None)
 
     async def prices_history(self, request):
         """GET /prices-history?market=<token>&startTs&endTs | interval[&fidelity minutes] -> {"history": [{t, p}]}:
