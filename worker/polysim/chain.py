@@ -57,6 +57,12 @@ KEPT_BLOCKS = 64
 MEMPOOL_SIGMA = 0.35             # log-normal spread of the mempool delay
 MEMPOOL_TAU_S = 30.0             # correlation time of its drift
 ZERO32 = b"\x00" * 32
+BLOCK_PRODUCER = "0x" + hashlib.sha256(b"polysim block producer").hexdigest()[:40]
+EMPTY_UNCLES = "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347"
+GAS_PER_TX = 450_000
+BASE_FEE = 30_000_000_000
+BLOCK_TAGS = ("latest", "safe", "finalized", "pending")
+MAX_LOG_BLOCKS = KEPT_BLOCKS
 
 
 def _units(x: float) -> int:
@@ -82,6 +88,7 @@ class Settlement:
     """One operator transaction. Encoded on first use: with nobody subscribed, a match costs no ABI work."""
     match: Match
     dropped: bool = False
+    nonce: int = 0               # the operator's nonce: transactions are numbered in match order
 
     @property
     def tx_hash(self) -> str:
@@ -171,7 +178,18 @@ class Block:
     hash: str
     timestamp: int
     txs: list[Settlement]
-    logs: list[dict] = field(default_factory=list)
+    parent_hash: str = "0x" + "00" * 32
+    logs: list[dict] | None = None       # built when mined if someone subscribed to logs, else on first request
+
+    def header(self) -> dict:
+        """The block header fields (what `newHeads` sends and `eth_getBlockBy*` start from)."""
+        return {"number": _hex(self.number), "hash": self.hash, "parentHash": self.parent_hash,
+                "nonce": "0x0000000000000000", "sha3Uncles": EMPTY_UNCLES, "logsBloom": "0x" + "00" * 256,
+                "transactionsRoot": _h("txroot", self.hash), "stateRoot": _h("state", self.hash),
+                "receiptsRoot": _h("receipts", self.hash), "miner": BLOCK_PRODUCER, "difficulty": "0x1",
+                "totalDifficulty": _hex(self.number), "extraData": "0x", "size": _hex(1024 + 512 * len(self.txs)),
+                "gasLimit": _hex(30_000_000), "gasUsed": _hex(GAS_PER_TX * len(self.txs)),
+                "timestamp": _hex(self.timestamp), "baseFeePerGas": _hex(BASE_FEE), "mixHash": "0x" + "00" * 32}
 
 
 class RpcError(Exception):
@@ -186,6 +204,10 @@ def _rpc_error(req_id, code: int, message: str) -> dict:
 
 def _hex(n: int) -> str:
     return hex(n)
+
+
+def _h(kind: str, seed: str) -> str:
+    return "0x" + hashlib.sha256(f"{kind}:{seed}".encode()).hexdigest()
 
 
 def _is_hex(value, nbytes: int) -> bool:
@@ -239,7 +261,7 @@ def log_matches(log: dict, addresses, topics) -> bool:
 
 @dataclass
 class _Sub:
-    kind: str                    # logs | pending
+    kind: str                    # logs | pending | heads
     addresses: frozenset[str] | None = None
     topics: list = field(default_factory=list)
     full: bool = False
@@ -278,6 +300,8 @@ class Chain:
 
     def _on_match(self, match: Match) -> None:
         s = settle(match)
+        self.nonce += 1
+        s.nonce = self.nonce
         self.counters["txs"] += 1
         now = self.clock()
         includable = match.match_time + self.logs_delay - self.block_s / 2
@@ -316,14 +340,7 @@ class Chain:
             self.counters["pending_sent"] += 1
 
     def _pending_tx(self, s: Settlement) -> dict:
-        self.nonce += 1
-        return {"blockHash": None, "blockNumber": None, "from": OPERATOR, "gas": _hex(1_500_000),
-                "gasPrice": _hex(60_000_000_000), "maxFeePerGas": _hex(90_000_000_000),
-                "maxPriorityFeePerGas": _hex(30_000_000_000), "hash": s.tx_hash, "input": s.calldata,
-                "nonce": _hex(self.nonce), "to": s.exchange, "transactionIndex": None, "value": "0x0", "type": "0x2",
-                "accessList": [], "chainId": _hex(crypto.CHAIN_ID), "v": "0x0", "yParity": "0x0",
-                "r": "0x" + hashlib.sha256(s.tx_hash.encode()).hexdigest(),
-                "s": "0x" + hashlib.sha256(s.tx_hash.encode() + b"s").hexdigest()}
+        return self._tx_json(s, None, 0)
 
     async def _block_loop(self) -> None:
         while True:
@@ -338,22 +355,38 @@ class Chain:
         self.pool = [(t, s) for t, s in self.pool if not any(s is r for r in ready)]
         self.head += 1
         self.epoch += 1
+        parent = self.blocks[-1].hash if self.blocks else _h("block", str(self.head - 1))
         block = Block(self.head, "0x" + hashlib.sha256(f"block:{self.head}:{self.epoch}".encode()).hexdigest(),
-                      int(now), ready)
-        index = 0
-        want_logs = self._subscribed("logs")
-        for tx_index, s in enumerate(ready):
+                      int(now), ready, parent)
+        for s in ready:
             s.match.block_number = block.number
-            for log in s.logs if want_logs and not s.reverted else ():
-                block.logs.append({**log, "blockNumber": _hex(block.number), "transactionHash": s.tx_hash,
-                                   "transactionIndex": _hex(tx_index), "blockHash": block.hash,
-                                   "blockTimestamp": _hex(block.timestamp), "logIndex": _hex(index),
-                                   "removed": False})
-                index += 1
         self.blocks.append(block)
         self.counters["blocks"] += 1
-        self._publish_logs(block.logs)
+        if self._subscribed("heads"):
+            self._publish_head(block)
+        if self._subscribed("logs"):
+            self._publish_logs(self.block_logs(block))
         return block
+
+    @staticmethod
+    def block_logs(block: Block) -> list[dict]:
+        """Every event of the block's transactions with its block fields (a reverted transaction emits none)."""
+        if block.logs is None:
+            block.logs = []
+            for tx_index, s in enumerate(block.txs):
+                for log in () if s.reverted else s.logs:
+                    block.logs.append({**log, "blockNumber": _hex(block.number), "transactionHash": s.tx_hash,
+                                       "transactionIndex": _hex(tx_index), "blockHash": block.hash,
+                                       "blockTimestamp": _hex(block.timestamp), "logIndex": _hex(len(block.logs)),
+                                       "removed": False})
+        return block.logs
+
+    def _publish_head(self, block: Block) -> None:
+        header = block.header()
+        for ws, subs in list(self.clients.items()):
+            for sub_id, sub in subs.items():
+                if sub.kind == "heads":
+                    self._notify(ws, sub_id, header)
 
     def _due_reorg(self) -> list[Settlement]:
         """Orphan the newest blocks if a reorg is due; returns the transactions taken out of them."""
@@ -374,7 +407,7 @@ class Chain:
         removed: list[dict] = []
         for _ in range(depth):
             block = self.blocks.pop()
-            removed += [{**log, "removed": True} for log in reversed(block.logs)]
+            removed += [{**log, "removed": True} for log in reversed(block.logs or [])]
             orphaned = block.txs + orphaned
         self.head -= depth
         self.counters["reorgs"] += 1
@@ -435,6 +468,8 @@ class Chain:
                 sub = _Sub("logs", addresses, topics)
             elif params[0] == "newPendingTransactions":
                 sub = _Sub("pending", full=len(params) > 1 and params[1] is True)
+            elif params[0] == "newHeads":
+                sub = _Sub("heads")
             else:
                 raise RpcError(-32602, f"invalid params: no \"{params[0]}\" subscription in eth namespace")
             sub_id = "0x" + hashlib.sha256(f"{id(ws)}:{len(self.clients.get(ws, {}))}:{self.rng.random()}"
@@ -445,7 +480,110 @@ class Chain:
             if len(params) != 1 or not isinstance(params[0], str):
                 raise RpcError(-32602, "invalid params: expected one subscription id")
             return self.clients.get(ws, {}).pop(params[0], None) is not None
+        if method == "net_version":
+            return str(crypto.CHAIN_ID)
+        if method == "eth_syncing":
+            return False
+        if method in ("eth_getBlockByNumber", "eth_getBlockByHash"):
+            if len(params) != 2 or not isinstance(params[1], bool):
+                raise RpcError(-32602, "invalid params: expected [block, full transactions]")
+            block = self._block_by_number(params[0]) if method == "eth_getBlockByNumber" else \
+                self._block_by_hash(params[0])
+            return None if block is None else self._block_json(block, params[1])
+        if method == "eth_getLogs":
+            return self._get_logs(params[0] if len(params) == 1 else None)
+        if method in ("eth_getTransactionReceipt", "eth_getTransactionByHash"):
+            if len(params) != 1 or not _is_hex(params[0], 32):
+                raise RpcError(-32602, "invalid argument 0: hex string has length != 64")
+            found = self._find_tx(params[0].lower())
+            if found is None:
+                return None
+            block, index, tx = found
+            if method == "eth_getTransactionReceipt":
+                return None if block is None else self._receipt(block, index, tx)
+            return self._tx_json(tx, block, index)
         raise RpcError(-32601, f"the method {method} does not exist/is not available")
+
+    # ---- reads ---------------------------------------------------------------------------------------------
+    def _block_by_number(self, ref) -> Block | None:
+        if ref in BLOCK_TAGS:
+            return self.blocks[-1] if self.blocks else None
+        if ref == "earliest":
+            return self.blocks[0] if self.blocks else None
+        if not isinstance(ref, str) or not ref.startswith("0x"):
+            raise RpcError(-32602, "invalid argument 0: hex string without 0x prefix")
+        try:
+            n = int(ref, 16)
+        except ValueError:
+            raise RpcError(-32602, "invalid argument 0: invalid hex string") from None
+        return next((b for b in self.blocks if b.number == n), None)
+
+    def _block_by_hash(self, ref) -> Block | None:
+        if not _is_hex(ref, 32):
+            raise RpcError(-32602, "invalid argument 0: hex string has length != 64")
+        return next((b for b in self.blocks if b.hash == ref.lower()), None)
+
+    def _block_json(self, block: Block, full: bool) -> dict:
+        txs = [self._tx_json(s, block, i) if full else s.tx_hash for i, s in enumerate(block.txs)]
+        return {**block.header(), "transactions": txs, "uncles": []}
+
+    def _tx_json(self, s: Settlement, block: Block | None, index: int) -> dict:
+        """The operator's transaction; block fields are null while it is pending."""
+        return {"blockHash": block.hash if block else None, "blockNumber": _hex(block.number) if block else None,
+                "from": OPERATOR, "gas": _hex(1_500_000), "gasPrice": _hex(60_000_000_000),
+                "maxFeePerGas": _hex(90_000_000_000), "maxPriorityFeePerGas": _hex(30_000_000_000),
+                "hash": s.tx_hash, "input": s.calldata, "nonce": _hex(s.nonce), "to": s.exchange,
+                "transactionIndex": _hex(index) if block else None, "value": "0x0", "type": "0x2",
+                "accessList": [], "chainId": _hex(crypto.CHAIN_ID), "v": "0x0", "yParity": "0x0",
+                "r": "0x" + hashlib.sha256(s.tx_hash.encode()).hexdigest(),
+                "s": "0x" + hashlib.sha256(s.tx_hash.encode() + b"s").hexdigest()}
+
+    def _receipt(self, block: Block, index: int, s: Settlement) -> dict:
+        logs = [log for log in self.block_logs(block) if log["transactionHash"] == s.tx_hash]
+        return {"transactionHash": s.tx_hash, "transactionIndex": _hex(index), "blockHash": block.hash,
+                "blockNumber": _hex(block.number), "from": OPERATOR, "to": s.exchange,
+                "cumulativeGasUsed": _hex(GAS_PER_TX * (index + 1)), "gasUsed": _hex(GAS_PER_TX),
+                "effectiveGasPrice": _hex(BASE_FEE + 30_000_000_000), "contractAddress": None, "logs": logs,
+                "logsBloom": "0x" + "00" * 256, "status": "0x0" if s.reverted else "0x1", "type": "0x2"}
+
+    def _find_tx(self, tx_hash: str) -> tuple[Block | None, int, Settlement] | None:
+        for block in reversed(self.blocks):
+            for i, s in enumerate(block.txs):
+                if s.tx_hash == tx_hash:
+                    return block, i, s
+        pending = next((s for _, s in self.pool if s.tx_hash == tx_hash and not s.dropped), None)
+        return (None, 0, pending) if pending is not None else None
+
+    def _get_logs(self, raw) -> list[dict]:
+        """eth_getLogs over the blocks the node still keeps: {fromBlock, toBlock | blockHash, address, topics}."""
+        if not isinstance(raw, dict):
+            raise RpcError(-32602, "invalid argument 0: filter must be an object")
+        addresses, topics = parse_log_filter({k: raw[k] for k in ("address", "topics") if k in raw})
+        if "blockHash" in raw:
+            if "fromBlock" in raw or "toBlock" in raw:
+                raise RpcError(-32602, "invalid argument 0: cannot specify both BlockHash and FromBlock/ToBlock")
+            block = self._block_by_hash(raw["blockHash"])
+            if block is None:
+                raise RpcError(-32000, "unknown block")
+            blocks = [block]
+        else:
+            lo, hi = (self._bound(raw.get(k, "latest")) for k in ("fromBlock", "toBlock"))
+            if hi - lo > MAX_LOG_BLOCKS:
+                raise RpcError(-32005, f"block range is too wide (maximum {MAX_LOG_BLOCKS} blocks)")
+            blocks = [b for b in self.blocks if lo <= b.number <= hi]
+        return [log for b in blocks for log in self.block_logs(b) if log_matches(log, addresses, topics)]
+
+    def _bound(self, ref) -> int:
+        if ref in BLOCK_TAGS:
+            return self.head
+        if ref == "earliest":
+            return self.blocks[0].number if self.blocks else self.head
+        if isinstance(ref, str) and ref.startswith("0x"):
+            try:
+                return int(ref, 16)
+            except ValueError:
+                pass
+        raise RpcError(-32602, "invalid argument 0: invalid block number")
 
     async def rpc_ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=1 << 20)
@@ -453,7 +591,8 @@ class Chain:
         self.clients[ws] = {}
         try:
             async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
+                # Nodes take a request in a text or a binary frame (web3.py sends binary ones).
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     continue
                 try:
                     req = json.loads(msg.data)

@@ -14,13 +14,14 @@ import base64
 import json
 import os
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
 from aiohttp import web
 
 from polysim import crypto
-from polysim.events import SimMarket
+from polysim.events import MATCH, Match, SimMarket
 from polysim.exchange import Exchange, Order, Reject, fmt
 from polysim.faults import Faults
 from polysim.scenario import Scenario
@@ -44,6 +45,8 @@ ERR_NOT_FOUND = "Order not found or already canceled"
 MAX_BATCH = 15
 END_CURSOR = "LTE="
 MAX_UINT256 = str(2**256 - 1)
+HISTORY_POINTS = 2_000             # trade prices kept per token for /prices-history
+INTERVAL_S = {"1m": 60, "1h": 3600, "6h": 6 * 3600, "1d": 86400, "1w": 7 * 86400}
 
 
 def err(status: int, message: str, headers=None, **extra) -> web.Response:
@@ -103,6 +106,9 @@ class ClobApi:
         self.server_secret = os.urandom(32)
         self.keys: dict[str, dict] = {}              # api key -> {address, secret, passphrase}
         self.heartbeats: dict[str, dict] = {}        # api key -> {id, last}
+        self.history: dict[str, deque[tuple[int, float]]] = {}   # token -> (match second, price)
+        self.last_side: dict[str, str] = {}
+        ex.hub.subscribe(MATCH, self._on_match)
         self.counters = {"orders": 0, "order_posts": 0}
 
     # ---- edge --------------------------------------------------------------------------------------------
@@ -167,6 +173,51 @@ class ClobApi:
             return err(400, "Could not derive api key!")
         return web.json_response(creds)
 
+    async def api_keys(self, request):
+        key = await self._authed(request)
+        if isinstance(key, web.Response):
+            return key
+        mine = [k for k, v in self.keys.items() if v["address"] == key["address"]]
+        return web.json_response({"apiKeys": mine})
+
+    async def delete_key(self, request):
+        """DELETE /auth/api-key: the key stops working at once; its open orders stay (they are the wallet's)."""
+        key = await self._authed(request)
+        if isinstance(key, web.Response):
+            return key
+        self.keys.pop(key["api_key"], None)
+        self.heartbeats.pop(key["api_key"], None)
+        return web.json_response("OK")
+
+    async def closed_only(self, request):
+        key = await self._authed(request)
+        return key if isinstance(key, web.Response) else web.json_response({"closed_only": False})
+
+    async def notifications(self, request):
+        """The simulator sends no account notifications: the list is empty and dropping ids is a no-op."""
+        key = await self._authed(request)
+        if isinstance(key, web.Response):
+            return key
+        return web.json_response([] if request.method == "GET" else "OK")
+
+    async def order_scoring(self, request):
+        """No rewards programme runs on the simulated markets, so no order is scoring."""
+        key = await self._authed(request)
+        return key if isinstance(key, web.Response) else web.json_response({"scoring": False})
+
+    async def orders_scoring(self, request):
+        body = await request.text()
+        key = self._l2(request, body)
+        if isinstance(key, web.Response):
+            return key
+        try:
+            ids = json.loads(body)
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ValueError
+        except ValueError:
+            return err(400, ERR_PAYLOAD)
+        return web.json_response({i: False for i in ids})
+
     def _l2(self, request, body: str) -> dict | web.Response:
         h = request.headers
         if not all(k in h for k in ("POLY_API_KEY", "POLY_PASSPHRASE", "POLY_SIGNATURE", "POLY_TIMESTAMP",
@@ -212,8 +263,8 @@ class ClobApi:
             body = await request.json()
         except ValueError:
             return []
-        return [p for p in body if isinstance(p, dict) and p.get("token_id") in self.ex.by_token] \
-            if isinstance(body, list) else []
+        return [p for p in body if isinstance(p, dict) and isinstance(p.get("token_id"), str)
+                and p["token_id"] in self.ex.by_token] if isinstance(body, list) else []
 
     async def books(self, request):
         return web.json_response([book_doc(self.ex, p["token_id"], self.now()) for p in await self._params(request)])
@@ -222,8 +273,33 @@ class ClobApi:
         t = self._token(request)
         if not t:
             return err(404, ERR_NO_BOOK)
-        bid, ask = best_prices(self.ex, t)
-        return web.json_response({"price": float(ask if request.query.get("side", "BUY").upper() == "BUY" else bid)})
+        side = request.query.get("side", "").upper()
+        if side not in ("BUY", "SELL"):
+            return err(400, "Invalid side")
+        return web.json_response({"price": self._price(t, side)})
+
+    def _price(self, token: str, side: str) -> str:
+        """BUY -> the best bid, SELL -> the best ask (docs OpenAPI `/price`; a live probe agrees), a decimal string
+        (the official SDK parses only strings)."""
+        bid, ask = best_prices(self.ex, token)
+        return bid if side == "BUY" else ask
+
+    async def prices(self, request):
+        """POST /prices [{token_id, side}] or GET /prices?token_ids=a,b&sides=BUY,SELL -> {token: {side: price}}."""
+        if request.method == "GET":
+            tokens = request.query.get("token_ids", "").split(",")
+            sides = request.query.get("sides", "").split(",")
+            if len(tokens) != len(sides):
+                return err(400, "token_ids and sides must have the same length")
+            wanted = [{"token_id": t, "side": sd} for t, sd in zip(tokens, sides, strict=True)]
+        else:
+            wanted = await self._params(request)
+        out: dict[str, dict[str, str]] = {}
+        for p in wanted:
+            t, side = p.get("token_id"), str(p.get("side", "")).upper()
+            if t in self.ex.by_token and self.ex.by_token[t].condition_id in self.ex.books and side in ("BUY", "SELL"):
+                out.setdefault(t, {})[side] = self._price(t, side)
+        return web.json_response(out)
 
     def _mid(self, token: str) -> str:
         bid, ask = best_prices(self.ex, token)
@@ -236,20 +312,71 @@ class ClobApi:
     async def midpoints(self, request):
         return web.json_response({p["token_id"]: self._mid(p["token_id"]) for p in await self._params(request)})
 
+    def _spread(self, token: str) -> str:
+        bid, ask = best_prices(self.ex, token)
+        return fmt(max(0.0, float(ask) - float(bid)))
+
     async def spread(self, request):
         t = self._token(request)
-        if not t:
-            return err(404, ERR_NO_BOOK)
-        bid, ask = best_prices(self.ex, t)
-        return web.json_response({"spread": fmt(max(0.0, float(ask) - float(bid)))})
+        return web.json_response({"spread": self._spread(t)}) if t else err(404, ERR_NO_BOOK)
+
+    async def spreads(self, request):
+        return web.json_response({p["token_id"]: self._spread(p["token_id"]) for p in await self._params(request)
+                                  if p["token_id"] in self._booked()})
+
+    def _booked(self) -> set[str]:
+        return {t for t, m in self.ex.by_token.items() if m.condition_id in self.ex.books}
+
+    def _last_trade(self, token: str) -> dict:
+        m = self.ex.by_token[token]
+        p = self.ex.books[m.condition_id].last_trade_price[m.token_ids.index(token)]
+        return {"price": fmt(p), "side": self.last_side.get(token, "BUY")}
 
     async def last_trade_price(self, request):
         t = self._token(request)
-        if not t:
-            return err(404, ERR_NO_BOOK)
-        m = self.ex.by_token[t]
-        p = self.ex.books[m.condition_id].last_trade_price[m.token_ids.index(t)]
-        return web.json_response({"price": fmt(p), "side": "BUY"})
+        return web.json_response(self._last_trade(t)) if t else err(404, ERR_NO_BOOK)
+
+    async def last_trades_prices(self, request):
+        return web.json_response([{"token_id": p["token_id"], **self._last_trade(p["token_id"])}
+                                  for p in await self._params(request) if p["token_id"] in self._booked()])
+
+    def _on_match(self, match: Match) -> None:
+        """Trade prices per token for /prices-history and the side of the last trade."""
+        t = match.taker
+        self.last_side[t.token_id] = t.side
+        m = match.market
+        other = m.token_ids[1 - t.outcome_index]
+        for token, price in ((t.token_id, t.price), (other, round(1.0 - t.price, 6))):
+            self.history.setdefault(token, deque(maxlen=HISTORY_POINTS)).append((int(match.match_time), price))
+        if len(self.history) > 2 * len(self.ex.by_token) + 16:     # forget the markets the exchange forgot
+            for token in [k for k in self.history if k not in self.ex.by_token]:
+                self.history.pop(token, None)
+                self.last_side.pop(token, None)
+
+    async def prices_history(self, request):
+        """GET /prices-history?market=<token>&startTs&endTs | interval[&fidelity minutes] -> {"history": [{t, p}]}:
+        one point per `fidelity` minutes (the last trade price in it)."""
+        q = request.query
+        token = q.get("market", "")
+        try:
+            now = int(self.now())
+            if "interval" in q:
+                if q["interval"] == "max":
+                    start, end = 0, now
+                elif q["interval"] in INTERVAL_S:
+                    start, end = now - INTERVAL_S[q["interval"]], now
+                else:
+                    return err(400, "invalid interval")
+            else:
+                start, end = int(q["startTs"]), int(q["endTs"])
+            bucket = max(1, int(q.get("fidelity", 1))) * 60
+        except (KeyError, ValueError):
+            return err(400, "invalid filters: startTs and endTs, or interval, are required")
+        points: dict[int, float] = {}
+        for ts, price in self.history.get(token, ()):
+            if start <= ts <= end:
+                points[ts - ts % bucket] = price
+        return web.json_response({"history": [{"t": t, "p": p} for t, p in sorted(points.items())]})
 
     def _compact(self, m: SimMarket) -> dict:
         """GET /clob-markets/{condition_id}: the compact parameters the SDK caches (mts, nr, fd)."""
@@ -293,6 +420,22 @@ class ClobApi:
     async def markets(self, request):
         ms = [self._market(m) for m in self.ex.markets.values()]
         return web.json_response(_page(ms, _cursor(request.query), 500))
+
+    def _simplified(self, m: SimMarket) -> dict:
+        full = self._market(m)
+        return {k: full[k] for k in ("condition_id", "rewards", "tokens", "active", "closed", "archived",
+                                     "accepting_orders")}
+
+    async def simplified_markets(self, request):
+        ms = [self._simplified(m) for m in self.ex.markets.values()]
+        return web.json_response(_page(ms, _cursor(request.query), 500))
+
+    async def sampling_markets(self, request):
+        """Markets in a rewards programme. The simulated 15-minute markets have none: an empty first page."""
+        return web.json_response(_page([], _cursor(request.query), 500))
+
+    async def ok(self, request):
+        return web.json_response("OK")
 
     async def market_by_token(self, request):
         m = self.ex.by_token.get(request.match_info["token"])
@@ -628,12 +771,20 @@ def clob_routes(app: web.Application, api: ClobApi) -> None:
                           ("/auth/derive-api-key", api.derive_key), ("/data/order/{hash}", api.get_order),
                           ("/data/orders", api.get_orders), ("/data/trades", api.get_trades),
                           ("/balance-allowance", api.balance_allowance),
-                          ("/balance-allowance/update", api.balance_allowance)):
+                          ("/balance-allowance/update", api.balance_allowance), ("/", api.ok), ("/ok", api.ok),
+                          ("/prices", api.prices), ("/prices-history", api.prices_history),
+                          ("/simplified-markets", api.simplified_markets), ("/sampling-markets", api.sampling_markets),
+                          ("/sampling-simplified-markets", api.sampling_markets), ("/auth/api-keys", api.api_keys),
+                          ("/auth/ban-status/closed-only", api.closed_only), ("/notifications", api.notifications),
+                          ("/order-scoring", api.order_scoring)):
         r.add_get(path, handler)
     for path, handler in (("/books", api.books), ("/midpoints", api.midpoints), ("/auth/api-key", api.create_key),
                           ("/order", api.post_order), ("/orders", api.post_orders), ("/v1/heartbeats", api.heartbeat),
-                          ("/heartbeats", api.heartbeat)):
+                          ("/heartbeats", api.heartbeat), ("/prices", api.prices), ("/spreads", api.spreads),
+                          ("/last-trades-prices", api.last_trades_prices), ("/orders-scoring", api.orders_scoring)):
         r.add_post(path, handler)
     for path in ("/order", "/orders", "/cancel-all", "/cancel-market-orders"):
         r.add_delete(path, api.cancel)
+    r.add_delete("/auth/api-key", api.delete_key)
+    r.add_delete("/notifications", api.notifications)
 

@@ -77,7 +77,10 @@ class Control:
                                   "markets": len(sim.ex.markets), "matches": sim.ex.matches,
                                   "orders_by_owner": by_owner, "counters": counters,
                                   "rtds_clients": len(sim.rtds.clients), "market_ws_clients": len(sim.market_ws.subs),
-                                  "user_ws_clients": len(sim.user_ws.subs), "faults": sim.faults.snapshot(),
+                                  "user_ws_clients": len(sim.user_ws.subs),
+                                  "user_ws_authenticated": sum(1 for s in sim.user_ws.subs.values() if s.api_key),
+                                  "rtds_price_subscribers": sum(1 for c in sim.rtds.clients.values() if c.prices),
+                                  "faults": sim.faults.snapshot(),
                                   "hub_errors": sim.hub.errors})
 
 

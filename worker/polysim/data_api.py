@@ -20,8 +20,8 @@ from typing import Callable
 
 from aiohttp import web
 
-from polysim.events import MATCH, Hub, Match
-from polysim.exchange import Exchange
+from polysim.events import MATCH, Hub, Match, SimMarket
+from polysim.exchange import Exchange, Position
 from polysim.faults import Faults
 from polysim.scenario import Feeds
 from polysim.views import best_prices, iso, profile
@@ -232,6 +232,23 @@ class DataApi:
         return web.json_response({"data": data, "pagination": pagination})
 
     # ---- positions ---------------------------------------------------------------------------------------
+    def _held(self, user: str) -> list[tuple[str, Position, SimMarket, int, float]]:
+        """(token, position, market, outcome index, current price) of every position of a wallet still listed."""
+        w = self.ex.wallets.get(user.lower())
+        out = []
+        for token, p in (w.positions.items() if w else ()):
+            m = self.ex.by_token.get(token)
+            if m is None:
+                continue
+            idx = m.token_ids.index(token)
+            if m.winner is not None:
+                cur = 1.0 if idx == m.winner else 0.0
+            else:
+                bid, ask = best_prices(self.ex, token)
+                cur = round((float(bid) + float(ask)) / 2, 4)
+            out.append((token, p, m, idx, cur))
+        return out
+
     async def positions(self, request: web.Request) -> web.Response:
         q = request.query
         user = q.get("user", "")
@@ -242,18 +259,10 @@ class DataApi:
             limit, offset = _int(q, "limit", 100, 0, 500), _int(q, "offset", 0, 0, 10_000)
         except (ValueError, BadParam):
             return web.json_response({"error": "invalid sizeThreshold, limit or offset"}, status=400)
-        w = self.ex.wallets.get(user.lower())
         out = []
-        for token, p in (w.positions.items() if w else ()):
-            m = self.ex.by_token.get(token)
-            if m is None or p.size < max(threshold, 1e-9):
+        for token, p, m, idx, cur in self._held(user):
+            if p.size < max(threshold, 1e-9):
                 continue
-            idx = m.token_ids.index(token)
-            if m.winner is not None:
-                cur = 1.0 if idx == m.winner else 0.0
-            else:
-                bid, ask = best_prices(self.ex, token)
-                cur = round((float(bid) + float(ask)) / 2, 4)
             avg = p.cost / p.size if p.size else 0.0
             value = p.size * cur
             out.append({"proxyWallet": user.lower(), "asset": token, "conditionId": m.condition_id,
@@ -268,6 +277,90 @@ class DataApi:
                         "oppositeAsset": m.token_ids[1 - idx],
                         "endDate": iso(m.window_end)[:10], "negativeRisk": m.neg_risk})
         return web.json_response(out[offset:offset + limit])
+
+    async def positions_v2(self, request: web.Request) -> web.Response:
+        """/v2/positions (snake_case, cursor pagination; the official SDK's Position model). `status` OPEN (held,
+        market live), REDEEMABLE (held, market resolved) or CLOSED (all sold); without `status` every held one."""
+        q = request.query
+        user = q.get("user", "")
+        if not _ADDRESS.match(user):
+            return self.v2_error(400, "user", "user must be a 0x-prefixed 40-hex-digit address")
+        wanted = {v.strip().upper() for raw in q.getall("status", []) for v in raw.split(",") if v.strip()}
+        if wanted - {"OPEN", "REDEEMABLE", "CLOSED"}:
+            return self.v2_error(400, "status", "status must be OPEN, REDEEMABLE or CLOSED")
+        cids = {c.lower() for raw in q.getall("condition_id", []) for c in raw.split(",") if c}
+        rows = []
+        for n, (token, p, m, idx, cur) in enumerate(self._held(user)):
+            status = "CLOSED" if p.size <= 1e-9 else "REDEEMABLE" if m.winner is not None else "OPEN"
+            if (wanted and status not in wanted) or (not wanted and status == "CLOSED") or \
+                    (cids and m.condition_id not in cids):
+                continue
+            rows.append((n, self._position_v2(user, token, p, m, idx, cur, status)))
+        try:
+            limit = _int(q, "limit", 100, 1, 1000)
+            after = int(base64.urlsafe_b64decode(q["cursor"]).decode()) if q.get("cursor") else -1
+        except (BadParam, ValueError, UnicodeDecodeError):
+            return self.v2_error(400, "cursor", "limit or cursor is invalid")
+        rows = [r for r in rows if r[0] > after]
+        page, more = rows[:limit], len(rows) > limit
+        cursor = base64.urlsafe_b64encode(str(page[-1][0]).encode()).decode() if more and page else None
+        return web.json_response({"data": [doc for _, doc in page],
+                                  "pagination": {"has_more": more, "limit": limit, "next_cursor": cursor}})
+
+    @staticmethod
+    def _position_v2(user: str, token: str, p: Position, m: SimMarket, idx: int, cur: float, status: str) -> dict:
+        avg = p.cost / p.size if p.size > 1e-9 else 0.0
+        value = p.size * cur
+        unrealized = value - p.cost
+        prof = profile(user)
+        return {"proxy_wallet": user.lower(), "token_id": token, "condition_id": m.condition_id,
+                "current_size": p.size, "avg_price": round(avg, 6), "entry_cost_usdc": round(p.cost, 6),
+                "entry_fees_usdc": round(p.fees, 6), "total_cost_usdc": round(p.cost + p.fees, 6),
+                "current_price": cur, "current_value": round(value, 6), "total_size": p.bought,
+                "realized_pnl": p.realized, "unrealized_pnl": round(unrealized, 6),
+                "total_pnl": round(unrealized + p.realized, 6),
+                "percent_pnl": round(100 * unrealized / p.cost, 4) if p.cost else 0.0,
+                "percent_realized_pnl": round(100 * p.realized / p.cost, 4) if p.cost else 0.0,
+                "status": status, "redeemable": status == "REDEEMABLE", "mergeable": False,
+                "negative_risk": m.neg_risk, "archived": False, "verified": True, "title": m.title, "slug": m.slug,
+                "icon": ICON.format(m.asset_symbol.upper()), "event_slug": m.event_slug, "outcome": m.outcomes[idx],
+                "opposite_outcome": m.outcomes[1 - idx], "name": prof["name"], "profile_image": "",
+                "event_id": m.event_id, "outcome_index": idx, "opposite_token_id": m.token_ids[1 - idx],
+                "end_date": iso(m.window_end)[:10], "last_event_at": int(p.last_at),
+                "first_entry_at": int(p.first_at)}
+
+    async def prices_history_v2(self, request: web.Request) -> web.Response:
+        """/v2/prices-history?token_id=&(interval | start[&end] | as_of)[&bucket_seconds]: the token's trade prices
+        (each fill in that token's own terms), the last one per bucket; `as_of` gives the exact last tick."""
+        q = request.query
+        token = q.get("token_id", "")
+        if not token:
+            return self.v2_error(400, "token_id", "token_id is required")
+        now = int(self.now())
+        try:
+            if "as_of" in q:
+                start, end, bucket = 0, int(q["as_of"]), 0
+            else:
+                span = {"1m": 60, "1h": 3600, "6h": 6 * 3600, "1d": 86400, "1w": 7 * 86400}
+                interval = q.get("interval")
+                if interval is not None and interval not in (*span, "max", "all"):
+                    raise BadParam("interval", "interval is invalid")
+                start = now - span[interval] if interval in span else 0 if interval else int(q["start"])
+                end = int(q.get("end", now))
+                bucket = _int(q, "bucket_seconds", 60, 60, 86400)
+            limit = _int(q, "limit", 1000, 1, 10_000)
+        except BadParam as e:
+            return self.v2_error(400, e.parameter, e.message)
+        except (KeyError, ValueError):
+            return self.v2_error(400, "start", "one of interval, start or as_of is required")
+        points: dict[int, float] = {}
+        for r in self.recent:
+            if r.token_id == token and start <= r.timestamp <= end:
+                points[r.timestamp - r.timestamp % bucket if bucket else 0] = r.price
+        rows = [{"timestamp": t if bucket else end, "price": p, "resolution_seconds": bucket}
+                for t, p in sorted(points.items())][-limit:]
+        return web.json_response({"data": rows, "pagination": {"has_more": False, "limit": limit,
+                                                                "next_cursor": None}})
 
     # ---- CloudFront --------------------------------------------------------------------------------------
     @web.middleware
@@ -308,5 +401,7 @@ def data_app(api: DataApi) -> web.Application:
     app.router.add_get("/v2/trades", api.trades_v2)
     app.router.add_get("/v2/activity", api.activity_v2)
     app.router.add_get("/positions", api.positions)
+    app.router.add_get("/v2/positions", api.positions_v2)
+    app.router.add_get("/v2/prices-history", api.prices_history_v2)
     return app
 

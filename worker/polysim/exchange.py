@@ -101,6 +101,9 @@ class Position:
     cost: float = 0.0            # cost basis of the shares held
     bought: float = 0.0
     realized: float = 0.0
+    fees: float = 0.0            # taker fees paid on the buys (pUSD; not part of the cost basis)
+    first_at: float = 0.0        # first fill, last fill (epoch s)
+    last_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -264,9 +267,12 @@ class Exchange:
         if not self.accepting(m, now):
             raise Reject(ERR_NOT_READY)
         # Market orders priced from rounded amounts (SDK: shares = dollars / price, 4 dp) imply a price a hair off
-        # the grid; anything a tenth of a tick or more off is a real tick violation.
+        # the grid; anything a tenth of a tick or more off is a real tick violation. The range [tick, 1 - tick]
+        # gets the same slack: the SDKs sign a BUY capped at 1 - tick as e.g. 0.990001 (the official SDK's notes
+        # say the signed price may sit fractionally above the cap), and the venue accepts it.
         steps = o.price / m.tick_size
-        if abs(steps - round(steps)) > TICK_SLACK or not m.tick_size - EPS <= o.price <= 1 - m.tick_size + EPS:
+        slack = TICK_SLACK * m.tick_size
+        if abs(steps - round(steps)) > TICK_SLACK or not m.tick_size - slack <= o.price <= 1 - m.tick_size + slack:
             raise Reject(f"order {o.order_hash} is invalid. Price ({fmt(o.price)}) breaks minimum tick size rule: "
                          f"{fmt(m.tick_size)}")
         marketable = self.marketable(o)
@@ -383,7 +389,7 @@ class Exchange:
             makers.append(WalletFill(wallet=mk.wallet, role="maker", order_hash=mk.order_hash, side=mk.side,
                                      token_id=mk.token_id, outcome=mk.outcome, outcome_index=mk.outcome_index,
                                      price=mk.price, size=qty, owner=mk.owner))
-            self._move(mk.wallet, mk.token_id, mk.side, qty, qty * mk.price, 0.0, resting=mk)
+            self._move(mk.wallet, mk.token_id, mk.side, qty, qty * mk.price, 0.0, now, resting=mk)
             p = mk.price if mk.token_id == taker.token_id else round(1.0 - mk.price, 6)
             qty_t += qty
             cost_t += qty * p
@@ -391,7 +397,7 @@ class Exchange:
             if mk.api:
                 self._order_event(mk, "UPDATE", now)
         fee_t = round(fee_t, 5)
-        self._move(taker.wallet, taker.token_id, taker.side, qty_t, cost_t, fee_t)
+        self._move(taker.wallet, taker.token_id, taker.side, qty_t, cost_t, fee_t, now)
         taker.trade_ids.append(trade_id)
         avg = round(cost_t / qty_t, 6)
         book = self.books[m.condition_id]
@@ -417,18 +423,21 @@ class Exchange:
         self.hub.publish(MATCH, match)
         return match
 
-    def _move(self, address: str, token: str, side: str, qty: float, notional: float, fee: float,
+    def _move(self, address: str, token: str, side: str, qty: float, notional: float, fee: float, now: float,
               resting: Order | None = None) -> None:
         """Cash and shares for one fill. Background wallets are not accounted."""
         w = self.wallets.get(address)
         if w is None or not w.tracked:
             return
         pos = w.positions.setdefault(token, Position())
+        pos.first_at = pos.first_at or now
+        pos.last_at = now
         if side == "BUY":
             w.balance = round(w.balance - notional - fee, 6)
             pos.size = round(pos.size + qty, 6)
             pos.cost = round(pos.cost + notional, 6)
             pos.bought = round(pos.bought + qty, 6)
+            pos.fees = round(pos.fees + fee, 6)
         else:
             avg = pos.cost / pos.size if pos.size > EPS else 0.0
             w.balance = round(w.balance + notional - fee, 6)
@@ -455,6 +464,7 @@ class Exchange:
             pos.cost = round(max(0.0, pos.cost - sign * notional), 6)
             if f.side == "BUY":
                 pos.bought = round(pos.bought - f.size, 6)
+                pos.fees = round(max(0.0, pos.fees - f.fee), 6)
 
     def _lock(self, o: Order) -> None:
         if not o.api:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections import deque
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Callable
 
 from aiohttp import web
@@ -24,6 +26,12 @@ from polysim.views import profile
 from polysim.wsconn import Conn, Lane, session
 
 ICON = "https://polymarket-upload.s3.us-east-2.amazonaws.com/{}+fullsize.png"
+PRICE_SNAPSHOT_POINTS = 120        # one point a second: the last two minutes
+
+
+def _price_point(ms: int, value: float) -> dict:
+    exact = Decimal(str(round(value, 8)))
+    return {"full_accuracy_value": str(int(exact * 10**18)), "timestamp": ms, "value": round(value, 4)}
 
 
 @dataclass(eq=False)
@@ -49,6 +57,7 @@ class Rtds:
         self._lanes = {"trades": Lane(), "orders_matched": Lane()}
         self._lag = cfg.rtds_delay_s
         self._held: list[tuple[str, dict]] | None = None
+        self._recent: dict[str, deque[dict]] = {}           # symbol -> the last points, for the snapshot
         hub.subscribe(MATCH, self._on_match)
 
     # ---- connections -------------------------------------------------------------------------------------
@@ -79,6 +88,8 @@ class Rtds:
                     continue
                 if action == "subscribe":
                     target[kind] = filt if isinstance(filt, dict) else None
+                    if target is c.prices:
+                        self._snapshot(c)
                 elif action == "unsubscribe":
                     target.pop(kind, None)
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -148,21 +159,39 @@ class Rtds:
             self.counters["rtds_frames_sent"] += 1
 
     # ---- crypto prices -----------------------------------------------------------------------------------
+    @staticmethod
+    def _wants(c: Client, symbol: str) -> bool:
+        filt = c.prices.get("*", c.prices.get("update")) if c.prices else None
+        return bool(c.prices) and not (filt and filt.get("symbol") not in (None, symbol))
+
     def publish_prices(self) -> None:
+        """One `update` per symbol per second, each frame with the connection's id; the payload carries the
+        rounded `value` and the exact `full_accuracy_value` (Chainlink's 18-decimal integer, as a string)."""
         now = self.now()
         ms = int(now * 1000)
         for asset, value in self.oracle.spot.items():
             symbol = f"{asset}/usd"
-            text = None
+            point = _price_point(ms, value)
+            self._recent.setdefault(symbol, deque(maxlen=PRICE_SNAPSHOT_POINTS)).append(point)
+            rest = None
             for c in list(self.clients.values()):
-                filt = c.prices.get("*", c.prices.get("update")) if c.prices else None
-                if not c.prices or self._stalled(c, now) or (filt and filt.get("symbol") not in (None, symbol)):
+                if not self._wants(c, symbol) or self._stalled(c, now):
                     continue
-                if text is None:
-                    text = json.dumps({"topic": "crypto_prices_chainlink", "type": "update", "timestamp": ms,
-                                       "payload": {"symbol": symbol, "timestamp": ms, "value": round(value, 4)}},
-                                      separators=(",", ":"))
-                c.conn.send(text)
+                if rest is None:
+                    rest = json.dumps({"payload": {"symbol": symbol, **point}, "timestamp": ms,
+                                       "topic": "crypto_prices_chainlink", "type": "update"},
+                                      separators=(",", ":"))[1:]
+                c.conn.send(f'{{"connection_id":"{c.connection_id}",{rest}')
+
+    def _snapshot(self, c: Client) -> None:
+        """On subscribing: the recent points of each wanted symbol in one `subscribe` frame (the snapshot the
+        RTDS docs describe for price topics)."""
+        ms = int(self.now() * 1000)
+        for symbol, points in self._recent.items():
+            if points and self._wants(c, symbol):
+                c.conn.send(json.dumps({"connection_id": c.connection_id, "payload": {"symbol": symbol,
+                                        "data": list(points)}, "timestamp": ms, "topic": "crypto_prices_chainlink",
+                                        "type": "subscribe"}, separators=(",", ":")))
 
     # ---- faults ------------------------------------------------------------------------------------------
     def drop_all(self) -> None:

@@ -93,15 +93,23 @@ class Settlement:
         wallet = next((f.wallet for f in rec.match.makers if self._api_owner(f.order_hash) == key), "")
         return "MAKER", wallet
 
+    def _maker_orders(self, rec: TradeRecord) -> list[dict]:
+        """maker_orders[] as the user channel and GET /data/trades both send them: each maker order with its own
+        side, wallet and outcome (docs user-channel example; the official SDK requires `side` on each entry)."""
+        return [{"asset_id": f.token_id, "fee_rate_bps": "0", "maker_address": f.wallet,
+                 "matched_amount": fmt(f.size), "order_id": f.order_hash, "outcome": f.outcome,
+                 "outcome_index": f.outcome_index, "owner": self._maker_owner(f), "price": fmt(f.price),
+                 "side": f.side} for f in rec.match.makers]
+
     def ws_json(self, rec: TradeRecord, key: str) -> dict:
-        """The user channel's `trade` event (fixture ws_user_trade.json, plus trader_side/transaction_hash)."""
+        """The user channel's `trade` event (fixture ws_user_trade.json plus the fields of the current docs
+        example and the official SDK model: fee_rate_bps, maker_address, bucket_index, trader_side,
+        transaction_hash)."""
         m, t = rec.match.market, rec.match.taker
-        side, _ = self._perspective(rec, key)
-        return {"asset_id": t.token_id, "event_type": "trade", "id": rec.match.trade_id,
-                "last_update": str(int(rec.last_update)),
-                "maker_orders": [{"asset_id": f.token_id, "matched_amount": fmt(f.size), "order_id": f.order_hash,
-                                  "outcome": f.outcome, "owner": self._maker_owner(f), "price": fmt(f.price)}
-                                 for f in rec.match.makers],
+        side, wallet = self._perspective(rec, key)
+        return {"asset_id": t.token_id, "bucket_index": 0, "event_type": "trade", "fee_rate_bps": "0",
+                "id": rec.match.trade_id, "last_update": str(int(rec.last_update)), "maker_address": wallet,
+                "maker_orders": self._maker_orders(rec),
                 "market": m.condition_id, "match_time": str(int(rec.match.match_time)), "outcome": t.outcome,
                 "owner": key, "price": fmt(t.price), "side": t.side, "size": fmt(t.size), "status": rec.status,
                 "taker_order_id": t.order_hash, "timestamp": str(int(rec.last_update)), "trade_owner": key,
@@ -118,7 +126,5 @@ class Settlement:
                 "match_time": str(int(rec.match.match_time)), "last_update": str(int(rec.last_update)),
                 "outcome": t.outcome, "bucket_index": 0, "owner": key, "maker_address": wallet,
                 "transaction_hash": rec.match.tx_hash if rec.mined else "", "trader_side": side,
-                "maker_orders": [{"order_id": f.order_hash, "owner": self._maker_owner(f), "maker_address": f.wallet,
-                                  "matched_amount": fmt(f.size), "price": fmt(f.price), "fee_rate_bps": "0",
-                                  "asset_id": f.token_id, "outcome": f.outcome, "side": f.side}
-                                 for f in rec.match.makers]}
+                "maker_orders": [{k: v for k, v in mo.items() if k != "outcome_index"}
+                                 for mo in self._maker_orders(rec)]}

@@ -80,10 +80,13 @@ class UserWs:
     @staticmethod
     def _order_json(u: OrderUpdate) -> dict:
         o = u.order
-        return {"asset_id": o["asset_id"], "associate_trades": o["associate_trades"] or None, "event_type": "order",
-                "id": o["id"], "market": o["market"], "order_owner": o["owner"], "original_size": o["original_size"],
-                "outcome": o["outcome"], "owner": o["owner"], "price": o["price"], "side": o["side"],
-                "size_matched": o["size_matched"], "timestamp": str(int(u.ts)), "type": u.kind}
+        # The current docs example adds created_at, expiration, order_type, status and maker_address.
+        return {"asset_id": o["asset_id"], "associate_trades": o["associate_trades"] or None,
+                "created_at": str(o["created_at"]), "event_type": "order", "expiration": o["expiration"],
+                "id": o["id"], "maker_address": o["maker_address"], "market": o["market"], "order_owner": o["owner"],
+                "order_type": o["order_type"], "original_size": o["original_size"], "outcome": o["outcome"],
+                "owner": o["owner"], "price": o["price"], "side": o["side"], "size_matched": o["size_matched"],
+                "status": o["status"], "timestamp": str(int(u.ts)), "type": u.kind}
 
     def drop_all(self) -> None:
         for s in list(self.subs.values()):
