@@ -12,7 +12,7 @@ from copier.detection import CONFIRMED, PENDING, REMOVED, RETRACTED, Confirmatio
 from copier.exposure import ExposureBook
 from copier.metrics import NullMetrics
 from copier.report import build_report, render_text
-from copier.store import MIGRATIONS, Store, db
+from copier.store import MIGRATIONS, Store
 from copier.types import Batch, Feed
 from helpers import T0, fill, market
 
@@ -241,13 +241,13 @@ def test_migration_2_upgrades_a_version_1_store_in_place(tmp_path):
     s = Store.open(path)
     f = fill(1)
     _copy(s, f)
-    db.execute_sql("DROP TABLE sightings")
-    db.execute_sql("DROP TABLE fill_events")
-    db.execute_sql("PRAGMA user_version = 1")
+    s.db.execute_sql("DROP TABLE sightings")
+    s.db.execute_sql("DROP TABLE fill_events")
+    s.db.execute_sql("PRAGMA user_version = 1")
     s.close()
     s = Store.open(path)
     try:
-        assert db.execute_sql("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert s.db.execute_sql("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert s.copy_of(f.dedupe_key)["status"] == "MATCHED"
         s.record_sightings([{"dedupe_key": f.dedupe_key, "feed": RTDS, "stream": "s", "recv_ns": 1, "match_ts": 1.0,
                              "first": True}])

@@ -98,9 +98,8 @@ def test_migration_3_adds_the_intent_columns_to_a_version_2_store_and_reads_old_
     f, d = _intent(1)
     s.record_decision([f], d, 1)
     for column in ("source_ts", "market_end_ts", "fee_rate", "fee_exponent"):
-        s_db = __import__("copier.store", fromlist=["db"]).db
-        s_db.execute_sql(f"ALTER TABLE intents DROP COLUMN {column}")
-    s_db.execute_sql("PRAGMA user_version = 2")
+        s.db.execute_sql(f"ALTER TABLE intents DROP COLUMN {column}")
+    s.db.execute_sql("PRAGMA user_version = 2")
     s.close()
     s = Store.open(path)
     try:
@@ -133,3 +132,17 @@ def test_an_order_in_flight_for_days_is_still_restored_reserved(store):
     store.update_order(d.intent_id, 3, status=OrderStatus.UNKNOWN)
     [row] = store.exposure_rows(since=T0 + 10 * 86400)
     assert row.in_flight and row.notional == d.notional and row.market_end_ts == d.market_end_ts
+
+
+def test_two_stores_in_one_process_keep_their_own_files(tmp_path):
+    a, b = Store.open(str(tmp_path / "a.sqlite")), Store.open(str(tmp_path / "b.sqlite"))
+    try:
+        f, d = _intent(1)
+        assert a.record_decision([f], d, 1) and b.seen_keys(0) == []
+        assert b.record_decision([f], d, 2) and [r["decided_ns"] for r in b.intents_since(0)] == [2]
+        memory = Store.open(":memory:")
+        assert memory.record_decision([f], d, 3) and a.seen_keys(0) == [f.dedupe_key]
+        memory.close()
+    finally:
+        a.close()
+        b.close()
