@@ -369,7 +369,8 @@ class Store:
 
     def intents_since(self, since: float):
         t = self.t
-        return t.IntentRow.select().where(t.IntentRow.decided_ns >= int(since * 1e9)).order_by(t.IntentRow.decided_ns).dicts()
+        return (t.IntentRow.select().where(t.IntentRow.decided_ns >= int(since * 1e9))
+                .order_by(t.IntentRow.decided_ns, t.IntentRow.id).dicts())
 
     def orders_since(self, since: float):
         t = self.t
