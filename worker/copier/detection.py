@@ -25,7 +25,6 @@ from copier.types import Batch, Feed, SourceFill
 log = logging.getLogger("copier.detection")
 
 PENDING, CONFIRMED, REMOVED, RETRACTED = "pending", "confirmed", "removed", "retracted"
-TICK_S = 0.25
 LIVE_MARGIN_S = 2.0        # the logs subscription must predate the match by this much to judge "not mined"
 
 
@@ -135,12 +134,7 @@ class Detection:
     def track(self, key: str) -> Track | None:
         return self._tracks.get(key)
 
-    # ---- timers and persistence (own greenlet) ---------------------------------------------------------------
-    def run(self, stopping) -> None:
-        while not stopping.wait(TICK_S):
-            self.step()
-        self.step()
-
+    # ---- timers and persistence (a periodic task) ------------------------------------------------------------
     def step(self) -> None:
         """Expire timers, then write what was seen. Never raises."""
         try:

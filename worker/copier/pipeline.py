@@ -37,10 +37,10 @@ Dispatch = Callable[[OrderIntent, Batch, MarketMeta], None]
 class Pipeline:
     def __init__(self, cfg: Config, *, exposure: ExposureBook, markets: Markets, store: Store, metrics: Metrics,
                  clock: Clock, dispatch: Dispatch, detection: Detection | None = None,
-                 time_resolution_s: float = 0.0):
+                 halted: Callable[[], bool] = lambda: False, time_resolution_s: float = 0.0):
         """dispatch: takes each order decided (its exposure already reserved). detection: the confirmation gate's
-        view of which fills are confirmed (None: every fill counts as confirmed). time_resolution_s: see
-        Coalescer (whole-second histories)."""
+        view of which fills are confirmed (None: every fill counts as confirmed). halted: whether trading is halted
+        (decisions refuse; the executor's gate reads the halt itself). time_resolution_s: see Coalescer."""
         self.cfg = cfg
         self.exposure = exposure
         self.markets = markets
@@ -51,7 +51,7 @@ class Pipeline:
         self.coalescer = Coalescer(cfg.copy, time_resolution_s)
         self.gate = ConfirmationGate(detection, cfg.feeds.mempool_may_trigger, self.coalescer) \
             if detection is not None else None
-        self.halted = False
+        self.halted = halted
         self._held: list[Batch] = []
 
     # ---- the two ways in ---------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class Pipeline:
         t0 = self.clock.monotonic()
         market = self._market(batch)
         # Decided at the coalescer's release instant: the same arrivals give the same decisions, live or replayed.
-        decision = decide(self.exposure, batch, market, batch.released_at, self.cfg, halted=self.halted)
+        decision = decide(self.exposure, batch, market, batch.released_at, self.cfg, halted=self.halted())
         self.metrics.timing("stage.decide_ms", (self.clock.monotonic() - t0) * 1000)
         if isinstance(decision, Hold):
             self.metrics.incr("decisions.hold")

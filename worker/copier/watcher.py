@@ -110,6 +110,15 @@ class GapFiller:
         self.scans = 0
         self.recovered = 0
 
+    name = "gap-fill"
+    reconnects = 0              # a poller: it never holds a connection to lose
+
+    def state(self) -> dict:
+        return {"name": self.name, "scans": self.scans, "recovered": self.recovered}
+
+    def close(self) -> None:
+        """Nothing to unblock: the loop waits on `stopping` between passes."""
+
     def run(self, stopping) -> None:
         seen_reconnects = -1
         pending_rescan_at = None

@@ -99,6 +99,9 @@ class ReconnectingFeed:
             except SOCKET_ERRORS:
                 return
 
+    def state(self) -> dict:
+        return {"name": self.name, "connected": self.connected, "reconnects": self.reconnects}
+
     def close(self) -> None:
         ws = self._ws
         if ws is not None:
