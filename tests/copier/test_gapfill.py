@@ -22,13 +22,10 @@ class ScriptedHttp:
 
 class _Response:
     def __init__(self, body):
-        self.body = body
+        self.content = body.encode()
 
     def raise_for_status(self):
         pass
-
-    def json(self):
-        return json.loads(self.body)
 
 
 def _row():

@@ -8,7 +8,8 @@ from gevent.pywsgi import WSGIServer
 from copier.clock import FakeClock
 from copier.config import Config, EndpointsConfig, MarketsConfig
 from copier.errors import MalformedMessage
-from copier.markets import MarketCatalog, markets_from_gamma, parse_gamma_market
+from copier.markets import MarketCatalog, markets_from_gamma
+from copier.schemas import parse_gamma_market
 
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
 
@@ -25,11 +26,11 @@ def test_recorded_event_gives_tick_min_size_dates_and_tokens():
 
 def test_trading_fields_from_the_docs_payload():
     fields = json.loads((PAYLOADS / "gamma_market_trading_fields_docs.json").read_text())
-    m = parse_gamma_market({"conditionId": "0xAB", "clobTokenIds": '["1","2"]', "outcomes": '["Yes","No"]',
+    m = parse_gamma_market({"conditionId": "0x" + "AB" * 32, "clobTokenIds": '["1","2"]', "outcomes": '["Yes","No"]',
                             "endDate": "2026-03-23T15:30:00Z", "version": "v2", "positionIds": ["7", "8"],
                             "negRisk": True, **fields})
     assert (m.tick_size, m.min_size, m.fee_rate, m.fee_exponent) == (0.01, 5.0, 0.04, 1.0)
-    assert m.exchange_version == 3 and m.token_ids == ("7", "8") and m.neg_risk and m.condition_id == "0xab"
+    assert m.exchange_version == 3 and m.token_ids == ("7", "8") and m.neg_risk and m.condition_id == "0x" + "ab" * 32
 
 
 @pytest.mark.parametrize("bad", [{}, {"conditionId": "0x1", "clobTokenIds": "not json", "outcomes": "[]"},

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from copier.errors import MalformedMessage
 from copier.schemas import (apply_price_change, parse_book, parse_data_api_trade, parse_funds,
                             parse_rtds_frame)
-from copier.types import Feed, Side
+from copier.types import Feed, LevelChange, Side
 
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
 WALLET = "0x510f4963b66b1b18505faab74b0bb943d1dda43c"
@@ -68,8 +68,8 @@ def test_activity_rows_parse_as_trades():
 def test_real_book_snapshot_is_sorted_best_first_and_updates():
     b = parse_book(load("clob_book.json"))
     assert b.bids[0] == (0.45, 100.0) and b.asks[0] == (0.46, 150.0)
-    b = apply_price_change(b, {"price": "0.46", "size": "0", "side": "SELL"})
-    b = apply_price_change(b, {"price": "0.455", "size": "7", "side": "BUY"})
+    b = apply_price_change(b, LevelChange(b.asset, Side.SELL, 0.46, 0.0))
+    b = apply_price_change(b, LevelChange(b.asset, Side.BUY, 0.455, 7.0))
     assert b.asks[0] == (0.47, 250.0) and b.bids[0] == (0.455, 7.0)
 
 

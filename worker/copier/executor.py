@@ -18,7 +18,7 @@ import peewee
 
 from copier.errors import MalformedMessage, OperationalError, RateLimited, TemporaryError, UnknownOutcome
 from copier.logs import batch_fields
-from copier.schemas import parse_funds
+from copier.schemas import amounts_tuple as _amounts, order_lookup_tuple as parse_order_lookup, parse_funds
 from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport, Response
@@ -31,30 +31,6 @@ DUPLICATE = "duplicated"
 ACCEPTED = {"live": "LIVE", "matched": "MATCHED", "delayed": "DELAYED", "unmatched": "UNMATCHED"}
 AUTH_ERRORS = (401, 403)
 MAX_BACKOFF_S = 1.0
-
-
-def _amounts(body: dict, side: Side) -> tuple[float, float]:
-    """(filled shares, average price) from a POST /order answer's makingAmount/takingAmount (6 decimals)."""
-    try:
-        making = float(body.get("makingAmount") or 0) / 1e6
-        taking = float(body.get("takingAmount") or 0) / 1e6
-    except (TypeError, ValueError):
-        return 0.0, 0.0
-    shares, usd = (taking, making) if side is Side.BUY else (making, taking)
-    return (shares, usd / shares) if shares > 0 else (0.0, 0.0)
-
-
-def parse_order_lookup(body) -> tuple[str, float, float] | None:
-    """GET /data/order/{hash} -> (status, matched shares, price), or None when the venue does not know it."""
-    if not isinstance(body, dict) or not body.get("id"):
-        return None
-    status = str(body.get("status", "")).upper().removeprefix("ORDER_STATUS_")
-    try:
-        matched = float(body.get("size_matched") or 0)
-        price = float(body.get("price") or 0)
-    except (TypeError, ValueError):
-        matched, price = 0.0, 0.0
-    return status or "UNKNOWN", matched, price
 
 
 class ClobExecutor:

@@ -394,8 +394,9 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     metrics = Metrics.from_config(cfg.telemetry, secrets.values(), defer_s=DEFER_S)
     alerts = init_alerts(secrets.sentry_dsn, secrets=secrets)
     store = Store.open(cfg.store.path)
-    catalog = MarketCatalog(cfg, clock=clock, metrics=metrics)
-    books = BookCache(cfg, clock=clock)
+    catalog = MarketCatalog(cfg, clock=clock, metrics=metrics, alerts=alerts)
+    books = BookCache(cfg, clock=clock, metrics=metrics, alerts=alerts, on_tick_size=catalog.on_tick_size_change,
+                      on_resolved=catalog.on_resolved)
     deduper = Detection(Deduper(), cfg.feeds, clock=clock, metrics=metrics, alerts=alerts, store=store)
     executor_cls = PaperExecutor if cfg.execution.dry_run else ClobExecutor
     executor = executor_cls.from_config(cfg, secrets, store=store, clock=clock, metrics=metrics, books=books)
@@ -403,9 +404,10 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
                  deduper=deduper, feeds=[], books=books,
                  clock_watch=ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts),
                  breaker=CircuitBreaker(cfg.risk), detection=deduper)
-    rt.feeds = RtdsFeed.for_config(cfg, deduper=deduper, on_fill=rt.on_fill, clock=clock, metrics=metrics)
+    rt.feeds = RtdsFeed.for_config(cfg, deduper=deduper, on_fill=rt.on_fill, clock=clock, metrics=metrics,
+                                   alerts=alerts)
     chain_args = dict(url=polygon_ws(cfg, secrets), detection=deduper, on_fill=rt.on_fill, catalog=catalog,
-                      clock=clock, metrics=metrics)
+                      clock=clock, metrics=metrics, alerts=alerts)
     if cfg.feeds.use_chain_logs:
         logs_feed = ChainLogFeed(cfg, **chain_args)
         deduper.logs_live_since = lambda: logs_feed.live_since
@@ -416,7 +418,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
         rt.gap_filler = GapFiller(cfg, deduper=deduper, on_fill=rt.on_fill, clock=clock, metrics=metrics,
                                   cursor_getter=lambda: store.cursor("data_api"),
                                   cursor_setter=lambda v: store.set_cursor("data_api", v),
-                                  reconnects=lambda: sum(f.reconnects for f in rt.feeds))
+                                  reconnects=lambda: sum(f.reconnects for f in rt.feeds), alerts=alerts)
     return rt
 
 
