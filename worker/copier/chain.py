@@ -45,6 +45,7 @@ MATCH_ORDERS_ARGS = ("bytes32", _ORDER, _ORDER + "[]", "uint256", "uint256[]", "
 MAX_INPUT_CHARS = 256 * 1024
 MAX_RPC_MESSAGE_BYTES = 1024 * 1024      # a pending transaction with the largest input we decode, and its envelope
 UNRESOLVED_TTL_S = 30.0
+MAX_SHARE_UNITS = 10 ** 18               # a trillion shares: more is not a fill, it is an overflow
 SUBSCRIBE_ID, HEAD_ID = 1, 2
 
 
@@ -203,7 +204,7 @@ def decode_match_orders(tx: dict, wallet: str) -> list[ChainFill]:
 
 def to_source_fill(cf: ChainFill, meta: MarketMeta | None, feed: str, recv_ns: int, wallet: str,
                    confirmed: bool) -> SourceFill:
-    if cf.shares <= 0 or cf.usdc < 0 or cf.usdc > cf.shares:
+    if not 0 < cf.usdc <= cf.shares <= MAX_SHARE_UNITS:
         raise MalformedMessage(f"fill of {cf.shares} share units for {cf.usdc} pUSD units is not a trade")
     idx = meta.token_ids.index(cf.token_id) if meta is not None else 999
     return SourceFill(

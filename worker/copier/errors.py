@@ -46,7 +46,7 @@ class MalformedMessage(BotError):
 
     def __init__(self, message: str, reason: str = "malformed"):
         super().__init__(message)
-        self.reason = reason
+        self.reason = str(getattr(reason, "value", reason))    # a types.BadInput, as the plain string it counts by
 
 
 class StaleSignal(BotError):

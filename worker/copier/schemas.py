@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from datetime import datetime, timezone
 
 from copier.errors import MalformedMessage
@@ -28,6 +29,7 @@ MAX_DOCUMENT_BYTES = 8 * 1024 * 1024         # a market-ws dump (a book per toke
 RTDS_TYPES = {"trades": Feed.RTDS_TRADES.value, "orders_matched": Feed.RTDS_MATCHED.value}
 KEEPALIVE_TEXTS = ("", "PONG", "pong", "PING", "ping")
 TICK_SIZES = (0.1, 0.01, 0.005, 0.0025, 0.001, 0.0001)    # the venue's tick sizes (py-clob-client-v2 TickSize)
+JSON_RECURSION_LIMIT = 1000      # nesting a parse may reach: far above any real payload, far below a C stack overflow
 
 # Epoch seconds: 2001-09-09 .. 2099-12-31. Epoch milliseconds passed 1e11 in 1973; epoch seconds reach it in 5138.
 EPOCH_MIN_S, EPOCH_MAX_S, MS_ABOVE = 1.0e9, 4.1e9, 1.0e11
@@ -59,11 +61,29 @@ def loads(data, what: str, max_bytes: int = MAX_FRAME_BYTES):
     else:
         raise MalformedMessage(f"{what} is {type(data).__name__}, not text", BadInput.MALFORMED)
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return _json_under_limit(text)
     except RecursionError:
         raise MalformedMessage(f"{what} nests too deep", BadInput.TOO_DEEP) from None
     except ValueError:          # not JSON, NaN/Infinity, an integer of more than 4300 digits
         raise MalformedMessage(f"{what} is not JSON", BadInput.NOT_JSON) from None
+
+
+def _json_under_limit(text: str):
+    """json.loads under a recursion limit the C stack can take. py_ecc (imported with eth-account) raises the
+    interpreter's limit to 100000, and the C scanner recurses on the C stack once per nesting level: a frame of
+    "[" * 60000 would overflow the stack (a segfault, not an exception). Nothing else runs meanwhile: json.loads
+    never yields to another greenlet."""
+    saved = sys.getrecursionlimit()
+    if saved <= JSON_RECURSION_LIMIT:
+        return json.loads(text, parse_constant=_refuse_constant)
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    sys.setrecursionlimit(max(JSON_RECURSION_LIMIT, depth + 100))
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    finally:
+        sys.setrecursionlimit(saved)
 
 
 def _document(data, what: str, max_bytes: int = MAX_FRAME_BYTES):
