@@ -118,6 +118,14 @@ class Copier:
     def log_tail(self) -> str:
         return self.log.read_text()[-3000:] if self.log.exists() else ""
 
+    def until(self, cond, timeout: float, what: str):
+        """eventually(cond), failing at once if the copier process has exited."""
+        def check():
+            if not self.alive():
+                pytest.fail(f"copier exited with {self.proc.returncode} waiting for {what}:\n{self.log_tail()}")
+            return cond()
+        return eventually(check, timeout, 0.3, what)
+
 
 @pytest.fixture()
 def copier(tmp_path, sim):
@@ -157,7 +165,7 @@ def test_copier_run_survives_every_hostile_rtds_frame_and_records_the_next_fill(
     rtds = HostileWebsocket("rtds")
     c = copier({"rtds_ws": rtds.url}, NO_CHAIN).start()
     try:
-        eventually(lambda: len(rtds.live()) >= 2 and len(rtds.received) >= 2, 30, 0.2, "both RTDS sockets subscribed")
+        c.until(lambda: len(rtds.live()) >= 2 and len(rtds.received) >= 2, 30, "both RTDS sockets subscribed")
         sim.fresh_window(40)
         market = _market(sim)
         hostile = _hostile_source_frames(market)
@@ -166,11 +174,11 @@ def test_copier_run_survives_every_hostile_rtds_frame_and_records_the_next_fill(
             assert rtds.broadcast(data, opcode) >= 1
         valid_tx = _tx()
         rtds.broadcast(_rtds_frame(_payload(market, valid_tx, int(time.time()))))
-        rows = eventually(lambda: _stored(c.db, valid_tx), 30, 0.3, "the valid fill in the store")
+        rows = c.until(lambda: _stored(c.db, valid_tx), 30, "the valid fill in the store")
         assert rows[0][0] == "rtds.trades" and rows[0][1] == "order", rows       # copied, not merely recorded
         assert c.alive(), c.log_tail()
-        feeds = eventually(lambda: (f := _heartbeat_feeds(c.config)).get("rtds-a", {}).get("malformed", 0) >= 8 and f,
-                           15, 0.5, "the refusals in the heartbeat")
+        feeds = c.until(lambda: (f := _heartbeat_feeds(c.config)).get("rtds-a", {}).get("malformed", 0) >= 8 and f,
+                        15, "the refusals in the heartbeat")
         assert feeds["rtds-a"]["errors"] == 0                       # each one refused as input, none an accident
         for reason in ("not_utf8", "too_deep", "not_json", "too_large", "future_timestamp", "malformed"):
             assert c.refused(reason) >= 1, (reason, c.statsd.counts)
@@ -186,7 +194,7 @@ def test_copier_run_survives_every_hostile_market_ws_frame_and_keeps_its_book(si
     market_ws = HostileWebsocket("market")
     c = copier({"market_ws": market_ws.url}, NO_CHAIN).start()
     try:
-        eventually(lambda: any("assets_ids" in r for r in market_ws.received), 30, 0.2, "the book subscription")
+        c.until(lambda: any("assets_ids" in r for r in market_ws.received), 30, "the book subscription")
         sim.fresh_window(40)
         market = _market(sim)
         token = market["tokens"][0]
@@ -204,7 +212,7 @@ def test_copier_run_survives_every_hostile_market_ws_frame_and_keeps_its_book(si
         market_ws.broadcast(book)
         fill = sim.source_fill(asset="btc", outcome="Up", side="BUY", size=8)
         assert fill["token_id"] == token
-        rows = eventually(lambda: _stored(c.db, fill["tx_hash"]), 30, 0.3, "the copy of the next fill")
+        rows = c.until(lambda: _stored(c.db, fill["tx_hash"]), 30, "the copy of the next fill")
         assert rows[0][1:4] == ("order", "", "PAPER_FILLED") and rows[0][4] == pytest.approx(0.02), rows
         assert c.alive(), c.log_tail()
         for reason in ("not_utf8", "too_deep", "not_json", "too_large", "malformed"):
@@ -247,8 +255,8 @@ def test_copier_run_survives_hostile_json_rpc_logs_and_mempool_and_records_the_n
     node = HostileWebsocket("rpc")
     c = copier({"polygon_ws": node.url}, {"use_chain_logs": True, "use_mempool": True}).start()
     try:
-        eventually(lambda: node.subscribed("logs") and node.subscribed("newPendingTransactions"), 30, 0.2,
-                   "both chain subscriptions")
+        c.until(lambda: node.subscribed("logs") and node.subscribed("newPendingTransactions"), 30,
+                "both chain subscriptions")
         sim.fresh_window(40)
         market = _market(sim)
         now = int(time.time())
@@ -268,15 +276,17 @@ def test_copier_run_survives_hostile_json_rpc_logs_and_mempool_and_records_the_n
         node.broadcast(json.dumps({"jsonrpc": "2.0", "id": [2], "result": {"head": float("inf")}}).replace(
             "Infinity", "NaN"))
         log_tx, mem_tx = _tx(), _tx()
+        c.until(lambda: node.subscribed("logs") and node.subscribed("newPendingTransactions"), 30,
+                "both chain subscriptions after the hostile messages")
         assert node.notify("logs", _order_filled(market, log_tx, int(time.time()))) >= 1
         assert node.notify("newPendingTransactions", _match_orders(market, mem_tx, int(time.time() * 1000))) >= 1
-        logged = eventually(lambda: _stored(c.db, log_tx), 30, 0.3, "the valid log's fill in the store")
-        pending = eventually(lambda: _stored(c.db, mem_tx), 30, 0.3, "the valid pending transaction's fill")
+        logged = c.until(lambda: _stored(c.db, log_tx), 30, "the valid log's fill in the store")
+        pending = c.until(lambda: _stored(c.db, mem_tx), 30, "the valid pending transaction's fill")
         assert logged[0][0] == "chain.logs" and pending[0][0] == "chain.mempool"
         assert c.alive(), c.log_tail()
-        feeds = eventually(lambda: (f := _heartbeat_feeds(c.config)).get("chain-logs", {}).get("malformed", 0) >= 8
-                           and f.get("chain-mempool", {}).get("malformed", 0) >= 8 and f, 15, 0.5,
-                           "the refusals in the heartbeat")
+        feeds = c.until(lambda: (f := _heartbeat_feeds(c.config)).get("chain-logs", {}).get("malformed", 0) >= 8
+                        and f.get("chain-mempool", {}).get("malformed", 0) >= 8 and f, 15,
+                        "the refusals in the heartbeat")
         assert feeds["chain-logs"]["errors"] == 0 and feeds["chain-mempool"]["errors"] == 0, feeds
         assert c.refused("future_timestamp") >= 3 and c.refused("not_utf8") >= 2, c.statsd.counts
         assert _stored(c.db, future_log_tx) == [] and _stored(c.db, future_mem_tx) == []
@@ -317,14 +327,14 @@ def test_copier_run_survives_every_hostile_data_api_answer_and_gap_fills_the_nex
         _v2_row(market, future_tx, int(time.time() * 1_000_000)), _v2_row(market, valid_tx, int(time.time()))))
     c.start()
     try:
-        rows = eventually(lambda: _stored(c.db, valid_tx), 60, 0.3, "the valid row gap-filled into the store")
+        rows = c.until(lambda: _stored(c.db, valid_tx), 60, "the valid row gap-filled into the store")
         assert data_api.pending("/v2/trades") == 0                  # it went through every hostile answer first
         assert rows[0][0] == "data_api" and rows[0][1] == "order", rows
-        assert c.alive(), c.log_tail()
+        assert _stored(c.db, future_tx) == [] and _cursor(c.db) <= time.time()
+        assert c.statsd.counter("copier.gapfill.errors") >= 8
         for reason in ("not_utf8", "too_deep", "not_json", "too_large", "future_timestamp", "malformed"):
             assert c.refused(reason) >= 1, (reason, c.statsd.counts)
-        assert c.statsd.counter("copier.gapfill.errors") >= 8
-        assert _stored(c.db, future_tx) == [] and _cursor(c.db) <= time.time()
+        assert c.alive(), c.log_tail()
     finally:
         code = c.stop()
         rtds.stop()
@@ -345,16 +355,18 @@ def test_far_future_data_api_timestamps_never_move_the_cursor_across_a_restart(s
     data_api.steady["/v2/trades"] = lambda path, query: (200, "application/json", _page(*poisoned()))
     c.start()
     try:
-        eventually(lambda: c.refused("future_timestamp") >= 4, 40, 0.3, "two passes over the poisoned page")
+        # Two passes: what the first one admitted (it copies at once) is in the store by the time the second is asked.
+        c.until(lambda: data_api.served("/v2/trades") >= 2, 40, "two passes over the poisoned page")
         assert _stored(c.db, micro_tx) == [] and _stored(c.db, hour_ahead_tx) == []
         cursor = _cursor(c.db)
         assert cursor is None or cursor <= time.time()
+        assert c.refused("future_timestamp") >= 4
         assert c.stop() == 0
         data_api.steady["/v2/trades"] = lambda path, query: (200, "application/json", _page(
             *poisoned(), _v2_row(market, valid_tx, int(time.time()))))
         served = data_api.served("/v2/trades")
         c.start()
-        rows = eventually(lambda: _stored(c.db, valid_tx), 40, 0.3, "the real fill copied after the restart")
+        rows = c.until(lambda: _stored(c.db, valid_tx), 40, "the real fill copied after the restart")
         assert data_api.served("/v2/trades") > served and rows[0][1] == "order", rows
         assert _stored(c.db, micro_tx) == [] and _stored(c.db, hour_ahead_tx) == []
         assert _cursor(c.db) <= time.time()
@@ -386,14 +398,14 @@ def test_copier_run_starts_through_a_hostile_gamma_and_copies_on_the_markets_tha
     c = copier({"gamma": gamma.url}, NO_CHAIN,
                {"slug_prefixes": ["btc-updown-15m", "eth-updown-15m", "xrp-updown-15m"]}).start()
     try:
-        eventually(lambda: gamma.pending("/events/slug/xrp-") == 0, 40, 0.3, "every hostile Gamma answer served")
-        eventually(lambda: _heartbeat_feeds(c.config), 30, 0.3, "a heartbeat after start-up")
+        c.until(lambda: gamma.pending("/events/slug/xrp-") == 0, 40, "every hostile Gamma answer served")
+        c.until(lambda: _heartbeat_feeds(c.config), 30, "a heartbeat after start-up")
         assert c.alive(), c.log_tail()
         sim.fresh_window(40)
         btc = sim.source_fill(asset="btc", outcome="Up", side="BUY", size=8)
         eth = sim.source_fill(asset="eth", outcome="Up", side="BUY", size=8)
-        btc_rows = eventually(lambda: _stored(c.db, btc["tx_hash"]), 30, 0.3, "the btc copy")
-        eth_rows = eventually(lambda: _stored(c.db, eth["tx_hash"]), 30, 0.3, "the eth fill recorded")
+        btc_rows = c.until(lambda: _stored(c.db, btc["tx_hash"]), 30, "the btc copy")
+        eth_rows = c.until(lambda: _stored(c.db, eth["tx_hash"]), 30, "the eth fill recorded")
         assert btc_rows[0][1] == "order"
         assert eth_rows[0][1:3] == ("skip", "unknown_market")          # never priced on an unreadable fee schedule
         for reason in ("not_utf8", "too_deep", "not_json", "malformed", "future_timestamp"):

@@ -135,8 +135,11 @@ def _hex32(value, what: str) -> str:
 
 
 def _optional_text(d: dict, name: str) -> str:
-    v = d.get(name)
-    return _text(v, name) if v is not None else ""
+    """A descriptive field (outcome, slug, wallet): "" when absent or unusable, never a reason to lose a fill."""
+    try:
+        return _text(d.get(name), name)
+    except MalformedMessage:
+        return ""
 
 
 def _number(value, what: str, *, lo: float = 0.0, hi: float = math.inf, lo_open: bool = False) -> float:
@@ -277,8 +280,8 @@ def parse_rtds_frame(data, source_wallet: str, recv_ns: int) -> tuple[list[Sourc
     fill = _fill(payload, recv_ns, feed, camel=True)
     stamp = msg.get("timestamp")
     envelope = stamp if isinstance(stamp, (int, str)) and not isinstance(stamp, bool) and len(str(stamp)) < 32 else ""
-    body = data if isinstance(data, str) else bytes(data).decode("utf-8")
-    return [fill], f"{envelope}:{hash(body.strip())}"
+    body = data.strip() if isinstance(data, str) else bytes(data).strip()
+    return [fill], f"{envelope}:{hash(body)}"
 
 
 def parse_data_api_trade(row, recv_ns: int) -> SourceFill:
@@ -335,7 +338,8 @@ def parse_gamma_market(m, event: dict | None = None) -> MarketMeta:
     fee = json_object(fee, "gamma market feeSchedule")
     end = m.get("endDate") or event.get("endDate")
     start = m.get("eventStartTime") or event.get("startTime")
-    accepting = m.get("acceptingOrders", True) is not False and m.get("closed", False) is not True
+    # Open only when Gamma says so plainly: a null or a string here is not a reason to send orders.
+    accepting = m.get("acceptingOrders", True) is True and m.get("closed", False) is False
     return MarketMeta(
         condition_id=_hex32(m.get("conditionId"), "gamma market conditionId"), token_ids=token_ids,
         outcomes=outcomes, tick_size=_tick(m.get("orderPriceMinTickSize") or 0.01, "orderPriceMinTickSize"),
