@@ -25,7 +25,7 @@ from test_chain import EXCHANGE, META, SOURCE, TOKEN_UP, _match_tx, _order, _ord
 
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
 RECV_NS = 1_795_000_001_000_000_000
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                          HealthCheck.data_too_large])
 
 
@@ -131,7 +131,7 @@ def mutated(draw, fixtures):
         elif op == "wrap":
             node[key] = draw(st.sampled_from([[node[key]], {"value": node[key]}, str(node[key])]))
         else:
-            node[key] = draw(json_values)
+            node[key] = copy.deepcopy(draw(json_values))     # SPECIALS holds lists and dicts: never mutate them
     data = json.dumps(doc).encode()
     damage = draw(st.sampled_from(["none", "none", "truncate", "invalid_utf8", "flip"]))
     if damage == "truncate" and data:
