@@ -202,10 +202,8 @@ def _outcome(parse, data):
     return value
 
 
-# ---- one property per wire input -------------------------------------------------------------------------------
-@FUZZ
-@given(hostile_bytes(_rtds()))
-def test_rtds_frames_yield_sane_fills_or_malformed(data):
+# ---- one property per wire input: parse raw bytes, check what came back --------------------------------------
+def check_rtds(data):
     value = _outcome(lambda d: parse_rtds_frame(d, SOURCE, RECV_NS), data)
     if value is not None:
         fills, frame_id = value
@@ -215,9 +213,7 @@ def test_rtds_frames_yield_sane_fills_or_malformed(data):
             assert f.feed in (Feed.RTDS_TRADES.value, Feed.RTDS_MATCHED.value) and f.wallet == SOURCE
 
 
-@FUZZ
-@given(hostile_bytes(_market_ws()))
-def test_market_websocket_messages_yield_typed_events_or_malformed(data):
+def check_market_ws(data):
     value = _outcome(parse_market_message, data)
     if value is not None:
         assert isinstance(value, MarketMessage)
@@ -228,9 +224,7 @@ def test_market_websocket_messages_yield_typed_events_or_malformed(data):
                 assert event.new_tick in TICK_SIZES and event.old_tick in TICK_SIZES
 
 
-@FUZZ
-@given(hostile_bytes(_trades_pages()))
-def test_data_api_pages_yield_sane_fills_or_malformed(data):
+def check_trades_page(data):
     value = _outcome(lambda d: parse_trades_page(d, RECV_NS), data)
     if value is not None:
         assert isinstance(value, TradesPage) and isinstance(value.next_cursor, str)
@@ -239,9 +233,7 @@ def test_data_api_pages_yield_sane_fills_or_malformed(data):
         assert all(r.reason for r in value.refused)
 
 
-@FUZZ
-@given(hostile_bytes(_gamma()))
-def test_gamma_answers_yield_sane_markets_or_malformed(data):
+def check_gamma(data):
     value = _outcome(parse_gamma, data)
     if value is not None:
         assert isinstance(value, GammaAnswer)
@@ -249,28 +241,23 @@ def test_gamma_answers_yield_sane_markets_or_malformed(data):
             _sane_market(m)
 
 
-@FUZZ
-@given(hostile_bytes(_post_answers()), st.sampled_from(list(Side)))
-def test_post_order_answers_yield_a_typed_answer_or_malformed(data, side):
-    value = _outcome(lambda d: parse_post_order_answer(d, side), data)
-    if value is not None:
-        assert isinstance(value, PostOrderAnswer)
-        assert value.filled_size >= 0 and 0 <= value.avg_price <= 1 + 1e-9
-        assert value.accepted or (value.filled_size == 0 and value.status == "")
+def check_post_answer(data):
+    for side in Side:
+        value = _outcome(lambda d: parse_post_order_answer(d, side), data)
+        if value is not None:
+            assert isinstance(value, PostOrderAnswer)
+            assert value.filled_size >= 0 and 0 <= value.avg_price <= 1 + 1e-9
+            assert value.accepted or (value.filled_size == 0 and value.status == "")
 
 
-@FUZZ
-@given(hostile_bytes(_order_lookups()))
-def test_order_lookups_yield_a_typed_record_none_or_malformed(data):
+def check_order_lookup(data):
     value = _outcome(parse_order_lookup, data)
     if value is not None:
         assert isinstance(value, OrderLookup) and value.status and value.order_id
         assert value.matched_size >= 0 and 0 <= value.price <= 1
 
 
-@FUZZ
-@given(hostile_bytes(_funds() + [load("clob_tick_size.json"), load("clob_book.json"), load("ws_market_book.json")]))
-def test_balance_tick_size_and_book_answers_yield_typed_values_or_malformed(data):
+def check_funds_tick_book(data):
     funds = _outcome(parse_funds, data)
     assert funds is None or (funds.balance_usd >= 0 and all(a >= 0 for _, a in funds.allowances_usd))
     tick = _outcome(parse_tick_size, data)
@@ -280,24 +267,93 @@ def test_balance_tick_size_and_book_answers_yield_typed_values_or_malformed(data
         _sane_book(book)
 
 
+def _decode_chain(d):
+    msg = parse_rpc_message(d)
+    if isinstance(msg, RpcNotification) and isinstance(msg.result, dict) and "topics" in msg.result:
+        cf = decode_order_filled(msg.result, SOURCE)
+        return [] if cf is None else [to_source_fill(cf, META, Feed.CHAIN_LOGS.value, RECV_NS, SOURCE, True)]
+    if isinstance(msg, RpcNotification):
+        return [to_source_fill(cf, META if cf.token_id in META.token_ids else None, Feed.MEMPOOL.value, RECV_NS,
+                               SOURCE, False) for cf in decode_match_orders(msg.result, SOURCE)]
+    assert msg is None or isinstance(msg, RpcAnswer)
+    return []
+
+
+def check_json_rpc(data):
+    for f in _outcome(_decode_chain, data) or []:
+        assert 0 < f.price <= 1 and 0 < f.size <= 1e12
+        assert EPOCH_MIN_S <= f.match_ts <= EPOCH_MAX_S or f.match_ts == RECV_NS / 1e9
+
+
+FUNDS_TICK_BOOK = _funds() + [load("clob_tick_size.json"), load("clob_book.json"), load("ws_market_book.json")]
+WIRE_INPUTS = {"rtds": (_rtds(), check_rtds), "market_ws": (_market_ws(), check_market_ws),
+               "data_api": (_trades_pages(), check_trades_page), "gamma": (_gamma(), check_gamma),
+               "post_order": (_post_answers(), check_post_answer), "order_lookup": (_order_lookups(), check_order_lookup),
+               "funds_tick_book": (FUNDS_TICK_BOOK, check_funds_tick_book), "json_rpc": (_rpc(), check_json_rpc)}
+
+
+@FUZZ
+@given(hostile_bytes(_rtds()))
+def test_rtds_frames_yield_sane_fills_or_malformed(data):
+    check_rtds(data)
+
+
+@FUZZ
+@given(hostile_bytes(_market_ws()))
+def test_market_websocket_messages_yield_typed_events_or_malformed(data):
+    check_market_ws(data)
+
+
+@FUZZ
+@given(hostile_bytes(_trades_pages()))
+def test_data_api_pages_yield_sane_fills_or_malformed(data):
+    check_trades_page(data)
+
+
+@FUZZ
+@given(hostile_bytes(_gamma()))
+def test_gamma_answers_yield_sane_markets_or_malformed(data):
+    check_gamma(data)
+
+
+@FUZZ
+@given(hostile_bytes(_post_answers()))
+def test_post_order_answers_yield_a_typed_answer_or_malformed(data):
+    check_post_answer(data)
+
+
+@FUZZ
+@given(hostile_bytes(_order_lookups()))
+def test_order_lookups_yield_a_typed_record_none_or_malformed(data):
+    check_order_lookup(data)
+
+
+@FUZZ
+@given(hostile_bytes(FUNDS_TICK_BOOK))
+def test_balance_tick_size_and_book_answers_yield_typed_values_or_malformed(data):
+    check_funds_tick_book(data)
+
+
 @FUZZ
 @given(hostile_bytes(_rpc()))
 def test_json_rpc_logs_and_pending_transactions_yield_sane_fills_or_malformed(data):
-    def decode(d):
-        msg = parse_rpc_message(d)
-        if isinstance(msg, RpcNotification) and isinstance(msg.result, dict) and "topics" in msg.result:
-            cf = decode_order_filled(msg.result, SOURCE)
-            return [] if cf is None else [to_source_fill(cf, META, Feed.CHAIN_LOGS.value, RECV_NS, SOURCE, True)]
-        if isinstance(msg, RpcNotification):
-            return [to_source_fill(cf, META if cf.token_id in META.token_ids else None, Feed.MEMPOOL.value, RECV_NS,
-                                   SOURCE, False) for cf in decode_match_orders(msg.result, SOURCE)]
-        assert msg is None or isinstance(msg, RpcAnswer)
-        return []
+    check_json_rpc(data)
 
-    value = _outcome(decode, data)
-    for f in value or []:
-        assert 0 < f.price <= 1 and 0 < f.size <= 1e12
-        assert EPOCH_MIN_S <= f.match_ts <= EPOCH_MAX_S or f.match_ts == RECV_NS / 1e9
+
+# ---- every field of every real payload, replaced by every hostile value (exhaustive, not sampled) ------------
+@pytest.mark.parametrize("name", sorted(WIRE_INPUTS))
+def test_every_field_of_every_fixture_replaced_by_every_hostile_value(name):
+    fixtures, check = WIRE_INPUTS[name]
+    tried = 0
+    for fixture in fixtures:
+        for index in range(len(_slots(fixture))):
+            for special in SPECIALS:
+                doc = copy.deepcopy(fixture)
+                node, key = _slots(doc)[index]
+                node[key] = copy.deepcopy(special)
+                check(json.dumps(doc).encode())
+                tried += 1
+    assert tried > 100
 
 
 # ---- the fixtures themselves parse (the mutations start from payloads the parsers accept) ----------------------
