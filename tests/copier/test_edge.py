@@ -138,7 +138,8 @@ from copier.schemas import parse_gamma, parse_market_message, parse_rtds_frame, 
 assert sys.getrecursionlimit() >= 100000
 deep = b"[" * 5_000_000
 def parse_all():
-    for parse in (parse_market_message, parse_gamma, lambda d: parse_trades_page(d, 1), lambda d: parse_rpc_message(d[:1_000_000]),
+    for parse in (parse_market_message, parse_gamma, lambda d: parse_trades_page(d, 1),
+                  lambda d: parse_rpc_message(d[:1_000_000]),
                   lambda d: parse_rtds_frame(d[:60000], "0x" + "1" * 40, 1)):
         try:
             parse(deep)

@@ -188,7 +188,8 @@ def test_executor_keeps_its_old_tuple_readers_until_its_call_sites_move():
     from copier.executor import _amounts, parse_order_lookup as lookup_tuple
     assert _amounts(load("clob_post_order_response_matched.json"), Side.BUY) == (200.0, 0.5)
     assert _amounts({"success": True, "status": "matched", "makingAmount": "x"}, Side.BUY) == (0.0, 0.0)
-    assert lookup_tuple({"id": "0x1", "status": "MATCHED", "size_matched": "2", "price": "0.5"}) == ("MATCHED", 2.0, 0.5)
+    matched = {"id": "0x1", "status": "MATCHED", "size_matched": "2", "price": "0.5"}
+    assert lookup_tuple(matched) == ("MATCHED", 2.0, 0.5)
     assert lookup_tuple(None) is None and lookup_tuple("<html>") is None
     assert lookup_tuple({"id": "0x1", "status": "MATCHED", "size_matched": "NaN"}) == ("UNKNOWN", 0.0, 0.0)
 

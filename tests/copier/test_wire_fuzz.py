@@ -55,7 +55,8 @@ def _trades_pages():
           "outcome_index": v1["outcomeIndex"], "transaction_hash": v1["transactionHash"], "slug": v1["slug"],
           "event_slug": v1["eventSlug"]}
     pag = {"has_more": True, "limit": 500, "next_cursor": "MTAw", "offset": 0}
-    return [{"data": [v2, v1], "pagination": pag}, load("data_api_v2_trade_fields.json"), load("data_api_v2_error.json")]
+    return [{"data": [v2, v1], "pagination": pag}, load("data_api_v2_trade_fields.json"),
+            load("data_api_v2_error.json")]
 
 
 def _gamma():
@@ -72,7 +73,8 @@ def _post_answers():
 
 
 def _order_lookups():
-    return [{"id": "0x" + "12" * 32, "status": "MATCHED", "owner": "k", "maker_address": SOURCE, "market": META.condition_id,
+    return [{"id": "0x" + "12" * 32, "status": "MATCHED", "owner": "k", "maker_address": SOURCE,
+             "market": META.condition_id,
              "asset_id": str(TOKEN_UP), "side": "BUY", "original_size": "10", "size_matched": "10", "price": "0.52",
              "outcome": "Up", "order_type": "FAK", "created_at": 1_795_000_000},
             {"id": "0x" + "13" * 32, "status": "ORDER_STATUS_LIVE", "size_matched": "0", "price": "0.5"}, None]
@@ -243,7 +245,7 @@ def check_gamma(data):
 
 def check_post_answer(data):
     for side in Side:
-        value = _outcome(lambda d: parse_post_order_answer(d, side), data)
+        value = _outcome(lambda d, s=side: parse_post_order_answer(d, s), data)
         if value is not None:
             assert isinstance(value, PostOrderAnswer)
             assert value.filled_size >= 0 and 0 <= value.avg_price <= 1 + 1e-9
@@ -288,7 +290,8 @@ def check_json_rpc(data):
 FUNDS_TICK_BOOK = _funds() + [load("clob_tick_size.json"), load("clob_book.json"), load("ws_market_book.json")]
 WIRE_INPUTS = {"rtds": (_rtds(), check_rtds), "market_ws": (_market_ws(), check_market_ws),
                "data_api": (_trades_pages(), check_trades_page), "gamma": (_gamma(), check_gamma),
-               "post_order": (_post_answers(), check_post_answer), "order_lookup": (_order_lookups(), check_order_lookup),
+               "post_order": (_post_answers(), check_post_answer),
+               "order_lookup": (_order_lookups(), check_order_lookup),
                "funds_tick_book": (FUNDS_TICK_BOOK, check_funds_tick_book), "json_rpc": (_rpc(), check_json_rpc)}
 
 

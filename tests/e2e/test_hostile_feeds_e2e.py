@@ -231,7 +231,8 @@ def _order_filled(market: dict, tx: str, block_ts: int) -> dict:
     data = encode(["uint8", "uint256", "uint256", "uint256", "uint256", "bytes32", "bytes32"],
                   [0, int(market["tokens"][0]), 5_000_000, 10_000_000, 0, b"\0" * 32, b"\0" * 32])
     exchange = "0xe111180000d2663c0091e4f400237545b87b996b"
-    return {"address": exchange, "topics": [TOPIC_ORDER_FILLED, "0x" + "77" * 32, pad_topic(SOURCE), pad_topic(exchange)],
+    topics = [TOPIC_ORDER_FILLED, "0x" + "77" * 32, pad_topic(SOURCE), pad_topic(exchange)]
+    return {"address": exchange, "topics": topics,
             "data": "0x" + data.hex(), "blockNumber": "0x10", "transactionHash": tx, "transactionIndex": "0x0",
             "blockHash": "0x" + secrets.token_hex(32), "blockTimestamp": hex(block_ts), "logIndex": "0x1",
             "removed": False}
@@ -351,7 +352,8 @@ def test_far_future_data_api_timestamps_never_move_the_cursor_across_a_restart(s
 
     def poisoned() -> list[dict]:              # microseconds, and milliseconds an hour ahead: real rows' shapes
         now = time.time()
-        return [_v2_row(market, micro_tx, int(now * 1_000_000)), _v2_row(market, hour_ahead_tx, int((now + 3600) * 1000))]
+        return [_v2_row(market, micro_tx, int(now * 1_000_000)),
+                _v2_row(market, hour_ahead_tx, int((now + 3600) * 1000))]
     data_api.steady["/v2/trades"] = lambda path, query: (200, "application/json", _page(*poisoned()))
     c.start()
     try:

@@ -44,7 +44,8 @@ def test_tick_size_change_and_the_clob_tick_reach_the_catalog(sim, tmp_path):
         books.close()
         runner.join(5)
     # With the channel gone, a change reaches the catalog only through /tick-size.
-    httpx.post(f"{sim.urls['control']}/tick-size", json={"slug": slug, "tick_size": before}, timeout=5).raise_for_status()
+    back = httpx.post(f"{sim.urls['control']}/tick-size", json={"slug": slug, "tick_size": before}, timeout=5)
+    back.raise_for_status()
     assert catalog.by_asset(token).tick_size == new
     assert catalog.fresh_tick(other) == before and catalog.by_asset(token).tick_size == before
     assert catalog.edge.refusals == 0 and books.edge.refusals == 0 and books.edge.errors == 0

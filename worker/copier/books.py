@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 import httpx
@@ -100,6 +100,5 @@ class BookCache(ReconnectingFeed):
             log.info("tick size of %s: %g -> %g", event.asset[:12], event.old_tick, event.new_tick)
             if self.on_tick_size is not None:
                 self.on_tick_size(event)
-        elif isinstance(event, MarketResolved):
-            if self.on_resolved is not None:
-                self.on_resolved(event)
+        elif isinstance(event, MarketResolved) and self.on_resolved is not None:
+            self.on_resolved(event)

@@ -17,7 +17,8 @@ import json
 import math
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from types import FrameType
 
 from copier.errors import MalformedMessage
 from copier.types import (BadInput, BestBidAsk, BookTop, Feed, Funds, GammaAnswer, LastTradePrice, LevelChange,
@@ -76,7 +77,8 @@ def _json_under_limit(text: str):
     saved = sys.getrecursionlimit()
     if saved <= JSON_RECURSION_LIMIT:
         return json.loads(text, parse_constant=_refuse_constant)
-    depth, frame = 0, sys._getframe()
+    depth = 0
+    frame: FrameType | None = sys._getframe()
     while frame is not None:
         depth, frame = depth + 1, frame.f_back
     sys.setrecursionlimit(max(JSON_RECURSION_LIMIT, depth + 100))
@@ -204,7 +206,7 @@ def epoch_seconds(value, what: str) -> float:
         except ValueError:
             raise MalformedMessage(f"{what} is not a date: {text[:40]!r}") from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         try:
             ts = when.timestamp()
         except (OverflowError, ValueError, OSError):
@@ -360,6 +362,7 @@ def parse_gamma(data) -> GammaAnswer:
     items = doc if isinstance(doc, list) else [doc]
     markets, refused = [], []
     for item in items:
+        pairs: list[tuple[object, dict | None]]
         if isinstance(item, dict) and isinstance(item.get("markets"), list):
             pairs = [(m, item) for m in item["markets"]]
         else:
@@ -590,4 +593,4 @@ def order_lookup_tuple(body) -> tuple[str, float, float] | None:
         found = parse_order_lookup(body)
     except MalformedMessage:
         return "UNKNOWN", 0.0, 0.0
-    return found.status, found.matched_size, found.price
+    return (found.status, found.matched_size, found.price) if found is not None else None
