@@ -75,8 +75,8 @@ def _json_under_limit(text: str):
     "[" * 60000 would overflow the stack (a segfault, not an exception). Nothing else runs meanwhile: json.loads
     never yields to another greenlet."""
     saved = sys.getrecursionlimit()
-    if saved <= JSON_RECURSION_LIMIT:
-        return json.loads(text, parse_constant=_refuse_constant)
+    if saved <= JSON_RECURSION_LIMIT or text.count("[") + text.count("{") < JSON_RECURSION_LIMIT // 2:
+        return json.loads(text, parse_constant=_refuse_constant)     # too few brackets to nest deep
     depth = 0
     frame: FrameType | None = sys._getframe()
     while frame is not None:
