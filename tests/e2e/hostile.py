@@ -14,6 +14,7 @@ import struct
 import threading
 from collections import deque
 
+import gevent
 import httpx
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
@@ -49,11 +50,17 @@ class _Conn:
                 self.open = False
 
 
-class HostileWebsocket:
-    """kind: "rtds", "market" or "rpc" (how it answers the copier's own messages)."""
+CHATTER = {"rtds": b'{"topic": "crypto_prices_chainlink", "type": "update", "payload": {}}', "market": b"[]",
+           "rpc": b'{"jsonrpc": "2.0", "method": "eth_subscription", "params": {"subscription": "0x0", "result": null}}'}
 
-    def __init__(self, kind: str):
+
+class HostileWebsocket:
+    """kind: "rtds", "market" or "rpc" (how it answers the copier's own messages). chatter: a harmless data frame
+    every second, so the copier's data watchdog never recycles a connection a test is about to write to."""
+
+    def __init__(self, kind: str, chatter: bool = True):
         self.kind = kind
+        self.chatter = chatter
         self.conns: list[_Conn] = []
         self.received: list[str] = []
         self.greeting: list[bytes] = []           # sent after each subscription (a market channel's book dump)
@@ -112,6 +119,7 @@ class HostileWebsocket:
         conn = _Conn(sock)
         self.conns.append(conn)
         self.connections += 1
+        chatter = gevent.spawn(self._chatter, conn) if self.chatter else None
         try:
             while True:
                 got = self._read_frame(rfile)
@@ -129,7 +137,14 @@ class HostileWebsocket:
             return
         finally:
             conn.open = False
+            if chatter is not None:
+                chatter.kill(block=False)
             sock.close()
+
+    def _chatter(self, conn: _Conn) -> None:
+        while conn.open:
+            gevent.sleep(1.0)
+            conn.send(CHATTER[self.kind])
 
     @staticmethod
     def _read_frame(rfile) -> tuple[int, bytes] | None:
@@ -224,7 +239,6 @@ class StatsdSink:
     """Counters the copier sends over StatsD UDP, summed by name."""
 
     def __init__(self):
-        import gevent
         from gevent import socket
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
