@@ -13,6 +13,7 @@ import json
 import struct
 import threading
 from collections import deque
+from collections.abc import Callable
 
 import gevent
 import httpx
@@ -20,6 +21,7 @@ from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+Answer = tuple[int, str, bytes]             # HTTP status, content type, body
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
@@ -51,7 +53,8 @@ class _Conn:
 
 
 CHATTER = {"rtds": b'{"topic": "crypto_prices_chainlink", "type": "update", "payload": {}}', "market": b"[]",
-           "rpc": b'{"jsonrpc": "2.0", "method": "eth_subscription", "params": {"subscription": "0x0", "result": null}}'}
+           "rpc": b'{"jsonrpc": "2.0", "method": "eth_subscription", '
+                  b'"params": {"subscription": "0x0", "result": null}}'}
 
 
 class HostileWebsocket:
@@ -191,14 +194,14 @@ class HostileHttp:
     def __init__(self, upstream: str | None = None):
         self.upstream = upstream
         self.script: dict[str, deque] = {}
-        self.steady: dict[str, tuple[int, str, bytes] | callable] = {}
+        self.steady: dict[str, Answer | Callable[[str, str], Answer]] = {}
         self.asked: list[str] = []
         self._client = httpx.Client(timeout=5.0)
         self.server = WSGIServer(("127.0.0.1", 0), self._app, log=None, error_log=None)
         self.server.start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 
-    def queue(self, prefix: str, *answers: tuple[int, str, bytes]) -> None:
+    def queue(self, prefix: str, *answers: Answer) -> None:
         self.script.setdefault(prefix, deque()).extend(answers)
 
     def served(self, prefix: str) -> int:
