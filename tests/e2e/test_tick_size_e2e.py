@@ -20,7 +20,7 @@ def test_tick_size_change_and_the_clob_tick_reach_the_catalog(sim, tmp_path):
     cfg = parse_config(copier_config(sim.urls, tmp_path / "copier.sqlite", speed=900 / sim.window_s))
     clock, metrics, stopping = LiveClock(), NullMetrics(), Event()
     catalog = MarketCatalog(cfg, clock=clock, metrics=metrics)
-    sim.fresh_window(30)
+    sim.fresh_window(10)                    # the window must not turn between the warm-up and the tick change
     assert catalog.warm() >= 2
     books = BookCache(cfg, clock=clock, metrics=metrics, on_tick_size=catalog.on_tick_size_change)
     books.watch(catalog.assets())
