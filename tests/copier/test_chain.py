@@ -166,7 +166,8 @@ def _four_feeds(makers: list[tuple[float, float]], side: str, other_outcome: tup
     row = {"proxy_wallet": SOURCE, "side": side, "token_id": str(TOKEN_UP), "condition_id": META.condition_id,
            "size": round(taker.size, 6), "price": round(taker.price, 6), "timestamp": 1_795_000_000,
            "transaction_hash": TX, "outcome": "Up", "outcome_index": 0}
-    logs = [decode_order_filled({**log, "transactionHash": TX, "blockTimestamp": "0x1"}, SOURCE) for log in s.logs[:-1]]
+    logs = [decode_order_filled({**log, "transactionHash": TX, "blockTimestamp": hex(1_795_000_000)}, SOURCE)
+            for log in s.logs[:-1]]
     [log_fill] = [cf for cf in logs if cf is not None]
     [mem_fill] = decode_match_orders({"hash": TX, "to": s.exchange, "input": s.calldata}, SOURCE)
     return [(f"rtds-a#1:{Feed.RTDS_TRADES.value}", rtds[0]), ("data_api#1", parse_data_api_trade(row, RECV)),

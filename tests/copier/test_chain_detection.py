@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import pytest
 
-from copier.chain import ChainLogFeed, MempoolFeed, pad_topic
+from copier.chain import ChainLogFeed, MempoolFeed, RpcAnswer, pad_topic
 from copier.clock import FakeClock
 from copier.config import Config, FeedsConfig
 from copier.decision import decide
@@ -278,8 +278,8 @@ def _feed(cls, det, clock, catalog=None):
 
 def test_a_malformed_chain_message_is_counted_and_skipped(det, clock):
     feed, got = _feed(ChainLogFeed, det, clock)
-    feed._guarded({"topics": "nope"}, clock.now_ns())
-    feed._guarded(["not", "a", "log"], clock.now_ns())
+    feed._guarded(feed.on_result, {"topics": "nope"}, clock.now_ns())
+    feed._guarded(feed.on_result, ["not", "a", "log"], clock.now_ns())
     assert feed.malformed == 2 and got == []
 
 
@@ -304,13 +304,13 @@ def test_a_log_on_an_unknown_market_only_confirms_and_is_retried(det, clock):
 def test_a_node_whose_head_stops_moving_is_left_for_another_connection(det, clock):
     feed, _ = _feed(MempoolFeed, det, clock)
     watchdog = feed.cfg.feeds.data_watchdog_s
-    assert not feed._head_stalled({"id": 2, "result": "0x10"})
+    assert not feed._head_stalled(RpcAnswer(2, "0x10", ""))
     clock.advance(watchdog - 1)
-    assert not feed._head_stalled({"id": 2, "result": "0x10"})
-    assert not feed._head_stalled({"id": 2, "result": "0x11"})             # it moved: the clock restarts
+    assert not feed._head_stalled(RpcAnswer(2, "0x10", ""))
+    assert not feed._head_stalled(RpcAnswer(2, "0x11", ""))             # it moved: the clock restarts
     clock.advance(watchdog + 1)
-    assert feed._head_stalled({"id": 2, "result": "0x11"})
-    assert not feed._head_stalled({"id": 2, "result": None}) and feed.malformed == 1
+    assert feed._head_stalled(RpcAnswer(2, "0x11", ""))
+    assert not feed._head_stalled(RpcAnswer(2, None, "")) and feed.malformed == 1
 
 
 def test_an_unexpected_failure_on_one_message_never_kills_the_feed(det, clock):
@@ -320,9 +320,10 @@ def test_an_unexpected_failure_on_one_message_never_kills_the_feed(det, clock):
     wallet = Config().copy.source_wallet
     feed, got = _feed(MempoolFeed, Exploding(), clock)
     from test_chain import _match_tx, _order
-    tx = _match_tx(_order(wallet, 1111, 5_000_000, 10_000_000, 0), [_order("0x" + "a1" * 20, 1111, 10_000_000,
-                                                                           5_000_000, 1)], 5_000_000, [10_000_000])
-    feed._guarded(tx, clock.now_ns())
+    now_ms = int(clock.now() * 1000)
+    tx = _match_tx(_order(wallet, 1111, 5_000_000, 10_000_000, 0, now_ms),
+                   [_order("0x" + "a1" * 20, 1111, 10_000_000, 5_000_000, 1, now_ms)], 5_000_000, [10_000_000])
+    feed._guarded(feed.on_result, tx, clock.now_ns())
     assert feed.metrics.counts["feed.chain-mempool.errors"] == 1 and got == [] and feed.malformed == 0
 
 
@@ -335,8 +336,10 @@ def test_an_aggregated_feed_a_per_maker_feed_and_a_replaced_transaction_copy_eac
     from copier.schemas import parse_data_api_trade, parse_rtds_frame
     from test_chain import _match_tx, _order, _order_filled_log
     wallet = Config().copy.source_wallet
-    makers = [_order("0x" + f"a{k}" * 20, 1111, 10_000_000, 5_000_000, 1) for k in range(1, 4)]
-    pending = _match_tx(_order(wallet, 1111, 15_000_000, 30_000_000, 0), makers, 15_000_000, [10_000_000] * 3)
+    ts_ms = int(T0 * 1000)
+    makers = [_order("0x" + f"a{k}" * 20, 1111, 10_000_000, 5_000_000, 1, ts=ts_ms) for k in range(1, 4)]
+    pending = _match_tx(_order(wallet, 1111, 15_000_000, 30_000_000, 0, ts=ts_ms), makers, 15_000_000,
+                        [10_000_000] * 3)
     original, replacement = pending["hash"], "0x" + "bc" * 32
     pending.update(nonce="0x7")
     mempool, got = _feed(MempoolFeed, det, clock)
@@ -347,7 +350,7 @@ def test_an_aggregated_feed_a_per_maker_feed_and_a_replaced_transaction_copy_eac
     clock.advance(0.8)
     log = _order_filled_log(wallet, "0xe111180000d2663c0091e4f400237545b87b996b", 0, 1111, 15_000_000, 30_000_000, 0,
                             tx=replacement)
-    logs.on_result(log, clock.now_ns())
+    logs.on_result({**log, "blockTimestamp": hex(int(T0))}, clock.now_ns())
     rows = [{"proxyWallet": wallet, "side": "BUY", "asset": "1111", "conditionId": market().condition_id,
              "size": 10, "price": 0.5, "timestamp": int(T0), "outcome": "Up", "outcomeIndex": 0,
              "transactionHash": replacement, "maker": k} for k in range(3)]

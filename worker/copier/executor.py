@@ -24,7 +24,7 @@ import peewee
 
 from copier.errors import MalformedMessage, OperationalError, RateLimited, TemporaryError, UnknownOutcome
 from copier.logs import batch_fields
-from copier.schemas import parse_funds
+from copier.schemas import parse_funds, parse_order_lookup, parse_post_order_answer, parse_trades_of_order
 from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport, Response
@@ -34,8 +34,6 @@ log = logging.getLogger("copier.executor")
 
 FAK_NO_MATCH = "no orders found to match"
 DUPLICATE = "duplicated"
-ACCEPTED = {"live": OrderStatus.LIVE, "matched": OrderStatus.MATCHED, "delayed": OrderStatus.DELAYED,
-            "unmatched": OrderStatus.UNMATCHED}
 VENUE_STATUSES = {s.value: s for s in (OrderStatus.LIVE, OrderStatus.DELAYED, OrderStatus.MATCHED,
                                        OrderStatus.UNMATCHED, OrderStatus.CANCELED)}
 AUTH_ERRORS = (401, 403)
@@ -59,61 +57,11 @@ class OpenGate:
 
 
 @dataclass(frozen=True, slots=True)
-class OrderLookup:
-    """The venue's record of one of our orders."""
+class VenueRecord:
+    """What the venue's answers prove about one of our orders."""
     status: OrderStatus        # UNKNOWN when the venue states something we do not know
     matched: float
     price: float
-
-
-def parse_order_lookup(body) -> OrderLookup | None:
-    """GET /data/order/{hash} -> the venue's record, or None when it answers that it has no such order.
-    Raises MalformedMessage for an answer that says neither."""
-    if body is None or body == {}:
-        return None
-    if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"]:
-        raise MalformedMessage("order lookup answer is neither an order nor empty")
-    status = VENUE_STATUSES.get(str(body.get("status", "")).upper().removeprefix("ORDER_STATUS_"), OrderStatus.UNKNOWN)
-    try:
-        matched = float(body.get("size_matched") or 0)
-        price = float(body.get("price") or 0)
-    except (TypeError, ValueError):
-        raise MalformedMessage("order lookup with a non-numeric size_matched or price") from None
-    if not (0 <= matched < 1e12 and 0 <= price <= 1):
-        raise MalformedMessage("order lookup with an impossible size_matched or price")
-    return OrderLookup(status, matched, price)
-
-
-def trades_of(rows, order_hash: str) -> tuple[float, float]:
-    """(shares, average price) our order `order_hash` executed in a page of GET /data/trades rows, as the taker or as
-    a maker; a trade whose settlement failed does not count."""
-    shares = cost = 0.0
-    for row in rows:
-        if not isinstance(row, dict) or "FAILED" in str(row.get("status", "")).upper():
-            continue
-        try:
-            if row.get("taker_order_id") == order_hash:
-                size, price = float(row["size"]), float(row["price"])
-            else:
-                mine = [m for m in row.get("maker_orders") or () if isinstance(m, dict) and m.get("order_id") == order_hash]
-                if not mine:
-                    continue
-                size, price = float(mine[0]["matched_amount"]), float(mine[0]["price"])
-        except (KeyError, TypeError, ValueError):
-            raise MalformedMessage("trade row without a numeric size and price") from None
-        shares, cost = shares + size, cost + size * price
-    return shares, (cost / shares if shares else 0.0)
-
-
-def _amounts(body: dict, side: Side) -> tuple[float, float]:
-    """(filled shares, average price) from a POST /order answer's makingAmount/takingAmount (6 decimals)."""
-    try:
-        making = float(body.get("makingAmount") or 0) / 1e6
-        taking = float(body.get("takingAmount") or 0) / 1e6
-    except (TypeError, ValueError):
-        return 0.0, 0.0
-    shares, usd = (taking, making) if side is Side.BUY else (making, taking)
-    return (shares, usd / shares) if shares > 0 else (0.0, 0.0)
 
 
 class ClobExecutor:
@@ -258,16 +206,20 @@ class ClobExecutor:
 
     def _answer(self, intent_id, side, order_hash, resp: Response, signed_ns, submit_ns, attempt) -> ExecutionReport:
         ack_ns = self.clock.now_ns()
-        body = resp.body if isinstance(resp.body, dict) else {}
-        if resp.status == 200 and body.get("success") and str(body.get("status", "")).lower() in ACCEPTED:
-            status = ACCEPTED[str(body["status"]).lower()]
-            if status is not OrderStatus.MATCHED:
-                # LIVE / DELAYED: not over yet, whatever amounts came with it; UNMATCHED: nothing executed.
-                self._schedule(order_hash, RECHECK_FIRST_S)
-                return self._finish(intent_id, order_hash, status, submit_ns, attempt, ack_ns=ack_ns)
-            filled, avg = _amounts(body, side)
-            return self._finish(intent_id, order_hash, status, submit_ns, attempt, ack_ns=ack_ns, filled=filled,
-                                avg=avg, trade_ids=tuple(body.get("tradeIDs") or ()))
+        if resp.status == 200:
+            try:
+                answer = parse_post_order_answer(resp.body, side)
+            except MalformedMessage as exc:
+                # A 200 we cannot read proves nothing either way: the venue is asked what happened.
+                return self._resolve(intent_id, order_hash, signed_ns, submit_ns, attempt, f"unreadable answer: {exc}")
+            if answer.accepted:
+                status = OrderStatus(answer.status)
+                if status is not OrderStatus.MATCHED:
+                    # LIVE / DELAYED: not over yet, whatever amounts came with it; UNMATCHED: nothing executed.
+                    self._schedule(order_hash, RECHECK_FIRST_S)
+                    return self._finish(intent_id, order_hash, status, submit_ns, attempt, ack_ns=ack_ns)
+                return self._finish(intent_id, order_hash, status, submit_ns, attempt, ack_ns=ack_ns,
+                                    filled=answer.filled_size, avg=answer.avg_price, trade_ids=answer.trade_ids)
         err = resp.error
         if resp.status in AUTH_ERRORS:
             # Our credentials were refused: the order was not taken (an auth failure precedes matching).
@@ -289,14 +241,17 @@ class ClobExecutor:
         return self._finish(intent_id, order_hash, OrderStatus.REJECTED, submit_ns, attempt, ack_ns=ack_ns, error=err)
 
     # ---- order truth -------------------------------------------------------------------------------------
-    def _lookup(self, order_hash: str) -> OrderLookup | None:
+    def _lookup(self, order_hash: str) -> VenueRecord | None:
         """The venue's record of our order, or None when it answers that it has none. Raises UnknownOutcome for
         every other answer: a 404 (not indexed yet), 401/403, 429, 5xx, an HTML page, a timeout, a broken body."""
         resp = self._ask("GET", f"/data/order/{order_hash}")
         try:
-            return parse_order_lookup(resp.body)
+            found = parse_order_lookup(resp.body)
         except MalformedMessage as exc:
             raise UnknownOutcome(f"lookup of {order_hash}: {exc}") from None
+        if found is None:
+            return None
+        return VenueRecord(VENUE_STATUSES.get(found.status, OrderStatus.UNKNOWN), found.matched_size, found.price)
 
     def _traded(self, order_hash: str, signed_ns: int) -> tuple[float, float]:
         """(shares, average price) the venue's trade history shows for our order since it was signed."""
@@ -305,15 +260,12 @@ class ClobExecutor:
         cursor = ""
         for _ in range(MAX_TRADE_PAGES):
             resp = self._ask("GET", f"/data/trades?after={after}" + (f"&next_cursor={cursor}" if cursor else ""))
-            doc = resp.body
-            if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-                raise UnknownOutcome("trade history answer without a data list")
             try:
-                size, price = trades_of(doc["data"], order_hash)
+                page = parse_trades_of_order(resp.body, order_hash)
             except MalformedMessage as exc:
                 raise UnknownOutcome(f"trade history: {exc}") from None
-            shares, cost = shares + size, cost + size * price
-            cursor = doc.get("next_cursor") if isinstance(doc.get("next_cursor"), str) else END_CURSOR
+            shares, cost = shares + page.shares, cost + page.shares * page.avg_price
+            cursor = page.next_cursor
             if not cursor or cursor == END_CURSOR:
                 return shares, (cost / shares if shares else 0.0)
         raise UnknownOutcome("trade history longer than we read")
@@ -330,14 +282,14 @@ class ClobExecutor:
             raise UnknownOutcome(f"{method} {path.partition('?')[0]}: HTTP {resp.status} {resp.error[:100]}")
         return resp
 
-    def _venue_record(self, order_hash: str, signed_ns: int) -> OrderLookup | None:
+    def _venue_record(self, order_hash: str, signed_ns: int) -> VenueRecord | None:
         """The venue's record of our order; when it has none, its trade history decides (the order index may lag
         the trades). None: neither the order nor a trade of it. Raises UnknownOutcome when either gave no answer."""
         found = self._lookup(order_hash)
         if found is None:
             shares, price = self._traded(order_hash, signed_ns)
             if shares > 0:
-                found = OrderLookup(OrderStatus.MATCHED, shares, price)
+                found = VenueRecord(OrderStatus.MATCHED, shares, price)
         return found
 
     def _resolve(self, intent_id, order_hash, signed_ns, submit_ns, attempts, error) -> ExecutionReport:
@@ -349,7 +301,7 @@ class ClobExecutor:
                                 error=f"{error}; no answer: {exc}")
         return self._conclude(found, intent_id, order_hash, signed_ns, submit_ns, attempts, error)
 
-    def _conclude(self, found: OrderLookup | None, intent_id, order_hash, signed_ns, submit_ns, attempts,
+    def _conclude(self, found: VenueRecord | None, intent_id, order_hash, signed_ns, submit_ns, attempts,
                   error) -> ExecutionReport:
         """FAILED only when the venue has neither the order nor a trade of it past the order's horizon; anything
         short of a final answer leaves the order unresolved, reserved, and asked about again later."""

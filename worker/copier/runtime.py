@@ -347,8 +347,9 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     store = Store.open(cfg.store.path)
     stopping = Event()
     switch = HaltSwitch(store, clock, metrics, alerts)
-    catalog = MarketCatalog(cfg, clock=clock, metrics=metrics)
-    books = BookCache(cfg, clock=clock, metrics=metrics)
+    catalog = MarketCatalog(cfg, clock=clock, metrics=metrics, alerts=alerts)
+    books = BookCache(cfg, clock=clock, metrics=metrics, alerts=alerts, on_tick_size=catalog.on_tick_size_change,
+                      on_resolved=catalog.on_resolved)
     logs_feed: ChainLogFeed | None = None
     detection = Detection(Deduper(), cfg.feeds, clock=clock, metrics=metrics, alerts=alerts, store=store,
                           logs_live_since=lambda: logs_feed.live_since if logs_feed is not None else None)
@@ -373,9 +374,9 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
                         dispatch=orders.put, detection=detection, halted=switch.is_on)
 
     fill_feeds: list[Feed] = list(RtdsFeed.for_config(cfg, deduper=detection, on_fill=intake.put, clock=clock,
-                                                      metrics=metrics))
+                                                      metrics=metrics, alerts=alerts))
     chain_args = dict(url=polygon_ws(cfg, secrets), detection=detection, on_fill=intake.put, catalog=catalog,
-                      clock=clock, metrics=metrics)
+                      clock=clock, metrics=metrics, alerts=alerts)
     if cfg.feeds.use_chain_logs:
         logs_feed = ChainLogFeed(cfg, **chain_args)
         fill_feeds.append(logs_feed)
@@ -386,7 +387,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
         feeds.append(GapFiller(cfg, deduper=detection, on_fill=intake.put, clock=clock, metrics=metrics,
                                cursor_getter=lambda: store.cursor("data_api"),
                                cursor_setter=lambda v: store.set_cursor("data_api", v),
-                               reconnects=lambda: sum(f.reconnects for f in fill_feeds)))
+                               reconnects=lambda: sum(f.reconnects for f in fill_feeds), alerts=alerts))
 
     def warm() -> None:
         catalog.warm()

@@ -67,6 +67,17 @@ class Feed(str, Enum):
     REPLAY = "replay"
 
 
+class BadInput(str, Enum):
+    """Why a peer's message was refused at the edge (counted as `feed.refused.<value>`)."""
+    MALFORMED = "malformed"                 # not the documented shape, or a field of the wrong type or range
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"                   # including NaN and Infinity, which JSON does not have
+    TOO_LARGE = "too_large"
+    TOO_DEEP = "too_deep"
+    FUTURE_TIMESTAMP = "future_timestamp"   # later than any real clock could say (e.g. microseconds read as seconds)
+    OLD_TIMESTAMP = "old_timestamp"         # older than anything the copier could still act on or deduplicate
+
+
 def fmt_num(x: float) -> str:
     """Canonical text of a wire number for identity keys: 2.70 and 2.7 are the same fill."""
     return f"{float(x):.8f}".rstrip("0").rstrip(".")
@@ -233,3 +244,121 @@ class ExecutionReport:
     ack_ns: int = 0
     attempts: int = 1
     trade_ids: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---- the CLOB market websocket, typed (schemas.parse_market_message) --------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LevelChange:
+    """One `price_change` entry: the new size of one price level (0 removes it)."""
+    asset: str
+    side: Side                      # BUY = a bid level, SELL = an ask level
+    price: float
+    size: float
+
+
+@dataclass(frozen=True, slots=True)
+class PriceChange:
+    market: str
+    changes: tuple[LevelChange, ...]
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class TickSizeChange:
+    asset: str
+    market: str
+    old_tick: float
+    new_tick: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class BestBidAsk:
+    asset: str
+    market: str
+    best_bid: float
+    best_ask: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class LastTradePrice:
+    asset: str
+    market: str
+    side: Side                      # the taker's
+    price: float
+    size: float
+    ts: float
+    tx_hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MarketResolved:
+    market: str
+    assets: tuple[str, ...]
+    winning_asset: str
+    ts: float
+
+
+MarketEvent = BookTop | PriceChange | TickSizeChange | BestBidAsk | LastTradePrice | MarketResolved
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A part of a message that was skipped while the rest was used (a bad row in a page, a bad book in a dump)."""
+    reason: str                     # a BadInput value
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarketMessage:
+    events: tuple[MarketEvent, ...]
+    refused: tuple[Refused, ...] = ()
+
+
+# ---- REST answers, typed ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TradesPage:
+    """One Data API /v2/trades page: the rows that parsed, the ones refused, and where the next page starts."""
+    fills: tuple[SourceFill, ...]
+    refused: tuple[Refused, ...]
+    has_more: bool
+    next_cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class GammaAnswer:
+    """The markets of a Gamma document (event, market, or a list of either), and the ones refused."""
+    markets: tuple[MarketMeta, ...]
+    refused: tuple[Refused, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PostOrderAnswer:
+    """A POST /order answer. accepted: success with a known status; otherwise `error` says why."""
+    accepted: bool
+    status: str                     # LIVE | MATCHED | DELAYED | UNMATCHED when accepted, else ""
+    order_id: str
+    filled_size: float              # shares, from makingAmount/takingAmount (6-decimal units)
+    avg_price: float                # pUSD per share; 0 when nothing filled
+    trade_ids: tuple[str, ...]
+    tx_hashes: tuple[str, ...]
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class TradesOfOrder:
+    """What one of our orders executed in a page of GET /data/trades, and the next page's cursor."""
+    shares: float
+    avg_price: float
+    next_cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLookup:
+    """GET /data/order/{hash}: the venue's record of one order."""
+    order_id: str
+    status: str                     # upper case, without the ORDER_STATUS_ prefix
+    matched_size: float             # shares
+    price: float
+    original_size: float
