@@ -47,6 +47,15 @@ def price_cap(side: Side, source_price: float, tick: float, slippage_bps: int) -
     return cap if cap <= highest + EPS else None
 
 
+def refuse(batch: Batch, refusal: tuple[str, str], now: float, size: float = 0.0, notional: float = 0.0) -> Skip:
+    """The batch's recorded refusal: a reason code and a line saying why."""
+    keys = tuple(sorted(f.dedupe_key for f in batch.fills))
+    reason, detail = refusal
+    return Skip(intent_id=intent_id_for(keys), condition_id=batch.condition_id, asset=batch.asset,
+                outcome=batch.outcome, side=Side.BUY if batch.net_size > 0 else Side.SELL, reason=reason,
+                detail=detail, fill_keys=keys, kind=batch.kind, decided_at=now, size=size, notional=notional)
+
+
 def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now: float, cfg: Config,
            halted: bool = False) -> OrderIntent | Skip | Hold:
     keys = tuple(sorted(f.dedupe_key for f in batch.fills))
@@ -56,10 +65,7 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
     opening = side is Side.BUY
 
     def skip(refusal: tuple[str, str], size: float = 0.0, notional: float = 0.0) -> Skip:
-        reason, detail = refusal
-        return Skip(intent_id=iid, condition_id=batch.condition_id, asset=batch.asset, outcome=batch.outcome,
-                    side=side, reason=reason, detail=detail, fill_keys=keys, kind=batch.kind, decided_at=now,
-                    size=size, notional=notional)
+        return refuse(batch, refusal, now, size, notional)
 
     if abs(net) < EPS:
         return skip(("netted_out", f"{len(batch.fills)} fills net to zero"))

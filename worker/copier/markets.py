@@ -20,6 +20,7 @@ from copier.schemas import parse_gamma, parse_tick_size
 from copier.types import MarketMeta, MarketResolved, TickSizeChange
 
 log = logging.getLogger("copier.markets")
+FORGET_AFTER_S = 3600.0         # a market that ended this long ago takes no more fills we could act on
 TICK_TIMEOUT_S = 2.0        # /tick-size is asked on the pricing path: an answer later than this is no answer
 
 def markets_from_gamma(doc) -> list[MarketMeta]:
@@ -181,13 +182,12 @@ class MarketCatalog:
         self._count("markets.cold_lookups")
         return self._by_asset.get(asset)
 
-    def run(self, stopping) -> None:
-        while not stopping.wait(self.cfg.markets.refresh_s):
-            try:
-                self.warm()
-                self._forget_expired(self.clock.now() - 3600)
-            except Exception as exc:
-                self.edge.failed("catalog refresh", exc)
+    def refresh(self) -> int:
+        """The periodic pass: warm the next windows, forget markets that ended over an hour ago (a week of 15-minute
+        windows stays bounded). Returns how many markets were added."""
+        added = self.warm()
+        self._forget_expired(self.clock.now() - FORGET_AFTER_S)
+        return added
 
     def _forget_expired(self, before: float) -> None:
         for cid, meta in list(self._by_condition.items()):

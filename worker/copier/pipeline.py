@@ -19,18 +19,19 @@ from typing import Callable
 from copier.clock import Clock
 from copier.coalescer import Coalescer
 from copier.config import Config
-from copier.decision import decide, intent_id_for
+from copier.decision import decide, refuse
 from copier.detection import ConfirmationGate, Detection
 from copier.errors import OperationalError
 from copier.exposure import ExposureBook
 from copier.logs import batch_fields, fill_cid
 from copier.ports import Alerts, Executor, Markets, Metrics
 from copier.store import Store
-from copier.types import Batch, ExecutionReport, Hold, MarketMeta, OrderIntent, OrderStatus, Side, Skip, SourceFill
+from copier.types import Batch, ExecutionReport, Hold, MarketMeta, OrderIntent, OrderStatus, Skip, SourceFill
 
 log = logging.getLogger("copier.pipeline")
 
 RECHECK_S = 0.05            # how soon a batch held for confirmation (or for our own BUYs) goes once free
+NEAR_EDGE = 0.05            # within this of 0 or 1 the venue switches ticks: the tick is re-read before pricing
 Dispatch = Callable[[OrderIntent, Batch, MarketMeta], None]
 
 
@@ -85,11 +86,7 @@ class Pipeline:
         batches = self.coalescer.flush(now) + (self.gate.flush() if self.gate is not None else []) + self._held
         self._held = []
         for batch in batches:
-            keys = tuple(sorted(f.dedupe_key for f in batch.fills))
-            skip = Skip(intent_id=intent_id_for(keys), condition_id=batch.condition_id, asset=batch.asset,
-                        outcome=batch.outcome, side=Side.BUY if batch.net_size >= 0 else Side.SELL, reason="stopping",
-                        detail="the copier stopped first", fill_keys=keys, kind=batch.kind, decided_at=now)
-            self.store.record_decision(list(batch.fills), skip, int(now * 1e9))
+            self._refuse(replace(batch, released_at=now), "stopping", "the copier stopped first")
         return sum(len(b.fills) for b in batches)
 
     # ---- the step ----------------------------------------------------------------------------------------
@@ -114,6 +111,12 @@ class Pipeline:
     def _act(self, batch: Batch) -> None:
         t0 = self.clock.monotonic()
         market = self._market(batch)
+        if market is not None and any(not NEAR_EDGE < f.price < 1 - NEAR_EDGE for f in batch.fills):
+            tick = self.markets.fresh_tick(batch.asset)
+            if tick is None:
+                self._refuse(batch, "tick_unconfirmed", "the venue did not confirm the tick size near 0 or 1")
+                return
+            market = replace(market, tick_size=tick)
         # Decided at the coalescer's release instant: the same arrivals give the same decisions, live or replayed.
         decision = decide(self.exposure, batch, market, batch.released_at, self.cfg, halted=self.halted())
         self.metrics.timing("stage.decide_ms", (self.clock.monotonic() - t0) * 1000)
@@ -130,10 +133,17 @@ class Pipeline:
             self.exposure.reserve(decision)
             self.dispatch(decision, batch, market)
         else:
-            self.metrics.incr("decisions.skip")
-            self.metrics.incr(f"skips.{decision.reason}")
-            log.info("decision skip %s: %s", decision.reason, decision.detail, extra=fields)
-            self.store.record_decision(list(batch.fills), decision, self.clock.now_ns())
+            self._record_skip(batch, decision)
+
+    def _refuse(self, batch: Batch, reason: str, detail: str) -> None:
+        self._record_skip(batch, refuse(batch, (reason, detail), batch.released_at))
+
+    def _record_skip(self, batch: Batch, skip: Skip) -> None:
+        self.metrics.incr("decisions.skip")
+        self.metrics.incr(f"skips.{skip.reason}")
+        log.info("decision skip %s: %s", skip.reason, skip.detail,
+                 extra={**batch_fields(skip.intent_id, skip.fill_keys), "kind": batch.kind})
+        self.store.record_decision(list(batch.fills), skip, self.clock.now_ns())
 
 
 class OrderStep:

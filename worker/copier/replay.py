@@ -98,6 +98,10 @@ class StaticMarkets:
     def listed(self, slug: str) -> bool:
         return any(slug.startswith(p) for p in self._prefixes)
 
+    def fresh_tick(self, asset: str) -> float | None:
+        market = self._by_asset.get(asset)
+        return market.tick_size if market is not None else None
+
 
 class FilledAtCap:
     """Replay's executor: every order fills in full at its price cap, recorded like any order."""

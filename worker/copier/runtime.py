@@ -390,7 +390,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
                                reconnects=lambda: sum(f.reconnects for f in fill_feeds), alerts=alerts))
 
     def warm() -> None:
-        catalog.warm()
+        catalog.refresh()
         books.watch(catalog.assets())
 
     clock_watch = ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts)

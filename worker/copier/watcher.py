@@ -163,7 +163,9 @@ class GapFiller:
             # Written by a build that did not check timestamps: followed, it would hide every later fill.
             self.edge.refused(BadInput.FUTURE_TIMESTAMP.value, f"durable cursor {cursor - now:.0f}s in the future")
             cursor = None
-        start = cursor if cursor is not None else now - self.cfg.copy.max_signal_age_s
+        # Never less than a signal's age back: fills a killed process had admitted but not yet decided are read again.
+        start = min(cursor, now - self.cfg.copy.max_signal_age_s) if cursor is not None \
+            else now - self.cfg.copy.max_signal_age_s
         since = start - self.cfg.feeds.gap_fill_overlap_s
         found, newest, page_cursor = 0, cursor or (start if poisoned else 0.0), ""
         wallet = self.cfg.copy.source_wallet.lower()
@@ -188,7 +190,8 @@ class GapFiller:
                 if fill.match_ts < since or fill.wallet != wallet:
                     continue
                 newest = max(newest, fill.match_ts)
-                admitted = self.deduper.admit(fill, stream)
+                # A row met twice in one scan (pages shifting under the cursor) counts once on this stream.
+                admitted = self.deduper.admit(fill, stream, frame_id=f"{fill.content_key}@{fill.match_ts}")
                 if admitted is not None:
                     found += 1
                     self.on_fill(admitted)
