@@ -16,7 +16,7 @@ from typing import Callable
 from polysim.book import UNIT, units
 from polysim.events import Hub, Match, SimMarket, WalletFill
 from polysim.exchange import EPS, Exchange, Order, Reject
-from polysim.makers import Desk, Level, ladder, order_size, plan, requote_delay
+from polysim.makers import NOT_AGAIN, Desk, Seen, ladder, order_size, plan, requote_delay
 from polysim.scenario import Background, Source, Step
 from polysim.views import owner_id
 
@@ -29,8 +29,8 @@ def _id(rng: random.Random) -> str:
     return f"0x{rng.getrandbits(256):064x}"
 
 
-def _level(f: WalletFill) -> Level:
-    """The Up-terms level of a fill: BUY Up at p is a bid at p, BUY Down at p is a SELL Up, an ask at 1 - p."""
+def _up_terms(f: WalletFill) -> tuple[bool, int]:
+    """(a bid, price in micro-units) of a fill in Up terms: BUY Up at p is a bid at p, BUY Down at p an ask at 1 - p."""
     up = f.outcome_index == 0
     return (f.side == "BUY") == up, (units(f.price) if up else UNIT - units(f.price))
 
@@ -65,13 +65,11 @@ class BackgroundTraders:
             desk = self._desks[m.condition_id] = Desk(base=self.rng.uniform(0.35, 0.65))
         return desk
 
-    def fair_up(self, m: SimMarket, desk: Desk, now: float) -> float:
-        """The makers' fair price of Up: the model's price plus the informed flow they have seen, inside the grid."""
+    def _base(self, m: SimMarket, desk: Desk, now: float) -> float:
+        """The price model's fair price of Up, before informed flow."""
         if self.price_model == "walk" and m.state == "trading":
-            base = self.ex.oracle.fair_up(m.asset_symbol, m.window_start, now)
-        else:
-            base = desk.base
-        return min(1 - m.tick_size, max(m.tick_size, base + desk.impact))
+            return self.ex.oracle.fair_up(m.asset_symbol, m.window_start, now)
+        return desk.base
 
     def quote(self, now: float) -> None:
         if len(self._desks) > 4 * len(self.ex.markets):          # forget the desks of forgotten windows
@@ -82,10 +80,14 @@ class BackgroundTraders:
 
     def _quote(self, m: SimMarket, now: float) -> None:
         desk = self._desk(m)
-        desk.catch_up(now)
-        bids, asks = ladder(self.fair_up(m, desk, now), units(m.tick_size), self.cfg.maker_levels)
-        desk.resting = {lv: o for lv, o in desk.resting.items() if o.status == "LIVE"}
-        cancel, post = plan(bids, asks, self.cfg.makers_per_level, set(desk.resting), desk.refill_at, now)
+        base = self._base(m, desk, now)
+        desk.catch_up(now, base)
+        fair = min(1 - m.tick_size, max(m.tick_size, base + desk.impact))
+        bids, asks = ladder(fair, units(m.tick_size), self.cfg.maker_levels)
+        desk.resting = {slot: o for slot, o in desk.resting.items() if o.status == "LIVE"}
+        cancel, post, forget = plan(bids, asks, self.cfg.makers_per_level, set(desk.resting), desk.refill_at, now)
+        for slot in forget:
+            del desk.refill_at[slot]
         for slot in cancel:
             self.ex.cancel(desk.resting.pop(slot), now, publish_book=False)
         for slot, depth in post:
@@ -100,23 +102,38 @@ class BackgroundTraders:
         self.ex.publish_book(m, now)
 
     def on_match(self, match: Match) -> None:
-        """The makers see a trade only after a re-quote delay: the levels it took stay empty until then, and the
-        flow of an informed taker (not one of ours) moves their fair price from then on."""
+        """How the makers take a trade. A maker an uninformed taker took posts again after its re-quote delay. One
+        an informed taker (not one of ours) took does not offer that price again; the desk sees the informed trade
+        after a re-quote delay and from then on quotes around a fair price moved in its direction."""
         m = match.market
         desk = self._desks.get(m.condition_id)
         if desk is None:
             return
+        taker = match.taker
+        informed = self.cfg.informed_flow and taker.wallet not in self._pool
         for f in match.makers:
-            if f.wallet in self._pool:
+            if f.wallet not in self._pool:
+                continue
+            if informed:
+                desk.taken(f.order_hash, NOT_AGAIN)
+            else:
                 delay = requote_delay(self.rng, self.cfg)
                 desk.taken(f.order_hash, match.match_time + delay)
                 self._react(m, delay)
-        taker = match.taker
-        if taker.wallet not in self._pool and self.cfg.impact_per_share > 0:
+        if informed:
             delay = requote_delay(self.rng, self.cfg)
-            direction = 1.0 if _level(taker)[0] else -1.0
-            desk.informed(direction * self.cfg.impact_per_share * taker.size, match.match_time + delay)
+            buy = _up_terms(taker)[0]
+            shift = self.cfg.impact_per_share * taker.size * (1.0 if buy else -1.0)
+            desk.unseen.append(Seen(match.match_time + delay, shift, buy, self._emptied(match, buy)))
             self._react(m, delay)
+
+    def _emptied(self, match: Match, buy: bool) -> float | None:
+        """The deepest price (Up terms) the trade left without any order, if any."""
+        side = self.ex.books[match.market.condition_id].side(not buy)
+        gone = [p for _, p in map(_up_terms, match.makers) if p not in side.levels]
+        if not gone:
+            return None
+        return (max(gone) if buy else min(gone)) / UNIT
 
     def _react(self, m: SimMarket, delay: float) -> None:
         self.later(delay + TIMER_SLACK_S, lambda: self._requote(m))

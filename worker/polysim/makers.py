@@ -1,12 +1,13 @@
 """The background makers' quoting rules: a ladder of levels around a fair price, re-quoted with a latency.
 
 Per market the makers keep `maker_levels` levels on each side, one tick apart, the best bid and the best ask
-bracketing their fair price (in Up terms: both outcomes share one book, so Up and Down stay complements). A thin
-best level and thicker levels behind it, as recorded books show. A level a taker empties comes back only after a
-re-quote delay (a floor plus an exponential tail), and informed taker flow (the source wallet, API wallets) moves
-the fair price in its own direction by `impact_per_share` per share, once the makers have seen it (after the same
-kind of delay): a burst of BUYs leaves the levels it took empty for a while, then finds the ladder re-quoted
-higher rather than restored. Calibration and sources: docs/polysim.md, "Liquidity".
+bracketing their fair price (in Up terms: both outcomes share one book, so Up and Down stay complements), a thin
+best level and thicker levels behind it, each level shared by `makers_per_level` makers. A maker whose order a
+taker took posts it again only after its re-quote delay (a floor plus an exponential tail). Informed taker flow
+(the source wallet, API wallets) is different: the makers it took do not offer that price again while it stays on
+their ladder, and once they have seen it (after a re-quote delay) they move their fair price in its direction, by
+`impact_per_share` per share and at least past the deepest level it emptied. So a burst of BUYs leaves the levels
+it took empty, then finds the ladder re-quoted higher, never restored. Calibration and sources: docs/polysim.md.
 
 Pure functions and plain state; `actors.BackgroundTraders` applies the plans to the exchange.
 """
@@ -20,8 +21,18 @@ from polysim.book import UNIT, units
 from polysim.exchange import Order
 from polysim.scenario import Background
 
-Level = tuple[bool, int]            # (a bid in Up terms, price in Up-terms micro-units)
-Slot = tuple[bool, int, int]        # one maker's place on a level: (bid, price, maker index on the level)
+Slot = tuple[bool, int, int]        # one maker's place: (a bid in Up terms, price in Up-terms micro-units, maker index)
+NOT_AGAIN = math.inf                # the refill deadline of a maker informed flow took: not at this price again
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Informed flow, as the makers will have seen it at `at`: a shift of their fair price, and the deepest level
+    it emptied (their fair price moves to it at least, for a buy; just below it, for a sell)."""
+    at: float
+    shift: float
+    buy: bool
+    emptied: float | None = None
 
 
 @dataclass
@@ -29,27 +40,31 @@ class Desk:
     """One market's makers: their resting orders, their view of the fair price, what they have not reacted to."""
     base: float                                                  # the static model's fair price (Up terms)
     impact: float = 0.0                                          # fair-price shift from flow the makers have seen
-    unseen: list[tuple[float, float]] = field(default_factory=list)     # (seen at, shift) of flow not seen yet
-    refill_at: dict[Slot, float] = field(default_factory=dict)          # a taken order: no re-post before then
-    resting: dict[Slot, Order] = field(default_factory=dict)            # each maker's order on its level
+    unseen: list[Seen] = field(default_factory=list)
+    refill_at: dict[Slot, float] = field(default_factory=dict)   # a taken maker: no re-post before then
+    resting: dict[Slot, Order] = field(default_factory=dict)     # each maker's order on its level
 
-    def catch_up(self, now: float) -> None:
-        """Fold in the flow seen by `now`; forget refill deadlines that have passed."""
-        if self.unseen:
-            self.impact += sum(shift for at, shift in self.unseen if at <= now)
-            self.unseen = [(at, shift) for at, shift in self.unseen if at > now]
+    def catch_up(self, now: float, base: float) -> None:
+        """Fold in the informed flow seen by `now` (against the model's price `base`); forget refill deadlines that
+        have passed."""
+        due = sorted((x for x in self.unseen if x.at <= now), key=lambda x: x.at)
+        if due:
+            self.unseen = [x for x in self.unseen if x.at > now]
+            for x in due:
+                self.impact += x.shift
+                if x.emptied is not None and x.buy:
+                    self.impact = max(self.impact, x.emptied - base)
+                elif x.emptied is not None:
+                    self.impact = min(self.impact, x.emptied - base - 1 / UNIT)
         if self.refill_at:
-            self.refill_at = {lv: at for lv, at in self.refill_at.items() if at > now}
+            self.refill_at = {slot: at for slot, at in self.refill_at.items() if at > now}
 
-    def taken(self, order_hash: str, seen_at: float) -> None:
-        """A fill of one of the makers' orders: that maker re-posts nothing before it has reacted."""
+    def taken(self, order_hash: str, until: float) -> None:
+        """A fill of one of the makers' orders: that maker posts nothing on its level before `until`."""
         for slot, o in self.resting.items():
             if o.order_hash == order_hash:
-                self.refill_at[slot] = max(seen_at, self.refill_at.get(slot, seen_at))
+                self.refill_at[slot] = max(until, self.refill_at.get(slot, until))
                 return
-
-    def informed(self, shift: float, seen_at: float) -> None:
-        self.unseen.append((seen_at, shift))
 
 
 def ladder(fair: float, tick: int, levels: int) -> tuple[list[int], list[int]]:
@@ -61,14 +76,15 @@ def ladder(fair: float, tick: int, levels: int) -> tuple[list[int], list[int]]:
 
 
 def plan(bids: list[int], asks: list[int], makers: int, present: set[Slot], refill_at: dict[Slot, float],
-         now: float) -> tuple[list[Slot], list[tuple[Slot, int]]]:
-    """(orders to cancel, [(order to post, its level's depth index)]): an order off the ladder goes at once, a
-    maker missing from its ladder level posts again unless its order was taken and it has not reacted yet."""
+         now: float) -> tuple[list[Slot], list[tuple[Slot, int]], list[Slot]]:
+    """(orders to cancel, [(order to post, its level's depth index)], refill deadlines to forget): an order off the
+    ladder goes at once; a maker missing from its ladder level posts again unless it was taken and has not reacted
+    yet; the deadline of a maker whose level left the ladder no longer holds."""
     want = {(bid, p, k): i for bid, prices in ((True, bids), (False, asks)) for i, p in enumerate(prices)
             for k in range(makers)}
     cancel = [slot for slot in present if slot not in want]
     post = [(slot, i) for slot, i in want.items() if slot not in present and refill_at.get(slot, now) <= now]
-    return cancel, post
+    return cancel, post, [slot for slot in refill_at if slot not in want]
 
 
 def order_size(rng: random.Random, depth_index: int, cfg: Background) -> float:

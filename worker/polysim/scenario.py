@@ -53,8 +53,10 @@ says otherwise; `speed` shortens the 15-minute market window to 900/speed second
       maker_size: [400, 1400]        # shares posted at each deeper level
       requote_min_s: 0.3             # a taken level comes back no sooner than this after the fill that took it
       requote_mean_s: 2.2            # mean extra re-quote delay beyond the minimum (exponential)
-      impact_per_share: 0.00001      # the makers move their fair price this much per share an informed taker
-                                     # (the source wallet, API wallets) buys or sells, after a re-quote delay
+      informed_flow: true            # the source's and API wallets' taker flow is informed: the makers it took
+                                     # do not offer that price again, and after a re-quote delay they move their
+                                     # fair price past the deepest level it emptied and by impact_per_share
+      impact_per_share: 0.00001      # fair-price shift (Up terms) per share an informed taker buys or sells
       taker_size: [5, 40]
       wallets: 300                   # size of the background wallet pool
     source:
@@ -173,6 +175,7 @@ class Background:
     maker_size: tuple[float, float] = (400.0, 1400.0)
     requote_min_s: float = 0.3
     requote_mean_s: float = 2.2
+    informed_flow: bool = True
     impact_per_share: float = 0.00001
     taker_size: tuple[float, float] = (5.0, 40.0)
     wallets: int = 300
