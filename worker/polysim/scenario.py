@@ -51,13 +51,13 @@ says otherwise; `speed` shortens the 15-minute market window to 900/speed second
       makers_per_level: 8            # makers sharing each level, each with its own order and re-quote delay
       touch_size: [250, 1500]        # shares posted at the best level of each side (log-uniform in the range)
       maker_size: [400, 1400]        # shares posted at each deeper level
-      requote_min_s: 0.3             # a taken level comes back no sooner than this after the fill that took it
+      requote_min_s: 0.3             # a maker re-posts an order a taker took no sooner than this after the fill
       requote_mean_s: 2.2            # mean extra re-quote delay beyond the minimum (exponential)
       informed_flow: true            # the source's and API wallets' taker flow is informed: the makers it took
                                      # do not offer that price again, and after a re-quote delay they move their
                                      # fair price past the deepest level it emptied and by impact_per_share
       impact_per_share: 0.00001      # fair-price shift (Up terms) per share an informed taker buys or sells
-      taker_size: [5, 40]
+      taker_size: [5, 40]            # shares per background taker order
       wallets: 300                   # size of the background wallet pool
     source:
       wallet: "0x1d0034134e339a309700ff2d34e99fa2d48b0313"
