@@ -1,8 +1,9 @@
 """The market's other participants: background makers and takers, and the source wallet we copy.
 
-Background makers keep `maker_levels` levels on both sides of every listed market around a fair price (fixed per
-market, or following the oracle with the `walk` model), posting as either outcome so many fills are mints/merges
-as on the real venue. Background takers send FAK orders at `taker_rate` per second: the RTDS firehose.
+Background makers keep a ladder of `maker_levels` levels on both sides of every listed market around their fair
+price (fixed per market, or following the oracle with the `walk` model, shifted by informed flow), posting as either
+outcome so many fills are mints/merges as on the real venue; a level a taker empties comes back only after a
+re-quote delay (rules in makers.py). Background takers send FAK orders at `taker_rate` per second: the RTDS firehose.
 The source wallet trades like the PRD describes (bursts of small BUYs on 15-minute crypto markets, sometimes both
 outcomes, sometimes sells, some near expiry, as taker and as maker), scripted or seeded-random.
 """
@@ -13,30 +14,39 @@ import random
 from typing import Callable
 
 from polysim.book import UNIT, units
-from polysim.events import Match, SimMarket
+from polysim.events import Hub, Match, SimMarket, WalletFill
 from polysim.exchange import EPS, Exchange, Order, Reject
+from polysim.makers import NOT_AGAIN, Desk, Seen, ladder, order_size, plan, requote_delay
 from polysim.scenario import Background, Source, Step
 from polysim.views import owner_id
+
+# A reaction timer fires on the loop's monotonic clock, the deadline is on the wall clock: a few ms of slack keep
+# a timer that fires a hair early from missing its own deadline.
+TIMER_SLACK_S = 0.005
 
 
 def _id(rng: random.Random) -> str:
     return f"0x{rng.getrandbits(256):064x}"
 
 
+def _up_terms(f: WalletFill) -> tuple[bool, int]:
+    """(a bid, price in micro-units) of a fill in Up terms: BUY Up at p is a bid at p, BUY Down at p an ask at 1 - p."""
+    up = f.outcome_index == 0
+    return (f.side == "BUY") == up, (units(f.price) if up else UNIT - units(f.price))
+
+
 class BackgroundTraders:
     def __init__(self, ex: Exchange, cfg: Background, *, price_model: str, rng: random.Random,
-                 now: Callable[[], float]):
+                 now: Callable[[], float], later: Callable[[float, Callable[[], None]], None] = Hub.later):
         self.ex = ex
         self.cfg = cfg
         self.price_model = price_model
         self.rng = rng
         self.now = now
+        self.later = later
         self.wallets = [f"0x{rng.getrandbits(160):040x}" for _ in range(max(1, cfg.wallets))]
         self._pool = set(self.wallets)
-        self._fair: dict[str, float] = {}
-
-    def is_background(self, o: Order) -> bool:
-        return not o.api and o.wallet in self._pool
+        self._desks: dict[str, Desk] = {}
 
     def order(self, m: SimMarket, bid: bool, bu: int, size: float, order_type: str, now: float,
               wallet: str | None = None, outcome_index: int | None = None) -> Order:
@@ -49,40 +59,89 @@ class BackgroundTraders:
         return Order(_id(self.rng), owner_id(w), w, m, m.token_ids[idx], side, round(price, 6), size, order_type, now)
 
     # ---- makers ------------------------------------------------------------------------------------------
-    def fair_up(self, m: SimMarket, now: float) -> int:
-        tick = m.tick_size
+    def _desk(self, m: SimMarket) -> Desk:
+        desk = self._desks.get(m.condition_id)
+        if desk is None:
+            desk = self._desks[m.condition_id] = Desk(base=self.rng.uniform(0.35, 0.65))
+        return desk
+
+    def _base(self, m: SimMarket, desk: Desk, now: float) -> float:
+        """The price model's fair price of Up, before informed flow."""
         if self.price_model == "walk" and m.state == "trading":
-            f = self.ex.oracle.fair_up(m.asset_symbol, m.window_start, now)
-        else:
-            f = self._fair.setdefault(m.condition_id, self.rng.uniform(0.35, 0.65))
-        f = min(1 - tick, max(tick, round(f / tick) * tick))
-        return units(f)
+            return self.ex.oracle.fair_up(m.asset_symbol, m.window_start, now)
+        return desk.base
 
     def quote(self, now: float) -> None:
-        if len(self._fair) > 4 * len(self.ex.markets):          # forget the fair prices of forgotten windows
-            self._fair = {c: f for c, f in self._fair.items() if c in self.ex.by_condition}
+        if len(self._desks) > 4 * len(self.ex.markets):          # forget the desks of forgotten windows
+            self._desks = {c: d for c, d in self._desks.items() if c in self.ex.by_condition}
         for m in list(self.ex.markets.values()):
             if self.ex.accepting(m, now):
                 self._quote(m, now)
 
     def _quote(self, m: SimMarket, now: float) -> None:
-        book = self.ex.books[m.condition_id]
-        fair, tick, n = self.fair_up(m, now), units(m.tick_size), self.cfg.maker_levels
-        want_bids = {fair - k * tick for k in range(1, n + 1) if 0 < fair - k * tick < UNIT}
-        want_asks = {fair + k * tick for k in range(n) if 0 < fair + k * tick < UNIT}
-        for side, want in ((book.bids, want_bids), (book.asks, want_asks)):
-            for price in [p for p in side.prices if p not in want]:
-                for o in [o for o in side.levels[price] if self.is_background(o)]:
-                    self.ex.cancel(o, now, publish_book=False)
-        for bid, want, side in ((True, want_bids, book.bids), (False, want_asks, book.asks)):
-            for price in sorted(want):
-                if price not in side.levels:
-                    size = float(round(self.rng.uniform(*self.cfg.maker_size)))
-                    try:
-                        self.ex.execute(self.order(m, bid, price, size, "GTC", now), now)
-                    except Reject:
-                        pass
+        desk = self._desk(m)
+        base = self._base(m, desk, now)
+        desk.catch_up(now, base)
+        fair = min(1 - m.tick_size, max(m.tick_size, base + desk.impact))
+        bids, asks = ladder(fair, units(m.tick_size), self.cfg.maker_levels)
+        desk.resting = {slot: o for slot, o in desk.resting.items() if o.status == "LIVE"}
+        cancel, post, forget = plan(bids, asks, self.cfg.makers_per_level, set(desk.resting), desk.refill_at, now)
+        for slot in forget:
+            del desk.refill_at[slot]
+        for slot in cancel:
+            self.ex.cancel(desk.resting.pop(slot), now, publish_book=False)
+        for slot, depth in post:
+            bid, price, _ = slot
+            o = self.order(m, bid, price, order_size(self.rng, depth, self.cfg), "GTC", now)
+            try:
+                self.ex.execute(o, now)
+            except Reject:
+                continue
+            if o.status == "LIVE":
+                desk.resting[slot] = o
         self.ex.publish_book(m, now)
+
+    def on_match(self, match: Match) -> None:
+        """How the makers take a trade. A maker an uninformed taker took posts again after its re-quote delay. One
+        an informed taker (not one of ours) took does not offer that price again; the desk sees the informed trade
+        after a re-quote delay and from then on quotes around a fair price moved in its direction."""
+        m = match.market
+        desk = self._desks.get(m.condition_id)
+        if desk is None:
+            return
+        taker = match.taker
+        informed = self.cfg.informed_flow and taker.wallet not in self._pool
+        for f in match.makers:
+            if f.wallet not in self._pool:
+                continue
+            if informed:
+                desk.taken(f.order_hash, NOT_AGAIN)
+            else:
+                delay = requote_delay(self.rng, self.cfg)
+                desk.taken(f.order_hash, match.match_time + delay)
+                self._react(m, delay)
+        if informed:
+            delay = requote_delay(self.rng, self.cfg)
+            buy = _up_terms(taker)[0]
+            shift = self.cfg.impact_per_share * taker.size * (1.0 if buy else -1.0)
+            desk.unseen.append(Seen(match.match_time + delay, shift, buy, self._emptied(match, buy)))
+            self._react(m, delay)
+
+    def _emptied(self, match: Match, buy: bool) -> float | None:
+        """The deepest price (Up terms) the trade left without any order, if any."""
+        side = self.ex.books[match.market.condition_id].side(not buy)
+        gone = [p for _, p in map(_up_terms, match.makers) if p not in side.levels]
+        if not gone:
+            return None
+        return (max(gone) if buy else min(gone)) / UNIT
+
+    def _react(self, m: SimMarket, delay: float) -> None:
+        self.later(delay + TIMER_SLACK_S, lambda: self._requote(m))
+
+    def _requote(self, m: SimMarket) -> None:
+        now = self.now()
+        if self.ex.accepting(m, now) and m.condition_id in self._desks:
+            self._quote(m, now)
 
     # ---- takers ------------------------------------------------------------------------------------------
     def take_one(self, now: float, m: SimMarket | None = None) -> Match | None:

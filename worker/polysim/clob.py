@@ -637,7 +637,10 @@ class ClobApi:
     def _accepted(o: Order, match, status: str) -> Outcome:
         making = taking = ""
         if match is not None:
-            shares, cash = match.taker.size, match.taker.size * match.taker.price
+            # What moved, summed fill by fill (the taker's average price is rounded): a partly filled FAK answers
+            # the amounts of the part that filled.
+            shares = match.taker.size
+            cash = sum(f.size * (f.price if f.token_id == o.token_id else 1.0 - f.price) for f in match.makers)
             making, taking = (cash, shares) if o.side == "BUY" else (shares, cash)
             making, taking = str(int(round(making * 1e6))), str(int(round(taking * 1e6)))
         # FAK/FOK matches settle asynchronously: no hashes inline; clients follow tradeIDs (SDK2 polls /data/trades).

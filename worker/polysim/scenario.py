@@ -44,12 +44,20 @@ says otherwise; `speed` shortens the 15-minute market window to 900/speed second
       mined_after_s: 2.2             # trade status MATCHED -> MINED (transaction hash visible)
       confirmed_after_s: 8.0         # MATCHED -> CONFIRMED
       trade_fail_rate: 0             # share of API-owned trades that go RETRYING -> FAILED and are reverted
-    background:
+    background:                      # the liquidity model; calibration and sources in docs/polysim.md
       enabled: true
       taker_rate: 20                 # background taker orders per second (the RTDS firehose: ~3 frames each)
-      maker_levels: 5                # levels quoted per side
-      maker_size: [200, 600]
-      taker_size: [5, 40]
+      maker_levels: 5                # levels the makers quote per side, one tick apart (Up and Down share them)
+      makers_per_level: 8            # makers sharing each level, each with its own order and re-quote delay
+      touch_size: [250, 1500]        # shares posted at the best level of each side (log-uniform in the range)
+      maker_size: [400, 1400]        # shares posted at each deeper level
+      requote_min_s: 0.3             # a maker re-posts an order a taker took no sooner than this after the fill
+      requote_mean_s: 2.2            # mean extra re-quote delay beyond the minimum (exponential)
+      informed_flow: true            # the source's and API wallets' taker flow is informed: the makers it took
+                                     # do not offer that price again, and after a re-quote delay they move their
+                                     # fair price past the deepest level it emptied and by impact_per_share
+      impact_per_share: 0.00001      # fair-price shift (Up terms) per share an informed taker buys or sells
+      taker_size: [5, 40]            # shares per background taker order
       wallets: 300                   # size of the background wallet pool
     source:
       wallet: "0x1d0034134e339a309700ff2d34e99fa2d48b0313"
@@ -74,6 +82,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -101,6 +110,9 @@ FAULT_KINDS = {
     "data_api_5xx": "next N Data API requests answer 503 with Retry-After (count, retry_after)",
     "data_api_garbage": "next N Data API requests answer 200 with a truncated JSON body (count)",
 }
+
+
+MAX_IMPACT_PER_SHARE = 0.01
 
 
 class ScenarioError(ValueError):
@@ -158,7 +170,13 @@ class Background:
     enabled: bool = True
     taker_rate: float = 20.0
     maker_levels: int = 5
-    maker_size: tuple[float, float] = (200.0, 600.0)
+    makers_per_level: int = 8
+    touch_size: tuple[float, float] = (250.0, 1500.0)
+    maker_size: tuple[float, float] = (400.0, 1400.0)
+    requote_min_s: float = 0.3
+    requote_mean_s: float = 2.2
+    informed_flow: bool = True
+    impact_per_share: float = 0.00001
     taker_size: tuple[float, float] = (5.0, 40.0)
     wallets: int = 300
 
@@ -263,6 +281,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if tp in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ScenarioError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ScenarioError(f"{path}: expected a finite number, got {value!r}")
         if tp is int and value != int(value):
             raise ScenarioError(f"{path}: expected a whole number, got {value!r}")
         if value < 0:
@@ -324,6 +344,16 @@ def _check(s: Scenario) -> Scenario:
     for name in ("both_outcomes_p", "sell_p", "maker_p", "near_expiry_p"):
         if getattr(s.source, name) > 1:
             raise ScenarioError(f"source.{name}: a probability in [0, 1]")
+    b = s.background
+    for name in ("maker_levels", "makers_per_level"):
+        if getattr(b, name) < 1:
+            raise ScenarioError(f"background.{name}: at least 1")
+    for name in ("touch_size", "maker_size"):
+        if getattr(b, name)[0] <= 0:
+            raise ScenarioError(f"background.{name}: sizes must be positive")
+    if b.impact_per_share > MAX_IMPACT_PER_SHARE:
+        raise ScenarioError(f"background.impact_per_share: at most {MAX_IMPACT_PER_SHARE} (one share moving the "
+                            f"price by a cent)")
     if s.source.mode == "script" and not s.source.script:
         raise ScenarioError("source.script: script mode needs at least one step")
     w = s.source.wallet

@@ -17,7 +17,7 @@ from polysim.clob import ClobApi, clob_routes
 from polysim.control import Control, control_routes
 from polysim.data_api import DataApi
 from polysim.data_api import data_app as _data_app
-from polysim.events import Hub
+from polysim.events import MATCH, Hub
 from polysim.exchange import Exchange
 from polysim.faults import Faults, run_schedule
 from polysim.gamma import Gamma
@@ -62,6 +62,8 @@ class Sim:
         self.gamma = Gamma(self.ex, now=now)
         self.bg = BackgroundTraders(self.ex, scenario.background, price_model=scenario.markets.price_model,
                                     rng=rng("background"), now=now)
+        if scenario.background.enabled:
+            self.hub.subscribe(MATCH, self.bg.on_match)          # the makers react to trades after a delay
         self.source = SourceTrader(self.ex, self.bg, scenario.source, rng=rng("source"), now=now,
                                    window_s=scenario.window_s)
         self.control = Control(self)
