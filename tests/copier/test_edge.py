@@ -79,10 +79,10 @@ def test_refusals_are_counted_by_reason_and_logged_sparingly(caplog):
 
 
 def _rtds_feed(clock, got, metrics):
-    class Admit:
-        def admit(self, fill, stream, frame_id=None):
+    class EveryFillIsNew:
+        def sight(self, fill, stream, frame_id=None):
             return fill
-    return RtdsFeed("rtds-a", Config(), deduper=Admit(), on_fill=got.append, clock=clock, metrics=metrics)
+    return RtdsFeed("rtds-a", Config(), detection=EveryFillIsNew(), on_fill=got.append, clock=clock, metrics=metrics)
 
 
 def _frame(ts, tx="0x" + "ab" * 32) -> bytes:

@@ -4,7 +4,9 @@ from pathlib import Path
 
 from copier.clock import FakeClock
 from copier.config import Config, CopyConfig
+from copier.alerts import NullAlerts
 from copier.dedupe import Deduper
+from copier.detection import Detection
 from copier.metrics import NullMetrics
 from copier.watcher import GapFiller
 
@@ -41,7 +43,8 @@ def test_a_truncated_body_is_counted_the_pass_fails_and_the_next_pass_recovers_t
     clock, metrics, got, cursor = FakeClock(1_800_000_005.0), NullMetrics(), [], {}
     page = json.dumps({"data": [_row()], "pagination": {"has_more": False, "next_cursor": None}})
     http = ScriptedHttp(['{"data":[{"proxy_wallet":', page])
-    gf = GapFiller(Config(copy=CopyConfig()), deduper=Deduper(), on_fill=got.append, clock=clock, metrics=metrics,
+    gf = GapFiller(Config(copy=CopyConfig()), detection=_detection(clock, metrics), on_fill=got.append, clock=clock,
+                   metrics=metrics,
                    cursor_getter=lambda: cursor.get("c"), cursor_setter=lambda v: cursor.update(c=v),
                    reconnects=lambda: 0, http=http)
     assert gf.scan() is None and metrics.counts["feed.malformed"] == 1 and got == [] and not cursor
@@ -49,8 +52,13 @@ def test_a_truncated_body_is_counted_the_pass_fails_and_the_next_pass_recovers_t
     assert all(p["taker_only"] == "false" and p["_"] for p in http.params)     # maker fills, cache-busted
 
 
+def _detection(clock, metrics):
+    return Detection(Deduper(), Config().feeds, clock=clock, metrics=metrics, alerts=NullAlerts())
+
+
 def _gap_filler(clock, metrics, got, cursor, http):
-    return GapFiller(Config(copy=CopyConfig()), deduper=Deduper(), on_fill=got.append, clock=clock, metrics=metrics,
+    return GapFiller(Config(copy=CopyConfig()), detection=_detection(clock, metrics), on_fill=got.append, clock=clock,
+                   metrics=metrics,
                      cursor_getter=lambda: cursor.get("c"), cursor_setter=lambda v: cursor.update(c=v),
                      reconnects=lambda: 0, http=http)
 

@@ -23,7 +23,7 @@ class ScriptedSocket:
 
 def _feed(clock):
     cfg = Config(feeds=FeedsConfig(ping_interval_s=1.0, data_watchdog_s=3.0))
-    feed = RtdsFeed("rtds-a", cfg, deduper=None, on_fill=None, clock=clock, metrics=NullMetrics())
+    feed = RtdsFeed("rtds-a", cfg, detection=None, on_fill=None, clock=clock, metrics=NullMetrics())
     feed._last_data = clock.monotonic()
     return feed
 

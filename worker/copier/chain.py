@@ -345,7 +345,7 @@ class _RpcFeed(ReconnectingFeed):
             return
         self.fills += 1
         parsed_ns = self.clock.now_ns()
-        admitted = self.detection.admit(fill, stream, frame_id)
+        admitted = self.detection.sight(fill, stream, frame_id)
         if admitted is not None:
             self.metrics.timing("stage.parse_ms", (parsed_ns - recv_ns) / 1e6)
             self.metrics.timing("stage.dedupe_ms", (self.clock.now_ns() - parsed_ns) / 1e6)

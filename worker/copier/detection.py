@@ -63,8 +63,9 @@ class Detection:
         self._aliases: list[dict] = []
 
     # ---- feed side -------------------------------------------------------------------------------------------
-    def admit(self, fill: SourceFill, stream: str, frame_id: str | None = None) -> SourceFill | None:
-        """Every feed's entry point (same contract as Deduper.admit): the identified fill if new, else None."""
+    def sight(self, fill: SourceFill, stream: str, frame_id: str | None = None) -> SourceFill | None:
+        """Every feed's entry point: the fill with its identity if this is its first sighting on any feed, else None
+        (the sighting is recorded either way)."""
         identity, new = self.deduper.observe(fill, stream, frame_id)
         if identity is not None:
             self._sighted(identity, fill, stream, new)
@@ -206,7 +207,7 @@ class ConfirmationGate:
         self.coalescer = coalescer
         self._parked: list[Batch] = []
 
-    def admit(self, batch: Batch) -> Batch | None:
+    def pass_or_park(self, batch: Batch) -> Batch | None:
         """The batch if it may be decided now; None if it was parked."""
         if not any(self._waiting(f) for f in batch.fills):
             return batch

@@ -92,7 +92,7 @@ class Pipeline:
     # ---- the step ----------------------------------------------------------------------------------------
     def _admit(self, batch: Batch) -> None:
         if self.gate is not None:
-            admitted = self.gate.admit(batch)
+            admitted = self.gate.pass_or_park(batch)
             if admitted is None:
                 self.metrics.incr("gate.parked")
                 return

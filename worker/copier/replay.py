@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from copier.alerts import NullAlerts
 from copier.clock import FakeClock
 from copier.config import Config, load_config
 from copier.dedupe import Deduper
@@ -143,11 +144,11 @@ class Replay:
         self.store = Store.open(":memory:")
         metrics = NullMetrics()
         exposure = ExposureBook(cfg.markets.window_seconds)
-        self.detection = Detection(Deduper(), cfg.feeds, clock=self.clock, metrics=metrics, alerts=_NoAlerts()) \
+        self.detection = Detection(Deduper(), cfg.feeds, clock=self.clock, metrics=metrics, alerts=NullAlerts()) \
             if detection else None
         self.deduper = Deduper()
         step = OrderStep(executor=FilledAtCap(self.store, self.clock), store=self.store, exposure=exposure,
-                         metrics=metrics, alerts=_NoAlerts(), clock=self.clock)
+                         metrics=metrics, alerts=NullAlerts(), clock=self.clock)
         self.pipeline = Pipeline(cfg, exposure=exposure, markets=StaticMarkets(markets, cfg), store=self.store,
                                  metrics=metrics, clock=self.clock, dispatch=step, detection=self.detection,
                                  time_resolution_s=time_resolution_s)
@@ -209,7 +210,7 @@ def replay_recorded(store: Store, markets: list[MarketMeta], cfg: Config) -> lis
                           size=row["size"], match_ts=row["match_ts"], recv_ns=s["recv_ns"], feed=s["feed"],
                           confirmed=s["feed"] != Feed.MEMPOOL.value)
         if s["first"]:
-            admitted = r.detection.admit(fill, s["stream"])
+            admitted = r.detection.sight(fill, s["stream"])
             if admitted is not None:
                 r.pipeline.add(admitted, t)
         else:
@@ -237,11 +238,6 @@ def _line(intent: dict, fills: list[str]) -> dict:
             "asset": intent["asset"], "side": intent["side"], "size": intent["size"],
             "notional_usd": round(intent["notional"], 6), "price_cap": intent["price_cap"] if is_order else None,
             "fills": fills, "reason": intent["capped_by"] if is_order else f"{intent['reason']}: {intent['detail']}"}
-
-
-class _NoAlerts:
-    def alert(self, kind: str, message: str, **context: object) -> None:
-        pass
 
 
 def main_replay(args: argparse.Namespace) -> int:

@@ -373,7 +373,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     pipeline = Pipeline(cfg, exposure=exposure, markets=catalog, store=store, metrics=metrics, clock=clock,
                         dispatch=orders.put, detection=detection, halted=switch.is_on)
 
-    fill_feeds: list[Feed] = list(RtdsFeed.for_config(cfg, deduper=detection, on_fill=intake.put, clock=clock,
+    fill_feeds: list[Feed] = list(RtdsFeed.for_config(cfg, detection=detection, on_fill=intake.put, clock=clock,
                                                       metrics=metrics, alerts=alerts))
     chain_args = dict(url=polygon_ws(cfg, secrets), detection=detection, on_fill=intake.put, catalog=catalog,
                       clock=clock, metrics=metrics, alerts=alerts)
@@ -384,7 +384,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
         fill_feeds.append(MempoolFeed(cfg, **chain_args))
     feeds: list[Feed] = [*fill_feeds, books]
     if cfg.feeds.gap_fill:
-        feeds.append(GapFiller(cfg, deduper=detection, on_fill=intake.put, clock=clock, metrics=metrics,
+        feeds.append(GapFiller(cfg, detection=detection, on_fill=intake.put, clock=clock, metrics=metrics,
                                cursor_getter=lambda: store.cursor("data_api"),
                                cursor_setter=lambda v: store.set_cursor("data_api", v),
                                reconnects=lambda: sum(f.reconnects for f in fill_feeds), alerts=alerts))

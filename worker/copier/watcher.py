@@ -26,22 +26,22 @@ SUBSCRIBE = json.dumps({"action": "subscribe", "subscriptions": [
 
 
 class RtdsFeed(ReconnectingFeed):
-    def __init__(self, name: str, cfg, *, deduper, on_fill, clock, metrics, rng: random.Random | None = None,
+    def __init__(self, name: str, cfg, *, detection, on_fill, clock, metrics, rng: random.Random | None = None,
                  alerts=None):
         self.name = name
         super().__init__(cfg, clock=clock, metrics=metrics, rng=rng, alerts=alerts)
         self.url = cfg.endpoints.rtds_ws
         self.wallet = cfg.copy.source_wallet.lower()
-        self.deduper = deduper
+        self.detection = detection
         self.on_fill = on_fill
         self.frames = 0
         self._conn_no = 0
         self._last_frame = 0.0
 
     @classmethod
-    def for_config(cls, cfg, *, deduper, on_fill, clock, metrics, alerts=None) -> list["RtdsFeed"]:
+    def for_config(cls, cfg, *, detection, on_fill, clock, metrics, alerts=None) -> list["RtdsFeed"]:
         names = ["rtds-a", "rtds-b"] if cfg.feeds.rtds_standby else ["rtds-a"]
-        return [cls(n, cfg, deduper=deduper, on_fill=on_fill, clock=clock, metrics=metrics, alerts=alerts)
+        return [cls(n, cfg, detection=detection, on_fill=on_fill, clock=clock, metrics=metrics, alerts=alerts)
                 for n in names]
 
     def state(self) -> dict:
@@ -78,7 +78,7 @@ class RtdsFeed(ReconnectingFeed):
         for fill in fills:
             check_match_ts(fill.match_ts, recv_ns / 1e9)
             parsed_ns = self.clock.now_ns()
-            admitted = self.deduper.admit(fill, f"{stream}:{fill.feed}", frame_id)
+            admitted = self.detection.sight(fill, f"{stream}:{fill.feed}", frame_id)
             if admitted is None:
                 self.metrics.incr("feed.duplicates")
                 continue
@@ -94,10 +94,10 @@ class GapFiller:
     RESCAN_S = 8.0          # a second pass once the Data API's indexing (~5.4 s) has caught up
     RETRY_S = 2.0           # a failed pass (5xx, a broken body) is tried again soon: it may hold the only copy
 
-    def __init__(self, cfg, *, deduper, on_fill, clock, metrics, cursor_getter, cursor_setter, reconnects,
+    def __init__(self, cfg, *, detection, on_fill, clock, metrics, cursor_getter, cursor_setter, reconnects,
                  http: httpx.Client | None = None, alerts=None):
         self.cfg = cfg
-        self.deduper = deduper
+        self.detection = detection
         self.on_fill = on_fill
         self.clock = clock
         self.metrics = metrics
@@ -191,7 +191,7 @@ class GapFiller:
                     continue
                 newest = max(newest, fill.match_ts)
                 # A row met twice in one scan (pages shifting under the cursor) counts once on this stream.
-                admitted = self.deduper.admit(fill, stream, frame_id=f"{fill.content_key}@{fill.match_ts}")
+                admitted = self.detection.sight(fill, stream, frame_id=f"{fill.content_key}@{fill.match_ts}")
                 if admitted is not None:
                     found += 1
                     self.on_fill(admitted)
