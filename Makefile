@@ -14,11 +14,12 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: venv demo test conformance lint bench bench-sim bench-signing soak provision lab-up lab-down clean
 
-$(STAMP): requirements.txt requirements-dev.txt worker/pyproject.toml
+# Two distributions: worker/ is the product (what runs on the VPS), worker/lab/ the simulator and the lab tools.
+$(STAMP): requirements.txt requirements-dev.txt worker/pyproject.toml worker/lab/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -e worker
+	$(PY) -m pip install -q --no-deps -e worker -e worker/lab
 	touch $(STAMP)
 
 $(CSTAMP): tests/conformance/requirements.txt
@@ -35,7 +36,7 @@ venv: $(STAMP) $(CSTAMP) $(NODE_STAMP)
 
 # The simulator plus the bot in dry run, on loopback, no credentials.
 demo: $(STAMP)
-	$(PY) -m copier.demo
+	$(PY) -m polylab.demo
 
 # polysim runs asyncio and the copier runs gevent: separate pytest processes keep them from patching each other.
 # The compressed chaos soak (issue 5's acceptance run, about 6 minutes) is part of the suite.
@@ -52,11 +53,13 @@ conformance: $(STAMP) $(CSTAMP) $(NODE_STAMP)
 	POLYSIM_PYTHON=$(CURDIR)/$(PY) $(CVENV)/bin/python -m pytest -q tests/conformance
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff check worker tests
+	cd worker && ../$(VENV)/bin/mypy copier
 	ANSIBLE_CONFIG=$(CURDIR)/ansible/ansible.cfg $(VENV)/bin/ansible-playbook -i inventories/production ansible/site.yml --syntax-check
 	ANSIBLE_CONFIG=$(CURDIR)/ansible/ansible.cfg PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint -c ansible/.ansible-lint --offline --profile production ansible/site.yml roles inventories
 
 bench: $(STAMP)
-	$(PY) -m copier.bench $(BENCH_ARGS)
+	$(PY) -m polylab.bench $(BENCH_ARGS)
 
 # The simulator's own throughput (order POSTs/s, RTDS frames/s) on this machine; reports what it measured.
 bench-sim: $(STAMP)
@@ -64,11 +67,11 @@ bench-sim: $(STAMP)
 
 # One V2 order signed by the copier's path and by the unified official SDK (docs/perf/signing.md).
 bench-signing: $(STAMP) $(CSTAMP)
-	$(PY) -m copier.bench_signing --path current
-	$(CVENV)/bin/python -P worker/copier/bench_signing.py --path unified --polysim-python $(CURDIR)/$(PY)
+	$(PY) -m polylab.bench_signing --path current
+	$(CVENV)/bin/python -P worker/lab/polylab/bench_signing.py --path unified --polysim-python $(CURDIR)/$(PY)
 
 soak: $(STAMP)
-	$(PY) -m copier.soak $(if $(DURATION),--duration $(DURATION),)
+	$(PY) -m polylab.soak $(if $(DURATION),--duration $(DURATION),)
 
 provision: $(STAMP)
 	ansible/bin/provision $(INVENTORY) $(PROVISION_ARGS)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from copier.harness import (SIM_PRIVATE_KEY, copier_config, eventually, run_copier, start_copier, write_config,
+from polylab.harness import (SIM_PRIVATE_KEY, copier_config, eventually, run_copier, start_copier, write_config,
                             write_env_file)
 
 SLOW_MS = 600                 # every CLOB answer 0.6 s late: 4 executors drain a queue of 24 orders in ~3.6 s

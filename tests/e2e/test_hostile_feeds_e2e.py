@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from copier.harness import DEFAULT_SOURCE, copier_config, eventually, run_copier, start_copier, write_config
+from polylab.harness import DEFAULT_SOURCE, copier_config, eventually, run_copier, start_copier, write_config
 from hostile import BINARY, HostileHttp, HostileWebsocket, StatsdSink
 
 SOURCE = DEFAULT_SOURCE

@@ -5,7 +5,7 @@ import json
 import signal
 import time
 
-from copier.harness import copier_config, eventually, run_copier, start_copier, write_config
+from polylab.harness import copier_config, eventually, run_copier, start_copier, write_config
 from copier.replay import decision_lines
 from copier.store import Store
 

@@ -10,7 +10,7 @@ from gevent.event import Event
 from copier.books import BookCache
 from copier.clock import LiveClock
 from copier.config import parse_config
-from copier.harness import copier_config, eventually
+from polylab.harness import copier_config, eventually
 from copier.markets import MarketCatalog
 from copier.metrics import NullMetrics
 

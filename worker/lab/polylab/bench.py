@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from copier.harness import SIM_PRIVATE_KEY, SimProcess, copier_config, eventually, start_copier, write_config, \
+from polylab.harness import SIM_PRIVATE_KEY, SimProcess, copier_config, eventually, start_copier, write_config, \
     write_env_file
 from copier.report import percentile
-from copier.soak import derive_creds
+from polylab.soak import derive_creds
 
 WORKDIR = Path("var/bench")
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -23,7 +23,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from copier.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, copier_cmd, eventually, run_copier,
+from polylab.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, copier_cmd, eventually, run_copier,
                             write_config, write_env_file)
 
 WORKDIR = Path("var/soak")

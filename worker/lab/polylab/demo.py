@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from copier.harness import SimProcess, copier_config, eventually, run_copier, start_copier, write_config
+from polylab.harness import SimProcess, copier_config, eventually, run_copier, start_copier, write_config
 
 WORKDIR = Path("var/demo")
 

@@ -1,8 +1,8 @@
 """Signing one V2 order: the copier's path (copier.signing, py-clob-client-v2's builder + one digest + coincurve)
 against the unified official SDK (polymarket-client). `make bench-signing` runs both; each prints one JSON line.
 
-    python -m copier.bench_signing --path current                 (the project's venv: the copier's dependencies)
-    python -P worker/copier/bench_signing.py --path unified \\
+    python -m polylab.bench_signing --path current                 (the project's venv: the copier's dependencies)
+    python -P worker/lab/polylab/bench_signing.py --path unified \\
         --polysim-python .venv/bin/python                          (the conformance venv: polymarket-client)
 
 The same order every time: BUY 10 shares capped at 0.55 on a 0.01-tick CTF Exchange V2 market, EOA signer. The
