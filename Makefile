@@ -22,10 +22,11 @@ $(STAMP): requirements.txt requirements-dev.txt worker/pyproject.toml worker/lab
 	$(PY) -m pip install -q --no-deps -e worker -e worker/lab
 	touch $(STAMP)
 
-$(CSTAMP): tests/conformance/requirements.txt
+$(CSTAMP): tests/conformance/requirements.txt worker/lab/pyproject.toml
 	test -x $(CVENV)/bin/python || $(PYTHON) -m venv $(CVENV)
 	$(CVENV)/bin/python -m pip install -q --upgrade pip
 	$(CVENV)/bin/python -m pip install -q -r tests/conformance/requirements.txt
+	$(CVENV)/bin/python -m pip install -q --no-deps -e worker/lab      # the suites' shared wait (polylab.waiting)
 	touch $(CSTAMP)
 
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from polylab.waiting import eventually  # noqa: F401  (the harness's callers import it from here)
+
 DEFAULT_SOURCE = "0x1d0034134e339a309700ff2d34e99fa2d48b0313"
 # A throwaway key for the simulator only (never holds real funds).
 SIM_PRIVATE_KEY = "0x" + "5a" * 32
@@ -133,14 +135,3 @@ def start_copier(config: Path, log_path: Path, env_file: Path | None = None) -> 
 
 def run_copier(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     return subprocess.run(copier_cmd(*args), capture_output=True, text=True, timeout=timeout)
-
-
-def eventually(cond, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
