@@ -3,9 +3,17 @@ scenarios fire, where a profile sample is attributed, how StatsD lines are read.
 import socket
 import time
 
-from polylab.bench import (StatsdRecorder, _most_in_2s, plan_bursts, plan_mixed, plan_trickle, profile_summary,
-                          sustained_ok)
 from helpers import T0
+
+from polylab.bench import (
+    StatsdRecorder,
+    _most_in_2s,
+    plan_bursts,
+    plan_mixed,
+    plan_trickle,
+    profile_summary,
+    sustained_ok,
+)
 
 
 def _step(**over) -> dict:

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 from eth_abi import encode
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from copier.chain import (EXCHANGES, MATCH_ORDERS_ARGS, ChainFill, decode_match_orders, decode_order_filled, pad_topic,
-                          to_source_fill)
+from copier.chain import (
+    MATCH_ORDERS_ARGS,
+    ChainFill,
+    decode_match_orders,
+    decode_order_filled,
+    pad_topic,
+    to_source_fill,
+)
 from copier.dedupe import Deduper
 from copier.errors import MalformedMessage
 from copier.schemas import parse_data_api_trade, parse_rtds_frame

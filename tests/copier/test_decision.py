@@ -1,13 +1,14 @@
 from dataclasses import replace
 
-from hypothesis import given, settings, strategies as st
+from helpers import CID, T0, fill, market
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from copier.config import Config, CopyConfig, ExecutionConfig, RiskConfig, SizingConfig
 from copier.decision import decide, intent_id_for, price_cap
 from copier.exposure import ExposureBook
 from copier.risk import funding_refusals
 from copier.types import Batch, Funds, OrderIntent, Side, Skip
-from helpers import CID, T0, UP, fill, market
 
 
 def batch(*fills, kind="leading", at=T0):

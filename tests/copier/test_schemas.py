@@ -3,11 +3,11 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from copier.errors import MalformedMessage
-from copier.schemas import (apply_price_change, parse_book, parse_data_api_trade, parse_funds,
-                            parse_rtds_frame)
+from copier.schemas import apply_price_change, parse_book, parse_data_api_trade, parse_funds, parse_rtds_frame
 from copier.types import Feed, LevelChange, Side
 
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"

@@ -5,16 +5,24 @@ import time
 
 import httpx
 import pytest
+from conftest import KEY, OTHER_KEY, current_market, eventually, ground_truth, payload, taking_price
 from py_clob_client_v2.client import ClobClient
-from py_clob_client_v2.clob_types import (ApiCreds, CreateOrderOptions, MarketOrderArgsV2, OrderArgsV2, OrderPayload,
-                                          OrderType, PartialCreateOrderOptions, PostOrdersV2Args, RequestArgs,
-                                          TradeParams)
+from py_clob_client_v2.clob_types import (
+    ApiCreds,
+    CreateOrderOptions,
+    MarketOrderArgsV2,
+    OrderArgsV2,
+    OrderPayload,
+    OrderType,
+    PartialCreateOrderOptions,
+    PostOrdersV2Args,
+    RequestArgs,
+    TradeParams,
+)
 from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.headers.headers import create_level_2_headers
 from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
-
-from conftest import KEY, OTHER_KEY, current_market, eventually, ground_truth, payload, taking_price
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 

@@ -12,11 +12,10 @@ import httpx
 import pytest
 import websocket
 import yaml
+from conftest import KEY, eventually, ground_truth, payload, serve, stop
 from py_clob_client_v2.client import ClobClient
 from py_clob_client_v2.clob_types import OrderArgsV2, OrderType, PartialCreateOrderOptions
 from py_clob_client_v2.exceptions import PolyApiException
-
-from conftest import KEY, eventually, ground_truth, payload, serve, stop
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 TICK = 0.01

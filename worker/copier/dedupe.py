@@ -23,8 +23,8 @@ Safety invariant: per group, the admitted size never exceeds the most any single
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Iterable
 
 from copier.types import SourceFill, fmt_num
 

@@ -78,7 +78,7 @@ class ClobExecutor:
         self._rechecks: dict[str, tuple[float, float]] = {}     # order hash -> (next check, delay)
 
     @classmethod
-    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None, gate=None) -> "ClobExecutor":
+    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None, gate=None) -> ClobExecutor:
         creds = _api_creds(cfg, secrets)
         signer = OrderSigner(secrets.private_key, cfg.endpoints.chain_id, cfg.account.signature_type,
                              cfg.account.funder, creds.api_key)
@@ -419,7 +419,7 @@ class PaperExecutor:
         self.gate: OrderGate = gate or OpenGate()
 
     @classmethod
-    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None, gate=None) -> "PaperExecutor":
+    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None, gate=None) -> PaperExecutor:
         return cls(cfg, store=store, clock=clock, metrics=metrics, books=books, gate=gate)
 
     def submit(self, intent: OrderIntent, market: MarketMeta) -> ExecutionReport:

@@ -5,7 +5,7 @@ breaker trip (this one) stops the very next attempt. `stopping` is the runtime's
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from gevent.event import Event
 

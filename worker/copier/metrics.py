@@ -34,7 +34,7 @@ class Metrics:
         self._flush_due = False
 
     @classmethod
-    def from_config(cls, telemetry_cfg, secrets: tuple[str, ...] = (), defer_s: float = 0.0) -> "Metrics":
+    def from_config(cls, telemetry_cfg, secrets: tuple[str, ...] = (), defer_s: float = 0.0) -> Metrics:
         return cls(telemetry_cfg.statsd_host, telemetry_cfg.statsd_port, telemetry_cfg.statsd_prefix, secrets,
                    defer_s)
 

@@ -13,8 +13,8 @@ replay decides exactly what `run` decided on the same arrivals.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from copier.clock import Clock
 from copier.coalescer import Coalescer

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from copier.config import Config
 from copier.errors import ConfigError
@@ -40,7 +40,7 @@ def parse_since(text: str | None) -> float | None:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(f"--since: expected epoch seconds or an ISO-8601 instant, got {text!r}") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -16,8 +16,8 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import gevent
 from gevent import monkey
@@ -334,7 +334,8 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     from copier.gate import TradingGate
     from copier.logs import setup_logging
     from copier.markets import MarketCatalog
-    from copier.metrics import DEFER_S, Metrics as StatsdMetrics
+    from copier.metrics import DEFER_S
+    from copier.metrics import Metrics as StatsdMetrics
     from copier.timesync import ClockWatch
     from copier.watcher import GapFiller, RtdsFeed
 

@@ -21,9 +21,29 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from copier.errors import MalformedMessage
-from copier.types import (BadInput, BestBidAsk, BookTop, Feed, Funds, GammaAnswer, LastTradePrice, LevelChange,
-                          MarketEvent, MarketMessage, MarketMeta, MarketResolved, OrderLookup, PostOrderAnswer,
-                          PriceChange, Refused, Side, SourceFill, TickSizeChange, TradesOfOrder, TradesPage)
+from copier.types import (
+    BadInput,
+    BestBidAsk,
+    BookTop,
+    Feed,
+    Funds,
+    GammaAnswer,
+    LastTradePrice,
+    LevelChange,
+    MarketEvent,
+    MarketMessage,
+    MarketMeta,
+    MarketResolved,
+    OrderLookup,
+    PostOrderAnswer,
+    PriceChange,
+    Refused,
+    Side,
+    SourceFill,
+    TickSizeChange,
+    TradesOfOrder,
+    TradesPage,
+)
 
 MAX_FRAME_BYTES = 64 * 1024                  # an RTDS frame or one REST object
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024         # a market-ws dump (a book per token), a Data API page, a Gamma list

@@ -19,7 +19,6 @@ from copier.exposure import ExposureRow
 from copier.types import NOT_EXECUTED, UNRESOLVED, OrderIntent, OrderStatus, Side, Skip, SourceFill
 
 
-
 class _Model(pw.Model):
     """The schema. A Store binds its own copies of these models to its own database (see _Tables)."""
 
@@ -221,7 +220,7 @@ class Store:
         self._migrate()
 
     @classmethod
-    def open(cls, path: str) -> "Store":
+    def open(cls, path: str) -> Store:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # One connection for every greenlet (peewee's default under gevent is one per greenlet): a write by any

@@ -39,7 +39,7 @@ class RtdsFeed(ReconnectingFeed):
         self._last_frame = 0.0
 
     @classmethod
-    def for_config(cls, cfg, *, detection, on_fill, clock, metrics, alerts=None) -> list["RtdsFeed"]:
+    def for_config(cls, cfg, *, detection, on_fill, clock, metrics, alerts=None) -> list[RtdsFeed]:
         names = ["rtds-a", "rtds-b"] if cfg.feeds.rtds_standby else ["rtds-a"]
         return [cls(n, cfg, detection=detection, on_fill=on_fill, clock=clock, metrics=metrics, alerts=alerts)
                 for n in names]

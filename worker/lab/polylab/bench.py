@@ -45,9 +45,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from polylab.harness import SIM_PRIVATE_KEY, SimProcess, copier_config, eventually, start_copier, write_config, \
-    write_env_file
 from copier.report import percentile
+from polylab.harness import (
+    SIM_PRIVATE_KEY,
+    SimProcess,
+    copier_config,
+    eventually,
+    start_copier,
+    write_config,
+    write_env_file,
+)
 from polylab.soak import derive_creds
 
 WORKDIR = Path("var/bench")

@@ -23,8 +23,16 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from polylab.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, copier_cmd, eventually, run_copier,
-                            write_config, write_env_file)
+from polylab.harness import (
+    SIM_PRIVATE_KEY,
+    SimProcess,
+    copier_cmd,
+    copier_config,
+    eventually,
+    run_copier,
+    write_config,
+    write_env_file,
+)
 
 WORKDIR = Path("var/soak")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

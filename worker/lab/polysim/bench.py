@@ -49,11 +49,10 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _signed_orders(urls: dict, n: int):
+    import httpx
     from py_clob_client_v2.client import ClobClient
     from py_clob_client_v2.clob_types import CreateOrderOptions, OrderArgsV2
     from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
-
-    import httpx
     client = ClobClient(urls["clob"], chain_id=137, key=KEY)
     client.set_api_creds(client.create_or_derive_api_key())
     now = time.time()
@@ -93,7 +92,7 @@ async def _post_orders(urls: dict, client, bodies: list[str], seconds: float, co
                 async with session.post(f"{urls['clob']}/order", data=body, headers={
                         **headers, "Content-Type": "application/json"}) as r:
                     doc = await r.json()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 errors += 1
                 continue
             latencies.append((time.perf_counter() - t) * 1000)
@@ -123,7 +122,7 @@ async def _rtds_clients(url: str, clients: int, seconds: float) -> dict:
                     next_ping = time.monotonic() + 5
                 try:
                     msg = await ws.receive(timeout=max(0.01, end - time.monotonic()))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if msg.type == aiohttp.WSMsgType.TEXT and msg.data.startswith("{"):
                     counts[i] += 1

@@ -35,8 +35,8 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from functools import cached_property
 from fractions import Fraction
+from functools import cached_property
 
 from aiohttp import WSMsgType, web
 from eth_abi import encode

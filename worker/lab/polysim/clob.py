@@ -15,8 +15,8 @@ import json
 import os
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aiohttp import web
 

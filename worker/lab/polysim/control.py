@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class Control:
-    def __init__(self, sim: "Sim"):
+    def __init__(self, sim: Sim):
         self.sim = sim
 
     async def source_fill(self, request: web.Request) -> web.Response:

@@ -15,8 +15,8 @@ import random
 import re
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aiohttp import web
 

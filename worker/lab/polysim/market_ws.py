@@ -10,8 +10,8 @@ Everything arrives `market_ws_delay_s` after it happened, in order.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from aiohttp import web
 

@@ -12,9 +12,9 @@ import base64
 import json
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable
 
 from aiohttp import web
 
