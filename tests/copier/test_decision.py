@@ -92,7 +92,8 @@ def test_in_flight_orders_count_against_the_market_cap():
 
 
 def test_fixed_mode_spends_the_fixed_notional():
-    d = decide(ExposureBook(), batch(fill(1, size=1000, price=0.4)), market(), T0, cfg(mode="fixed", fixed_notional_usd=5))
+    d = decide(ExposureBook(), batch(fill(1, size=1000, price=0.4)), market(), T0,
+               cfg(mode="fixed", fixed_notional_usd=5))
     assert isinstance(d, OrderIntent) and abs(d.notional - 5.0) < 0.01
 
 

@@ -106,9 +106,11 @@ def test_fok_without_enough_liquidity_is_killed_with_the_real_text(client, sim):
     ask = float(client.get_order_book(up)["asks"][-1]["price"])
     order = client.create_market_order(MarketOrderArgsV2(token_id=up, amount=4000 * ask, side="BUY", price=ask,
                                                          order_type=OrderType.FOK), OPTS)
-    assert api_error(lambda: client.post_order(order, OrderType.FOK)) == (400, payload("clob_error_fok_not_filled.json"))
+    assert api_error(lambda: client.post_order(order, OrderType.FOK)) == \
+        (400, payload("clob_error_fok_not_filled.json"))
     cheap = client.create_order(OrderArgsV2(token_id=up, price=0.01, size=200, side="BUY"), OPTS)
-    assert api_error(lambda: client.post_order(cheap, OrderType.FAK)) == (400, payload("clob_error_fak_not_filled.json"))
+    assert api_error(lambda: client.post_order(cheap, OrderType.FAK)) == \
+        (400, payload("clob_error_fak_not_filled.json"))
 
 
 def test_tick_and_min_size_violations_get_the_real_texts(client, sim):

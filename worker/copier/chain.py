@@ -186,7 +186,7 @@ def decode_match_orders(tx: dict, wallet: str) -> list[ChainFill]:
                   condition_id="0x" + cid.hex())
     t_side = _side(taker[6])
     fills, t_shares, t_usdc, consistent = [], 0, 0, True
-    for order, making, fee in zip(makers, maker_fills, maker_fees):
+    for order, making, fee in zip(makers, maker_fills, maker_fees, strict=True):
         if order[4] == 0:
             raise MalformedMessage("maker order with a zero makerAmount")
         side = _side(order[6])

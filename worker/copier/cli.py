@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--since", default=None, help="epoch seconds or ISO-8601 instant")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--acceptance", action="store_true", help="also judge the PRD acceptance criteria; exit 1 on failure")
+    p.add_argument("--acceptance", action="store_true",
+                   help="also judge the PRD acceptance criteria; exit 1 on failure")
 
     p = sub.add_parser("replay", help="run the real coalescer/decision/risk on a recorded history")
     add_replay_args(p)

@@ -119,7 +119,8 @@ def build_report(store, cfg: Config, since: float | None = None) -> dict:
         "orders_per_intent_max": max((len(v) for v in orders_by_intent.values()), default=0),
         "order_status": dict(statuses),
         "success_rate": round(sum(statuses[s] for s in FILLED) / n_orders, 4) if n_orders else None,
-        "failure_rate": round(sum(v for s, v in statuses.items() if s not in ANSWERED) / n_orders, 4) if n_orders else None,
+        "failure_rate": (round(sum(v for s, v in statuses.items() if s not in ANSWERED) / n_orders, 4)
+                         if n_orders else None),
         "copy_delay_ms": _dist(copy_delay_ms),
         "leading_copy_delay_ms": _dist(leading_ms),
         "order_delay_ms": _dist(order_ms),
@@ -338,12 +339,14 @@ def render_text(rep: dict) -> str:
         return f"n={d['n']} p50={d['p50']:.1f} p95={d['p95']:.1f} p99={d['p99']:.1f} max={d['max']:.1f}"
 
     lines = [
-        f"source fills        {rep['source_fills']}  (decided on: {json.dumps(rep['decided_on_feed'], sort_keys=True)}; "
+        f"source fills        {rep['source_fills']}  "
+        f"(decided on: {json.dumps(rep['decided_on_feed'], sort_keys=True)}; "
         f"first arrivals under detection)",
         f"eligible fills      {rep['eligible_fills']}",
         f"copied fills        {rep['copied_fills']}  ({rep['copied_pct']}%)",
         f"late gap-filled     {rep['late_gap_filled_fills']}",
-        f"intents / orders    {rep['intents']} / {rep['orders']}  (max orders per intent {rep['orders_per_intent_max']})",
+        f"intents / orders    {rep['intents']} / {rep['orders']}  "
+        f"(max orders per intent {rep['orders_per_intent_max']})",
         f"order status        {json.dumps(rep['order_status'], sort_keys=True)}",
         f"success / failure   {rep['success_rate']} / {rep['failure_rate']}",
         f"copy delay ms       {ms(rep['copy_delay_ms'])}   (ingest -> submit, all fills)",

@@ -290,8 +290,8 @@ class Store:
     # ---- orders (write-ahead) ----------------------------------------------------------------------------
     def record_signed(self, intent_id: str, order_hash: str, body: str, now_ns: int) -> None:
         """Must succeed before the first POST; raises IntegrityError if this intent already has an order."""
-        self._order.one(intent_id=intent_id, order_hash=order_hash, body=body, status=OrderStatus.SIGNED.value, signed_ns=now_ns,
-                   updated_ns=now_ns)
+        self._order.one(intent_id=intent_id, order_hash=order_hash, body=body, status=OrderStatus.SIGNED.value,
+                        signed_ns=now_ns, updated_ns=now_ns)
 
     def order_for(self, intent_id: str) -> dict | None:
         t = self.t
@@ -315,10 +315,12 @@ class Store:
     def intent(self, intent_id: str) -> OrderIntent | None:
         """An order decision as persisted (for the gate before a repost after a restart)."""
         t = self.t
-        r = t.IntentRow.select().where((t.IntentRow.intent_id == intent_id) & (t.IntentRow.decision == "order")).dicts().first()
+        r = t.IntentRow.select().where((t.IntentRow.intent_id == intent_id) & (t.IntentRow.decision == "order")) \
+            .dicts().first()
         if r is None:
             return None
-        fills = list(t.FillRow.select(t.FillRow.dedupe_key, t.FillRow.match_ts).where(t.FillRow.intent_id == intent_id).tuples())
+        fills = list(t.FillRow.select(t.FillRow.dedupe_key, t.FillRow.match_ts)
+                     .where(t.FillRow.intent_id == intent_id).tuples())
         side = Side(r["side"])
         return OrderIntent(
             intent_id=intent_id, condition_id=r["condition_id"], asset=r["asset"], outcome=r["outcome"], side=side,
@@ -339,8 +341,9 @@ class Store:
     def record_abandoned(self, intent_id: str, reason: str, now_ns: int) -> None:
         """Mark an order decision as never sent, so it is neither retried nor counted as in flight."""
         t = self.t
-        t.OrderRow.insert(intent_id=intent_id, order_hash=f"none:{intent_id}", body="", status=OrderStatus.ABANDONED.value,
-                        signed_ns=now_ns, updated_ns=now_ns, error=reason).on_conflict_ignore().execute()
+        t.OrderRow.insert(intent_id=intent_id, order_hash=f"none:{intent_id}", body="",
+                          status=OrderStatus.ABANDONED.value, signed_ns=now_ns, updated_ns=now_ns,
+                          error=reason).on_conflict_ignore().execute()
 
     # ---- restart state -----------------------------------------------------------------------------------
     def seen_keys(self, since: float) -> list[str]:
@@ -373,7 +376,8 @@ class Store:
 
     def orders_since(self, since: float):
         t = self.t
-        return t.OrderRow.select().where(t.OrderRow.signed_ns >= int(since * 1e9)).order_by(t.OrderRow.signed_ns).dicts()
+        return t.OrderRow.select().where(t.OrderRow.signed_ns >= int(since * 1e9)) \
+            .order_by(t.OrderRow.signed_ns).dicts()
 
     # ---- detection (sightings per feed, confirm / retract) -----------------------------------------------
     def record_sightings(self, rows: list[dict]) -> None:
@@ -408,11 +412,13 @@ class Store:
 
     def sightings_since(self, since: float):
         t = self.t
-        return t.SightingRow.select().where(t.SightingRow.recv_ns >= int(since * 1e9)).order_by(t.SightingRow.recv_ns).dicts()
+        return t.SightingRow.select().where(t.SightingRow.recv_ns >= int(since * 1e9)) \
+            .order_by(t.SightingRow.recv_ns).dicts()
 
     def fill_events_since(self, since: float):
         t = self.t
-        return t.FillEventRow.select().where(t.FillEventRow.at_ns >= int(since * 1e9)).order_by(t.FillEventRow.at_ns).dicts()
+        return t.FillEventRow.select().where(t.FillEventRow.at_ns >= int(since * 1e9)) \
+            .order_by(t.FillEventRow.at_ns).dicts()
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str):

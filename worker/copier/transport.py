@@ -16,9 +16,9 @@ from py_clob_client_v2.signing.hmac import build_hmac_signature
 from copier.errors import MalformedMessage, TemporaryError, UnknownOutcome
 from copier.schemas import loads
 
-_poll = get_original("select", "select")
+_poll = get_original("select", "select")  # a zero-timeout readiness check that never yields to the hub
 MAX_ANSWER_BYTES = 8 * 1024 * 1024      # a trade history page is the largest answer we read
-MAX_TEXT_BYTES = 4096                   # what is kept of an answer that is not JSON (for the error text)       # a zero-timeout readiness check that never yields to the hub
+MAX_TEXT_BYTES = 4096                   # what is kept of an answer that is not JSON (for the error text)
 
 
 @dataclass(frozen=True)

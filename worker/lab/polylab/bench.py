@@ -443,7 +443,7 @@ def analyse(phase: Phase, shots: list[Shot], expected: dict[str, int], t0: float
         {g: dist(timings.get(f"{g}_ms", [])) for g in GC_ROWS}
     # sqlite before the POST: the decision and the signed order (the POSTING mark is written once the request is out)
     pre_post = [a + b for a, b in zip(timings.get("stage.persist_decision_ms", []),
-                                      timings.get("stage.persist_ms", []))]
+                                      timings.get("stage.persist_ms", []), strict=False)]
     # The ingest -> pipeline wait by thirds of the run: a queue that grows makes the later thirds wait longer.
     waits = sorted(timed.get("stage.queue_ms", []))
     k = max(1, len(waits) // 3)

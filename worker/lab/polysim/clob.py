@@ -381,7 +381,7 @@ class ClobApi:
     def _compact(self, m: SimMarket) -> dict:
         """GET /clob-markets/{condition_id}: the compact parameters the SDK caches (mts, nr, fd)."""
         doc = {"c": m.condition_id, "gst": None, "r": {},
-               "t": [{"t": t, "o": o} for t, o in zip(m.token_ids, m.outcomes)], "mos": m.min_size,
+               "t": [{"t": t, "o": o} for t, o in zip(m.token_ids, m.outcomes, strict=True)], "mos": m.min_size,
                "mts": m.tick_size, "mbf": m.base_fee_bps, "tbf": m.base_fee_bps, "rfqe": False,
                "ibce": False, "fd": {"r": m.fee_rate, "e": m.fee_exponent, "to": True}, "oas": 0,
                "ao": self.ex.accepting(m, self.now()), "sd": m.seconds_delay}
@@ -409,8 +409,8 @@ class ClobApi:
                 "notifications_enabled": True, "neg_risk": m.neg_risk, "neg_risk_market_id": "",
                 "neg_risk_request_id": "", "icon": "", "image": "",
                 "rewards": {"rates": None, "min_size": 0, "max_spread": 0}, "is_50_50_outcome": False,
-                "tokens": [{"token_id": t, "outcome": o, "price": ltp[i],
-                            "winner": m.winner == i} for i, (t, o) in enumerate(zip(m.token_ids, m.outcomes))],
+                "tokens": [{"token_id": t, "outcome": o, "price": ltp[i], "winner": m.winner == i}
+                           for i, (t, o) in enumerate(zip(m.token_ids, m.outcomes, strict=True))],
                 "tags": ["Crypto", "Up or Down", "15M"]}
 
     async def market(self, request):

@@ -119,7 +119,8 @@ class DataApi:
         source = self.by_wallet.get(user.lower(), ()) if user else self.recent
         out = []
         for r in reversed(source):
-            if r.match_time > cutoff or (taker_only and r.role != "taker") or (markets and r.condition_id not in markets):
+            if (r.match_time > cutoff or (taker_only and r.role != "taker")
+                    or (markets and r.condition_id not in markets)):
                 continue
             if side and r.side != side:
                 continue
