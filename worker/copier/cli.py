@@ -7,9 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from copier.config import Config, load_config, load_secrets
 from copier.errors import ConfigError
+
+if TYPE_CHECKING:
+    from copier.store import Store
 
 DEFAULT_CONFIG = "/etc/copier/copier.yaml"
 
@@ -55,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_store(cfg: Config):
+def _open_store(cfg: Config) -> Store:
     from copier.store import Store
 
     return Store.open(cfg.store.path)
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _dispatch(args) -> int:
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "replay":
         from copier.replay import main_replay
 
