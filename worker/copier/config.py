@@ -11,8 +11,10 @@ import os
 import re
 import stat
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -165,7 +167,8 @@ class Secrets:
 # loading
 
 
-def _build(cls, data, path: str):
+def _build(cls: Any, data: object, path: str) -> Any:
+    """cls: a config dataclass (Any: the fields are read by reflection)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -185,7 +188,7 @@ def _build(cls, data, path: str):
     return cls(**values)
 
 
-def _coerce(tp, value, where: str):
+def _coerce(tp: Any, value: object, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     if tp is bool:
@@ -274,13 +277,13 @@ def _validate(cfg: Config) -> None:
     _require(bool(cfg.store.path), "store.path", "must not be empty")
 
 
-def parse_config(data) -> Config:
-    cfg = _build(Config, data, "")
+def parse_config(data: object) -> Config:
+    cfg: Config = _build(Config, data, "")
     _validate(cfg)
     return cfg
 
 
-def load_config(path: str | os.PathLike) -> Config:
+def load_config(path: str | os.PathLike[str]) -> Config:
     p = Path(path)
     try:
         text = p.read_text()
@@ -305,7 +308,7 @@ ENV_NAMES = {
 }
 
 
-def load_secrets(cfg: Config, environ=os.environ, env_file: str | None = None) -> Secrets:
+def load_secrets(cfg: Config, environ: Mapping[str, str] = os.environ, env_file: str | None = None) -> Secrets:
     """Secrets from the environment, optionally from a KEY=VALUE env file that must not be group/world-readable."""
     values = {}
     if env_file:
