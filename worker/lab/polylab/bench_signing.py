@@ -63,6 +63,7 @@ def bench_unified(n: int, warmup: int, polysim_python: str) -> dict:
 
     proc = subprocess.Popen([polysim_python, "-m", "polysim.cli", "serve", "--speed", "1", "--seed", "3",
                              "--no-background"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None     # stdout=PIPE
     try:
         urls = json.loads(proc.stdout.readline())
         env = create_environment(name="polysim", config=dataclasses.replace(

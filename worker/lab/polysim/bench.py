@@ -33,6 +33,7 @@ TARGET_POSTS, TARGET_FRAMES = 500, 200
 def _serve(*args: str) -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen([sys.executable, "-m", "polysim.cli", "serve", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None     # stdout=PIPE
     return proc, json.loads(proc.stdout.readline())
 
 
@@ -44,7 +45,7 @@ def _stop(proc: subprocess.Popen) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _pct(values: list[float], q: float) -> float:
+def _pct(values: list[float], q: int) -> float:
     return round(statistics.quantiles(values, n=100)[q - 1], 2) if len(values) > 1 else (values[0] if values else 0)
 
 
@@ -77,7 +78,9 @@ async def _post_orders(urls: dict, client, bodies: list[str], seconds: float, co
     from py_clob_client_v2.clob_types import RequestArgs
     from py_clob_client_v2.headers.headers import create_level_2_headers
 
-    latencies, statuses, errors = [], {}, 0
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    errors = 0
     queue = list(reversed(bodies))
     end = time.monotonic() + seconds
 

@@ -451,7 +451,7 @@ class ClobApi:
             doc = json.loads(body)
         except ValueError:
             return [{}]
-        out = []
+        out: list[dict] = []
         for d in (doc if isinstance(doc, list) else [doc]):
             order = d.get("order") if isinstance(d, dict) else None
             if not isinstance(order, dict):
@@ -489,7 +489,8 @@ class ClobApi:
         self.counters["order_posts"] += 1
         key = self._gate(received, placing=True) or self._l2(request, body)
         if isinstance(key, web.Response):
-            error = json.loads(key.text) if key.content_type == "application/json" else {}
+            json_text = key.text if key.content_type == "application/json" else None
+            error = json.loads(json_text) if json_text is not None else {}
             for info in self._peek(body):
                 self._record(Outcome(error, key.status), "", received, None, batch, info)
         return received, body, key
@@ -532,6 +533,7 @@ class ClobApi:
                                    "makingAmount": "", "status": "", "success": True} for o in outs])
 
     async def _one(self, doc: dict, key: dict, received: float, *, batch: bool) -> Outcome:
+        order: Order | None
         try:
             out, order = await self._place(doc, key, received)
         except Refused as r:

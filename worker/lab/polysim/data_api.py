@@ -388,7 +388,8 @@ class DataApi:
                                  headers={"Cache-Control": f"public, max-age={int(max_age)}",
                                           "Age": str(int(now - hit[0])), "X-Cache": "Hit from cloudfront"})
         resp = await handler(request)
-        if max_age > 0 and resp.status == 200 and isinstance(resp, web.Response) and resp.body is not None:
+        if max_age > 0 and resp.status == 200 and isinstance(resp, web.Response) \
+                and isinstance(resp.body, bytes | bytearray):
             self._cache[key] = (now, resp.status, bytes(resp.body))
             resp.headers["Cache-Control"] = f"public, max-age={int(max_age)}"
             resp.headers["X-Cache"] = "Miss from cloudfront"
