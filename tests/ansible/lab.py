@@ -8,8 +8,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 import support
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = REPO / "var" / "lab"
@@ -124,7 +124,7 @@ class LabFootprint:
     namespaces: frozenset[str]
 
     @classmethod
-    def capture(cls) -> "LabFootprint":
+    def capture(cls) -> LabFootprint:
         pid = int((LAB_DIR / "nspawn.pid").read_text())
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         kinds = ("net", "pid", "mnt")

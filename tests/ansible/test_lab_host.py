@@ -14,9 +14,19 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-
-from lab import (HOST_IP, LAB_DIR, LAB_IP, REPO, LabFootprint, LabShell, eventually, head_commit, lab_vault, make,
-                 provision)
+from lab import (
+    HOST_IP,
+    LAB_DIR,
+    LAB_IP,
+    REPO,
+    LabFootprint,
+    LabShell,
+    eventually,
+    head_commit,
+    lab_vault,
+    make,
+    provision,
+)
 
 pytestmark = pytest.mark.slow
 

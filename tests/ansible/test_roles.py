@@ -9,7 +9,6 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-
 from lab import LAB_IP, REPO, VAULT_PASSWORD_FILE
 
 ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())

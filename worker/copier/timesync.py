@@ -2,18 +2,27 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import ntplib
+
+if TYPE_CHECKING:
+    from copier.clock import Clock
+    from copier.config import TelemetryConfig
+    from copier.ports import Alerts, Metrics, Stopping
 
 log = logging.getLogger("copier.timesync")
 
 
 def _ntp_offset_s(server: str) -> float:
-    return ntplib.NTPClient().request(server, version=4, timeout=2).offset
+    offset: float = ntplib.NTPClient().request(server, version=4, timeout=2).offset
+    return offset
 
 
 class ClockWatch:
-    def __init__(self, telemetry_cfg, *, clock, metrics, alerts, ntp_query=_ntp_offset_s):
+    def __init__(self, telemetry_cfg: TelemetryConfig, *, clock: Clock, metrics: Metrics, alerts: Alerts,
+                 ntp_query: Callable[[str], float] = _ntp_offset_s) -> None:
         self.cfg = telemetry_cfg
         self.clock = clock
         self.metrics = metrics
@@ -35,7 +44,7 @@ class ClockWatch:
                                               f"{self.cfg.max_clock_offset_ms:g}ms")
         return offset_ms
 
-    def run(self, stopping) -> None:
+    def run(self, stopping: Stopping) -> None:
         self.check()
         while not stopping.wait(self.cfg.ntp_check_interval_s):
             self.check()
