@@ -19,7 +19,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import peewee
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from copier.books import BookCache
     from copier.clock import Clock
     from copier.config import Config, Secrets
-    from copier.ports import Metrics
+    from copier.ports import Metrics, OrderGate
 
 log = logging.getLogger("copier.executor")
 
@@ -49,11 +49,6 @@ RECHECK_FIRST_S = 1.0       # an unresolved order is asked about again after 1 s
 RECHECK_MAX_S = 30.0
 MAX_TRADE_PAGES = 20
 END_CURSOR = "LTE="
-
-
-class OrderGate(Protocol):
-    def refusal(self, intent: OrderIntent) -> tuple[str, str] | None:
-        """Why this order must not go on the wire now, or None."""
 
 
 class OpenGate:

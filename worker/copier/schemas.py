@@ -307,8 +307,13 @@ def parse_rtds_frame(data: Untrusted, source_wallet: str, recv_ns: int) -> tuple
         return [], ""
     fill = _fill(payload, recv_ns, feed, camel=True)
     # The payload is the fill; the envelope (its send timestamp, the connection id) is not: a payload sent again in
-    # a new envelope is the same frame.
-    return [fill], str(hash(json.dumps(payload, sort_keys=True)))
+    # a new envelope is the same frame. Its fields are flat scalars (hashed as they are, ~2 us); anything nested
+    # is hashed through its canonical JSON.
+    try:
+        frame_id = hash(tuple(sorted(payload.items())))
+    except TypeError:
+        frame_id = hash(json.dumps(payload, sort_keys=True))
+    return [fill], str(frame_id)
 
 
 def parse_data_api_trade(row: Untrusted, recv_ns: int) -> SourceFill:
