@@ -370,10 +370,10 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
         if reason and not switch.on:
             switch.halt(f"circuit breaker: {reason}")
 
-    order_step = OrderStep(executor=executor, store=store, exposure=exposure, metrics=metrics, alerts=alerts,
-                           clock=clock, on_report=judge)
-    pipeline = Pipeline(cfg, exposure=exposure, markets=catalog, store=store, metrics=metrics, clock=clock,
-                        dispatch=orders.put, detection=detection, halted=switch.is_on)
+    order_step = OrderStep(cfg, executor=executor, store=store, exposure=exposure, markets=catalog, books=books,
+                           metrics=metrics, alerts=alerts, clock=clock, on_report=judge)
+    pipeline = Pipeline(cfg, exposure=exposure, markets=catalog, books=books, store=store, metrics=metrics,
+                        clock=clock, dispatch=orders.put, detection=detection, halted=switch.is_on)
 
     fill_feeds: list[Feed] = list(RtdsFeed.for_config(cfg, detection=detection, on_fill=intake.put, clock=clock,
                                                       metrics=metrics, alerts=alerts))
