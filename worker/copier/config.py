@@ -283,6 +283,23 @@ def _validate(cfg: Config) -> None:
     _require(bool(cfg.store.path), "store.path", "must not be empty")
 
 
+TYPICAL_TICK = 0.01             # the 15-minute markets' tick over most of their range (0.001 only near 0 and 1)
+
+
+def warnings(cfg: Config) -> list[str]:
+    """What a valid configuration implies that an operator may not expect: one line each, no refusal."""
+    e = cfg.execution
+    out = []
+    one_tick_bps = TYPICAL_TICK / 0.5 * 10_000          # one tick at the middle of the price range
+    if e.max_slippage_bps < one_tick_bps and e.max_slippage_ticks < 1:
+        below = min(1.0, TYPICAL_TICK * 10_000 / e.max_slippage_bps) if e.max_slippage_bps else 1.0
+        out.append(f"execution.max_slippage_bps {e.max_slippage_bps} is less than one {TYPICAL_TICK:g} tick at any "
+                   f"price below {below:.2f}: there a BUY never pays more than the source did, and once the level "
+                   f"the source took is gone the order is refused or killed; execution.max_slippage_ticks 1 allows "
+                   f"one tick whatever the price")
+    return out
+
+
 def parse_config(data: object) -> Config:
     cfg: Config = _build(Config, data, "")
     _validate(cfg)

@@ -29,6 +29,7 @@ from gevent.queue import Empty, Full, Queue
 from copier.breaker import CircuitBreaker
 from copier.clock import Clock, LiveClock
 from copier.config import Config, Secrets, polygon_ws
+from copier.config import warnings as config_warnings
 from copier.detection import Detection
 from copier.errors import OperationalError
 from copier.exposure import DAY_S
@@ -187,6 +188,8 @@ class Runtime:
         for task in self.periodic:
             self._spawn(self._every, task)
         log.info("copier started: dry_run=%s halted=%s", self.cfg.execution.dry_run, self.switch.on)
+        for line in config_warnings(self.cfg):
+            log.warning("config: %s", line)
 
     def _spawn(self, fn: Callable[..., object], *args: object) -> None:
         g = self.group.spawn(fn, *args)
