@@ -8,6 +8,7 @@ One pipeline greenlet owns the coalescer and the exposure book, so every risk de
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import signal
@@ -28,7 +29,7 @@ from copier.errors import OperationalError
 from copier.exposure import ExposureBook
 from copier.logs import batch_fields, fill_cid
 from copier.risk import funding_refusals
-from copier.types import Batch, OrderIntent, SourceFill
+from copier.types import Batch, OrderIntent, Skip, SourceFill
 
 log = logging.getLogger("copier.runtime")
 
@@ -217,7 +218,11 @@ class Runtime:
         market = self._market_for(batch)
         # Decided at the coalescer's release instant, as `copier replay` does: the same history gives the same
         # decisions, and the order budget the coalescer kept is what the store records.
-        decision = decide(self.exposure, batch, market, batch.released_at, self.cfg, halted=self.halted)
+        clock_block = self.clock_watch.block_reason(self.clock.monotonic()) if self.clock_watch is not None else None
+        decision = decide(self.exposure, batch, market, batch.released_at, self.cfg,
+                          halted=self.halted or clock_block is not None)
+        if clock_block is not None and not self.halted and isinstance(decision, Skip) and decision.reason == "halted":
+            decision = dataclasses.replace(decision, reason="clock_untrusted", detail=clock_block)
         self.metrics.timing("stage.decide_ms", (self.clock.monotonic() - t0) * 1000)
         fields = {**batch_fields(decision.intent_id, decision.fill_keys), "kind": batch.kind}
         if isinstance(decision, OrderIntent):
