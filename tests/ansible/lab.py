@@ -20,12 +20,14 @@ LAB_INVENTORY = REPO / "inventories" / "lab"
 def _settings() -> dict[str, str]:
     """The lab's names and addresses, from the file the lab scripts source."""
     text = (REPO / "ansible" / "lab" / "settings.sh").read_text()
-    return dict(re.findall(r"^(lab_\w+)=([\w.]+)$", text, re.M))
+    return dict(re.findall(r"^(lab_\w+)=([\w.:]+)$", text, re.M))
 
 
 SETTINGS = _settings()
 LAB_IP = SETTINGS["lab_ip"]
 HOST_IP = SETTINGS["lab_host_ip"]
+LAB_IP6 = SETTINGS["lab_ip6"]
+HOST_IP6 = SETTINGS["lab_host_ip6"]
 VETH = SETTINGS["lab_veth"] + "0"
 
 RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
