@@ -1,6 +1,8 @@
 """Drive the lab host from tests: make targets, provisioning runs, SSH commands, and what the lab leaves behind."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -60,12 +62,46 @@ class Provisioning:
         return tasks
 
 
-def provision(commit: str, *args: str) -> Provisioning:
-    """`make provision INVENTORY=inventories/lab` of the copier at a commit, the vault password from the test's file."""
-    done = make("provision", "INVENTORY=inventories/lab", *args,
+def _extra_vars_file(extra: dict) -> Path:
+    """Extra variables for ansible-playbook as a file (-e @file): typed values, no shell quoting through make."""
+    path = LAB_DIR / f"extra-vars-{hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:12]}.json"
+    path.write_text(json.dumps(extra))
+    return path
+
+
+def provision(commit: str, *args: str, extra: dict | None = None) -> Provisioning:
+    """`make provision INVENTORY=inventories/lab` of the copier at a commit, the vault password from the test's file;
+    args go to ansible-playbook (--check, --tags ...), extra becomes its extra variables."""
+    playbook_args = [*args, *(["-e", f"@{_extra_vars_file(extra)}"] if extra else [])]
+    done = make("provision", "INVENTORY=inventories/lab", f"PROVISION_ARGS={' '.join(playbook_args)}",
                 env={"ANSIBLE_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD_FILE), "ANSIBLE_NOCOLOR": "1",
                      "COPIER_REF": commit})
     return Provisioning(done.returncode, done.stdout + done.stderr)
+
+
+def baseline() -> Provisioning:
+    """ansible/baseline.yml against the lab host: the read-only hardening check an operator runs."""
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(LAB_INVENTORY),
+                           str(REPO / "ansible" / "baseline.yml")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg"),
+                               "ANSIBLE_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD_FILE), "ANSIBLE_NOCOLOR": "1"})
+    return Provisioning(done.returncode, done.stdout + done.stderr)
+
+
+def release_commit(base: str) -> str:
+    """A commit object whose worker/ differs from base's by one module, so it builds another release id; no branch
+    or index of the checkout moves (a temporary index, `git commit-tree`)."""
+    def git(*args: str, stdin: str | None = None, env: dict | None = None) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], input=stdin, capture_output=True, text=True,
+                              check=True, env={**os.environ, **(env or {})}).stdout.strip()
+    index = {"GIT_INDEX_FILE": str(LAB_DIR / "release-index")}
+    git("read-tree", base, env=index)
+    blob = git("hash-object", "-w", "--stdin", stdin="# A release that differs from its parent by this file only.\n")
+    git("update-index", "--add", "--cacheinfo", f"100644,{blob},worker/copier/_lab_release.py", env=index)
+    tree = git("write-tree", env=index)
+    who = {"GIT_AUTHOR_NAME": "lab", "GIT_AUTHOR_EMAIL": "lab@localhost", "GIT_COMMITTER_NAME": "lab",
+           "GIT_COMMITTER_EMAIL": "lab@localhost"}
+    return git("commit-tree", tree, "-p", base, "-m", "lab: another release", env=who)
 
 
 def head_commit() -> str:
@@ -84,11 +120,11 @@ def lab_vault() -> dict[str, str]:
 class LabShell:
     """Commands on the lab host over SSH, as the deploy user, sharing one connection (closed by lab-down)."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = LAB_IP) -> None:
         self.base = ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
                      "-o", f"UserKnownHostsFile={LAB_DIR / 'known_hosts'}", "-o", "ConnectTimeout=5",
                      "-o", f"ControlPath={LAB_DIR}/ssh-%r@%h:%p", "-o", "ControlMaster=auto", "-o", "ControlPersist=60",
-                     "-i", str(LAB_DIR / "id_ed25519"), f"deploy@{LAB_IP}"]
+                     "-i", str(LAB_DIR / "id_ed25519"), f"deploy@{address}"]
 
     def run(self, command: str, *, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([*self.base, command], input=input, capture_output=True, text=True, timeout=timeout)
@@ -102,10 +138,48 @@ class LabShell:
     def sudo(self, command: str, **kw) -> str:
         return self.out(f"sudo sh -c {shlex.quote(command)}", **kw)
 
+    def fingerprint(self) -> dict[str, str]:
+        """Hashes of everything provisioning could change: /etc, /opt, /usr/local and the deploy user's keys (paths,
+        modes, owners, contents), installed packages, running services, the nftables rules (without the SSH meter's
+        dynamic entries) and the kernel settings the roles manage."""
+        names = [s["name"] for role in ("net_tuning", "hardening")
+                 for s in yaml.safe_load((REPO / f"roles/{role}/defaults/main.yml").read_text())[f"{role}_sysctls"]]
+        return json.loads(self.sudo(f"python3 - {' '.join(names)}", input=FINGERPRINT))
+
     def program_state(self, name: str) -> tuple[str, str]:
         """(state, rest) of a supervisord program, e.g. ("RUNNING", "pid 123, uptime 0:01:02")."""
         parts = self.run(f"sudo supervisorctl status {name}").stdout.split(None, 2)
         return (parts[1] if len(parts) > 1 else "", parts[2].strip() if len(parts) > 2 else "")
+
+
+FINGERPRINT = r"""
+import hashlib, json, os, subprocess, sys
+
+def tree(root):
+    h = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(f"{p} {st.st_mode:o} {st.st_uid} {st.st_gid}".encode())
+            if os.path.islink(p):
+                h.update(os.readlink(p).encode())
+            elif os.path.isfile(p):
+                with open(p, "rb") as f:
+                    h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+def run(*cmd):
+    return hashlib.sha256(subprocess.run(cmd, capture_output=True).stdout).hexdigest()
+
+out = {r: tree(r) for r in ("/etc", "/opt", "/usr/local", "/home/deploy/.ssh") if os.path.exists(r)}
+out["packages"] = run("dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\n")
+out["services"] = run("systemctl", "list-units", "--type=service", "--state=running", "--no-legend", "--plain")
+out["nftables"] = run("nft", "-t", "list", "ruleset") if os.path.exists("/usr/sbin/nft") else "none"
+out["sysctl"] = run("sysctl", "-e", *sys.argv[1:])
+print(json.dumps(out))
+"""
 
 
 def _links(paths) -> set[str]:

@@ -2,6 +2,7 @@
 offline lab's package cache, metric names that exist in the copier, and deployment templates the copier accepts."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -14,7 +15,9 @@ from lab import LAB_IP, REPO, VAULT_PASSWORD_FILE
 
 ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
 MODULE_KEYS = {"name", "when", "loop", "loop_control", "notify", "listen", "register", "no_log", "become",
-               "become_user", "changed_when", "failed_when", "tags", "vars", "delegate_to", "run_once"}
+               "become_user", "changed_when", "failed_when", "tags", "vars", "delegate_to", "run_once", "args",
+               "check_mode"}
+SITE = yaml.safe_load((REPO / "ansible/site.yml").read_text())
 
 
 def role_tasks(role: Path) -> list[tuple[str, dict]]:
@@ -42,6 +45,61 @@ def test_role_has_documented_defaults_tasks_and_meta(role):
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_argument_spec_covers_every_default(role):
+    """A wrong variable fails before any change only if the spec names every variable the role takes."""
+    spec = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
+    assert set(spec) == set(defaults)
+    assert all(option.get("description") and option.get("type") for option in spec.values())
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_defaults_satisfy_their_argument_spec(role):
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    spec = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    # Values that are Jinja expressions are rendered before Ansible validates them; the literal ones are checked here.
+    literal = {k: v for k, v in yaml.safe_load((role / "defaults/main.yml").read_text()).items()
+               if "{{" not in yaml.safe_dump(v)}
+    result = ArgumentSpecValidator(spec).validate(literal)
+    assert result.error_messages == []
+
+
+@pytest.mark.parametrize("role, variables, named", [
+    ("base", {"base_ssh_port": "twenty-two"}, "base_ssh_port"),
+    ("copier", {"copier_settings": {"dry_run": "maybe"}}, "dry_run"),
+    ("time_sync", {"time_sync_auth_select_mode": "mixed"}, "time_sync_auth_select_mode"),
+    ("hardening", {"hardening_sysctls": [{"name": "kernel.dmesg_restrict", "value": "1"}]}, "why"),
+])
+def test_role_argument_spec_rejects_a_wrong_variable(role, variables, named):
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    spec = yaml.safe_load((REPO / f"roles/{role}/meta/argument_specs.yml").read_text())["argument_specs"]["main"]
+    errors = ArgumentSpecValidator(spec["options"]).validate(variables).error_messages
+    assert errors and named in " ".join(errors)
+
+
+def test_site_validates_every_role_before_any_role_runs_and_tags_each():
+    play = SITE[0]
+    roles = [entry["role"] for entry in play["roles"]]
+    assert sorted(roles) == sorted(p.name for p in ROLES)
+    assert all(entry["tags"] == [entry["role"]] for entry in play["roles"])
+    validate = [t for t in play["pre_tasks"] if "ansible.builtin.validate_argument_spec" in t]
+    assert validate and validate[0]["loop"] == roles and validate[0]["tags"] == ["always"]
+    assert play["gather_facts"] is False
+
+
+def test_ansible_config_runs_handlers_of_a_failed_run():
+    config = (REPO / "ansible/ansible.cfg").read_text()
+    assert re.search(r"^force_handlers = True$", config, re.M)
+
+
+def test_baseline_playbook_is_valid():
+    check = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", str(REPO / "inventories/production"),
+                            str(REPO / "ansible/baseline.yml"), "--syntax-check"], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible/ansible.cfg")})
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
 def test_role_variables_in_use_are_defined(role):
     """A misspelt role variable in a task or template is an undefined-variable failure on a real host."""
     defined = set()
@@ -49,6 +107,9 @@ def test_role_variables_in_use_are_defined(role):
         if (role / f).is_file():
             defined |= set(yaml.safe_load((role / f).read_text()))
     defined |= {v for _, t in role_tasks(role) for v in [t.get("register")] if v}
+    # Facts a task sets, and a task's own vars.
+    defined |= {k for _, t in role_tasks(role) for k in (t.get("ansible.builtin.set_fact") or {})}
+    defined |= {k for _, t in role_tasks(role) for k in (t.get("vars") or {})}
     defined |= set(yaml.safe_load((role / "vars/main.yml").read_text()).get(f"{role.name}_vault_names", [])
                    if (role / "vars/main.yml").is_file() else [])
     sources = [*role.glob("tasks/*.yml"), *role.glob("handlers/*.yml"), *role.glob("templates/*.j2")]
@@ -62,12 +123,12 @@ def test_role_variables_in_use_are_defined(role):
 def _renders_secrets(module: str, args) -> bool:
     if not isinstance(args, dict):
         args = {"_raw": args}
-    if module in ("ansible.builtin.template", "ansible.builtin.copy"):
-        touched = f"{args.get('src', '')} {args.get('dest', '')}"
-        if "copier.env" in touched:
-            return True
-    # A Jinja expression that reads a vault value (the list of the vault's variable names is not one).
-    return bool(re.search(r"\{\{[^}]*?\b\w+_vault_(?!names\b)\w+", yaml.safe_dump(args)))
+    text = yaml.safe_dump(args)
+    # The secrets file written or copied, or its template rendered (a lookup feeding it to a command counts too).
+    if module in ("ansible.builtin.template", "ansible.builtin.copy") and "copier.env" in text or "copier.env.j2" in text:
+        return True
+    # Any expression that reads a vault value (the list of the vault's variable names is not one).
+    return bool(re.search(r"\b\w+_vault_(?!names\b)\w+", text))
 
 
 def test_every_task_that_renders_or_moves_a_secret_has_no_log():
