@@ -140,8 +140,8 @@ class LabShell:
 
     def fingerprint(self) -> dict[str, str]:
         """Hashes of everything provisioning could change: /etc, /opt, /usr/local and the deploy user's keys (paths,
-        modes, owners, contents), installed packages, running services, the nftables rules (without the SSH meter's
-        dynamic entries) and the kernel settings the roles manage."""
+        modes, owners, contents), installed packages, enabled units and the roles' services, the nftables rules
+        (without the SSH meter's dynamic entries) and the kernel settings the roles manage."""
         names = [s["name"] for role in ("net_tuning", "hardening")
                  for s in yaml.safe_load((REPO / f"roles/{role}/defaults/main.yml").read_text())[f"{role}_sysctls"]]
         return json.loads(self.sudo(f"python3 - {' '.join(names)}", input=FINGERPRINT))
@@ -175,7 +175,9 @@ def run(*cmd):
 
 out = {r: tree(r) for r in ("/etc", "/opt", "/usr/local", "/home/deploy/.ssh") if os.path.exists(r)}
 out["packages"] = run("dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\n")
-out["services"] = run("systemctl", "list-units", "--type=service", "--state=running", "--no-legend", "--plain")
+# Enabled units and the roles' services (timer-driven jobs such as apt-daily come and go by themselves).
+out["services"] = run("sh", "-c", "systemctl list-unit-files --state=enabled --no-legend --no-pager; "
+                      "systemctl is-active ssh chrony nftables netdata supervisor")
 out["nftables"] = run("nft", "-t", "list", "ruleset") if os.path.exists("/usr/sbin/nft") else "none"
 out["sysctl"] = run("sysctl", "-e", *sys.argv[1:])
 print(json.dumps(out))

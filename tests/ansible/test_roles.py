@@ -155,6 +155,8 @@ def test_lab_root_carries_every_package_a_role_installs():
     needed = set()
     for role in ROLES:
         defaults = yaml.safe_load((role / "defaults/main.yml").read_text()) or {}
+        if (role / "vars/main.yml").is_file():
+            defaults.update(yaml.safe_load((role / "vars/main.yml").read_text()))
         for _, task in role_tasks(role):
             module, args = module_of(task)
             if module == "ansible.builtin.apt":
