@@ -547,13 +547,13 @@ def test_kill_switch_holds_through_a_run_that_changes_the_copiers_supervisor_set
     assert shell.sudo("supervisorctl stop copier").strip() == "copier: stopped"
     # Drained and exited by itself (exit 0 after SIGTERM), inside stopwaitsecs: not killed.
     assert "stopped: copier (exit status 0)" in shell.sudo("tail -n 20 /var/log/supervisor/supervisord.log")
-    _stays_stopped(shell, 4)
+    _stays_stopped(shell, 3)
 
     run = provision(commit, "--tags", "copier", extra={"copier_stop_wait_s": 25})
     assert run.returncode == 0, run.output[-3000:]
     assert "copier is STOPPED (kill switch): left stopped" in run.output
     assert "stopwaitsecs=25" in shell.out("cat /etc/supervisor/conf.d/copier.conf")
-    _stays_stopped(shell, 4)
+    _stays_stopped(shell, 3)
     # Starting it again is the operator's move, and it takes the new definition with it.
     shell.sudo("supervisorctl update copier")
     eventually(lambda: shell.program_state("copier")[0] == "RUNNING", timeout=30, what="copier RUNNING")

@@ -183,6 +183,16 @@ def test_parse_geoblock_any_json_is_a_verdict_only_with_a_boolean_blocked(value)
     assert all(ch.isprintable() and len(v) <= 64 for v in (g.ip, g.country, g.region) for ch in v)
 
 
+def test_parse_geoblock_deep_nesting_is_refused_in_a_process_with_the_copiers_recursion_limit():
+    """The copier imports py_ecc, which raises the recursion limit to 100000: json would overflow the C stack."""
+    code = ("import sys, copier.executor, copier.probe as p\n"
+            "assert sys.getrecursionlimit() >= 100000\n"
+            "try:\n    p.parse_geoblock(200, b'{\"blocked\": false, \"x\": ' + b'[' * 100000 + b']' * 100000 + b'}')\n"
+            "except p.GeoblockError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "the answer is nested too deeply", done
+
+
 def test_parse_geoblock_control_characters_are_stripped_from_the_words():
     g = parse_geoblock(200, json.dumps({"blocked": False, "ip": "1.2.3.4\nFAKE: ok", "country": "N\x1bL"}).encode())
     assert g.ip == "1.2.3.4FAKE: ok" and g.country == "NL" and g.region == ""

@@ -22,6 +22,10 @@ DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 TLS_SCHEMES = ("https", "wss")
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_REDIRECTS = 3
+# The answer is one flat object. Nesting is refused before parsing: the process runs with a raised recursion limit
+# (py_ecc sets 100000 on import), where a deeply nested document overflows the C stack inside json instead of
+# raising RecursionError.
+MAX_BRACKETS = 32
 EXIT_UNREACHABLE = 1
 EXIT_BLOCKED = 3     # the venue refuses this host (or could not be asked): never trade live from here
 
@@ -185,6 +189,8 @@ def parse_geoblock(status: int, body: bytes) -> Geoblock:
     """The documented answer shape, or GeoblockError: anything unexpected is never read as "not blocked"."""
     if status != 200:
         raise GeoblockError(f"HTTP {status}")
+    if body.count(b"[") + body.count(b"{") > MAX_BRACKETS:
+        raise GeoblockError("the answer is nested too deeply")
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
