@@ -247,3 +247,18 @@ def test_deployment_templates_render_a_config_the_copier_accepts(inventory, tmp_
 
 def _render_text(text: str, variables: dict) -> str:
     return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(text).render(**variables)
+
+
+@pytest.mark.parametrize("dsn, accepted", [
+    ("https://5e2a9c71d04b4f3e8a61c2d7b9f0e314@o123.ingest.sentry.io/4505", True),
+    ("http://5e2a9c71d04b4f3e8a61c2d7b9f0e314@127.0.0.1:18009/1", True),
+    ("https://public:secret@sentry.example.com/7", True),
+    ("", False),
+    ("https://sentry.example.com/7", False),
+    ("not a dsn", False),
+    ("https://key@sentry.example.com/", False),
+])
+def test_copier_role_accepts_only_a_sentry_dsn(dsn, accepted):
+    """Without a DSN, restarts, halts and an untrusted clock alert nobody: the role refuses to deploy one."""
+    shape = yaml.safe_load((REPO / "roles/copier/vars/main.yml").read_text())["copier_sentry_dsn_shape"]
+    assert bool(re.match(shape, dsn)) is accepted
