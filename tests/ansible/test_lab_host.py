@@ -368,9 +368,10 @@ def test_untrusted_clock_alerts_at_once_and_refuses_new_orders_past_the_limit(sh
     first = min(t for t, m in alerts if "chronyd is not synchronised" in m and t >= started)
     refused = min(t for t, m in alerts if "new orders refused" in m and t >= started)
     # Alerted at the first reading, which the copier makes as it starts (well inside one check interval of start-up
-    # work); the refusal alerted when the limit passed, counted from that first reading.
+    # work); the refusal alerted when the limit passed, counted from the start of that first reading (the alert
+    # itself went out once chronyc had answered, a fraction of a second later).
     assert first - started <= interval + 10, f"clock alert {first - started:.1f}s after the copier started"
-    assert limit <= refused - first <= limit + 2, f"refusal alerted {refused - first:.1f}s after the first alert"
+    assert limit - 1 <= refused - first <= limit + 2, f"refusal alerted {refused - first:.1f}s after the first alert"
     # A new source trade now is refused for the clock, and recorded so.
     before = json.loads(shell.out(f"{COPIER} report --config /etc/copier/copier.yaml --json"))
     _source_fill(shell, "Down")
