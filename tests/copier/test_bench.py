@@ -3,7 +3,7 @@ scenarios fire, where a profile sample is attributed, how StatsD lines are read.
 import socket
 import time
 
-from copier.bench import (StatsdRecorder, _most_in_2s, plan_bursts, plan_mixed, plan_trickle, profile_summary,
+from polylab.bench import (StatsdRecorder, _most_in_2s, plan_bursts, plan_mixed, plan_trickle, profile_summary,
                           sustained_ok)
 from helpers import T0
 

@@ -166,7 +166,8 @@ def _four_feeds(makers: list[tuple[float, float]], side: str, other_outcome: tup
     row = {"proxy_wallet": SOURCE, "side": side, "token_id": str(TOKEN_UP), "condition_id": META.condition_id,
            "size": round(taker.size, 6), "price": round(taker.price, 6), "timestamp": 1_795_000_000,
            "transaction_hash": TX, "outcome": "Up", "outcome_index": 0}
-    logs = [decode_order_filled({**log, "transactionHash": TX, "blockTimestamp": "0x1"}, SOURCE) for log in s.logs[:-1]]
+    logs = [decode_order_filled({**log, "transactionHash": TX, "blockTimestamp": hex(1_795_000_000)}, SOURCE)
+            for log in s.logs[:-1]]
     [log_fill] = [cf for cf in logs if cf is not None]
     [mem_fill] = decode_match_orders({"hash": TX, "to": s.exchange, "input": s.calldata}, SOURCE)
     return [(f"rtds-a#1:{Feed.RTDS_TRADES.value}", rtds[0]), ("data_api#1", parse_data_api_trade(row, RECV)),
@@ -203,7 +204,9 @@ def test_any_simulated_match_keeps_one_identity_across_feeds(levels, side, seed)
        st.integers(0, 10_000))
 def test_any_arrival_order_over_four_feeds_admits_each_fill_once(specs, seed):
     """Fills of two transactions (equal ones included); each feed rounds the price its own way and delivers in its
-    own order; the logs feed also redelivers one block's fill after a reorg."""
+    own order; the logs feed also redelivers one block's fill after a reorg. What is admitted adds up to what the
+    source traded in each transaction, once (a fill may be admitted in parts when feeds deliver a transaction's fills
+    in different orders: the first feed's 1-share fill, then the excess of another feed's 2-share one)."""
     rng = random.Random(seed)
     truth = [(f"0x{tx:064x}", p / 100 + 0.0013, float(size)) for tx, p, size in specs]
     base = _four_feeds([(0.5, 1.0)], "BUY")[0][1]
@@ -222,5 +225,7 @@ def test_any_arrival_order_over_four_feeds_admits_each_fill_once(specs, seed):
     reorged = [(s.replace("block1", "block2"), f) for s, f in deliveries if "block1" in s]
     rng.shuffle(deliveries)
     d = Deduper()
-    admitted = [i.dedupe_key for s, f in deliveries + reorged if (i := d.admit(f, s)) is not None]
-    assert len(admitted) == len(truth) == len(set(admitted))
+    admitted = [i for s, f in deliveries + reorged if (i := d.admit(f, s)) is not None]
+    assert len({i.dedupe_key for i in admitted}) == len(admitted)
+    for tx in {t for t, _, _ in truth}:
+        assert abs(sum(i.size for i in admitted if i.tx_hash == tx) - sum(q for t, _, q in truth if t == tx)) < 1e-6

@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import pytest
 
-from copier.chain import ChainLogFeed, MempoolFeed, pad_topic
+from copier.chain import ChainLogFeed, MempoolFeed, RpcAnswer, pad_topic
 from copier.clock import FakeClock
 from copier.config import Config, FeedsConfig
 from copier.decision import decide
@@ -12,7 +12,7 @@ from copier.detection import CONFIRMED, PENDING, REMOVED, RETRACTED, Confirmatio
 from copier.exposure import ExposureBook
 from copier.metrics import NullMetrics
 from copier.report import build_report, render_text
-from copier.store import Store, db
+from copier.store import MIGRATIONS, Store
 from copier.types import Batch, Feed
 from helpers import T0, fill, market
 
@@ -75,9 +75,9 @@ def test_mempool_first_triggers_and_rtds_only_confirms(det, clock, store):
     # Arrange
     f = fill(1, t=T0 + 0.35)
     # Act
-    first = det.admit(_seen(f, MEMPOOL, clock), f"chain-mempool:{f.tx_hash}", "0")
+    first = det.sight(_seen(f, MEMPOOL, clock), f"chain-mempool:{f.tx_hash}", "0")
     clock.advance(1.4)
-    again = det.admit(_seen(f, RTDS, clock, match_ts=T0), "rtds-a#1:rtds.trades")
+    again = det.sight(_seen(f, RTDS, clock, match_ts=T0), "rtds-a#1:rtds.trades")
     clock.advance(30)
     det.step()
     # Assert
@@ -92,8 +92,8 @@ def test_mempool_first_triggers_and_rtds_only_confirms(det, clock, store):
 
 def test_a_mempool_fill_nobody_confirms_is_retracted_and_alerted_only_when_copied(det, clock, store, alerts):
     copied, ignored = fill(1), fill(2)
-    a = det.admit(_seen(copied, MEMPOOL, clock), "m:1", "0")
-    b = det.admit(_seen(ignored, MEMPOOL, clock), "m:2", "0")
+    a = det.sight(_seen(copied, MEMPOOL, clock), "m:1", "0")
+    b = det.sight(_seen(ignored, MEMPOOL, clock), "m:2", "0")
     _copy(store, a)
     clock.advance(9.9)
     det.step()
@@ -108,10 +108,10 @@ def test_a_mempool_fill_nobody_confirms_is_retracted_and_alerted_only_when_copie
 
 def test_a_late_confirmation_reinstates_a_retracted_mempool_fill_without_a_second_admission(det, clock, store):
     f = fill(1)
-    a = det.admit(_seen(f, MEMPOOL, clock), "m:1", "0")
+    a = det.sight(_seen(f, MEMPOOL, clock), "m:1", "0")
     clock.advance(11)
     det.step()
-    assert det.admit(_seen(f, RTDS, clock), "rtds-a#1:rtds.trades") is None
+    assert det.sight(_seen(f, RTDS, clock), "rtds-a#1:rtds.trades") is None
     det.step()
     assert det.track(a.dedupe_key).status == CONFIRMED
     assert [kind for _, kind, _, _ in _events(store)] == ["retracted", "reinstated"]
@@ -119,12 +119,12 @@ def test_a_late_confirmation_reinstates_a_retracted_mempool_fill_without_a_secon
 
 def test_a_reorged_log_reincluded_in_another_block_is_the_same_fill(det, clock, store):
     f = fill(1)
-    a = det.admit(_seen(f, LOGS, clock), "chain-logs:0xblockA", "3")
+    a = det.sight(_seen(f, LOGS, clock), "chain-logs:0xblockA", "3")
     clock.advance(2)
     det.removed(_seen(f, LOGS, clock))
     assert det.track(a.dedupe_key).status == REMOVED
     clock.advance(2)
-    assert det.admit(_seen(f, LOGS, clock), "chain-logs:0xblockB", "0") is None
+    assert det.sight(_seen(f, LOGS, clock), "chain-logs:0xblockB", "0") is None
     clock.advance(20)
     det.step()
     assert det.track(a.dedupe_key).status == CONFIRMED
@@ -133,8 +133,8 @@ def test_a_reorged_log_reincluded_in_another_block_is_the_same_fill(det, clock, 
 
 def test_a_copied_fill_reorged_out_for_good_is_retracted_and_alerted(det, clock, store, alerts):
     f = fill(1)
-    a = det.admit(_seen(f, LOGS, clock), "chain-logs:0xblockA", "3")
-    det.admit(_seen(f, RTDS, clock), "rtds-a#1:rtds.trades")
+    a = det.sight(_seen(f, LOGS, clock), "chain-logs:0xblockA", "3")
+    det.sight(_seen(f, RTDS, clock), "rtds-a#1:rtds.trades")
     _copy(store, a)
     det.removed(_seen(f, LOGS, clock))
     clock.advance(4.9)
@@ -151,8 +151,8 @@ def test_not_mined_is_judged_only_when_the_logs_feed_was_live_before_the_match(d
     det.logs_live_since = lambda: live["since"]
     mined, unmined, early = fill(1, t=T0), fill(2, t=T0), fill(3, t=T0 - 60)
     for f in (mined, unmined, early):
-        det.admit(_seen(f, RTDS, clock), "rtds-a#1:rtds.trades")
-    det.admit(_seen(mined, LOGS, clock), "chain-logs:0xblockA", "0")
+        det.sight(_seen(f, RTDS, clock), "rtds-a#1:rtds.trades")
+    det.sight(_seen(mined, LOGS, clock), "chain-logs:0xblockA", "0")
     clock.advance(11)
     det.step()
     assert _events(store) == []                       # logs feed down: no verdict
@@ -168,15 +168,15 @@ def _batch(kind, *fills):
 
 def test_unconfirmed_fills_lead_but_trailing_batches_wait_for_their_confirmation(det, clock):
     gate = ConfirmationGate(det, may_trigger=True)
-    lead = det.admit(_seen(fill(1), MEMPOOL, clock), "m:1", "0")
-    trail = [det.admit(_seen(fill(n), MEMPOOL, clock), f"m:{n}", "0") for n in (2, 3)]
-    assert gate.admit(_batch("leading", lead)) is not None
-    assert gate.admit(_batch("trailing", *trail)) is None and gate.parked() == 1
+    lead = det.sight(_seen(fill(1), MEMPOOL, clock), "m:1", "0")
+    trail = [det.sight(_seen(fill(n), MEMPOOL, clock), f"m:{n}", "0") for n in (2, 3)]
+    assert gate.pass_or_park(_batch("leading", lead)) is not None
+    assert gate.pass_or_park(_batch("trailing", *trail)) is None and gate.parked() == 1
     clock.advance(1.3)
-    det.admit(_seen(fill(2), RTDS, clock), "rtds-a#1:rtds.trades")
+    det.sight(_seen(fill(2), RTDS, clock), "rtds-a#1:rtds.trades")
     assert gate.due(clock.now()) == []                 # fill 3 still pending
     clock.advance(0.2)
-    det.admit(_seen(fill(3), LOGS, clock), "chain-logs:0xb", "0")
+    det.sight(_seen(fill(3), LOGS, clock), "chain-logs:0xb", "0")
     [out] = gate.due(clock.now())
     assert [f.dedupe_key for f in out.fills] == [f.dedupe_key for f in trail]
     assert [(f.confirmed, f.feed, f.recv_ns) for f in out.fills] == [
@@ -186,9 +186,9 @@ def test_unconfirmed_fills_lead_but_trailing_batches_wait_for_their_confirmation
 
 def test_without_mempool_triggering_even_the_leading_batch_waits_and_retractions_drop_out(det, clock):
     gate = ConfirmationGate(det, may_trigger=False)
-    kept, dropped = (det.admit(_seen(fill(n), MEMPOOL, clock), f"m:{n}", "0") for n in (1, 2))
-    assert gate.admit(_batch("leading", kept, dropped)) is None
-    det.admit(_seen(fill(1), RTDS, clock), "rtds-a#1:rtds.trades")
+    kept, dropped = (det.sight(_seen(fill(n), MEMPOOL, clock), f"m:{n}", "0") for n in (1, 2))
+    assert gate.pass_or_park(_batch("leading", kept, dropped)) is None
+    det.sight(_seen(fill(1), RTDS, clock), "rtds-a#1:rtds.trades")
     clock.advance(11)
     det.step()
     [out] = gate.due(clock.now())
@@ -197,8 +197,8 @@ def test_without_mempool_triggering_even_the_leading_batch_waits_and_retractions
 
 def test_a_batch_whose_fills_are_all_retracted_is_never_decided(det, clock):
     gate = ConfirmationGate(det, may_trigger=True)
-    f = det.admit(_seen(fill(1), MEMPOOL, clock), "m:1", "0")
-    assert gate.admit(_batch("trailing", f)) is None
+    f = det.sight(_seen(fill(1), MEMPOOL, clock), "m:1", "0")
+    assert gate.pass_or_park(_batch("trailing", f)) is None
     clock.advance(11)
     det.step()
     assert gate.due(clock.now()) == [] and gate.parked() == 0
@@ -209,15 +209,15 @@ def test_report_shows_first_share_lag_per_feed_and_retracted_copies(det, clock, 
     # Arrange: three fills matched at T0 + 0.35 (the clock is at T0 + 1); the mempool is 0.65 s late, RTDS (whole
     # seconds) 2.0 s, logs 2.2 s; the third is never confirmed.
     fills = [fill(n, t=T0 + 0.35) for n in (1, 2, 3)]
-    admitted = [det.admit(_seen(f, MEMPOOL, clock), f"m:{n}", "0") for n, f in enumerate(fills)]
+    admitted = [det.sight(_seen(f, MEMPOOL, clock), f"m:{n}", "0") for n, f in enumerate(fills)]
     keys = [a.dedupe_key for a in admitted]
     _copy(store, admitted[2])
     clock.advance(1.35)
     for f in fills[:2]:
-        det.admit(_seen(f, RTDS, clock, match_ts=T0), "rtds-a#1:rtds.trades")
+        det.sight(_seen(f, RTDS, clock, match_ts=T0), "rtds-a#1:rtds.trades")
     clock.advance(0.2)
     for f in fills[:2]:
-        det.admit(_seen(f, LOGS, clock, match_ts=T0), "chain-logs:0xb", str(f.tx_hash[-1]))
+        det.sight(_seen(f, LOGS, clock, match_ts=T0), "chain-logs:0xb", str(f.tx_hash[-1]))
     clock.advance(10)
     det.step()
     # Act
@@ -241,13 +241,13 @@ def test_migration_2_upgrades_a_version_1_store_in_place(tmp_path):
     s = Store.open(path)
     f = fill(1)
     _copy(s, f)
-    db.execute_sql("DROP TABLE sightings")
-    db.execute_sql("DROP TABLE fill_events")
-    db.execute_sql("PRAGMA user_version = 1")
+    s.db.execute_sql("DROP TABLE sightings")
+    s.db.execute_sql("DROP TABLE fill_events")
+    s.db.execute_sql("PRAGMA user_version = 1")
     s.close()
     s = Store.open(path)
     try:
-        assert db.execute_sql("PRAGMA user_version").fetchone()[0] == 2
+        assert s.db.execute_sql("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert s.copy_of(f.dedupe_key)["status"] == "MATCHED"
         s.record_sightings([{"dedupe_key": f.dedupe_key, "feed": RTDS, "stream": "s", "recv_ns": 1, "match_ts": 1.0,
                              "first": True}])
@@ -278,8 +278,8 @@ def _feed(cls, det, clock, catalog=None):
 
 def test_a_malformed_chain_message_is_counted_and_skipped(det, clock):
     feed, got = _feed(ChainLogFeed, det, clock)
-    feed._guarded({"topics": "nope"}, clock.now_ns())
-    feed._guarded(["not", "a", "log"], clock.now_ns())
+    feed._guarded(feed.on_result, {"topics": "nope"}, clock.now_ns())
+    feed._guarded(feed.on_result, ["not", "a", "log"], clock.now_ns())
     assert feed.malformed == 2 and got == []
 
 
@@ -296,7 +296,7 @@ def test_a_log_on_an_unknown_market_only_confirms_and_is_retried(det, clock):
            "logIndex": "0x0", "removed": False}
     feed.on_result(log, clock.now_ns())
     assert got == [] and len(feed._unresolved) == 1 and list(det._tracks) == []
-    det.admit(replace(fill(1, tx="0x" + "ab" * 32, asset="1111"), size=10.0, price=0.5), "rtds-a#1:rtds.trades")
+    det.sight(replace(fill(1, tx="0x" + "ab" * 32, asset="1111"), size=10.0, price=0.5), "rtds-a#1:rtds.trades")
     feed._retry_unresolved()
     assert got == [] and len(feed._unresolved) == 0 and det.track(next(iter(det._tracks))).mined
 
@@ -304,13 +304,13 @@ def test_a_log_on_an_unknown_market_only_confirms_and_is_retried(det, clock):
 def test_a_node_whose_head_stops_moving_is_left_for_another_connection(det, clock):
     feed, _ = _feed(MempoolFeed, det, clock)
     watchdog = feed.cfg.feeds.data_watchdog_s
-    assert not feed._head_stalled({"id": 2, "result": "0x10"})
+    assert not feed._head_stalled(RpcAnswer(2, "0x10", ""))
     clock.advance(watchdog - 1)
-    assert not feed._head_stalled({"id": 2, "result": "0x10"})
-    assert not feed._head_stalled({"id": 2, "result": "0x11"})             # it moved: the clock restarts
+    assert not feed._head_stalled(RpcAnswer(2, "0x10", ""))
+    assert not feed._head_stalled(RpcAnswer(2, "0x11", ""))             # it moved: the clock restarts
     clock.advance(watchdog + 1)
-    assert feed._head_stalled({"id": 2, "result": "0x11"})
-    assert not feed._head_stalled({"id": 2, "result": None}) and feed.malformed == 1
+    assert feed._head_stalled(RpcAnswer(2, "0x11", ""))
+    assert not feed._head_stalled(RpcAnswer(2, None, "")) and feed.malformed == 1
 
 
 def test_an_unexpected_failure_on_one_message_never_kills_the_feed(det, clock):
@@ -320,7 +320,55 @@ def test_an_unexpected_failure_on_one_message_never_kills_the_feed(det, clock):
     wallet = Config().copy.source_wallet
     feed, got = _feed(MempoolFeed, Exploding(), clock)
     from test_chain import _match_tx, _order
-    tx = _match_tx(_order(wallet, 1111, 5_000_000, 10_000_000, 0), [_order("0x" + "a1" * 20, 1111, 10_000_000,
-                                                                           5_000_000, 1)], 5_000_000, [10_000_000])
-    feed._guarded(tx, clock.now_ns())
+    now_ms = int(clock.now() * 1000)
+    tx = _match_tx(_order(wallet, 1111, 5_000_000, 10_000_000, 0, now_ms),
+                   [_order("0x" + "a1" * 20, 1111, 10_000_000, 5_000_000, 1, now_ms)], 5_000_000, [10_000_000])
+    feed._guarded(feed.on_result, tx, clock.now_ns())
     assert feed.metrics.counts["feed.chain-mempool.errors"] == 1 and got == [] and feed.malformed == 0
+
+
+def test_an_aggregated_feed_a_per_maker_feed_and_a_replaced_transaction_copy_each_source_fill_once(det, clock):
+    """The source takes 30 shares from three makers (10 each) in one transaction. The mempool sees it, then its
+    gas-bumped replacement; the logs show the replacement's aggregate; RTDS and the Data API show a row per maker.
+    Decided as the pipeline decides: one copy of 30 shares."""
+    import json
+    from copier.coalescer import Coalescer
+    from copier.schemas import parse_data_api_trade, parse_rtds_frame
+    from test_chain import _match_tx, _order, _order_filled_log
+    wallet = Config().copy.source_wallet
+    ts_ms = int(T0 * 1000)
+    makers = [_order("0x" + f"a{k}" * 20, 1111, 10_000_000, 5_000_000, 1, ts=ts_ms) for k in range(1, 4)]
+    pending = _match_tx(_order(wallet, 1111, 15_000_000, 30_000_000, 0, ts=ts_ms), makers, 15_000_000,
+                        [10_000_000] * 3)
+    original, replacement = pending["hash"], "0x" + "bc" * 32
+    pending.update(nonce="0x7")
+    mempool, got = _feed(MempoolFeed, det, clock)
+    logs, got_logs = _feed(ChainLogFeed, det, clock)
+    mempool.on_result(pending, clock.now_ns())
+    clock.advance(0.4)
+    mempool.on_result({**pending, "hash": replacement, "maxPriorityFeePerGas": "0x77359400"}, clock.now_ns())
+    clock.advance(0.8)
+    log = _order_filled_log(wallet, "0xe111180000d2663c0091e4f400237545b87b996b", 0, 1111, 15_000_000, 30_000_000, 0,
+                            tx=replacement)
+    logs.on_result({**log, "blockTimestamp": hex(int(T0))}, clock.now_ns())
+    rows = [{"proxyWallet": wallet, "side": "BUY", "asset": "1111", "conditionId": market().condition_id,
+             "size": 10, "price": 0.5, "timestamp": int(T0), "outcome": "Up", "outcomeIndex": 0,
+             "transactionHash": replacement, "maker": k} for k in range(3)]
+    for row in rows:
+        frame = json.dumps({"topic": "activity", "type": "trades", "timestamp": 1, "payload": row})
+        [f], frame_id = parse_rtds_frame(frame, wallet, clock.now_ns())
+        got += [a] if (a := det.sight(f, "rtds-a#1:rtds.trades", frame_id)) else []
+    for row in rows:
+        got += [a] if (a := det.sight(parse_data_api_trade(row, clock.now_ns()), "data_api#1")) else []
+    admitted = got + got_logs
+    assert sum(f.size for f in admitted) == 30.0 and {f.tx_hash for f in admitted} == {original}
+    # the pipeline's decisions on what was admitted
+    coalescer, book = Coalescer(Config().copy), ExposureBook()
+    orders = []
+    for f in admitted:
+        for b in coalescer.add(f, f.match_ts):
+            orders.append(decide(book, b, market(), b.released_at, Config()))
+    for b in coalescer.flush(T0 + 10):
+        orders.append(decide(book, b, market(), b.released_at, Config()))
+    assert sum(o.size for o in orders) == 30.0
+    assert det.track(admitted[0].dedupe_key).status == CONFIRMED

@@ -115,7 +115,8 @@ def test_caps_are_never_exceeded_whatever_the_sequence(events):
                 book.settle(d.intent_id, d.size, d.price_cap)
         for mm in markets:
             assert book.market_notional(mm.condition_id) <= 60 + 1e-6
-        assert book.window_notional(T0 + dt) <= 100 + 1e-6
+        assert book.rolling_notional(T0 + dt) <= 100 + 1e-6
+        assert all(book.market_window_notional(mm.end_ts) <= 100 + 1e-6 for mm in markets)
         assert book.day_notional(T0 + dt) <= 150 + 1e-6
 
 

@@ -42,7 +42,7 @@ def test_memory_is_bounded():
     d = Deduper(capacity=100)
     for i in range(1000):
         d.admit(fill(i), "s")
-    assert len(d._admitted) <= 100 and len(d._claims) <= 100
+    assert len(d._admitted) <= 100 and len(d._claims) <= 100 and len(d._delivered) <= 100
 
 
 @settings(max_examples=200, deadline=None)
@@ -81,3 +81,73 @@ def test_equal_size_fills_at_two_prices_keep_their_own_identities():
     keys = [d.admit(low, "rtds-a#1:rtds.trades").dedupe_key, d.admit(high, "rtds-a#1:rtds.trades").dedupe_key]
     assert d.admit(high, "chain.logs#1") is None and d.admit(low, "chain.logs#1") is None
     assert d.identify(high)[0] == keys[1]
+
+
+def test_an_aggregate_and_its_per_maker_rows_are_one_set_of_shares_in_any_order():
+    agg = replace(fill(1), size=60.0, price=0.513333)
+    rows = [replace(fill(1), size=s, price=p) for s, p in ((20.0, 0.51), (25.0, 0.51), (15.0, 0.52))]
+    # the aggregate first: every row is a sighting of it
+    d = Deduper()
+    assert d.admit(agg, "chain.logs:block1").size == 60.0
+    assert [d.admit(r, "rtds-a#1:rtds.trades") for r in rows] == [None] * 3
+    # the rows first: the aggregate brings nothing new
+    d = Deduper()
+    assert sum(d.admit(r, "rtds-a#1:rtds.trades").size for r in rows) == 60.0
+    assert d.admit(agg, "chain-mempool:tx") is None
+    # interleaved: the aggregate brings what the rows had not shown yet, the late rows nothing
+    d = Deduper()
+    first = d.admit(rows[0], "rtds-a#1:rtds.trades")
+    rest = d.admit(agg, "chain.logs:block1")
+    assert (first.size, rest.size) == (20.0, 40.0)
+    assert d.admit(rows[1], "rtds-a#1:rtds.trades") is None and d.admit(rows[2], "rtds-a#1:rtds.trades") is None
+
+
+def test_a_payload_sent_again_in_a_new_envelope_is_the_same_frame():
+    from copier.schemas import parse_rtds_frame
+    import json
+    payload = {"proxyWallet": "0xsource", "side": "BUY", "asset": "1111", "conditionId": "0x" + "ab" * 32,
+               "size": 10, "price": 0.5, "timestamp": 1_800_000_000, "outcome": "Up", "outcomeIndex": 0,
+               "transactionHash": "0x" + "01" * 32}
+    frames = [json.dumps({"connection_id": c, "timestamp": ts, "topic": "activity", "type": "trades",
+                          "payload": payload}) for c, ts in (("a", 1_800_000_001_000), ("b", 1_800_000_004_250))]
+    d = Deduper()
+    got = []
+    for text in frames:
+        [f], frame_id = parse_rtds_frame(text, "0xsource", 1)
+        got.append(d.admit(f, "rtds-a#1:rtds.trades", frame_id))
+    assert got[0] is not None and got[1] is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=5), st.integers(0, 3), st.integers(0, 10_000))
+def test_streams_of_any_granularity_never_admit_more_than_the_source_traded(parts, n_aggregate, seed):
+    """One source taker fill of sum(parts) shares: per-maker streams deliver the parts (rounded to 4 decimals, in
+    any order), aggregate streams deliver the total (6 decimals); interleaved arbitrarily, the admitted shares add
+    up to the total once, whichever arrives first."""
+    rng = random.Random(seed)
+    total = float(sum(parts))
+    deliveries = [(f"agg{k}", replace(fill(1), size=round(total + rng.uniform(-4e-6, 4e-6), 6)))
+                  for k in range(n_aggregate)]
+    for s in range(2):
+        order = parts[:]
+        rng.shuffle(order)
+        deliveries += [(f"rows{s}", replace(fill(1), size=round(p + rng.uniform(-4e-5, 4e-5), 4))) for p in order]
+    rng.shuffle(deliveries)
+    d = Deduper()
+    admitted = sum(a.size for s, f in deliveries if (a := d.admit(f, s)) is not None)
+    assert abs(admitted - total) <= max(1e-4, 5e-3 * total)
+
+
+def test_a_replaced_transaction_is_the_original_on_every_feed():
+    d = Deduper()
+    original, replacement = "0x" + "0a" * 32, "0x" + "0b" * 32
+    assert d.admit(replace(fill(1), tx_hash=original, size=30.0), "chain-mempool:" + original) is not None
+    d.alias(replacement, original)
+    assert d.admit(replace(fill(1), tx_hash=replacement, size=30.0), "chain-mempool:" + replacement) is None
+    assert d.admit(replace(fill(1), tx_hash=replacement, size=30.0), "chain.logs:block7") is None
+    for part in (10.0, 20.0):
+        assert d.admit(replace(fill(1), tx_hash=replacement, size=part), "rtds-a#1:rtds.trades") is None
+    # after a restart, the persisted alias still holds
+    again = Deduper()
+    again.seed([replace(fill(1), tx_hash=original, size=30.0).dedupe_key], d.aliases())
+    assert again.admit(replace(fill(1), tx_hash=replacement, size=30.0), "data_api#1") is None

@@ -1,9 +1,7 @@
 """The live executor against a scripted CLOB on loopback: real HTTP, real signatures, a real sqlite file."""
 import json
 
-import gevent
 import pytest
-from gevent.pywsgi import WSGIServer
 
 from copier.clock import FakeClock, LiveClock
 from copier.config import Config, ExecutionConfig
@@ -15,68 +13,33 @@ from copier.metrics import NullMetrics
 from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport
-from copier.types import Batch
+from copier.types import Batch, OrderStatus
 from helpers import T0, fill, market
+from venue_stub import ScriptedClob, order_hash, serve
 
 KEY = "0x" + "42" * 32
 CREDS = ApiCreds("key-1", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=", "pass-1")
 
 
-class ScriptedClob:
-    """Answers POST /order from a script; remembers every body and every order it 'accepted'."""
+class Gate:
+    """Refuses with `reason` once armed; counts the questions."""
 
-    def __init__(self, script):
-        self.script = list(script)
-        self.posts: list[str] = []
-        self.known: dict[str, dict] = {}
-        self.lookups = 0
-        self.funds_queries: list[str] = []
-        self.funds_answer = ("200 OK", {"balance": "0", "allowances": {}})
+    def __init__(self):
+        self.reason = None
+        self.asked = 0
 
-    def __call__(self, environ, start_response):
-        path, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
-        if method == "POST" and path == "/order":
-            body = environ["wsgi.input"].read().decode()
-            self.posts.append(body)
-            step = self.script.pop(0) if self.script else ("200", {"success": True, "status": "matched"})
-            status, payload = step[0], step[1]
-            order = json.loads(body)["order"]
-            if len(step) > 2 and step[2] == "accept_then_hang":
-                self.known[order["salt"]] = order
-                gevent.sleep(1.0)
-            if status.startswith("200"):
-                self.known[order["salt"]] = order
-                payload = {"orderID": "0x01", "makingAmount": order["makerAmount"],
-                           "takingAmount": order["takerAmount"], "errorMsg": "", **payload}
-            headers = [("Content-Type", "application/json")]
-            if len(step) > 2 and isinstance(step[2], dict):
-                headers += list(step[2].items())
-            start_response(status, headers)
-            return [json.dumps(payload).encode()]
-        if method == "GET" and path == "/balance-allowance":
-            self.funds_queries.append(environ["QUERY_STRING"])
-            start_response(self.funds_answer[0], [("Content-Type", "application/json")])
-            return [json.dumps(self.funds_answer[1]).encode()]
-        if method == "GET" and path.startswith("/data/order/"):
-            self.lookups += 1
-            start_response("200 OK", [("Content-Type", "application/json")])
-            if not self.known:
-                return [b"null"]
-            o = next(iter(self.known.values()))
-            return [json.dumps({"id": path.rsplit("/", 1)[1], "status": "MATCHED",
-                                "size_matched": str(int(o["takerAmount"]) / 1e6), "price": "0.5"}).encode()]
-        start_response("404 Not Found", [])
-        return [b""]
+    def refusal(self, intent):
+        self.asked += 1
+        return (self.reason, "test gate") if self.reason else None
 
 
 @pytest.fixture()
 def env(tmp_path):
     servers, stores = [], []
 
-    def make(script, clock=None, **exec_kw):
-        app = ScriptedClob(script)
-        server = WSGIServer(("127.0.0.1", 0), app, log=None)
-        server.start()
+    def make(script=(), clock=None, lookups=(), trades=(), gate=None, **exec_kw):
+        app = ScriptedClob(script, lookups, trades)
+        server = serve(app)
         servers.append(server)
         cfg = Config(execution=ExecutionConfig(post_timeout_s=0.3, retry_backoff_s=0.01, **exec_kw))
         store = Store.open(str(tmp_path / "copier.sqlite"))
@@ -85,7 +48,8 @@ def env(tmp_path):
         signer = OrderSigner(KEY, 137, 0, "", CREDS.api_key)
         transport = ClobTransport(f"http://127.0.0.1:{server.server_port}", CREDS, signer.address, clock=clock,
                                   timeout_s=cfg.execution.post_timeout_s)
-        ex = ClobExecutor(cfg, signer=signer, transport=transport, store=store, clock=clock, metrics=NullMetrics())
+        ex = ClobExecutor(cfg, signer=signer, transport=transport, store=store, clock=clock, metrics=NullMetrics(),
+                          gate=gate)
         return app, ex, store
 
     yield make
@@ -106,48 +70,60 @@ def test_matched_order_reports_filled_shares_and_is_persisted_before_send(env):
     app, ex, store = env([("200 OK", {"success": True, "status": "matched"})])
     d = _decided(store)
     r = ex.submit(d, market())
-    assert r.status == "MATCHED" and r.filled_size == 20.0 and abs(r.avg_price - 0.5) < 1e-9
+    assert r.status is OrderStatus.MATCHED and r.filled_size == 20.0 and abs(r.avg_price - 0.5) < 1e-9
     row = store.order_for(d.intent_id)
-    assert row["body"] == app.posts[0] and row["order_hash"] == r.order_hash and row["status"] == "MATCHED"
+    assert row["body"] == app.posts[0] and row["order_hash"] == r.order_hash == order_hash(app.posts[0])
+    assert row["status"] == "MATCHED"
 
 
 def test_transient_failures_retry_the_same_signed_bytes(env):
     app, ex, store = env([("500 Internal Server Error", {"error": "order timed out"}),
-                          ("429 Too Many Requests", {"error": "Too Many Requests"}, {"Retry-After": "0.05"}),
+                          ("429 Too Many Requests", {"error": "Too Many Requests"}),
                           ("425 Too Early", {"error": "engine restarting"}),
-                          ("200 OK", {"success": True, "status": "matched"})])
+                          ("200 OK", None)])
     d = _decided(store)
     r = ex.submit(d, market())
-    assert r.status == "MATCHED" and r.attempts == 4
+    assert r.status is OrderStatus.MATCHED and r.attempts == 4
     assert len(set(app.posts)) == 1 and len(app.posts) == 4
 
 
-def test_retries_stop_when_the_retry_budget_is_spent(env):
+def test_an_outage_past_the_retry_budget_stays_unknown_until_the_orders_horizon(env):
     clock = FakeClock(T0)                     # sleeps advance it: the budget is counted in backoff time
     outage = [("503 Service Unavailable", {"error": "Trading is currently disabled"})] * 20
     app, ex, store = env(outage, clock=clock, retry_budget_s=1.0, max_post_attempts=20)
-    r = ex.submit(_decided(store), market())
+    d = _decided(store)
+    r = ex.submit(d, market())
     # backoff 0.01, 0.02, 0.04, ... : the 8th wait (1.28 s in all) would pass the 1 s budget
-    assert r.status == "FAILED" and r.attempts == 7 and len(set(app.posts)) == 1 and len(app.posts) == 7
-    assert app.lookups == 1                   # a 5xx may have reached the engine: asked by hash before failing
+    assert r.attempts == 7 and len(set(app.posts)) == 1 and len(app.posts) == 7
+    # A 5xx may have reached the engine: the venue has no such order and no trade of it, but the order's horizon has
+    # not passed, so nothing proves it will not show up: unresolved, still reserved.
+    assert r.status is OrderStatus.UNKNOWN and app.lookups == 1 and app.trade_reads == 1
+    clock.advance(ex.cfg.order_horizon_s + 1)
+    [late] = ex.reconcile()
+    assert late.status is OrderStatus.FAILED and "no trade" in late.error and app.posts == [app.posts[0]] * 7
 
 
 def test_accepted_then_timed_out_is_resolved_by_hash_without_a_second_order(env):
-    app, ex, store = env([("200 OK", {"success": True, "status": "matched"}, "accept_then_hang"),
-                          ("400 Bad Request", {"error": "order 0x01 is invalid. Duplicated."})])
+    app, ex, store = env([("200 OK", None, "take_then_hang")])
     d = _decided(store)
     r = ex.submit(d, market())
-    assert r.status == "MATCHED" and r.filled_size == 20.0
-    assert app.lookups == 1 and len(set(app.posts)) == 1 and len(app.known) == 1
+    assert r.status is OrderStatus.MATCHED and r.filled_size == 20.0
+    assert app.lookups == 1 and len(set(app.posts)) == 1 and len(app.orders) == 1
 
 
 def test_fak_without_liquidity_is_killed_and_bad_orders_rejected(env):
     app, ex, store = env([("400 Bad Request", {"error": "no orders found to match with FAK order. FAK orders are "
                                                          "partially filled or killed if no match is found."}),
                           ("400 Bad Request", {"error": "not enough balance / allowance"})])
-    assert ex.submit(_decided(store, 1), market()).status == "KILLED"
+    assert ex.submit(_decided(store, 1), market()).status is OrderStatus.KILLED
     r = ex.submit(_decided(store, 2), market())
-    assert r.status == "REJECTED" and "balance" in r.error and len(app.posts) == 2
+    assert r.status is OrderStatus.REJECTED and "balance" in r.error and len(app.posts) == 2
+
+
+def test_a_404_page_after_a_post_is_not_a_refusal(env):
+    app, ex, store = env([("404 Not Found", "<html>not found</html>", "take")])
+    r = ex.submit(_decided(store), market())
+    assert r.status is OrderStatus.MATCHED and r.filled_size == 20.0 and app.lookups == 1
 
 
 def test_auth_failure_is_operational(env):
@@ -159,14 +135,52 @@ def test_auth_failure_is_operational(env):
 def test_a_second_submit_of_one_intent_never_posts(env):
     app, ex, store = env([])
     d = _decided(store)
-    assert ex.submit(d, market()).status == "MATCHED"
+    assert ex.submit(d, market()).status is OrderStatus.MATCHED
     again = ex.submit(d, market())
-    assert again.status == "REJECTED" and len(app.posts) == 1
+    assert again.status is OrderStatus.REJECTED and len(app.posts) == 1
 
 
-def _crashed_after_persisting(ex, store, d):
+def test_a_delayed_answer_is_not_booked_as_filled_and_is_reconciled(env):
+    app, ex, store = env([("200 OK", {"status": "delayed"})])
+    d = _decided(store)
+    r = ex.submit(d, market())
+    assert r.status is OrderStatus.DELAYED and r.filled_size == 0.0
+    assert [row["status"] for row in store.unresolved_orders()] == ["DELAYED"]
+    ex._rechecks.clear()                          # due now
+    [done] = ex.reconcile()
+    assert done.status is OrderStatus.MATCHED and done.filled_size == 20.0 and store.unresolved_orders() == []
+
+
+def test_the_gate_refuses_before_signing_and_before_every_retry(env):
+    gate = Gate()
+    gate.reason = "halted"
+    app, ex, store = env([], gate=gate)
+    d1 = _decided(store, 1)
+    r = ex.submit(d1, market())
+    assert r.status is OrderStatus.ABANDONED and "halted" in r.error and app.posts == []
+    assert store.order_for(d1.intent_id)["status"] == "ABANDONED" and store.unresolved_orders() == []
+    # A definite refusal (429), then the gate closes: no second attempt, and nothing was taken.
+    gate.reason = None
+    app.post_script = [("429 Too Many Requests", {"error": "Too Many Requests"})]
+    original = ex._wait_to_retry
+
+    def close_then_wait(*args):
+        gate.reason = "stopping"
+        return original(*args)
+
+    ex._wait_to_retry = close_then_wait
+    r = ex.submit(_decided(store, 2), market())
+    assert r.status is OrderStatus.FAILED and len(app.posts) == 1 and app.orders == {}
+    # An ambiguous attempt (timeout), then the gate closes: no retry, the venue is asked what happened.
+    gate.reason = None
+    app.post_script = [("200 OK", None, "take_then_hang")]
+    r = ex.submit(_decided(store, 3), market())
+    assert r.status is OrderStatus.MATCHED and len(app.posts) == 2 and app.lookups == 1
+
+
+def _crashed_after_persisting(ex, store, d, age_s=0.0):
     signed = ex.signer.sign(d, market())
-    store.record_signed(d.intent_id, signed.order_hash, signed.body, ex.clock.now_ns())
+    store.record_signed(d.intent_id, signed.order_hash, signed.body, ex.clock.now_ns() - int(age_s * 1e9))
     return signed
 
 
@@ -174,22 +188,24 @@ def test_recover_reposts_the_persisted_bytes_of_an_order_the_venue_never_saw(env
     app, ex, store = env([])
     d1, d2 = _decided(store, 1), _decided(store, 2)
     signed = _crashed_after_persisting(ex, store, d1)
-    reports = {r.intent_id: r for r in ex.recover(may_repost=True)}
-    assert reports[d1.intent_id].status == "MATCHED"
-    assert reports[d2.intent_id].status == "ABANDONED"        # decided, never signed
-    assert app.posts == [signed.body] and app.lookups == 1   # looked up first, then the same bytes, never re-signed
+    reports = {r.intent_id: r for r in ex.recover()}
+    assert reports[d1.intent_id].status is OrderStatus.MATCHED
+    assert reports[d2.intent_id].status is OrderStatus.ABANDONED       # decided, never signed
+    assert app.posts == [signed.body] and app.lookups == 1             # looked up first, then the same bytes
     assert store.unresolved_orders() == [] and store.orphan_intents() == []
 
 
-def test_recover_never_reposts_when_halted_or_stale(env):
-    app, ex, store = env([])
-    d1 = _decided(store, 1)
-    _crashed_after_persisting(ex, store, d1)
-    assert [r.status for r in ex.recover(may_repost=False)] == ["FAILED"]
-    d2 = _decided(store, 2)
-    signed = ex.signer.sign(d2, market())
-    store.record_signed(d2.intent_id, signed.order_hash, signed.body, ex.clock.now_ns() - int(31e9))  # > 30 s old
-    assert [r.status for r in ex.recover(may_repost=True)] == ["FAILED"]
+def test_recover_never_reposts_what_the_gate_refuses_and_fails_it_only_past_its_horizon(env):
+    gate = Gate()
+    gate.reason = "stale_signal"
+    clock = FakeClock(T0 + 100)
+    app, ex, store = env([], gate=gate, clock=clock)
+    d = _decided(store, 1)
+    _crashed_after_persisting(ex, store, d)
+    assert [r.status for r in ex.recover()] == [OrderStatus.UNKNOWN]
+    assert app.posts == [] and gate.asked == 1
+    clock.advance(ex.cfg.order_horizon_s + 1)
+    assert [r.status for r in ex.reconcile()] == [OrderStatus.FAILED]
     assert app.posts == []
 
 
@@ -197,19 +213,19 @@ def test_recover_adopts_an_order_the_venue_has(env):
     app, ex, store = env([])
     d = _decided(store, 1)
     signed = _crashed_after_persisting(ex, store, d)
-    app.known["x"] = json.loads(signed.body)["order"]       # the POST reached the venue before the crash
-    [report] = ex.recover(may_repost=True)
-    assert report.status == "MATCHED" and report.filled_size == d.size and app.posts == []
+    app._execute(signed.body)                                   # the POST reached the venue before the crash
+    [report] = ex.recover()
+    assert report.status is OrderStatus.MATCHED and report.filled_size == d.size and app.posts == []
 
 
 def test_reconcile_resolves_orders_left_unknown(env):
     app, ex, store = env([])
     d = _decided(store, 1)
     signed = _crashed_after_persisting(ex, store, d)
-    store.update_order(d.intent_id, 1, status="UNKNOWN", error="lookups got no answer")
-    app.known["x"] = json.loads(signed.body)["order"]
+    store.update_order(d.intent_id, 1, status=OrderStatus.UNKNOWN, error="lookups got no answer")
+    app._execute(signed.body)
     [report] = ex.reconcile()
-    assert report.status == "MATCHED" and store.unresolved_orders() == [] and app.posts == []
+    assert report.status is OrderStatus.MATCHED and store.unresolved_orders() == [] and app.posts == []
 
 
 def test_funds_are_read_for_the_collateral_and_bad_answers_give_none(env):

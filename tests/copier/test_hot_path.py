@@ -18,7 +18,7 @@ from copier.exposure import ExposureBook
 from copier.logs import DeferredStreamHandler, JsonFormatter
 from copier.metrics import NullMetrics
 from copier.signing import OrderSigner
-from copier.store import Store, db
+from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport
 from copier.types import Batch
 from helpers import T0, fill, market
@@ -161,7 +161,7 @@ def test_held_info_lines_are_written_on_flush_at_shutdown():
 def test_commits_never_checkpoint_and_checkpoint_moves_the_wal_from_a_native_thread(tmp_path):
     store = Store.open(str(tmp_path / "copier.sqlite"))
     try:
-        assert db.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert store.db.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         rows = [{"dedupe_key": f"k{i}", "feed": "rtds.trades", "stream": "s", "recv_ns": i, "match_ts": 1.0,
                  "first": True} for i in range(20_000)]
         store.record_sightings(rows)
@@ -178,7 +178,7 @@ def test_commits_never_checkpoint_and_checkpoint_moves_the_wal_from_a_native_thr
 def test_every_greenlet_uses_the_one_store_connection(tmp_path):
     store = Store.open(str(tmp_path / "copier.sqlite"))
     try:
-        assert gevent.spawn(db.connection).get() is db.connection()
+        assert gevent.spawn(store.db.connection).get() is store.db.connection()
     finally:
         store.close()
 

@@ -2,8 +2,8 @@ import sqlite3
 
 import pytest
 
-from copier.store import Store
-from copier.types import Side, Skip
+from copier.store import MIGRATIONS, Store
+from copier.types import OrderStatus, Side, Skip
 from helpers import T0, fill, market
 from copier.decision import decide
 from copier.exposure import ExposureBook
@@ -27,7 +27,7 @@ def _intent(n=1, size=20.0):
 def test_file_is_wal_sqlite_with_explicit_schema_version(store, tmp_path):
     raw = sqlite3.connect(tmp_path / "copier.sqlite")
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert {r[0] for r in raw.execute("select name from sqlite_master where type='table'")} >= {
         "fills", "intents", "orders", "kv"}
 
@@ -90,3 +90,59 @@ def test_skip_decisions_keep_reason_and_timestamps(store):
     row = list(store.intents_since(0))[0]
     assert (row["decision"], row["reason"], row["decided_ns"], row["first_recv_ns"]) == ("skip", "no_position", 99,
                                                                                           f.recv_ns)
+
+
+def test_migration_3_adds_the_intent_columns_to_a_version_2_store_and_reads_old_rows(tmp_path):
+    path = str(tmp_path / "v2.sqlite")
+    s = Store.open(path)
+    f, d = _intent(1)
+    s.record_decision([f], d, 1)
+    for column in ("source_ts", "market_end_ts", "fee_rate", "fee_exponent"):
+        s.db.execute_sql(f"ALTER TABLE intents DROP COLUMN {column}")
+    s.db.execute_sql("PRAGMA user_version = 2")
+    s.close()
+    s = Store.open(path)
+    try:
+        again = s.intent(d.intent_id)
+        # An old row has no source_ts: the signal's age falls back to its fills' match times.
+        assert again.source_ts == f.match_ts and again.fee_exponent == 1.0 and again.size == d.size
+        assert again.fill_keys == d.fill_keys and again.opening
+    finally:
+        s.close()
+
+
+def test_the_halt_flag_is_read_from_the_file_another_process_writes(tmp_path):
+    path = str(tmp_path / "s.sqlite")
+    running = Store.open(path)
+    assert running.is_halted() is False
+    cli = sqlite3.connect(path)                      # `copier halt` is another process with its own connection
+    cli.execute("""INSERT INTO kv (key, value) VALUES ('halt', '{"reason": "operator", "since": 1}')""")
+    cli.commit()
+    assert running.is_halted() is True
+    cli.execute("DELETE FROM kv WHERE key = 'halt'")
+    cli.commit()
+    assert running.is_halted() is False
+    running.close()
+
+
+def test_an_order_in_flight_for_days_is_still_restored_reserved(store):
+    f, d = _intent(1)
+    store.record_decision([f], d, 1)
+    store.record_signed(d.intent_id, "0xh", "{}", 2)
+    store.update_order(d.intent_id, 3, status=OrderStatus.UNKNOWN)
+    [row] = store.exposure_rows(since=T0 + 10 * 86400)
+    assert row.in_flight and row.notional == d.notional and row.market_end_ts == d.market_end_ts
+
+
+def test_two_stores_in_one_process_keep_their_own_files(tmp_path):
+    a, b = Store.open(str(tmp_path / "a.sqlite")), Store.open(str(tmp_path / "b.sqlite"))
+    try:
+        f, d = _intent(1)
+        assert a.record_decision([f], d, 1) and b.seen_keys(0) == []
+        assert b.record_decision([f], d, 2) and [r["decided_ns"] for r in b.intents_since(0)] == [2]
+        memory = Store.open(":memory:")
+        assert memory.record_decision([f], d, 3) and a.seen_keys(0) == [f.dedupe_key]
+        memory.close()
+    finally:
+        a.close()
+        b.close()

@@ -172,3 +172,20 @@ def test_alert_listener_takes_only_the_dsn_from_the_copier_env_file(tmp_path, mo
     os.chmod(env, 0o640)
     with pytest.raises(ConfigError, match="chmod 600"):
         sentry_dsn(["--env-file", str(env)])
+
+
+def test_the_breaker_sees_a_backlog_in_the_ingest_queue_but_not_the_coalescers_designed_wait():
+    from dataclasses import replace as _replace
+
+    from copier.runtime import our_delay_ms
+    from copier.types import Batch
+    from helpers import T0, fill
+    # Arrange: a trailing batch released at its deadline, 1.5 s after its first fill arrived (the designed wait);
+    # one of its fills sat 900 ms in the ingest queue before the pipeline took it.
+    early = _replace(fill(1), recv_ns=int(T0 * 1e9), picked_ns=int((T0 + 0.001) * 1e9))
+    backlogged = _replace(fill(2), recv_ns=int((T0 + 0.3) * 1e9), picked_ns=int((T0 + 1.2) * 1e9))
+    batch = Batch(early.condition_id, "Up", early.asset, (early, backlogged), "trailing", released_at=T0 + 1.5)
+    # Act: submitted 2 ms after its release
+    delay = our_delay_ms(batch, int((T0 + 1.502) * 1e9))
+    # Assert: the 900 ms backlog and the 2 ms of processing; not the 1.5 s wait
+    assert abs(delay - 902.0) < 1e-3

@@ -1,6 +1,6 @@
 import pytest
 
-from copier.harness import SimProcess
+from polylab.harness import SimProcess
 
 SPEED = 6.0         # 150-second market windows: several rotations per session, rarely an expiry mid-test
 

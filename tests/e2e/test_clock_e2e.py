@@ -6,8 +6,8 @@ import os
 import signal
 import stat
 
-from copier.harness import copier_config, eventually, run_copier, start_copier, write_config, write_env_file
-from copier.soak import SentrySink
+from polylab.harness import copier_config, eventually, run_copier, start_copier, write_config, write_env_file
+from polylab.soak import SentrySink
 
 # `chronyc -c -n tracking` of a chronyd without a reachable source (recorded on the lab host, chrony 4.3).
 UNSYNCHRONISED = ("00000000,,0,0.000000000,0.000000000,0.000000000,0.000000000,0.000,0.000,0.000,1.000000000,"

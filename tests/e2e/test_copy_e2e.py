@@ -3,9 +3,9 @@ import json
 import signal
 import sqlite3
 
-from copier.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, eventually, run_copier, start_copier,
+from polylab.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, eventually, run_copier, start_copier,
                             write_config, write_env_file)
-from copier.soak import SentrySink
+from polylab.soak import SentrySink
 
 
 def _report(config) -> dict:

@@ -4,9 +4,9 @@ import json
 import signal
 import sqlite3
 
-from copier.harness import (SimProcess, copier_config, eventually, run_copier, start_copier, write_config,
+from polylab.harness import (SimProcess, copier_config, eventually, run_copier, start_copier, write_config,
                             write_env_file)
-from copier.soak import SentrySink
+from polylab.soak import SentrySink
 
 
 def _report(config) -> dict:

@@ -10,12 +10,12 @@ from copier.decision import decide
 from copier.errors import UnknownOutcome
 from copier.executor import ClobExecutor
 from copier.exposure import ExposureBook
-from copier.harness import SIM_PRIVATE_KEY, copier_config
+from polylab.harness import SIM_PRIVATE_KEY, copier_config
 from copier.markets import MarketCatalog
 from copier.metrics import NullMetrics
 from copier.report import build_report
 from copier.signing import OrderSigner
-from copier.soak import derive_creds, ground_truth_verdict, judge_run
+from polylab.soak import derive_creds, ground_truth_verdict, judge_run
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport
 from copier.types import Batch, Feed, Side, SourceFill
@@ -26,7 +26,8 @@ class ResigningExecutor(ClobExecutor):
 
     def submit(self, intent, market):
         signed = self.signer.sign(intent, market)
-        self.store.record_signed(intent.intent_id, signed.order_hash, signed.body, self.clock.now_ns())
+        signed_ns = self.clock.now_ns()
+        self.store.record_signed(intent.intent_id, signed.order_hash, signed.body, signed_ns)
         for attempt in range(1, 4):
             try:
                 resp = self.transport.request("POST", "/order", signed.body)
@@ -35,7 +36,8 @@ class ResigningExecutor(ClobExecutor):
                 self.store.update_order(intent.intent_id, self.clock.now_ns(), order_hash=signed.order_hash,
                                         body=signed.body)
                 continue
-            return self._answer(intent.intent_id, intent.side, signed.order_hash, resp, self.clock.now_ns(), attempt)
+            return self._answer(intent.intent_id, intent.side, signed.order_hash, resp, signed_ns, self.clock.now_ns(),
+                                attempt)
         raise AssertionError("the simulator never answered")
 
 

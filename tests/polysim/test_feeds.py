@@ -107,6 +107,32 @@ def test_rtds_without_ping_stalls_like_the_real_feed(sim):
         silent.close()
 
 
+def test_rtds_protocol_pings_get_a_pong_but_do_not_keep_the_feed_alive(sim):
+    """Only the text PING counts against the idle stall (docs/polysim.md: the measurement names app-level PING)."""
+    ws = rtds(sim)
+    try:
+        pongs, texts, end = 0, [], time.monotonic() + 5.5         # the idle stall comes after 4 s in this sim
+        ws.settimeout(0.1)
+        last = 0.0
+        while time.monotonic() < end:
+            if time.monotonic() - last >= 0.5:
+                ws.ping(b"keepalive")
+                last = time.monotonic()
+            try:
+                opcode, data = ws.recv_data(control_frame=True)
+            except websocket.WebSocketTimeoutException:
+                continue
+            if opcode == websocket.ABNF.OPCODE_PONG:
+                pongs += data == b"keepalive"
+            elif opcode == websocket.ABNF.OPCODE_TEXT:
+                texts.append(data.decode())
+        assert pongs >= 5, "protocol pings are answered"
+        fill(sim)
+        assert frames(read(ws, 2.0, ping_every=None)) == [], "yet the connection went silent like an idle one"
+    finally:
+        ws.close()
+
+
 def read_until(ws, done, what: str) -> list[str]:
     """Read (pinging) until done(everything read) holds: a loaded reader may first drain a backlog."""
     texts: list[str] = []

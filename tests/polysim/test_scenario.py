@@ -23,6 +23,15 @@ from polysim import scenario
     ({"faults": [{"at": 3, "kind": "meteor"}]}, "faults[0].kind: unknown fault 'meteor'"),
     ({"background": {"taker_size": [40, 5]}}, "background.taker_size: the range [40.0, 5.0] is reversed"),
     ({"speed": -2}, "speed: must not be negative"),
+    ({"background": {"makers_per_level": 0}}, "background.makers_per_level: at least 1"),
+    ({"background": {"maker_levels": 0}}, "background.maker_levels: at least 1"),
+    ({"background": {"touch_size": [0, 10]}}, "background.touch_size: sizes must be positive"),
+    ({"background": {"impact_per_share": 0.5}}, "background.impact_per_share: at most 0.01"),
+    ({"background": {"requote_mean_s": float("nan")}}, "background.requote_mean_s: expected a finite number"),
+    ({"background": {"requote_min_s": float("inf")}}, "background.requote_min_s: expected a finite number"),
+    ({"background": {"requote_min_s": -0.1}}, "background.requote_min_s: must not be negative"),
+    ({"background": {"informed_flow": "yes"}}, "background.informed_flow: expected true/false"),
+    ({"background": {"makers_per_level": 2.5}}, "background.makers_per_level: expected a whole number"),
 ])
 def test_a_bad_scenario_is_refused_naming_the_key(doc, message):
     with pytest.raises(scenario.ScenarioError, match=message.replace("[", r"\[").replace("]", r"\]")):

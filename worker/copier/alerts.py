@@ -1,4 +1,9 @@
-"""Sentry alerts (auth failures, rejects, halts, crashes). Never raise; every secret is scrubbed before sending."""
+"""Sentry alerts (auth failures, rejects, halts, crashes). Never raise; every secret is scrubbed before sending.
+
+EdgeErrors is the one error policy of every feed, parser and background loop at the edge: what a peer sends that
+does not parse is counted under its reason and skipped; an unexpected exception in one message or one loop pass is
+logged with its traceback, counted and alerted (rate-limited), and the feed carries on.
+"""
 from __future__ import annotations
 
 import logging
@@ -62,6 +67,67 @@ class Alerts:
         try:
             if self.enabled:
                 sentry_sdk.flush(timeout)
+        except Exception:
+            pass
+
+
+class NullAlerts:
+    """For components built without alerting (tests, tools)."""
+
+    def alert(self, kind: str, message: str, **context) -> None:
+        pass
+
+
+REFUSAL_LOG_S = 10.0        # a peer repeating a bad message gets one log line per reason per this long
+
+
+class EdgeErrors:
+    """Counts and logs what one source (a feed, a loop) refused or failed on. Never raises."""
+
+    def __init__(self, source: str, *, metrics, alerts=None, clock=None, logger: logging.Logger | None = None):
+        self.source = source
+        self.metrics = metrics
+        self.alerts = alerts or NullAlerts()
+        self._clock = clock.monotonic if clock is not None else time.monotonic
+        self._log = logger or log
+        self.refusals = 0
+        self.errors = 0
+        self.by_reason: dict[str, int] = {}
+        self._logged: dict[str, tuple[float, int]] = {}       # reason -> (last logged, refusals since)
+
+    def refused(self, reason: str, detail: str) -> None:
+        """A peer's message (or part of one) that does not parse or is not plausible: counted and skipped."""
+        try:
+            self.refusals += 1
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+            if self.metrics is not None:
+                self.metrics.incr("feed.malformed")
+                self.metrics.incr(f"feed.refused.{reason}")
+            now = self._clock()
+            last, quiet = self._logged.get(reason, (-1e18, 0))
+            if now - last >= REFUSAL_LOG_S:
+                more = f" (and {quiet} more since the last line)" if quiet else ""
+                self._log.warning("%s: skipped a message: %s: %s%s", self.source, reason, detail[:300], more)
+                self._logged[reason] = (now, 0)
+            else:
+                self._logged[reason] = (last, quiet + 1)
+        except Exception:  # the policy must never be what stops a feed
+            pass
+
+    def malformed(self, exc) -> None:
+        self.refused(getattr(exc, "reason", "malformed"), str(exc))
+
+    def failed(self, where: str, exc: BaseException) -> None:
+        """An unexpected exception in one message or one loop pass: a bug or a peer we did not foresee. The caller
+        carries on with the next message or pass."""
+        try:
+            self.errors += 1
+            if self.metrics is not None:
+                self.metrics.incr(f"feed.{self.source}.errors")
+            self._log.error("%s: %s failed: %s: %s", self.source, where, type(exc).__name__, str(exc)[:300],
+                            exc_info=(type(exc), exc, exc.__traceback__))
+            self.alerts.alert(f"feed_error.{self.source}", f"{self.source}: {where} failed: {type(exc).__name__}",
+                              source=self.source, where=where, error=type(exc).__name__)
         except Exception:
             pass
 

@@ -2,18 +2,21 @@
 
 Used by the paper executor (dry run) and for slippage context; the hot path only reads `top(asset)` (no I/O).
 A REST snapshot seeds every newly watched token, then `book` / `price_change` messages keep it current.
+`tick_size_change` and `market_resolved` are handed to injected callbacks (the market catalog keeps the tick and
+the market's state); every message is parsed into typed events first (schemas.parse_market_message).
 """
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 import gevent
 import httpx
 
 from copier.errors import MalformedMessage
-from copier.schemas import apply_price_change, parse_book
-from copier.types import BookTop
+from copier.schemas import apply_price_change, parse_book, parse_market_message
+from copier.types import BookTop, MarketEvent, MarketResolved, PriceChange, TickSizeChange
 from copier.wsfeed import ReconnectingFeed
 
 log = logging.getLogger("copier.books")
@@ -22,12 +25,15 @@ log = logging.getLogger("copier.books")
 class BookCache(ReconnectingFeed):
     name = "market_ws"
 
-    def __init__(self, cfg, *, clock, metrics=None, http: httpx.Client | None = None):
-        super().__init__(cfg, clock=clock, metrics=metrics)
+    def __init__(self, cfg, *, clock, metrics=None, http: httpx.Client | None = None, alerts=None,
+                 on_tick_size: Callable[[TickSizeChange], None] | None = None,
+                 on_resolved: Callable[[MarketResolved], None] | None = None):
+        super().__init__(cfg, clock=clock, metrics=metrics, alerts=alerts)
         self.http = http or httpx.Client(base_url=cfg.endpoints.clob, timeout=5.0)
+        self.on_tick_size = on_tick_size
+        self.on_resolved = on_resolved
         self._books: dict[str, BookTop] = {}
         self._watched: list[str] = []
-        self.malformed = 0
 
     def top(self, asset: str) -> BookTop | None:
         return self._books.get(asset)
@@ -38,13 +44,19 @@ class BookCache(ReconnectingFeed):
                 self._watched.append(a)
 
     def snapshot(self, asset: str) -> None:
+        """One REST /book for `asset`. Never raises: a bad answer is counted, a failed request logged."""
         try:
             resp = self.http.get("/book", params={"token_id": asset})
             if resp.status_code == 200:
-                self._books[asset] = parse_book(resp.json())
-        except (httpx.HTTPError, ValueError, MalformedMessage) as exc:
+                book = parse_book(resp.content)
+                if book.asset == asset:
+                    self._books[asset] = book
+        except httpx.HTTPError as exc:
             log.warning("book snapshot %s: %s", asset[:12], exc)
-
+        except MalformedMessage as exc:
+            self.edge.malformed(exc)
+        except Exception as exc:
+            self.edge.failed("book snapshot", exc)
 
     def _session(self, stopping) -> None:
         ws = self._connect(self.cfg.endpoints.market_ws)
@@ -61,32 +73,32 @@ class BookCache(ReconnectingFeed):
                         {"assets_ids": fresh, "operation": "subscribe"}
                     ws.send(json.dumps(msg))
                     subscribed.update(fresh)
-                text = self._recv(ws)
-                if text is None:
+                data = self._recv(ws)
+                if data is None:
                     return
-                self._on_message(text)
+                self._guarded(self._on_message, data)
         finally:
             pinger.kill(block=False)
             self._disconnect(ws)
 
-    def _on_message(self, text) -> None:
-        try:
-            msg = json.loads(text)
-            for m in msg if isinstance(msg, list) else [msg]:
-                self._apply(m)
-        except (ValueError, MalformedMessage, TypeError, AttributeError) as exc:
-            self.malformed += 1
-            if self.metrics is not None:
-                self.metrics.incr("feed.malformed")
-            log.debug("market ws: skipped %s", exc)
+    def _on_message(self, data: bytes) -> None:
+        message = parse_market_message(data)
+        for refused in message.refused:
+            self.edge.refused(refused.reason, refused.detail)
+        for event in message.events:
+            self._guarded(self._apply, event)
 
-    def _apply(self, m: dict) -> None:
-        kind = m.get("event_type")
-        if kind == "book":
-            b = parse_book(m)
-            self._books[b.asset] = b
-        elif kind == "price_change":
-            for ch in m.get("price_changes") or []:
-                book = self._books.get(ch.get("asset_id"))
+    def _apply(self, event: MarketEvent) -> None:
+        if isinstance(event, BookTop):
+            self._books[event.asset] = event
+        elif isinstance(event, PriceChange):
+            for change in event.changes:
+                book = self._books.get(change.asset)
                 if book is not None:
-                    self._books[book.asset] = apply_price_change(book, ch)
+                    self._books[book.asset] = apply_price_change(book, change)
+        elif isinstance(event, TickSizeChange):
+            log.info("tick size of %s: %g -> %g", event.asset[:12], event.old_tick, event.new_tick)
+            if self.on_tick_size is not None:
+                self.on_tick_size(event)
+        elif isinstance(event, MarketResolved) and self.on_resolved is not None:
+            self.on_resolved(event)

@@ -11,13 +11,15 @@ malformed messages counted and skipped. Payloads are decoded here into `SourceFi
   receives (SELL) that maker's pUSD on the same token, or the rest of each share's 1 pUSD when the maker is on the
   other outcome with the same side (mint / merge). Mempool fills are unconfirmed until another feed sees them.
 Amounts are 6-decimal integers; price = pUSD / shares rounded to 6 decimals (the Deduper absorbs the last digit).
+Every message is parsed into a typed JSON-RPC answer or notification first (`parse_rpc_message`); the decoders raise
+only MalformedMessage; a fill dated outside [now - horizon, now + skew] is refused (schemas.check_match_ts).
 """
 from __future__ import annotations
 
 import json
 import logging
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -26,6 +28,7 @@ from eth_abi import decode
 from eth_abi.exceptions import DecodingError
 
 from copier.errors import MalformedMessage, TemporaryError
+from copier.schemas import check_match_ts, epoch_seconds, json_object, loads
 from copier.types import Feed, MarketMeta, Side, SourceFill
 from copier.wsfeed import ReconnectingFeed
 
@@ -40,7 +43,11 @@ ORDER_FILLED_DATA = ("uint8", "uint256", "uint256", "uint256", "uint256", "bytes
 _ORDER = "(uint256,address,address,uint256,uint256,uint256,uint8,uint8,uint256,bytes32,bytes32,bytes)"
 MATCH_ORDERS_ARGS = ("bytes32", _ORDER, _ORDER + "[]", "uint256", "uint256[]", "uint256", "uint256[]")
 MAX_INPUT_CHARS = 256 * 1024
+MAX_RPC_MESSAGE_BYTES = 1024 * 1024      # a pending transaction with the largest input we decode, and its envelope
 UNRESOLVED_TTL_S = 30.0
+REPLACEMENT_MEMORY = 10_000     # pending transactions remembered by (sender, nonce)
+MAX_SHARE_UNITS = 10 ** 18               # a trillion shares: more is not a fill, it is an overflow
+SUBSCRIBE_ID, HEAD_ID = 1, 2
 
 
 def pad_topic(address: str) -> str:
@@ -60,17 +67,60 @@ class ChainFill:
     condition_id: str = ""       # only the calldata names the market
 
 
+@dataclass(frozen=True, slots=True)
+class RpcAnswer:
+    """The answer to one of our requests (eth_subscribe, eth_blockNumber)."""
+    id: int
+    result: object
+    error: str                   # "" when the node reported none
+
+
+@dataclass(frozen=True, slots=True)
+class RpcNotification:
+    """An `eth_subscription` message: one log or one pending transaction, decoded by the feed that subscribed."""
+    subscription: str
+    result: object
+
+
+def parse_rpc_message(data) -> RpcAnswer | RpcNotification | None:
+    """One JSON-RPC websocket message -> a typed answer or notification; None for anything else a node may send."""
+    msg = json_object(loads(data, "JSON-RPC message", MAX_RPC_MESSAGE_BYTES), "JSON-RPC message")
+    if msg.get("id") is not None:
+        rid = msg["id"]
+        if isinstance(rid, bool) or not isinstance(rid, int):
+            raise MalformedMessage("JSON-RPC answer with a non-integer id")
+        error = msg.get("error")
+        return RpcAnswer(rid, msg.get("result"), json.dumps(error)[:300] if error is not None else "")
+    if msg.get("method") == "eth_subscription":
+        params = json_object(msg.get("params"), "eth_subscription params")
+        sub = params.get("subscription")
+        if not isinstance(sub, str):
+            raise MalformedMessage("eth_subscription without a subscription id")
+        return RpcNotification(sub, params.get("result"))
+    return None
+
+
 def _hex32(value, what: str) -> str:
     if not isinstance(value, str) or not value.startswith("0x") or len(value) != 66:
         raise MalformedMessage(f"{what} is not a 32-byte hex string")
+    try:
+        int(value, 16)
+    except ValueError:
+        raise MalformedMessage(f"{what} is not a 32-byte hex string") from None
     return value.lower()
 
 
 def _int(value, what: str) -> int:
+    """A JSON-RPC quantity: a 0x hex string (or an integer) of at most 256 bits."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and len(value) > 66):
+        raise MalformedMessage(f"{what} is not a number")
     try:
-        return int(value, 16) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError):
+        n = int(value, 16) if isinstance(value, str) else value
+    except ValueError:
         raise MalformedMessage(f"{what} is not a number") from None
+    if not 0 <= n < 2 ** 256:
+        raise MalformedMessage(f"{what} is out of range")
+    return n
 
 
 def _side(raw: int) -> Side:
@@ -91,21 +141,24 @@ def decode_order_filled(entry: dict, wallet: str) -> ChainFill | None:
     topics = entry.get("topics")
     if not isinstance(topics, list) or len(topics) != 4 or not all(isinstance(t, str) for t in topics):
         raise MalformedMessage("log without four topics")
-    if topics[0].lower() != TOPIC_ORDER_FILLED or str(entry.get("address", "")).lower() not in EXCHANGES:
+    address = entry.get("address")
+    if topics[0].lower() != TOPIC_ORDER_FILLED or not isinstance(address, str) or address.lower() not in EXCHANGES:
         return None
     if topics[2].lower() != pad_topic(wallet):
         return None
     data = entry.get("data")
+    if not isinstance(data, str) or not data.startswith("0x") or len(data) > 4096:
+        raise MalformedMessage("OrderFilled data is not a hex string")
     try:
-        side, token, making, taking, fee, _, _ = decode(ORDER_FILLED_DATA, bytes.fromhex(str(data)[2:]))
-    except (DecodingError, ValueError, TypeError):
+        side, token, making, taking, fee, _, _ = decode(ORDER_FILLED_DATA, bytes.fromhex(data[2:]))
+    except (DecodingError, ValueError, TypeError, OverflowError):
         raise MalformedMessage("OrderFilled data does not decode") from None
     side = _side(side)
     shares, usdc = _amounts(side, making, taking)
     ts = entry.get("blockTimestamp")
     return ChainFill(tx_hash=_hex32(entry.get("transactionHash"), "transactionHash"), token_id=str(token),
                      side=side, shares=shares, usdc=usdc, fee=fee,
-                     match_ts=float(_int(ts, "blockTimestamp")) if ts is not None else None)
+                     match_ts=epoch_seconds(_int(ts, "blockTimestamp"), "blockTimestamp") if ts is not None else None)
 
 
 def decode_match_orders(tx: dict, wallet: str) -> list[ChainFill]:
@@ -115,7 +168,8 @@ def decode_match_orders(tx: dict, wallet: str) -> list[ChainFill]:
     data = tx.get("input")
     if not isinstance(data, str) or len(data) > MAX_INPUT_CHARS:
         raise MalformedMessage("transaction input missing or too large")
-    if str(tx.get("to", "")).lower() not in EXCHANGES or not data.lower().startswith(MATCH_ORDERS_SELECTOR):
+    to = tx.get("to")
+    if not isinstance(to, str) or to.lower() not in EXCHANGES or not data.lower().startswith(MATCH_ORDERS_SELECTOR):
         return []
     if wallet.lower()[2:] not in data.lower():
         return []                       # cheap pre-filter: the source's address is in every order it signed
@@ -128,8 +182,8 @@ def decode_match_orders(tx: dict, wallet: str) -> list[ChainFill]:
         raise MalformedMessage("matchOrders with mismatched maker arrays")
     tx_hash = _hex32(tx.get("hash"), "hash")
     stamp = taker[8]
-    match_ts = stamp / 1000.0 if stamp > 10**11 else float(stamp)
-    common = dict(tx_hash=tx_hash, match_ts=match_ts or None, condition_id="0x" + cid.hex())
+    common = dict(tx_hash=tx_hash, match_ts=epoch_seconds(stamp, "order timestamp") if stamp else None,
+                  condition_id="0x" + cid.hex())
     t_side = _side(taker[6])
     fills, t_shares, t_usdc, consistent = [], 0, 0, True
     for order, making, fee in zip(makers, maker_fills, maker_fees):
@@ -151,7 +205,7 @@ def decode_match_orders(tx: dict, wallet: str) -> list[ChainFill]:
 
 def to_source_fill(cf: ChainFill, meta: MarketMeta | None, feed: str, recv_ns: int, wallet: str,
                    confirmed: bool) -> SourceFill:
-    if cf.shares <= 0 or cf.usdc < 0 or cf.usdc > cf.shares:
+    if not 0 < cf.usdc <= cf.shares <= MAX_SHARE_UNITS:
         raise MalformedMessage(f"fill of {cf.shares} share units for {cf.usdc} pUSD units is not a trade")
     idx = meta.token_ids.index(cf.token_id) if meta is not None else 999
     return SourceFill(
@@ -171,20 +225,20 @@ class _RpcFeed(ReconnectingFeed):
     confirmed = True
 
     def __init__(self, cfg, *, url: str, detection, on_fill, catalog, clock, metrics,
-                 rng: random.Random | None = None):
-        super().__init__(cfg, clock=clock, metrics=metrics, rng=rng)
+                 rng: random.Random | None = None, alerts=None):
+        super().__init__(cfg, clock=clock, metrics=metrics, rng=rng, alerts=alerts)
         self.url = url
         self.wallet = cfg.copy.source_wallet.lower()
         self.detection = detection
         self.on_fill = on_fill
         self.catalog = catalog
-        self.malformed = 0
         self.messages = 0
         self.fills = 0
         self.live_since: float | None = None      # wall clock since the subscription has been live without a gap
         self._head: int | None = None
         self._head_at = 0.0
         self._last_msg = 0.0
+        self._sub_id: str | None = None
         self._unresolved: deque = deque(maxlen=1000)
 
     def subscription(self) -> list:
@@ -196,7 +250,8 @@ class _RpcFeed(ReconnectingFeed):
     def state(self) -> dict:
         age = self.clock.monotonic() - self._last_msg if self._last_msg else None
         return {"name": self.name, "connected": self.connected, "reconnects": self.reconnects,
-                "malformed": self.malformed, "frames": self.messages, "fills": self.fills, "head": self._head,
+                "malformed": self.malformed, "errors": self.edge.errors, "frames": self.messages,
+                "fills": self.fills, "head": self._head,
                 "last_frame_age_s": round(age, 3) if age is not None else None}
 
     def _dropped(self) -> None:
@@ -204,61 +259,58 @@ class _RpcFeed(ReconnectingFeed):
 
     def _session(self, stopping) -> None:
         ws = self._connect(self.url)
-        sub_id = None
+        self._sub_id = None
         try:
-            ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": self.subscription()}))
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": SUBSCRIBE_ID, "method": "eth_subscribe",
+                                "params": self.subscription()}))
             self.connected = True
             self._last_msg = self._head_at = self.clock.monotonic()
             self._head = None
             keepalive = gevent.spawn(self._keepalive, ws, self._probe)
             try:
                 while not stopping.is_set():
-                    text = self._recv(ws)
-                    if text is None:
+                    data = self._recv(ws)
+                    if data is None:
                         return
                     recv_ns = self.clock.now_ns()
                     self._last_msg = self.clock.monotonic()
-                    msg = self._parse(text)
-                    if msg is None:
-                        continue
-                    if msg.get("id") == 1:
-                        sub_id = self._subscribed(msg)
-                    elif msg.get("id") == 2:
+                    self.messages += 1
+                    msg = self._parse(data)
+                    if isinstance(msg, RpcAnswer) and msg.id == SUBSCRIBE_ID:
+                        self._sub_id = self._subscribed(msg)       # a refusal ends the session: reconnect
+                    elif isinstance(msg, RpcAnswer) and msg.id == HEAD_ID:
                         if self._head_stalled(msg):
                             return
-                    elif msg.get("method") == "eth_subscription" and sub_id is not None:
-                        params = msg.get("params")
-                        if isinstance(params, dict) and params.get("subscription") == sub_id:
-                            self._guarded(params.get("result"), recv_ns)
+                    elif isinstance(msg, RpcNotification) and self._sub_id is not None \
+                            and msg.subscription == self._sub_id:
+                        self._guarded(self.on_result, msg.result, recv_ns)
             finally:
                 keepalive.kill(block=False)
         finally:
             self._disconnect(ws)
 
-    def _parse(self, text) -> dict | None:
-        self.messages += 1
+    def _parse(self, data: bytes) -> RpcAnswer | RpcNotification | None:
         try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
-            self._malformed("message is not a JSON object")
-            return None
-        return msg
+            return parse_rpc_message(data)
+        except MalformedMessage as exc:
+            self.edge.malformed(exc)
+        except Exception as exc:
+            self.edge.failed("message", exc)
+        return None
 
-    def _subscribed(self, msg: dict) -> str:
-        if "error" in msg or not isinstance(msg.get("result"), str):
-            raise TemporaryError(f"eth_subscribe refused: {msg.get('error')}")
+    def _subscribed(self, msg: RpcAnswer) -> str:
+        if msg.error or not isinstance(msg.result, str) or not msg.result:
+            raise TemporaryError(f"eth_subscribe refused: {msg.error[:200]}")
         self.live_since = self.clock.now()
         log.info("%s: subscribed", self.name)
-        return msg["result"]
+        return msg.result
 
-    def _head_stalled(self, msg: dict) -> bool:
+    def _head_stalled(self, msg: RpcAnswer) -> bool:
         """eth_blockNumber answers double as the node's liveness: a head that stops moving means a stuck node."""
         try:
-            head = int(msg.get("result"), 16)
-        except (TypeError, ValueError):
-            self._malformed("eth_blockNumber answer is not a hex number")
+            head = _int(msg.result, "eth_blockNumber answer")
+        except MalformedMessage as exc:
+            self.edge.malformed(exc)
             return False
         now = self.clock.monotonic()
         if head != self._head:
@@ -274,23 +326,9 @@ class _RpcFeed(ReconnectingFeed):
         """Every ping interval: retry fills on markets not known yet, then ask for the head (the node's liveness)."""
         try:
             self._retry_unresolved()
-        except Exception:
-            log.exception("%s: retrying fills on unknown markets failed", self.name)
-        return json.dumps({"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []})
-
-    def _guarded(self, result, recv_ns: int) -> None:
-        try:
-            self.on_result(result, recv_ns)
-        except MalformedMessage as exc:
-            self._malformed(str(exc))
-        except Exception:                       # one bad message never kills the feed
-            self.metrics.incr(f"feed.{self.name}.errors")
-            log.exception("%s: a message failed", self.name)
-
-    def _malformed(self, why: str) -> None:
-        self.malformed += 1
-        self.metrics.incr("feed.malformed")
-        log.warning("%s: skipped a malformed message: %s", self.name, why)
+        except Exception as exc:
+            self.edge.failed("retrying fills on unknown markets", exc)
+        return json.dumps({"jsonrpc": "2.0", "id": HEAD_ID, "method": "eth_blockNumber", "params": []})
 
     def deliver(self, cf: ChainFill, stream: str, frame_id: str, recv_ns: int) -> None:
         """Into the shared dedupe. A fill on a market the catalog does not know yet can only confirm a fill that
@@ -299,6 +337,7 @@ class _RpcFeed(ReconnectingFeed):
         if meta is None and cf.condition_id:
             meta = self.catalog.lookup(cf.condition_id, cf.token_id)
         fill = to_source_fill(cf, meta, self.feed, recv_ns, self.wallet, self.confirmed)
+        check_match_ts(fill.match_ts, recv_ns / 1e9)
         if meta is None:
             if not self.detection.confirm_only(fill, stream, frame_id):
                 self.metrics.incr("chain.unknown_market")
@@ -306,7 +345,7 @@ class _RpcFeed(ReconnectingFeed):
             return
         self.fills += 1
         parsed_ns = self.clock.now_ns()
-        admitted = self.detection.admit(fill, stream, frame_id)
+        admitted = self.detection.sight(fill, stream, frame_id)
         if admitted is not None:
             self.metrics.timing("stage.parse_ms", (parsed_ns - recv_ns) / 1e6)
             self.metrics.timing("stage.dedupe_ms", (self.clock.now_ns() - parsed_ns) / 1e6)
@@ -317,7 +356,7 @@ class _RpcFeed(ReconnectingFeed):
         now = self.clock.monotonic()
         for deadline, cf, stream, frame_id, recv_ns in pending:
             if deadline > now:
-                self.deliver(cf, stream, frame_id, recv_ns)
+                self._guarded(self.deliver, cf, stream, frame_id, recv_ns)
 
 
 
@@ -351,6 +390,10 @@ class MempoolFeed(_RpcFeed):
     feed = Feed.MEMPOOL.value
     confirmed = False
 
+    def __init__(self, cfg, **kw):
+        super().__init__(cfg, **kw)
+        self._senders: OrderedDict[tuple[str, str], str] = OrderedDict()    # (from, nonce) -> first tx hash
+
     def subscription(self) -> list:
         return ["newPendingTransactions", True]
 
@@ -358,6 +401,23 @@ class MempoolFeed(_RpcFeed):
         if isinstance(result, str):
             return                      # a node that ignores the full-transactions flag sends bare hashes
         fills = decode_match_orders(result, self.wallet)
+        if fills:
+            self._note_replacement(result, fills[0].tx_hash)
         for i, cf in enumerate(fills):
             # One stream per transaction: a re-announced transaction is the same frames again.
             self.deliver(cf, f"{self.name}:{cf.tx_hash}", str(i), recv_ns)
+
+    def _note_replacement(self, tx: dict, tx_hash: str) -> None:
+        """A gas-bumped replacement (same sender and nonce, new hash) carries the same orders: its fills, on every
+        feed, are the ones first seen under the original hash."""
+        sender, nonce = str(tx.get("from") or "").lower(), str(tx.get("nonce") or "")
+        if not sender or not nonce:
+            return
+        first = self._senders.setdefault((sender, nonce), tx_hash)
+        self._senders.move_to_end((sender, nonce))
+        if len(self._senders) > REPLACEMENT_MEMORY:
+            self._senders.popitem(last=False)
+        if first != tx_hash:
+            self.metrics.incr("chain.replaced")
+            log.info("%s: %s replaces %s", self.name, tx_hash, first)
+            self.detection.alias(tx_hash, first)

@@ -108,8 +108,11 @@ class Coalescer:
         deadlines = [self._deadline(st) for st in self._keys.values() if st.pending]
         return min(deadlines) if deadlines else None
 
-    def pending_count(self) -> int:
-        return sum(len(st.pending) for st in self._keys.values())
+    def flush(self, now: float) -> list[Batch]:
+        """Every held batch at once, whatever its deadline (shutdown: they are recorded, not ordered)."""
+        out = [_batch(tuple(st.pending), "trailing", now) for st in self._keys.values() if st.pending]
+        self._keys.clear()
+        return out
 
 
 def _batch(fills: tuple[SourceFill, ...], kind: str, at: float) -> Batch:

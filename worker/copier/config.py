@@ -57,6 +57,8 @@ class ExecutionConfig:
     retry_backoff_s: float = 0.05
     max_retry_after_s: float = 5.0            # longer Retry-After: give up on that order (the signal goes stale)
     executor_concurrency: int = 8
+    order_horizon_s: float = 120.0            # an order the venue neither knows nor traded this long after signing
+                                              #   is FAILED; until then it stays UNKNOWN (reserved, asked again)
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,9 @@ def _validate(cfg: Config) -> None:
     _require(e.post_timeout_s > 0, "execution.post_timeout_s", "must be > 0")
     _require(0 <= e.retry_budget_s <= 60, "execution.retry_budget_s", "must be in [0, 60]")
     _require(1 <= e.executor_concurrency <= 64, "execution.executor_concurrency", "must be in [1, 64]")
+    _require(e.order_horizon_s > c.max_signal_age_s + e.retry_budget_s + e.post_timeout_s, "execution.order_horizon_s",
+             "must exceed copy.max_signal_age_s + execution.retry_budget_s + execution.post_timeout_s (the last "
+             "instant an order can be posted)")
     _require(r.max_daily_notional_usd >= s.max_notional_per_order_usd, "risk.max_daily_notional_usd",
              "must be >= sizing.max_notional_per_order_usd")
     _require(0 < r.breaker_max_error_rate <= 1, "risk.breaker_max_error_rate", "must be in (0, 1]")

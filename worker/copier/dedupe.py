@@ -1,22 +1,24 @@
 """One dedupe for every feed: a source fill triggers once, whichever feed (or socket) delivers it first.
 
-Identity = content key (tx hash, asset, side, price, size) + occurrence. Within one stream (one socket connection's
-frame type, one gap-fill scan) the k-th fill with a content key has occurrence k; it is new iff occurrence k of that
-content was not admitted from any stream. So one trade seen on `trades` and `orders_matched`, on both sockets and
-again in the Data API counts once, while two identical fills in one transaction both count. A frame delivered twice
-on the same stream (same frame id) is a duplicate, not a second fill.
+Feeds differ in granularity: the chain's logs and the mempool show the source's taker order as one aggregate fill,
+RTDS and the Data API show a row per maker it matched. So within a (tx hash, asset, side) group, what counts is the
+size each stream has delivered in all: a stream (one socket connection's frame type, one gap-fill scan, one block,
+one pending transaction) that has delivered more than every admitted fill of the group covers brings the excess as
+a new fill; anything within what is admitted is a sighting of it. One trade seen on `trades` and `orders_matched`, on
+both sockets, again in the Data API and as a log counts once; two identical fills in one transaction both count
+once any stream delivers both; a 60-share aggregate and three 20-share rows are the same 60 shares. A frame
+delivered twice on one stream (same frame id) is dropped before it counts.
 
 Feeds disagree in the last digits: chain amounts are 6-decimal integers (a taker's price over several makers is
 pUSD/shares, not tick-aligned), RTDS and the Data API carry rounded floats (the recorded RTDS frame shows 4-decimal
-sizes), and which price a feed shows for a taker that swept several levels is not documented. A mismatch would be a
-second order, so a sighting is matched to an admitted fill of the same (tx hash, asset, side) whose size agrees
-within any feed's rounding; price only chooses among such candidates, never splits them. It then carries that
-fill's identity, so every feed reports the same dedupe key byte for byte. The first arrival's price and size are
-the identity's; `occurrence` tells apart equal fills within one transaction.
+sizes). Sizes are compared within any feed's rounding. A sighting that is not new carries the identity of the
+admitted fill it matches (closest in size and price among those this stream has not claimed, else the one its
+delivered span overlaps most), so every feed reports the same dedupe key byte for byte.
 
-Safety invariant: per (tx hash, asset, side), the admitted count never exceeds the most fills any single stream
-delivered (each stream claims a distinct admitted fill per sighting). Merging two genuinely distinct near-equal fills
-across streams can only delay a copy until the slower stream delivers the second one, never duplicate it.
+A gas-bumped replacement of a pending transaction has a new hash but the same orders: the mempool feed names it
+(same sender and nonce) and `alias` maps it onto the hash first seen, for every feed.
+
+Safety invariant: per group, the admitted size never exceeds the most any single stream delivered (within rounding).
 """
 from __future__ import annotations
 
@@ -39,9 +41,11 @@ class Deduper:
         self.capacity = capacity
         # (tx, asset, side) -> [(price, size)] of the admitted fills, in admission order
         self._admitted: OrderedDict[tuple, list[tuple[float, float]]] = OrderedDict()
-        # (stream, (tx, asset, side)) -> indexes into the admitted list this stream has delivered
+        # (stream, (tx, asset, side)) -> shares this stream delivered, and the admitted fills it matched
+        self._delivered: OrderedDict[tuple, float] = OrderedDict()
         self._claims: OrderedDict[tuple, list[int]] = OrderedDict()
         self._frames: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._aliases: OrderedDict[str, str] = OrderedDict()
         self.duplicates = 0
 
     def admit(self, fill: SourceFill, stream: str, frame_id: str | None = None) -> SourceFill | None:
@@ -53,40 +57,55 @@ class Deduper:
                 admit_new: bool = True) -> tuple[SourceFill | None, bool]:
         """(fill carrying its canonical identity, is it new). (None, False) for a frame delivered twice, or for an
         unknown fill when admit_new is False (a sighting that may confirm but not introduce a fill)."""
-        if frame_id:
-            fkey = (stream, frame_id)
-            if fkey in self._frames:
-                self.duplicates += 1
-                return None, False
-        group = (fill.tx_hash, fill.asset, fill.side.value)
-        admitted = self._admitted.get(group, [])
-        claimed = self._claims.get((stream, group), [])
-        index = self._closest(admitted, fill, exclude=claimed)
-        if index is None and not admit_new:
+        if frame_id and (stream, frame_id) in self._frames:
+            self.duplicates += 1
             return None, False
-        if frame_id:
-            self._remember(self._frames, (stream, frame_id), None)
-        new = index is None
+        tx = self._aliases.get(fill.tx_hash, fill.tx_hash)
+        group = (tx, fill.asset, fill.side.value)
+        admitted = self._admitted.get(group, [])
+        before = self._delivered.get((stream, group), 0.0)
+        after = before + fill.size
+        total = sum(size for _, size in admitted)
+        new = after - total > _tolerance(after, total)
+        if new and not admit_new:
+            return None, False
+        claimed = self._claims.get((stream, group), [])
         if new:
-            admitted.append((fill.price, fill.size))
+            admitted.append((fill.price, round(after - total, 6) if total else fill.size))
             index = len(admitted) - 1
         else:
             self.duplicates += 1
+            index = self._match(admitted, fill, claimed, before, after)
+        if frame_id:
+            self._remember(self._frames, (stream, frame_id), None)
         self._remember(self._admitted, group, admitted)
+        self._remember(self._delivered, (stream, group), after)
         self._remember(self._claims, (stream, group), claimed + [index])
-        return self._identity(fill, admitted, index), new
+        return replace(self._identity(fill, admitted, index), tx_hash=tx), new
+
+    def alias(self, replacement: str, original: str) -> None:
+        """A transaction that replaced another (same sender and nonce): its fills are the original's."""
+        if replacement != original:
+            self._remember(self._aliases, replacement, self._aliases.get(original, original))
+
+    def aliases(self) -> list[tuple[str, str]]:
+        return list(self._aliases.items())
 
     def identify(self, fill: SourceFill) -> list[str]:
         """Dedupe keys of the admitted fills this sighting matches, closest first (to name a removed log)."""
-        admitted = self._admitted.get((fill.tx_hash, fill.asset, fill.side.value), [])
+        tx = self._aliases.get(fill.tx_hash, fill.tx_hash)
+        admitted = self._admitted.get((tx, fill.asset, fill.side.value), [])
         out, taken = [], []
         while (i := self._closest(admitted, fill, exclude=taken)) is not None:
             taken.append(i)
-            out.append(self._identity(fill, admitted, i).dedupe_key)
+            out.append(replace(self._identity(fill, admitted, i), tx_hash=tx).dedupe_key)
         return out
 
-    def seed(self, keys: Iterable[str]) -> None:
-        """Preload dedupe keys (tx:asset:side:price:size:occurrence) persisted by a previous process."""
+    def seed(self, keys: Iterable[str], aliases: Iterable[tuple[str, str]] = ()) -> None:
+        """Preload dedupe keys (tx:asset:side:price:size:occurrence) and transaction aliases persisted by a
+        previous process."""
+        for replacement, original in aliases:
+            self.alias(replacement, original)
         for key in keys:
             parsed = _parse_key(key)
             if parsed is None:
@@ -105,6 +124,22 @@ class Deduper:
         same = [p for p in self._admitted.get(group, ())
                 if (fmt_num(p[0]), fmt_num(p[1])) == (fmt_num(price), fmt_num(size))]
         return occ < len(same)
+
+    @classmethod
+    def _match(cls, admitted: list[tuple[float, float]], fill: SourceFill, claimed: list[int], before: float,
+               after: float) -> int:
+        """The admitted fill a repeated sighting is: the closest equal-sized one this stream has not claimed, else
+        the one whose span of the group's shares overlaps [before, after) most (an aggregate against its parts)."""
+        index = cls._closest(admitted, fill, exclude=claimed)
+        if index is not None:
+            return index
+        best, best_overlap, start = 0, -1.0, 0.0
+        for i, (_, size) in enumerate(admitted):
+            overlap = min(after, start + size) - max(before, start)
+            if overlap > best_overlap:
+                best, best_overlap = i, overlap
+            start += size
+        return best
 
     @staticmethod
     def _closest(admitted: list[tuple[float, float]], fill: SourceFill, exclude) -> int | None:
@@ -125,6 +160,11 @@ class Deduper:
         table.move_to_end(key)
         while len(table) > self.capacity:
             table.popitem(last=False)
+
+
+def _tolerance(a: float, b: float) -> float:
+    """How far two feeds' totals of one group may differ by rounding alone."""
+    return max(SIZE_TOL_ABS, SIZE_TOL_REL * max(a, b))
 
 
 def _parse_key(key: str):

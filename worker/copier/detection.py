@@ -25,7 +25,6 @@ from copier.types import Batch, Feed, SourceFill
 log = logging.getLogger("copier.detection")
 
 PENDING, CONFIRMED, REMOVED, RETRACTED = "pending", "confirmed", "removed", "retracted"
-TICK_S = 0.25
 LIVE_MARGIN_S = 2.0        # the logs subscription must predate the match by this much to judge "not mined"
 
 
@@ -61,10 +60,12 @@ class Detection:
         self._sightings: list[dict] = []
         self._events: list[dict] = []
         self._confirmed_keys: list[str] = []
+        self._aliases: list[dict] = []
 
     # ---- feed side -------------------------------------------------------------------------------------------
-    def admit(self, fill: SourceFill, stream: str, frame_id: str | None = None) -> SourceFill | None:
-        """Every feed's entry point (same contract as Deduper.admit): the identified fill if new, else None."""
+    def sight(self, fill: SourceFill, stream: str, frame_id: str | None = None) -> SourceFill | None:
+        """Every feed's entry point: the fill with its identity if this is its first sighting on any feed, else None
+        (the sighting is recorded either way)."""
         identity, new = self.deduper.observe(fill, stream, frame_id)
         if identity is not None:
             self._sighted(identity, fill, stream, new)
@@ -89,8 +90,13 @@ class Detection:
                 log.warning("source fill %s removed by a reorg", key, extra={"cid": key})
                 return
 
-    def seed(self, keys) -> None:
-        self.deduper.seed(keys)
+    def seed(self, keys, aliases=()) -> None:
+        self.deduper.seed(keys, aliases)
+
+    def alias(self, replacement: str, original: str) -> None:
+        """A replaced transaction: every feed's sightings of `replacement` are the fills of `original`."""
+        self.deduper.alias(replacement, original)
+        self._aliases.append({"tx_hash": replacement, "original": original, "at_ns": self.clock.now_ns()})
 
     def _sighted(self, identity: SourceFill, fill: SourceFill, stream: str, new: bool) -> None:
         key = identity.dedupe_key
@@ -129,12 +135,7 @@ class Detection:
     def track(self, key: str) -> Track | None:
         return self._tracks.get(key)
 
-    # ---- timers and persistence (own greenlet) ---------------------------------------------------------------
-    def run(self, stopping) -> None:
-        while not stopping.wait(TICK_S):
-            self.step()
-        self.step()
-
+    # ---- timers and persistence (a periodic task) ------------------------------------------------------------
     def step(self) -> None:
         """Expire timers, then write what was seen. Never raises."""
         try:
@@ -179,11 +180,14 @@ class Detection:
 
     def _flush(self) -> None:
         if self.store is None:
-            self._sightings, self._events, self._confirmed_keys = [], [], []
+            self._sightings, self._events, self._confirmed_keys, self._aliases = [], [], [], []
             return
         sightings, self._sightings = self._sightings, []
         events, self._events = self._events, []
         confirmed, self._confirmed_keys = self._confirmed_keys, []
+        aliases, self._aliases = self._aliases, []
+        if aliases:
+            self.store.record_aliases(aliases)
         if sightings:
             self.store.record_sightings(sightings)
         if events:
@@ -203,7 +207,7 @@ class ConfirmationGate:
         self.coalescer = coalescer
         self._parked: list[Batch] = []
 
-    def admit(self, batch: Batch) -> Batch | None:
+    def pass_or_park(self, batch: Batch) -> Batch | None:
         """The batch if it may be decided now; None if it was parked."""
         if not any(self._waiting(f) for f in batch.fills):
             return batch
@@ -230,8 +234,10 @@ class ConfirmationGate:
     def parked(self) -> int:
         return len(self._parked)
 
-    def held_fills(self) -> int:
-        return sum(len(b.fills) for b in self._parked)
+    def flush(self) -> list[Batch]:
+        """Every parked batch at once (shutdown: they are recorded, not ordered)."""
+        out, self._parked = self._parked, []
+        return out
 
     def _status(self, fill: SourceFill) -> str:
         t = self.detection.track(fill.dedupe_key)

@@ -42,7 +42,11 @@ class BelowMinSize(OrderRejected):
 
 
 class MalformedMessage(BotError):
-    """A feed payload that does not parse: count it and skip it."""
+    """A peer's payload that does not parse or is not plausible: count it under `reason` and skip it."""
+
+    def __init__(self, message: str, reason: str = "malformed"):
+        super().__init__(message)
+        self.reason = str(getattr(reason, "value", reason))    # a types.BadInput, as the plain string it counts by
 
 
 class StaleSignal(BotError):

@@ -1,120 +1,153 @@
 """Executors: turn an OrderIntent into an ExecutionReport. Same interface live and on paper (dry run).
 
 Live order of operations, each step durable before the next:
-  1. sign once (order hash = EIP-712 digest)   2. persist the signed bytes (write-ahead)   3. POST (marked
-     POSTING once the request is written, while the venue works on it)
-  4. on 5xx / 425 / 429 / timeout: POST the SAME bytes again (bounded; the venue rejects a duplicate hash)
-  5. still no answer: GET /data/order/{hash} decides what happened.
-After a crash, recover() resolves every persisted-but-unresolved order by hash; nothing is ever re-signed, and
-only the persisted bytes of an order the venue never saw are posted again.
+  1. the gate (halted? stopping? signal age, expiry, market open?)   2. sign once (order hash = EIP-712 digest)
+  3. persist the signed bytes (write-ahead)   4. the gate again, then POST (marked POSTING once the request is
+     written, while the venue works on it)
+  5. on 5xx / 425 / 429 / timeout: the gate, then POST the SAME bytes again (bounded; the venue rejects a duplicate
+     hash)   6. still no answer: the venue is asked what happened, by order hash.
+Order truth: an order is FAILED only on positive evidence from the venue: a terminal status, or neither the order
+nor a trade for it at the venue once the order's horizon has passed. Whatever got no usable answer (404, 401/403,
+429, 5xx, an HTML page, a timeout) stays UNKNOWN, reserved against the caps, persisted, and is asked about again with
+backoff; LIVE and DELAYED answers are asked about the same way until they end. After a crash, recover() resolves
+every persisted-but-unresolved order by hash; nothing is ever re-signed, and only the persisted bytes of an order
+the venue never saw are posted again, and only if the gate lets them.
 """
 from __future__ import annotations
 
 import functools
-import json
 import logging
+from dataclasses import dataclass
+from typing import Protocol
 
 import peewee
 
 from copier.errors import MalformedMessage, OperationalError, RateLimited, TemporaryError, UnknownOutcome
 from copier.logs import batch_fields
-from copier.schemas import parse_funds
+from copier.schemas import parse_funds, parse_order_lookup, parse_post_order_answer, parse_trades_of_order
 from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport, Response
-from copier.types import ExecutionReport, Funds, MarketMeta, OrderIntent, Side
+from copier.types import ExecutionReport, Funds, MarketMeta, OrderIntent, OrderStatus, Side
 
 log = logging.getLogger("copier.executor")
 
 FAK_NO_MATCH = "no orders found to match"
 DUPLICATE = "duplicated"
-ACCEPTED = {"live": "LIVE", "matched": "MATCHED", "delayed": "DELAYED", "unmatched": "UNMATCHED"}
+VENUE_STATUSES = {s.value: s for s in (OrderStatus.LIVE, OrderStatus.DELAYED, OrderStatus.MATCHED,
+                                       OrderStatus.UNMATCHED, OrderStatus.CANCELED)}
 AUTH_ERRORS = (401, 403)
 MAX_BACKOFF_S = 1.0
+RECHECK_FIRST_S = 1.0       # an unresolved order is asked about again after 1 s, then 2, 4 ... up to 30 s
+RECHECK_MAX_S = 30.0
+MAX_TRADE_PAGES = 20
+END_CURSOR = "LTE="
 
 
-def _amounts(body: dict, side: Side) -> tuple[float, float]:
-    """(filled shares, average price) from a POST /order answer's makingAmount/takingAmount (6 decimals)."""
-    try:
-        making = float(body.get("makingAmount") or 0) / 1e6
-        taking = float(body.get("takingAmount") or 0) / 1e6
-    except (TypeError, ValueError):
-        return 0.0, 0.0
-    shares, usd = (taking, making) if side is Side.BUY else (making, taking)
-    return (shares, usd / shares) if shares > 0 else (0.0, 0.0)
+class OrderGate(Protocol):
+    def refusal(self, intent: OrderIntent) -> tuple[str, str] | None:
+        """Why this order must not go on the wire now, or None."""
 
 
-def parse_order_lookup(body) -> tuple[str, float, float] | None:
-    """GET /data/order/{hash} -> (status, matched shares, price), or None when the venue does not know it."""
-    if not isinstance(body, dict) or not body.get("id"):
+class OpenGate:
+    """Refuses nothing (replay, benchmarks and tests that are not about the gate)."""
+
+    def refusal(self, intent: OrderIntent) -> tuple[str, str] | None:
         return None
-    status = str(body.get("status", "")).upper().removeprefix("ORDER_STATUS_")
-    try:
-        matched = float(body.get("size_matched") or 0)
-        price = float(body.get("price") or 0)
-    except (TypeError, ValueError):
-        matched, price = 0.0, 0.0
-    return status or "UNKNOWN", matched, price
+
+
+@dataclass(frozen=True, slots=True)
+class VenueRecord:
+    """What the venue's answers prove about one of our orders."""
+    status: OrderStatus        # UNKNOWN when the venue states something we do not know
+    matched: float
+    price: float
 
 
 class ClobExecutor:
-    def __init__(self, cfg, *, signer: OrderSigner, transport: ClobTransport, store: Store, clock, metrics):
+    def __init__(self, cfg, *, signer: OrderSigner, transport: ClobTransport, store: Store, clock, metrics,
+                 gate: OrderGate | None = None):
         self.cfg = cfg.execution
-        self.max_signal_age_s = cfg.copy.max_signal_age_s
-        self.signature_type = cfg.account.signature_type
         self.signer = signer
         self.transport = transport
         self.store = store
         self.clock = clock
         self.metrics = metrics
+        self.gate: OrderGate = gate or OpenGate()
+        self.signature_type = cfg.account.signature_type
+        self._rechecks: dict[str, tuple[float, float]] = {}     # order hash -> (next check, delay)
 
     @classmethod
-    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None) -> "ClobExecutor":
+    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None, gate=None) -> "ClobExecutor":
         creds = _api_creds(cfg, secrets)
         signer = OrderSigner(secrets.private_key, cfg.endpoints.chain_id, cfg.account.signature_type,
                              cfg.account.funder, creds.api_key)
         transport = ClobTransport(cfg.endpoints.clob, creds, signer.address, clock=clock,
                                   timeout_s=cfg.execution.post_timeout_s, metrics=metrics)
         transport.warm(cfg.execution.executor_concurrency)
-        return cls(cfg, signer=signer, transport=transport, store=store, clock=clock, metrics=metrics)
+        return cls(cfg, signer=signer, transport=transport, store=store, clock=clock, metrics=metrics, gate=gate)
 
     # ---- submit ------------------------------------------------------------------------------------------
     def submit(self, intent: OrderIntent, market: MarketMeta) -> ExecutionReport:
+        refusal = self._refused(intent)
+        if refusal:
+            return self._abandon_unsigned(intent, refusal)
         t0 = self.clock.monotonic()
         order, order_hash = self.signer.sign_order(intent, market)
         t1 = self.clock.monotonic()
         body = self.signer.serialize(order)
         t2 = self.clock.monotonic()
+        signed_ns = self.clock.now_ns()
         try:
-            self.store.record_signed(intent.intent_id, order_hash, body, self.clock.now_ns())
+            self.store.record_signed(intent.intent_id, order_hash, body, signed_ns)
         except peewee.IntegrityError:
             # This intent already has an order: never a second one.
             self.metrics.incr("orders.duplicate_refused")
-            return ExecutionReport(intent.intent_id, "", "REJECTED", error="intent already has an order")
+            return ExecutionReport(intent.intent_id, "", OrderStatus.REJECTED, error="intent already has an order")
         t3 = self.clock.monotonic()
         self.metrics.timing("stage.sign_ms", (t1 - t0) * 1000)
         self.metrics.timing("stage.serialize_ms", (t2 - t1) * 1000)
         self.metrics.timing("stage.persist_ms", (t3 - t2) * 1000)
-        return self._post(intent.intent_id, intent.side, order_hash, body, announce=functools.partial(
+        return self._post(intent, order_hash, body, signed_ns, announce=functools.partial(
             log.info, "order submit %s", order_hash,
             extra={**batch_fields(intent.intent_id, intent.fill_keys), "order_hash": order_hash}))
 
-    def _post(self, intent_id: str, side: Side, order_hash: str, body: str, announce=None) -> ExecutionReport:
-        """POST the persisted bytes, retrying the same bytes. announce: called once the first request is out."""
+    def _refused(self, intent: OrderIntent) -> tuple[str, str] | None:
+        refusal = self.gate.refusal(intent)
+        if refusal:
+            self.metrics.incr(f"orders.gate.{refusal[0]}")
+            log.warning("order not sent: %s", refusal[1], extra=batch_fields(intent.intent_id, intent.fill_keys))
+        return refusal
+
+    def _abandon_unsigned(self, intent: OrderIntent, refusal: tuple[str, str]) -> ExecutionReport:
+        """Refused before signing: recorded as never sent, so it is neither retried nor counted in flight."""
+        error = f"not sent: {refusal[0]}: {refusal[1]}"
+        self.store.record_abandoned(intent.intent_id, error, self.clock.now_ns())
+        return ExecutionReport(intent.intent_id, "", OrderStatus.ABANDONED, error=error)
+
+    def _post(self, intent: OrderIntent, order_hash: str, body: str, signed_ns: int,
+              announce=None) -> ExecutionReport:
+        """POST the persisted bytes, retrying the same bytes; the gate is asked before every attempt.
+        announce: called once the first request is out."""
+        iid, side = intent.intent_id, intent.side
         submit_ns = 0
-        ambiguous = False
+        ambiguous = False           # an attempt may have reached the venue without a usable answer
         last_error = ""
         attempts = 0
-        sent: list[int] = []                 # attempts whose request was written
+        sent: list[int] = []        # attempts whose request was written
         give_up_at = self.clock.monotonic() + self.cfg.retry_budget_s
         for attempt in range(1, self.cfg.max_post_attempts + 1):
+            refusal = self._refused(intent)
+            if refusal:
+                last_error = f"not sent: {refusal[0]}: {refusal[1]}"
+                break
             attempts = attempt
             t = self.clock.monotonic()
             submit_ns = submit_ns or self.clock.now_ns()
             retry_after = None
             try:
                 resp = self.transport.request("POST", "/order", body, on_sent=functools.partial(
-                    self._sent, intent_id, attempt, submit_ns, sent, t, announce))
+                    self._sent, iid, attempt, submit_ns, sent, t, announce))
             except UnknownOutcome as exc:
                 ambiguous, last_error = True, str(exc)
                 self.metrics.incr("orders.unknown_outcome")
@@ -123,7 +156,7 @@ class ClobExecutor:
             else:
                 self.metrics.timing("stage.send_ms", (self.clock.monotonic() - t) * 1000)
                 try:
-                    return self._answer(intent_id, side, order_hash, resp, submit_ns, attempt)
+                    return self._answer(iid, side, order_hash, resp, signed_ns, submit_ns, attempt)
                 except TemporaryError as exc:
                     last_error, retry_after = str(exc), exc.retry_after
                     ambiguous = ambiguous or resp.status >= 500
@@ -133,8 +166,13 @@ class ClobExecutor:
             if not self._wait_to_retry(attempt, retry_after, give_up_at):
                 break
         if ambiguous:
-            return self._resolve_by_hash(intent_id, side, order_hash, submit_ns, attempts, last_error)
-        return self._finish(intent_id, order_hash, "FAILED", submit_ns, attempts, error=last_error)
+            return self._resolve(iid, order_hash, signed_ns, submit_ns, attempts, last_error)
+        if not sent:
+            # No request carrying these bytes was ever written: the venue cannot have the order.
+            return self._finish(iid, order_hash, OrderStatus.ABANDONED, submit_ns, attempts,
+                                error=last_error or "never sent")
+        # Every written attempt got a definite refusal (429, 425): positive evidence it was not taken.
+        return self._finish(iid, order_hash, OrderStatus.FAILED, submit_ns, attempts, error=last_error)
 
     def _sent(self, intent_id: str, attempt: int, submit_ns: int, sent: list[int], t0: float, announce) -> None:
         """The request is on the wire: record it while the venue works on it. The signed bytes and hash were
@@ -142,7 +180,8 @@ class ClobExecutor:
         write is bookkeeping and need not hold the order back."""
         self.metrics.timing("stage.request_ms", (self.clock.monotonic() - t0) * 1000)
         t = self.clock.monotonic()
-        fields = {"attempts": attempt} if sent else {"status": "POSTING", "submit_ns": submit_ns, "attempts": attempt}
+        fields = {"attempts": attempt} if sent else {"status": OrderStatus.POSTING, "submit_ns": submit_ns,
+                                                     "attempts": attempt}
         sent.append(attempt)
         try:
             self.store.update_order(intent_id, self.clock.now_ns(), **fields)
@@ -165,109 +204,178 @@ class ClobExecutor:
         self.clock.sleep(delay)
         return True
 
-    def _answer(self, intent_id, side, order_hash, resp: Response, submit_ns, attempt) -> ExecutionReport:
+    def _answer(self, intent_id, side, order_hash, resp: Response, signed_ns, submit_ns, attempt) -> ExecutionReport:
         ack_ns = self.clock.now_ns()
-        body = resp.body if isinstance(resp.body, dict) else {}
-        if resp.status == 200 and body.get("success") and str(body.get("status", "")).lower() in ACCEPTED:
-            status = ACCEPTED[str(body["status"]).lower()]
-            filled, avg = _amounts(body, side)
-            return self._finish(intent_id, order_hash, status, submit_ns, attempt, ack_ns=ack_ns, filled=filled,
-                                avg=avg, trade_ids=tuple(body.get("tradeIDs") or ()))
+        if resp.status == 200:
+            try:
+                answer = parse_post_order_answer(resp.body, side)
+            except MalformedMessage as exc:
+                # A 200 we cannot read proves nothing either way: the venue is asked what happened.
+                return self._resolve(intent_id, order_hash, signed_ns, submit_ns, attempt, f"unreadable answer: {exc}")
+            if answer.accepted:
+                status = OrderStatus(answer.status)
+                if status is not OrderStatus.MATCHED:
+                    # LIVE / DELAYED: not over yet, whatever amounts came with it; UNMATCHED: nothing executed.
+                    self._schedule(order_hash, RECHECK_FIRST_S)
+                    return self._finish(intent_id, order_hash, status, submit_ns, attempt, ack_ns=ack_ns)
+                return self._finish(intent_id, order_hash, status, submit_ns, attempt, ack_ns=ack_ns,
+                                    filled=answer.filled_size, avg=answer.avg_price, trade_ids=answer.trade_ids)
         err = resp.error
         if resp.status in AUTH_ERRORS:
-            self._finish(intent_id, order_hash, "REJECTED", submit_ns, attempt, ack_ns=ack_ns, error=err)
+            # Our credentials were refused: the order was not taken (an auth failure precedes matching).
+            self._finish(intent_id, order_hash, OrderStatus.REJECTED, submit_ns, attempt, ack_ns=ack_ns, error=err)
             raise OperationalError(f"CLOB rejected our credentials (HTTP {resp.status}): {err}")
         if resp.status == 429:
             raise RateLimited(f"429 {err}", retry_after=_retry_after(resp))
         if resp.status in (425, 500, 502, 503, 504) or resp.status > 500:
             raise TemporaryError(f"{resp.status} {err}", retry_after=_retry_after(resp))
         if FAK_NO_MATCH in err:
-            return self._finish(intent_id, order_hash, "KILLED", submit_ns, attempt, ack_ns=ack_ns, error=err)
+            return self._finish(intent_id, order_hash, OrderStatus.KILLED, submit_ns, attempt, ack_ns=ack_ns, error=err)
         if DUPLICATE in err.lower():
             # An earlier attempt of these same bytes reached the venue: ask it what happened.
-            return self._resolve_by_hash(intent_id, side, order_hash, submit_ns, attempt, err)
+            return self._resolve(intent_id, order_hash, signed_ns, submit_ns, attempt, err)
+        if not _venue_refusal(resp):
+            # Not the venue's own refusal (an edge's HTML page, an empty 404): nothing proves it was not taken.
+            return self._resolve(intent_id, order_hash, signed_ns, submit_ns, attempt, f"HTTP {resp.status}: {err}")
         self.metrics.incr("orders.rejected")
-        return self._finish(intent_id, order_hash, "REJECTED", submit_ns, attempt, ack_ns=ack_ns, error=err)
+        return self._finish(intent_id, order_hash, OrderStatus.REJECTED, submit_ns, attempt, ack_ns=ack_ns, error=err)
 
-    def _lookup(self, order_hash: str) -> tuple[str, float, float] | None:
-        """The venue's record of our order: (status, matched shares, price), or None when it does not know the
-        hash. Raises UnknownOutcome when the venue cannot answer."""
-        for attempt in range(3):
-            try:
-                resp = self.transport.request("GET", f"/data/order/{order_hash}")
-            except TemporaryError:
-                self._backoff(attempt + 1, None)
-                continue
-            if resp.status >= 500 or resp.status == 429:
-                self._backoff(attempt + 1, _retry_after(resp))
-                continue
-            self.metrics.incr("orders.lookups")
-            return parse_order_lookup(resp.body) if resp.status == 200 else None
-        raise UnknownOutcome(f"no answer to the lookup of {order_hash}")
-
-    def _resolve_by_hash(self, intent_id, side, order_hash, submit_ns, attempts, error) -> ExecutionReport:
+    # ---- order truth -------------------------------------------------------------------------------------
+    def _lookup(self, order_hash: str) -> VenueRecord | None:
+        """The venue's record of our order, or None when it answers that it has none. Raises UnknownOutcome for
+        every other answer: a 404 (not indexed yet), 401/403, 429, 5xx, an HTML page, a timeout, a broken body."""
+        resp = self._ask("GET", f"/data/order/{order_hash}")
         try:
-            found = self._lookup(order_hash)
-        except UnknownOutcome:
-            # Still unknown: left UNKNOWN, counted as in flight; reconcile() asks again.
-            return self._finish(intent_id, order_hash, "UNKNOWN", submit_ns, attempts, error=error)
-        return self._settle_lookup(intent_id, order_hash, found, submit_ns, attempts, error)
-
-    def _settle_lookup(self, intent_id, order_hash, found, submit_ns, attempts, error) -> ExecutionReport:
+            found = parse_order_lookup(resp.body)
+        except MalformedMessage as exc:
+            raise UnknownOutcome(f"lookup of {order_hash}: {exc}") from None
         if found is None:
-            return self._finish(intent_id, order_hash, "FAILED", submit_ns, attempts,
-                                error=f"not found at venue after: {error}")
-        status, matched, price = found
-        return self._finish(intent_id, order_hash, status, submit_ns, attempts, ack_ns=self.clock.now_ns(),
-                            filled=matched, avg=price if matched else 0.0)
+            return None
+        return VenueRecord(VENUE_STATUSES.get(found.status, OrderStatus.UNKNOWN), found.matched_size, found.price)
 
-    def _finish(self, intent_id, order_hash, status, submit_ns, attempts, *, ack_ns=0, filled=0.0, avg=0.0,
-                error="", trade_ids=()) -> ExecutionReport:
+    def _traded(self, order_hash: str, signed_ns: int) -> tuple[float, float]:
+        """(shares, average price) the venue's trade history shows for our order since it was signed."""
+        after = int(signed_ns / 1e9) - 60
+        shares = cost = 0.0
+        cursor = ""
+        for _ in range(MAX_TRADE_PAGES):
+            resp = self._ask("GET", f"/data/trades?after={after}" + (f"&next_cursor={cursor}" if cursor else ""))
+            try:
+                page = parse_trades_of_order(resp.body, order_hash)
+            except MalformedMessage as exc:
+                raise UnknownOutcome(f"trade history: {exc}") from None
+            shares, cost = shares + page.shares, cost + page.shares * page.avg_price
+            cursor = page.next_cursor
+            if not cursor or cursor == END_CURSOR:
+                return shares, (cost / shares if shares else 0.0)
+        raise UnknownOutcome("trade history longer than we read")
+
+    def _ask(self, method: str, path: str) -> Response:
+        """One read of the venue that must be answered with a 200; anything else is no answer."""
+        try:
+            resp = self.transport.request(method, path)
+        except TemporaryError as exc:
+            raise UnknownOutcome(str(exc)) from None
+        self.metrics.incr("orders.lookups")
+        if resp.status != 200:
+            self.metrics.incr(f"orders.lookup_status.{resp.status}")
+            raise UnknownOutcome(f"{method} {path.partition('?')[0]}: HTTP {resp.status} {resp.error[:100]}")
+        return resp
+
+    def _venue_record(self, order_hash: str, signed_ns: int) -> VenueRecord | None:
+        """The venue's record of our order; when it has none, its trade history decides (the order index may lag
+        the trades). None: neither the order nor a trade of it. Raises UnknownOutcome when either gave no answer."""
+        found = self._lookup(order_hash)
+        if found is None:
+            shares, price = self._traded(order_hash, signed_ns)
+            if shares > 0:
+                found = VenueRecord(OrderStatus.MATCHED, shares, price)
+        return found
+
+    def _resolve(self, intent_id, order_hash, signed_ns, submit_ns, attempts, error) -> ExecutionReport:
+        try:
+            found = self._venue_record(order_hash, signed_ns)
+        except UnknownOutcome as exc:
+            self._schedule(order_hash)
+            return self._finish(intent_id, order_hash, OrderStatus.UNKNOWN, submit_ns, attempts,
+                                error=f"{error}; no answer: {exc}")
+        return self._conclude(found, intent_id, order_hash, signed_ns, submit_ns, attempts, error)
+
+    def _conclude(self, found: VenueRecord | None, intent_id, order_hash, signed_ns, submit_ns, attempts,
+                  error) -> ExecutionReport:
+        """FAILED only when the venue has neither the order nor a trade of it past the order's horizon; anything
+        short of a final answer leaves the order unresolved, reserved, and asked about again later."""
+        if found is None:
+            if self.clock.now_ns() - signed_ns > self.cfg.order_horizon_s * 1e9:
+                return self._finish(intent_id, order_hash, OrderStatus.FAILED, submit_ns, attempts,
+                                    error=f"no such order and no trade of it at the venue "
+                                          f"{self.cfg.order_horizon_s:g}s after signing ({error})")
+            self._schedule(order_hash)
+            return self._finish(intent_id, order_hash, OrderStatus.UNKNOWN, submit_ns, attempts,
+                                error=f"{error}; not known at the venue yet")
+        if found.status.unresolved:
+            self._schedule(order_hash)
+        return self._finish(intent_id, order_hash, found.status, submit_ns, attempts, ack_ns=self.clock.now_ns(),
+                            filled=found.matched, avg=found.price if found.matched else 0.0)
+
+    def _schedule(self, order_hash: str, delay: float | None = None) -> None:
+        """Ask about this unresolved order again, later each time (1 s doubling to 30 s)."""
+        previous = self._rechecks.get(order_hash)
+        if delay is None:
+            delay = RECHECK_FIRST_S if previous is None else min(previous[1] * 2, RECHECK_MAX_S)
+        self._rechecks[order_hash] = (self.clock.monotonic() + delay, delay)
+
+    def _finish(self, intent_id, order_hash, status: OrderStatus, submit_ns, attempts, *, ack_ns=0, filled=0.0,
+                avg=0.0, error="", trade_ids=()) -> ExecutionReport:
+        if not status.unresolved:
+            self._rechecks.pop(order_hash, None)
         self.store.update_order(intent_id, self.clock.now_ns(), status=status, ack_ns=ack_ns, filled_size=filled,
                                 avg_price=avg, error=error[:500], attempts=attempts)
-        self.metrics.incr(f"orders.status.{status.lower()}")
+        self.metrics.incr(f"orders.status.{status.value.lower()}")
         return ExecutionReport(intent_id, order_hash, status, filled_size=filled, avg_price=avg, error=error,
                                submit_ns=submit_ns, ack_ns=ack_ns, attempts=attempts, trade_ids=tuple(trade_ids))
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> None:
-        delay = self.cfg.retry_backoff_s * (2 ** (attempt - 1))
-        if retry_after:
-            delay = max(delay, min(retry_after, self.cfg.max_retry_after_s))
-        self.clock.sleep(delay)
-
-    # ---- restart -----------------------------------------------------------------------------------------
-    def recover(self, may_repost: bool) -> list[ExecutionReport]:
-        """Resolve what a previous process left unanswered, by order hash; never re-signs. An order the venue
-        never saw is posted again with its persisted bytes (same hash: the venue cannot execute it twice) while
-        its signal is fresh and `may_repost` (not halted); otherwise it is FAILED."""
+    # ---- restart and reconciliation ----------------------------------------------------------------------
+    def recover(self) -> list[ExecutionReport]:
+        """Resolve what a previous process left unanswered, by order hash; never re-signs. An order the venue does
+        not know (no order, no trade) is posted again with its persisted bytes (same hash: the venue cannot execute
+        it twice) if the gate lets it (not halted, signal fresh from the source fill, market open, not near expiry);
+        otherwise it stays unresolved until the venue's answer or its horizon decides."""
         reports = []
         for iid in self.store.orphan_intents():
             self.store.record_abandoned(iid, "decided but never signed before a restart", self.clock.now_ns())
-            reports.append(ExecutionReport(iid, "", "ABANDONED"))
+            reports.append(ExecutionReport(iid, "", OrderStatus.ABANDONED))
         for row in self.store.unresolved_orders():
-            iid, order_hash, body = row["intent_id"], row["order_hash"], row["body"]
+            iid, order_hash, signed_ns = row["intent_id"], row["order_hash"], row["signed_ns"]
             try:
-                found = self._lookup(order_hash)
+                found = self._venue_record(order_hash, signed_ns)
             except UnknownOutcome:
-                reports.append(self._finish(iid, order_hash, "UNKNOWN", row["submit_ns"], row["attempts"],
-                                            error="no answer to the lookup after a restart"))
+                reports.append(self._resolve(iid, order_hash, signed_ns, row["submit_ns"], row["attempts"],
+                                             "recovered after restart"))
                 continue
-            fresh = self.clock.now_ns() - row["signed_ns"] <= self.max_signal_age_s * 1e9
-            if found is None and may_repost and fresh:
+            intent = self.store.intent(iid) if found is None else None
+            if intent is not None and not self._refused(intent):
                 self.metrics.incr("orders.reposted")
-                reports.append(self._post(iid, _side_of(body), order_hash, body))
+                reports.append(self._post(intent, order_hash, row["body"], signed_ns))
                 continue
-            reports.append(self._settle_lookup(iid, order_hash, found, row["submit_ns"], row["attempts"],
-                                               "recovered after restart"))
+            reports.append(self._conclude(found, iid, order_hash, signed_ns, row["submit_ns"], row["attempts"],
+                                          "recovered after restart"))
         return reports
 
     def reconcile(self) -> list[ExecutionReport]:
-        """Ask the venue again about orders whose outcome stayed UNKNOWN (their lookups got no answer)."""
+        """Ask the venue again about orders still unresolved after their answer (UNKNOWN, LIVE, DELAYED), each when
+        its backoff is due; orders being posted right now (SIGNED, POSTING) are their executor's."""
+        now = self.clock.monotonic()
         reports = []
         for row in self.store.unresolved_orders():
-            if row["status"] == "UNKNOWN":
-                reports.append(self._resolve_by_hash(row["intent_id"], _side_of(row["body"]), row["order_hash"],
-                                                     row["submit_ns"], row["attempts"], row["error"]))
+            status, order_hash = OrderStatus(row["status"]), row["order_hash"]
+            if status in (OrderStatus.SIGNED, OrderStatus.POSTING):
+                continue
+            due = self._rechecks.get(order_hash)
+            if due is not None and due[0] > now:
+                continue
+            reports.append(self._resolve(row["intent_id"], order_hash, row["signed_ns"], row["submit_ns"],
+                                         row["attempts"], row["error"]))
         return reports
 
     def funds(self) -> Funds | None:
@@ -292,26 +400,40 @@ class ClobExecutor:
         self.transport.close()
 
 
-class PaperExecutor:
-    """Dry run: fills against the current book snapshot, same interface and same store records as live."""
+def _venue_refusal(resp: Response) -> bool:
+    """A 4xx the venue itself sent about this order: a JSON object naming the error (every recorded refusal has
+    that shape). An edge's HTML page or an empty body proves nothing about the order."""
+    return 400 <= resp.status < 500 and isinstance(resp.body, dict) and isinstance(resp.body.get("error"), str) \
+        and bool(resp.body["error"])
 
-    def __init__(self, cfg, *, store: Store, clock, metrics, books):
+
+class PaperExecutor:
+    """Dry run: fills against the current book snapshot, same interface, same gate and same store records as live."""
+
+    def __init__(self, cfg, *, store: Store, clock, metrics, books, gate: OrderGate | None = None):
         self.cfg = cfg.execution
         self.store = store
         self.clock = clock
         self.metrics = metrics
         self.books = books
+        self.gate: OrderGate = gate or OpenGate()
 
     @classmethod
-    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None) -> "PaperExecutor":
-        return cls(cfg, store=store, clock=clock, metrics=metrics, books=books)
+    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None, gate=None) -> "PaperExecutor":
+        return cls(cfg, store=store, clock=clock, metrics=metrics, books=books, gate=gate)
 
     def submit(self, intent: OrderIntent, market: MarketMeta) -> ExecutionReport:
+        refusal = self.gate.refusal(intent)
+        if refusal:
+            self.metrics.incr(f"orders.gate.{refusal[0]}")
+            error = f"not sent: {refusal[0]}: {refusal[1]}"
+            self.store.record_abandoned(intent.intent_id, error, self.clock.now_ns())
+            return ExecutionReport(intent.intent_id, "", OrderStatus.ABANDONED, error=error)
         paper_hash = f"paper:{intent.intent_id}"
         try:
             self.store.record_signed(intent.intent_id, paper_hash, "", self.clock.now_ns())
         except peewee.IntegrityError:
-            return ExecutionReport(intent.intent_id, "", "REJECTED", error="intent already has an order")
+            return ExecutionReport(intent.intent_id, "", OrderStatus.REJECTED, error="intent already has an order")
         submit_ns = self.clock.now_ns()
         log.info("paper order submit", extra={**batch_fields(intent.intent_id, intent.fill_keys),
                                               "order_hash": paper_hash})
@@ -331,25 +453,25 @@ class PaperExecutor:
                     break
                 take = min(size, remaining)
                 filled, cost, remaining = filled + take, cost + take * price, remaining - take
-        status = "PAPER_FILLED" if filled > 0 else "PAPER_KILLED"
+        status = OrderStatus.PAPER_FILLED if filled > 0 else OrderStatus.PAPER_KILLED
         avg = cost / filled if filled else 0.0
         self.store.update_order(intent.intent_id, self.clock.now_ns(), status=status, submit_ns=submit_ns,
                                 ack_ns=self.clock.now_ns(), filled_size=filled, avg_price=avg, attempts=1,
                                 error="" if top is not None else "no book snapshot")
-        self.metrics.incr(f"orders.status.{status.lower()}")
+        self.metrics.incr(f"orders.status.{status.value.lower()}")
         return ExecutionReport(intent.intent_id, paper_hash, status, filled_size=filled, avg_price=avg,
                                submit_ns=submit_ns, ack_ns=self.clock.now_ns())
 
-    def recover(self, may_repost: bool) -> list[ExecutionReport]:
+    def recover(self) -> list[ExecutionReport]:
         """Paper orders have no venue to ask: whatever a restart interrupted is abandoned."""
         reports = []
         for iid in self.store.orphan_intents():
             self.store.record_abandoned(iid, "decided but never submitted before a restart", self.clock.now_ns())
-            reports.append(ExecutionReport(iid, "", "ABANDONED"))
+            reports.append(ExecutionReport(iid, "", OrderStatus.ABANDONED))
         for row in self.store.unresolved_orders():
-            self.store.update_order(row["intent_id"], self.clock.now_ns(), status="ABANDONED",
+            self.store.update_order(row["intent_id"], self.clock.now_ns(), status=OrderStatus.ABANDONED,
                                     error="paper order interrupted by a restart")
-            reports.append(ExecutionReport(row["intent_id"], row["order_hash"], "ABANDONED"))
+            reports.append(ExecutionReport(row["intent_id"], row["order_hash"], OrderStatus.ABANDONED))
         return reports
 
     def reconcile(self) -> list[ExecutionReport]:
@@ -374,13 +496,6 @@ def _retry_after(resp: Response) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def _side_of(body: str) -> Side:
-    try:
-        return Side(json.loads(body)["order"]["side"])
-    except (ValueError, KeyError, TypeError):
-        return Side.BUY
 
 
 def _api_creds(cfg, secrets) -> ApiCreds:

@@ -1,13 +1,18 @@
 """Exposure book: what we hold and what we have committed, filled or still in flight.
 
-Risk caps count in-flight orders at their worst-case notional, so a burst of decisions can never overshoot a cap
-while the venue has not answered yet. Caps limit opening (BUY) notional; SELLs only reduce positions.
+Risk caps count in-flight orders at their worst-case cost (size x price cap + the largest taker fee), so a burst of
+decisions can never overshoot a cap while the venue has not answered yet; a fill replaces the reservation with what
+it really cost, fee included, which is never more. Caps limit opening (BUY) cost; SELLs only reduce positions.
+
+The window cap holds on two clocks: any 15 minutes of wall time (a sliding window over decision instants, not a
+clock bucket a burst can straddle) and one market window (every market that ends at the same instant).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
 
+from copier.fees import taker_fee_per_share
 from copier.types import OrderIntent, Side
 
 DAY_S = 86400
@@ -15,6 +20,14 @@ DAY_S = 86400
 
 def bucket(ts: float, width_s: float) -> int:
     return int(ts // width_s) * int(width_s)
+
+
+def fill_cost(side: Side, filled_size: float, avg_price: float, fee_rate: float, fee_exponent: float) -> float:
+    """What a fill moved in pUSD: a BUY pays notional + taker fee, a SELL receives notional - taker fee. The fee at
+    the average price bounds the sum of the fees of the single fills from above (p(1-p) is concave)."""
+    fee = filled_size * taker_fee_per_share(avg_price, fee_rate, fee_exponent)
+    notional = filled_size * avg_price
+    return notional + fee if side is Side.BUY else notional - fee
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,91 +38,151 @@ class ExposureRow:
     asset: str
     side: Side
     decided_at: float
-    notional: float        # worst-case notional while in flight
+    notional: float        # worst-case cost while in flight, fee included
     size: float
     filled_size: float
     avg_price: float
     in_flight: bool
+    market_end_ts: float
+    fee_rate: float
+    fee_exponent: float
 
 
 @dataclass
-class _Reservation:
+class _Order:
     condition_id: str
     asset: str
     side: Side
     size: float
-    notional: float
-    window: int
-    day: int
+    cost: float            # reservation while in flight; what it cost once settled (0 if nothing filled)
+    decided_at: float
+    market_end: float
+    in_flight: bool
+    fee_rate: float
+    fee_exponent: float
 
 
 class ExposureBook:
     def __init__(self, window_s: int = 900) -> None:
-        """window_s: the market window the per-window cap applies to (markets.window_seconds, 900 s live)."""
+        """window_s: the length of the window cap (markets.window_seconds, 900 s live)."""
         self.window_s = window_s
-        self._inflight: dict[str, _Reservation] = {}
+        self._orders: dict[str, _Order] = {}
+        self._recent: list[str] = []                                   # BUY intent ids near the sliding window
         self._position: dict[str, float] = defaultdict(float)          # asset -> shares held
-        self._market_cost: dict[str, float] = defaultdict(float)       # condition_id -> filled buy cost - sell proceeds
-        self._window_spend: dict[int, float] = defaultdict(float)      # filled BUY notional per 15m window
-        self._day_spend: dict[int, float] = defaultdict(float)         # filled BUY notional per UTC day
+        self._selling: dict[str, float] = defaultdict(float)           # asset -> shares in in-flight SELLs
+        self._buying: dict[str, int] = defaultdict(int)                # asset -> in-flight BUY orders
+        self._market_cost: dict[str, float] = defaultdict(float)       # condition_id -> buy cost - sell proceeds
+        self._market_window: dict[float, float] = defaultdict(float)   # market end -> BUY cost
+        self._day: dict[int, float] = defaultdict(float)               # UTC day -> BUY cost
+        self._next_forget = 0.0
 
     # ---- queries (pure reads, used by decision) ----------------------------------------------------------
     def position(self, asset: str) -> float:
         """Shares we could sell now: held minus in-flight sells."""
-        selling = sum(r.size for r in self._inflight.values() if r.asset == asset and r.side is Side.SELL)
-        return max(0.0, self._position[asset] - selling)
+        return max(0.0, self._position[asset] - self._selling[asset])
+
+    def buying(self, asset: str) -> bool:
+        """Whether BUY orders on this asset are still in flight (their shares may yet arrive)."""
+        return self._buying[asset] > 0
 
     def market_notional(self, condition_id: str) -> float:
-        inflight = sum(r.notional for r in self._inflight.values()
-                       if r.condition_id == condition_id and r.side is Side.BUY)
-        return max(0.0, self._market_cost[condition_id]) + inflight
+        return max(0.0, self._market_cost[condition_id])
 
-    def window_notional(self, ts: float) -> float:
-        w = bucket(ts, self.window_s)
-        return self._window_spend[w] + sum(r.notional for r in self._inflight.values()
-                                           if r.window == w and r.side is Side.BUY)
+    def rolling_notional(self, ts: float) -> float:
+        """BUY cost decided within window_s either side of ts: every window_s span that contains ts lies inside,
+        so a decision that fits under it fits every span, even when decisions are recorded slightly out of order."""
+        self._prune(ts)
+        return sum(o.cost for iid in self._recent if abs((o := self._orders[iid]).decided_at - ts) < self.window_s)
+
+    def market_window_notional(self, market_end: float) -> float:
+        return self._market_window[market_end]
 
     def day_notional(self, ts: float) -> float:
-        d = bucket(ts, DAY_S)
-        return self._day_spend[d] + sum(r.notional for r in self._inflight.values()
-                                        if r.day == d and r.side is Side.BUY)
+        return self._day[bucket(ts, DAY_S)]
 
     def in_flight(self) -> int:
-        return len(self._inflight)
+        return sum(1 for o in self._orders.values() if o.in_flight)
 
     # ---- updates -----------------------------------------------------------------------------------------
     def reserve(self, intent: OrderIntent) -> None:
-        self._inflight[intent.intent_id] = _Reservation(
-            intent.condition_id, intent.asset, intent.side, intent.size, intent.notional,
-            bucket(intent.decided_at, self.window_s), bucket(intent.decided_at, DAY_S))
+        self._add(intent.intent_id, _Order(intent.condition_id, intent.asset, intent.side, intent.size,
+                                           intent.notional if intent.side is Side.BUY else 0.0, intent.decided_at,
+                                           intent.market_end_ts, True, intent.fee_rate, intent.fee_exponent))
 
     def settle(self, intent_id: str, filled_size: float, avg_price: float) -> None:
-        r = self._inflight.pop(intent_id, None)
-        if r is None:
+        """The order is final: filled_size shares moved at avg_price (its taker fee is added here)."""
+        o = self._orders.get(intent_id)
+        if o is None or not o.in_flight:
             return
-        self._apply_fill(r, filled_size, avg_price)
+        self._end_flight(o)
+        filled_cost = fill_cost(o.side, filled_size, avg_price, o.fee_rate, o.fee_exponent) if filled_size > 0 else 0.0
+        if o.side is Side.BUY:
+            self._move_cost(o, filled_cost - o.cost)
+            self._position[o.asset] += filled_size
+        else:
+            self._position[o.asset] = max(0.0, self._position[o.asset] - filled_size)
+            self._market_cost[o.condition_id] -= filled_cost
 
     def release(self, intent_id: str) -> None:
-        self._inflight.pop(intent_id, None)
+        """The order did not execute at all."""
+        self.settle(intent_id, 0.0, 0.0)
 
     def restore(self, rows) -> None:
         for row in rows:
-            r = _Reservation(row.condition_id, row.asset, row.side, row.size, row.notional,
-                             bucket(row.decided_at, self.window_s), bucket(row.decided_at, DAY_S))
+            filled_cost = fill_cost(row.side, row.filled_size, row.avg_price, row.fee_rate, row.fee_exponent)
+            cost = row.notional if row.in_flight else filled_cost
+            self._add(row.intent_id, _Order(row.condition_id, row.asset, row.side, row.size,
+                                            cost if row.side is Side.BUY else 0.0, row.decided_at,
+                                            row.market_end_ts, row.in_flight, row.fee_rate, row.fee_exponent))
             if row.in_flight:
-                self._inflight[row.intent_id] = r
-            elif row.filled_size > 0:
-                self._apply_fill(r, row.filled_size, row.avg_price)
+                continue
+            if row.side is Side.BUY:
+                self._position[row.asset] += row.filled_size
+            else:
+                self._position[row.asset] = max(0.0, self._position[row.asset] - row.filled_size)
+                self._market_cost[row.condition_id] -= filled_cost
 
-    def _apply_fill(self, r: _Reservation, filled_size: float, avg_price: float) -> None:
-        if filled_size <= 0:
+    # ---- internals ---------------------------------------------------------------------------------------
+    def _add(self, intent_id: str, o: _Order) -> None:
+        if intent_id in self._orders:
             return
-        cost = filled_size * avg_price
-        if r.side is Side.BUY:
-            self._position[r.asset] += filled_size
-            self._market_cost[r.condition_id] += cost
-            self._window_spend[r.window] += cost
-            self._day_spend[r.day] += cost
+        self._orders[intent_id] = o
+        if o.in_flight:
+            if o.side is Side.BUY:
+                self._buying[o.asset] += 1
+            else:
+                self._selling[o.asset] += o.size
+        if o.side is Side.BUY:
+            self._recent.append(intent_id)
+            cost, o.cost = o.cost, 0.0
+            self._move_cost(o, cost)
+
+    def _end_flight(self, o: _Order) -> None:
+        o.in_flight = False
+        if o.side is Side.BUY:
+            self._buying[o.asset] -= 1
         else:
-            self._position[r.asset] = max(0.0, self._position[r.asset] - filled_size)
-            self._market_cost[r.condition_id] -= cost
+            self._selling[o.asset] -= o.size
+
+    def _move_cost(self, o: _Order, delta: float) -> None:
+        o.cost += delta
+        self._market_cost[o.condition_id] += delta
+        self._market_window[o.market_end] += delta
+        self._day[bucket(o.decided_at, DAY_S)] += delta
+
+    def _prune(self, ts: float) -> None:
+        """Forget, for the sliding window, BUYs far older than any window that can still matter; once an hour,
+        forget settled orders, days and market windows older than any cap looks back (a week stays bounded)."""
+        horizon = ts - 2 * self.window_s
+        if self._recent and self._orders[self._recent[0]].decided_at < horizon:
+            self._recent = [iid for iid in self._recent if self._orders[iid].decided_at >= horizon]
+        if ts < self._next_forget:
+            return
+        self._next_forget = ts + 3600
+        old = ts - 2 * max(DAY_S, self.window_s)
+        for iid in [iid for iid, o in self._orders.items() if not o.in_flight and o.decided_at < old]:
+            del self._orders[iid]
+        for day in [d for d in self._day if d < old]:
+            del self._day[day]
+        for end in [e for e in self._market_window if e < old]:
+            del self._market_window[end]

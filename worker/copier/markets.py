@@ -2,93 +2,58 @@
 
 The current and next 15-minute windows of every listed series are fetched before their trades arrive, so the hot
 path only does a dict lookup. A fill on a market we have not seen is resolved once by condition id (cold path).
+The tick size follows the venue, not Gamma: the market websocket's `tick_size_change` updates it, and
+`fresh_tick` re-reads it from the CLOB (`/tick-size`) where one tick matters most (prices near 0 and 1).
+A Gamma answer that does not parse is counted and skipped market by market; nothing here raises into the runtime.
 """
 from __future__ import annotations
 
-import json
 import logging
-from datetime import datetime
+from dataclasses import replace
 
 import httpx
 
+from copier.alerts import EdgeErrors
 from copier.config import Config
 from copier.errors import MalformedMessage
-from copier.types import MarketMeta
+from copier.schemas import parse_gamma, parse_tick_size
+from copier.types import MarketMeta, MarketResolved, TickSizeChange
 
 log = logging.getLogger("copier.markets")
-
-
-def _ts(text) -> float:
-    if not text:
-        return 0.0
-    if isinstance(text, (int, float)):
-        return float(text)
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-
-
-def _json_list(value, name: str) -> list:
-    if isinstance(value, list):
-        return value
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            raise MalformedMessage(f"gamma market: {name} is not a JSON list") from None
-        if isinstance(parsed, list):
-            return parsed
-    raise MalformedMessage(f"gamma market: {name} is not a list")
-
-
-def parse_gamma_market(m: dict, event: dict | None = None) -> MarketMeta:
-    """A Gamma market object (optionally with its event) -> MarketMeta. Raises MalformedMessage."""
-    if not isinstance(m, dict) or not m.get("conditionId"):
-        raise MalformedMessage("gamma market: missing conditionId")
-    version = str(m.get("version") or "v1")
-    ids = m.get("positionIds") if version == "v2" and m.get("positionIds") else m.get("clobTokenIds")
-    token_ids = tuple(str(t) for t in _json_list(ids, "clobTokenIds"))
-    outcomes = tuple(str(o) for o in _json_list(m.get("outcomes"), "outcomes"))
-    if len(token_ids) != len(outcomes) or not token_ids:
-        raise MalformedMessage("gamma market: clobTokenIds and outcomes differ in length")
-    fee = m.get("feeSchedule") or {}
-    try:
-        tick = float(m.get("orderPriceMinTickSize") or 0.01)
-        min_size = float(m.get("orderMinSize") or 0)
-        end_ts = _ts(m.get("endDate") or (event or {}).get("endDate"))
-        start_ts = _ts(m.get("eventStartTime") or (event or {}).get("startTime"))
-    except (TypeError, ValueError):
-        raise MalformedMessage("gamma market: bad tick, min size or dates") from None
-    accepting = bool(m.get("acceptingOrders", True)) and not bool(m.get("closed", False))
-    return MarketMeta(
-        condition_id=str(m["conditionId"]).lower(), token_ids=token_ids, outcomes=outcomes, tick_size=tick,
-        min_size=min_size, neg_risk=bool(m.get("negRisk", False)), end_ts=end_ts, start_ts=start_ts,
-        exchange_version=3 if version == "v2" else 2, slug=str(m.get("slug", "")),
-        event_slug=str((event or {}).get("slug", "")), fee_rate=float(fee.get("rate", 0.0) or 0.0),
-        fee_exponent=float(fee.get("exponent", 1.0) or 1.0), accepting_orders=accepting)
-
+FORGET_AFTER_S = 3600.0         # a market that ended this long ago takes no more fills we could act on
+TICK_TIMEOUT_S = 2.0        # /tick-size is asked on the pricing path: an answer later than this is no answer
 
 def markets_from_gamma(doc) -> list[MarketMeta]:
-    """Any Gamma document (event, market, or a list of either) -> its markets."""
-    items = doc if isinstance(doc, list) else [doc]
-    out = []
-    for item in items:
-        if isinstance(item, dict) and isinstance(item.get("markets"), list):
-            out += [parse_gamma_market(m, item) for m in item["markets"]]
-        else:
-            out.append(parse_gamma_market(item))
-    return out
+    """Any Gamma document (event, market, or a list of either) -> its markets, all or nothing (raises
+    MalformedMessage for the first bad market)."""
+    answer = parse_gamma(doc)
+    if answer.refused:
+        raise MalformedMessage(answer.refused[0].detail, answer.refused[0].reason)
+    return list(answer.markets)
 
 
 class MarketCatalog:
-    def __init__(self, cfg: Config, *, clock, http: httpx.Client | None = None, metrics=None):
+    def __init__(self, cfg: Config, *, clock, http: httpx.Client | None = None, metrics=None, alerts=None,
+                 clob_http: httpx.Client | None = None):
         self.cfg = cfg
         self.clock = clock
         self.metrics = metrics
+        self.edge = EdgeErrors("gamma", metrics=metrics, alerts=alerts, clock=clock, logger=log)
         self._http = http or httpx.Client(base_url=cfg.endpoints.gamma, timeout=5.0)
+        self._clob = clob_http or httpx.Client(base_url=cfg.endpoints.clob, timeout=TICK_TIMEOUT_S)
         self._by_asset: dict[str, MarketMeta] = {}
         self._by_condition: dict[str, MarketMeta] = {}
         self._fetched_slugs: set[str] = set()
+        # What the venue said outranks Gamma's copy, which is refreshed later and may be stale.
+        self._venue_ticks: dict[str, float] = {}        # condition id -> tick
+        self._resolved: set[str] = set()                # condition ids
 
     def add(self, meta: MarketMeta) -> None:
+        tick = self._venue_ticks.get(meta.condition_id)
+        if tick is not None and tick != meta.tick_size:
+            meta = replace(meta, tick_size=tick)
+        if meta.condition_id in self._resolved and meta.accepting_orders:
+            meta = replace(meta, accepting_orders=False)
         self._by_condition[meta.condition_id] = meta
         for t in meta.token_ids:
             self._by_asset[t] = meta
@@ -108,6 +73,56 @@ class MarketCatalog:
         return [f"{p}-{start + k * w}" for p in self.cfg.markets.slug_prefixes
                 for k in range(self.cfg.markets.warm_windows_ahead + 1)]
 
+    # ---- the venue's word on tick size and state -------------------------------------------------------------
+    def update_tick(self, asset: str, tick: float) -> bool:
+        """The venue's current tick for `asset`'s market (both outcomes share it); False if the market is unknown."""
+        meta = self._by_asset.get(asset)
+        if meta is None:
+            return False
+        self._venue_ticks[meta.condition_id] = tick
+        if meta.tick_size != tick:
+            log.info("tick size of %s: %g -> %g", meta.slug or meta.condition_id, meta.tick_size, tick)
+            self.add(meta)
+        return True
+
+    def on_tick_size_change(self, event: TickSizeChange) -> None:
+        """The market websocket's `tick_size_change` (BookCache's callback)."""
+        if not self.update_tick(event.asset, event.new_tick):
+            self._count("markets.tick_change_unknown_market")
+
+    def fresh_tick(self, asset: str) -> float | None:
+        """The tick as the CLOB serves it now (GET /tick-size?token_id=), for pricing near 0 and 1 where one tick is
+        a large share of the price; the catalog follows it. None when the venue gave no usable answer (the caller
+        decides: it must not price on a tick it could not confirm)."""
+        try:
+            resp = self._clob.get("/tick-size", params={"token_id": asset})
+            if resp.status_code != 200:
+                self._count("markets.tick_errors")
+                log.warning("tick size of %s: HTTP %d", asset[:12], resp.status_code)
+                return None
+            tick = parse_tick_size(resp.content)
+        except httpx.HTTPError as exc:
+            self._count("markets.tick_errors")
+            log.warning("tick size of %s: %s", asset[:12], exc)
+            return None
+        except MalformedMessage as exc:
+            self._count("markets.tick_errors")
+            self.edge.malformed(exc)
+            return None
+        except Exception as exc:
+            self.edge.failed("tick size", exc)
+            return None
+        self.update_tick(asset, tick)
+        return tick
+
+    def on_resolved(self, event: MarketResolved) -> None:
+        """The market websocket's `market_resolved`: the market takes no more orders, whatever Gamma said."""
+        self._resolved.add(event.market)
+        meta = self._by_condition.get(event.market)
+        if meta is not None:
+            self.add(meta)
+
+    # ---- Gamma -----------------------------------------------------------------------------------------------
     def warm(self) -> int:
         """Fetch every wanted window not yet known; returns how many markets were added. Never raises."""
         added = 0
@@ -115,44 +130,71 @@ class MarketCatalog:
             if slug in self._fetched_slugs:
                 continue
             try:
-                resp = self._http.get(f"/events/slug/{slug}")
-                if resp.status_code == 404:
-                    continue
-                resp.raise_for_status()
-                for meta in markets_from_gamma(resp.json()):
-                    self.add(meta)
-                    added += 1
-                self._fetched_slugs.add(slug)
-            except (httpx.HTTPError, ValueError, MalformedMessage) as exc:
-                self._count("markets.fetch_errors")
-                log.warning("gamma %s: %s", slug, exc)
+                added += self._fetch(slug)
+            except Exception as exc:
+                self.edge.failed(f"gamma window {slug}", exc)
         return added
 
+    def _fetch(self, slug: str) -> int:
+        try:
+            resp = self._http.get(f"/events/slug/{slug}")
+            if resp.status_code == 404:
+                return 0
+            resp.raise_for_status()
+            answer = parse_gamma(resp.content)
+        except httpx.HTTPError as exc:
+            self._count("markets.fetch_errors")
+            log.warning("gamma %s: %s", slug, exc)
+            return 0
+        except MalformedMessage as exc:
+            self._count("markets.fetch_errors")
+            self.edge.malformed(exc)
+            return 0
+        for refused in answer.refused:
+            self.edge.refused(refused.reason, f"{slug}: {refused.detail}")
+        for meta in answer.markets:
+            self.add(meta)
+        if not answer.refused:
+            self._fetched_slugs.add(slug)       # a window with a refused market is asked again next refresh
+        return len(answer.markets)
+
     def lookup(self, condition_id: str, asset: str) -> MarketMeta | None:
-        """Cold path for a market outside the warmed windows: one Gamma query by condition id."""
+        """Cold path for a market outside the warmed windows: one Gamma query by condition id. Never raises."""
         meta = self._by_asset.get(asset)
         if meta is not None:
             return meta
         try:
             resp = self._http.get("/markets", params={"condition_ids": condition_id})
             resp.raise_for_status()
-            for m in markets_from_gamma(resp.json()):
+            answer = parse_gamma(resp.content)
+            for refused in answer.refused:
+                self.edge.refused(refused.reason, f"market {condition_id[:12]}: {refused.detail}")
+            for m in answer.markets:
                 self.add(m)
-        except (httpx.HTTPError, ValueError, MalformedMessage) as exc:
+        except httpx.HTTPError as exc:
             self._count("markets.fetch_errors")
             log.warning("gamma lookup %s: %s", condition_id, exc)
+        except MalformedMessage as exc:
+            self._count("markets.fetch_errors")
+            self.edge.malformed(exc)
+        except Exception as exc:
+            self.edge.failed("gamma lookup", exc)
         self._count("markets.cold_lookups")
         return self._by_asset.get(asset)
 
-    def run(self, stopping) -> None:
-        while not stopping.wait(self.cfg.markets.refresh_s):
-            self.warm()
-            self._forget_expired(self.clock.now() - 3600)
+    def refresh(self) -> int:
+        """The periodic pass: warm the next windows, forget markets that ended over an hour ago (a week of 15-minute
+        windows stays bounded). Returns how many markets were added."""
+        added = self.warm()
+        self._forget_expired(self.clock.now() - FORGET_AFTER_S)
+        return added
 
     def _forget_expired(self, before: float) -> None:
         for cid, meta in list(self._by_condition.items()):
             if meta.end_ts and meta.end_ts < before:
                 del self._by_condition[cid]
+                self._venue_ticks.pop(cid, None)
+                self._resolved.discard(cid)
                 for t in meta.token_ids:
                     self._by_asset.pop(t, None)
 

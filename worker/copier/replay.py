@@ -1,29 +1,41 @@
-"""`copier replay`: the live coalescer, decision and risk code on a recorded source history, with a virtual clock.
+"""`copier replay`: the live pipeline (coalescer, confirmation gate, market filter, decision, risk, the order step)
+on a recorded history, with a virtual clock.
 
-The clock is driven by the fills' own timestamps: each fill arrives at its match time, trailing batches are decided
-at their deadline. Data API timestamps are whole seconds, so a quiet gap shorter than a second cannot be seen in
-them: for such history the coalescer's quiet window is widened to the data's resolution. Orders are assumed filled in full at their price cap (the worst case the caps allow for), so
-positions and caps evolve as they would live.
+Two histories:
+- `--fills`: Data API trade rows. Each fill arrives at its match time. Data API timestamps are whole seconds, so a
+  quiet gap shorter than a second cannot be seen in them: the coalescer's quiet window is widened to that resolution.
+- `--recorded`: a copier's own store. Every sighting it recorded arrives again at the instant it arrived then, on
+  its feed and stream, so a fill first seen in the mempool is unconfirmed until its confirming sighting, exactly as
+  live: the same arrivals give the same decisions as the run that recorded them.
+Orders are assumed filled in full at their price cap (the worst case the caps allow for), so positions and caps
+evolve as they would live. The decisions are printed as JSON lines, one per intent, in the order they were made.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
-from copier.coalescer import Coalescer
+from copier.alerts import NullAlerts
+from copier.clock import FakeClock
 from copier.config import Config, load_config
-from copier.decision import decide
 from copier.dedupe import Deduper
+from copier.detection import Detection
 from copier.errors import ConfigError, MalformedMessage
 from copier.exposure import ExposureBook
 from copier.markets import markets_from_gamma
+from copier.metrics import NullMetrics
+from copier.pipeline import OrderStep, Pipeline
 from copier.schemas import parse_data_api_trade
-from copier.types import Feed, MarketMeta, OrderIntent, SourceFill
+from copier.store import Store
+from copier.types import ExecutionReport, Feed, Funds, MarketMeta, OrderIntent, OrderStatus, Side, SourceFill
 
 
-def add_replay_args(p) -> None:
-    p.add_argument("--fills", required=True, help="Data API /trades rows (v1 or v2), JSON array or JSON lines")
+def add_replay_args(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--fills", help="Data API /trades rows (v1 or v2), JSON array or JSON lines")
+    source.add_argument("--recorded", help="a copier store (sqlite): replay the arrivals it recorded")
     p.add_argument("--markets", required=True, help="Gamma market/event JSON (object, array or JSON lines)")
     p.add_argument("--config", default=None, help="copier YAML (default: built-in defaults)")
 
@@ -55,13 +67,9 @@ def load_fills(path: str) -> list[SourceFill]:
     fills = []
     for n, row in enumerate(rows, 1):
         try:
-            ts = float(row.get("timestamp", 0)) if isinstance(row, dict) else 0.0
-            if ts > 1e12:               # milliseconds
-                row = {**row, "timestamp": ts / 1000.0}
-            fill = parse_data_api_trade(row, recv_ns=0)
+            fills.append(parse_data_api_trade(row, recv_ns=0))
         except MalformedMessage as exc:
             raise ConfigError(f"{path} row {n}: {exc}") from None
-        fills.append(fill)
     return fills
 
 
@@ -75,54 +83,176 @@ def load_markets(path: str) -> list[MarketMeta]:
     return out
 
 
+class StaticMarkets:
+    """The replay's market metadata: what the markets file holds, nothing looked up."""
+
+    def __init__(self, markets: list[MarketMeta], cfg: Config):
+        self._by_asset = {t: m for m in markets for t in m.token_ids}
+        self._prefixes = cfg.markets.slug_prefixes
+
+    def by_asset(self, asset: str) -> MarketMeta | None:
+        return self._by_asset.get(asset)
+
+    def lookup(self, condition_id: str, asset: str) -> MarketMeta | None:
+        return self._by_asset.get(asset)
+
+    def listed(self, slug: str) -> bool:
+        return any(slug.startswith(p) for p in self._prefixes)
+
+    def fresh_tick(self, asset: str) -> float | None:
+        market = self._by_asset.get(asset)
+        return market.tick_size if market is not None else None
+
+
+class FilledAtCap:
+    """Replay's executor: every order fills in full at its price cap, recorded like any order."""
+
+    def __init__(self, store: Store, clock: FakeClock):
+        self.store = store
+        self.clock = clock
+
+    def submit(self, intent: OrderIntent, market: MarketMeta) -> ExecutionReport:
+        now_ns = self.clock.now_ns()
+        order_hash = f"replay:{intent.intent_id}"
+        self.store.record_signed(intent.intent_id, order_hash, "", now_ns)
+        self.store.update_order(intent.intent_id, now_ns, status=OrderStatus.MATCHED, submit_ns=now_ns, ack_ns=now_ns,
+                                filled_size=intent.size, avg_price=intent.price_cap, attempts=1)
+        return ExecutionReport(intent.intent_id, order_hash, OrderStatus.MATCHED, filled_size=intent.size,
+                               avg_price=intent.price_cap, submit_ns=now_ns, ack_ns=now_ns)
+
+    def recover(self) -> list[ExecutionReport]:
+        return []
+
+    def reconcile(self) -> list[ExecutionReport]:
+        return []
+
+    def funds(self) -> Funds | None:
+        return None
+
+    def keep_warm(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Replay:
+    """The pipeline wired to recorded inputs, an in-memory store and a virtual clock."""
+
+    def __init__(self, cfg: Config, markets: list[MarketMeta], *, detection: bool, time_resolution_s: float = 0.0):
+        self.clock = FakeClock(0.0)
+        self.store = Store.open(":memory:")
+        metrics = NullMetrics()
+        exposure = ExposureBook(cfg.markets.window_seconds)
+        self.detection = Detection(Deduper(), cfg.feeds, clock=self.clock, metrics=metrics, alerts=NullAlerts()) \
+            if detection else None
+        self.deduper = Deduper()
+        step = OrderStep(executor=FilledAtCap(self.store, self.clock), store=self.store, exposure=exposure,
+                         metrics=metrics, alerts=NullAlerts(), clock=self.clock)
+        self.pipeline = Pipeline(cfg, exposure=exposure, markets=StaticMarkets(markets, cfg), store=self.store,
+                                 metrics=metrics, clock=self.clock, dispatch=step, detection=self.detection,
+                                 time_resolution_s=time_resolution_s)
+
+    def at(self, t: float) -> None:
+        """Move the virtual clock to t, running whatever falls due on the way (confirmation timers, releases)."""
+        while (wake := self.pipeline.next_wakeup(self.clock.now())) is not None and wake < t:
+            self._advance(wake)
+        self._advance(t)
+
+    def _advance(self, t: float) -> None:
+        self.clock.advance(t - self.clock.now())
+        if self.detection is not None:
+            self.detection.step()
+        self.pipeline.tick(self.clock.now())
+
+    def finish(self) -> None:
+        """Let every held batch go: run the clock until nothing is due."""
+        while (wake := self.pipeline.next_wakeup(self.clock.now())) is not None:
+            self._advance(max(wake, self.clock.now()))
+            if self.clock.now() > 1e12:
+                break
+
+    def decisions(self) -> list[dict]:
+        return decision_lines(self.store)
+
+
 def replay(fills: list[SourceFill], markets: list[MarketMeta], cfg: Config) -> list[dict]:
-    """Deterministic: the same history and config always give the same decisions."""
-    by_asset = {t: m for m in markets for t in m.token_ids}
+    """Data API history: each fill arrives at its match time. Deterministic."""
     whole_seconds = all(float(f.match_ts).is_integer() for f in fills)
-    coalescer = Coalescer(cfg.copy, time_resolution_s=1.0 if whole_seconds else 0.0)
-    exposure, deduper = ExposureBook(cfg.markets.window_seconds), Deduper()
+    r = Replay(cfg, markets, detection=False, time_resolution_s=1.0 if whole_seconds else 0.0)
     wallet = cfg.copy.source_wallet.lower()
-    out: list[dict] = []
-
-    def emit(batches) -> None:
-        for batch in batches:
-            now = batch.released_at
-            d = decide(exposure, batch, by_asset.get(batch.asset), now, cfg)
-            if isinstance(d, OrderIntent):
-                exposure.reserve(d)
-                exposure.settle(d.intent_id, d.size, d.price_cap)
-            out.append(_line(d, now))
-
     ordered = sorted(enumerate(fills), key=lambda p: (p[1].match_ts, p[0]))
     for _, fill in ordered:
         if fill.wallet and fill.wallet != wallet:
             continue
         t = fill.match_ts
-        fill = deduper.admit(_at(fill, t), "replay")
-        if fill is None:
-            continue
-        emit(coalescer.due(t))
-        emit(coalescer.add(fill, t))
-    while (deadline := coalescer.next_deadline()) is not None:
-        emit(coalescer.due(deadline))
-    return out
+        r.at(t)
+        admitted = r.deduper.admit(_arrived(fill, t, Feed.REPLAY.value), "replay")
+        if admitted is not None:
+            r.pipeline.add(admitted, t)
+    r.finish()
+    return r.decisions()
 
 
-def _at(fill: SourceFill, t: float) -> SourceFill:
+def replay_recorded(store: Store, markets: list[MarketMeta], cfg: Config) -> list[dict]:
+    """A copier's own recording: its sightings, in arrival order, through detection and the pipeline."""
+    fills = {f["dedupe_key"]: f for f in store.fills_since(0)}
+    r = Replay(cfg, markets, detection=True)
+    assert r.detection is not None
+    for s in store.sightings_since(0):
+        row = fills.get(s["dedupe_key"])
+        if row is None:
+            continue                    # seen, never decided: nothing to replay it from
+        t = s["recv_ns"] / 1e9
+        r.at(t)
+        fill = SourceFill(tx_hash=row["tx_hash"], asset=row["asset"], condition_id=row["condition_id"],
+                          outcome=row["outcome"], outcome_index=999, side=Side(row["side"]), price=row["price"],
+                          size=row["size"], match_ts=row["match_ts"], recv_ns=s["recv_ns"], feed=s["feed"],
+                          confirmed=s["feed"] != Feed.MEMPOOL.value)
+        if s["first"]:
+            admitted = r.detection.sight(fill, s["stream"])
+            if admitted is not None:
+                r.pipeline.add(admitted, t)
+        else:
+            r.detection.confirm_only(fill, s["stream"])
+    r.finish()
+    return r.decisions()
+
+
+def _arrived(fill: SourceFill, t: float, feed: str) -> SourceFill:
     from dataclasses import replace
-    return replace(fill, recv_ns=int(t * 1e9), feed=Feed.REPLAY.value)
+    return replace(fill, recv_ns=int(t * 1e9), feed=feed)
 
 
-def _line(d, t: float) -> dict:
-    is_order = isinstance(d, OrderIntent)
-    return {"t": round(t, 3), "action": "order" if is_order else "skip", "market": d.condition_id,
-            "asset": d.asset, "side": d.side.value, "size": d.size, "notional_usd": round(d.notional, 6),
-            "price_cap": d.price_cap if is_order else None, "fills": list(d.fill_keys),
-            "reason": d.capped_by if is_order else f"{d.reason}: {d.detail}"}
+def decision_lines(store: Store) -> list[dict]:
+    """Every decision a store recorded, in the order it was made, as replay prints it."""
+    keys: dict[str, list[str]] = {}
+    for f in store.fills_since(0):
+        keys.setdefault(f["intent_id"], []).append(f["dedupe_key"])
+    return [_line(i, sorted(keys.get(i["intent_id"], []))) for i in store.intents_since(0)]
 
 
-def main_replay(args) -> int:
+def _line(intent: dict, fills: list[str]) -> dict:
+    is_order = intent["decision"] == "order"
+    return {"t": round(intent["decided_at"], 3), "action": intent["decision"], "market": intent["condition_id"],
+            "asset": intent["asset"], "side": intent["side"], "size": intent["size"],
+            "notional_usd": round(intent["notional"], 6), "price_cap": intent["price_cap"] if is_order else None,
+            "fills": fills, "reason": intent["capped_by"] if is_order else f"{intent['reason']}: {intent['detail']}"}
+
+
+def main_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else Config()
-    for line in replay(load_fills(args.fills), load_markets(args.markets), cfg):
+    markets = load_markets(args.markets)
+    if args.fills:
+        lines = replay(load_fills(args.fills), markets, cfg)
+    else:
+        if not Path(args.recorded).is_file():
+            raise ConfigError(f"--recorded {args.recorded}: no such store")
+        recorded = Store.open(args.recorded)
+        try:
+            lines = replay_recorded(recorded, markets, cfg)
+        finally:
+            recorded.close()
+    for line in lines:
         sys.stdout.write(json.dumps(line) + "\n")
     return 0

@@ -1,13 +1,15 @@
 """Risk checks: pure functions that return a refusal (reason code, detail) or None, never raise.
 
 `decision.decide` calls them in order; every refusal becomes a recorded Skip. The caps count in-flight orders at
-their worst-case notional (see exposure.py), so a burst of decisions cannot overshoot a cap before the venue answers.
+their worst-case cost, taker fee included (see exposure.py), so a burst of decisions cannot overshoot a cap before
+the venue answers. `post_refusal` is the last gate before every POST: what was true at the decision may not be true
+when the order is about to leave.
 """
 from __future__ import annotations
 
 from copier.config import Config
 from copier.exposure import ExposureBook
-from copier.types import Batch, Funds, MarketMeta
+from copier.types import Batch, Funds, MarketMeta, OrderIntent
 
 EPS = 1e-9
 Refusal = tuple[str, str]
@@ -20,7 +22,12 @@ def signal_refusal(batch: Batch, market: MarketMeta | None, now: float, cfg: Con
         return "halted", "trading is halted"
     if market is None:
         return "unknown_market", f"no metadata for asset {batch.asset}"
-    age = now - min(f.match_ts for f in batch.fills)
+    return timing_refusal(min(f.match_ts for f in batch.fills), market, now, cfg, opening)
+
+
+def timing_refusal(source_ts: float, market: MarketMeta, now: float, cfg: Config, opening: bool) -> Refusal | None:
+    """Stale signal, closed market or near expiry, judged at `now`."""
+    age = now - source_ts
     if age > cfg.copy.max_signal_age_s:
         return "stale_signal", f"source fill {age:.1f}s old > copy.max_signal_age_s {cfg.copy.max_signal_age_s:g}s"
     if not market.accepting_orders or now >= market.end_ts:
@@ -33,16 +40,33 @@ def signal_refusal(batch: Batch, market: MarketMeta | None, now: float, cfg: Con
     return None
 
 
+def post_refusal(intent: OrderIntent, market: MarketMeta | None, now: float, cfg: Config, *, halted: bool,
+                 stopping: bool, blocked: str | None = None) -> Refusal | None:
+    """The last gate, immediately before an order (or a repost) goes on the wire. `market` is the catalog's view now;
+    `blocked` is any other reason trading must not go on (an unsynchronised clock)."""
+    if stopping:
+        return "stopping", "the copier is shutting down"
+    if halted:
+        return "halted", "trading is halted"
+    if blocked:
+        return "blocked", blocked
+    if market is None:
+        return "unknown_market", f"no metadata for asset {intent.asset}"
+    return timing_refusal(intent.source_ts, market, now, cfg, intent.opening)
+
+
 def cap_rooms(exposure: ExposureBook, market: MarketMeta, now: float, cfg: Config,
               opening: bool) -> list[tuple[str, float]]:
-    """(cap name, notional still allowed) for every cap that applies; opening orders face the exposure caps."""
+    """(cap name, cost still allowed, fees included) for every cap that applies; opening orders face the exposure
+    caps. The window cap holds twice: over any 15 minutes of wall time, and over one market window."""
     s = cfg.sizing
     rooms = [("max_notional_per_order", s.max_notional_per_order_usd)]
     if opening:
+        window = s.max_total_notional_per_15m_window_usd
         rooms += [
             ("max_notional_per_market", s.max_notional_per_market_usd - exposure.market_notional(market.condition_id)),
-            ("max_total_notional_per_15m_window",
-             s.max_total_notional_per_15m_window_usd - exposure.window_notional(now)),
+            ("max_total_notional_per_15m_window", window - exposure.rolling_notional(now)),
+            ("max_total_notional_per_market_window", window - exposure.market_window_notional(market.end_ts)),
             ("max_daily_notional", cfg.risk.max_daily_notional_usd - exposure.day_notional(now)),
         ]
     return rooms

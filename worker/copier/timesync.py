@@ -1,4 +1,5 @@
-"""Clock trust, from chronyd's own state: `chronyc -c tracking` at start and every ntp_check_interval_s.
+"""Clock trust, from chronyd's own state: `chronyc -c tracking` at start and every ntp_check_interval_s (the runtime's
+periodic driver calls `check`).
 
 Asking chronyd for the time over NTP proves nothing: it answers even when it has no source. Its tracking report
 says whether it is synchronised (leap status, stratum) and bounds the clock's error (offset plus root delay/2 plus
@@ -114,9 +115,15 @@ class ClockWatch:
         self.problem: str | None = None     # the latest detail while an issue lasts
         self._problem_since = 0.0           # monotonic; meaningful while problem is set
         self._blocking = False
+        self._off_noted = False
 
     def check(self) -> str | None:
         """Read chronyd once; returns the current problem (None when the clock is trusted)."""
+        if not self.cfg.ntp_server:
+            if not self._off_noted:
+                log.warning("telemetry.ntp_server is empty: the clock is not checked and orders never wait for it")
+                self._off_noted = True
+            return None
         now = self.clock.monotonic()
         try:
             tracking = self._read(self.cfg.ntp_server)
@@ -161,17 +168,3 @@ class ClockWatch:
             self.alerts.alert("clock_orders_refused", f"new orders refused: {reason}")
         self._blocking = reason is not None
         self.metrics.gauge("clock.orders_refused", int(self._blocking))
-
-    def run(self, stopping) -> None:
-        if not self.cfg.ntp_server:
-            log.warning("telemetry.ntp_server is empty: the clock is not checked and orders never wait for it")
-            return
-        while True:
-            self.check()
-            wait = self.cfg.ntp_check_interval_s
-            if self.problem is not None and not self._blocking:
-                # Wake when the limit passes, so the refusal is alerted on time rather than at the next check.
-                left = self._problem_since + self.cfg.max_unsynchronised_s - self.clock.monotonic()
-                wait = min(wait, max(left, 0.0) + 0.01)
-            if stopping.wait(wait):
-                return

@@ -6,7 +6,6 @@ body is the exact string persisted before sending, and only the headers (timesta
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -14,9 +13,12 @@ from urllib.parse import urlsplit
 from gevent.monkey import get_original
 from py_clob_client_v2.signing.hmac import build_hmac_signature
 
-from copier.errors import TemporaryError, UnknownOutcome
+from copier.errors import MalformedMessage, TemporaryError, UnknownOutcome
+from copier.schemas import loads
 
-_poll = get_original("select", "select")       # a zero-timeout readiness check that never yields to the hub
+_poll = get_original("select", "select")
+MAX_ANSWER_BYTES = 8 * 1024 * 1024      # a trade history page is the largest answer we read
+MAX_TEXT_BYTES = 4096                   # what is kept of an answer that is not JSON (for the error text)       # a zero-timeout readiness check that never yields to the hub
 
 
 @dataclass(frozen=True)
@@ -160,11 +162,10 @@ class ClobTransport:
             conn.close()
         else:
             self._pool.append(conn)
-        text = raw.decode("utf-8", "replace")
         try:
-            parsed = json.loads(text) if text else None
-        except ValueError:
-            parsed = text
+            parsed = loads(raw, f"answer to {method} {path.partition('?')[0]}", MAX_ANSWER_BYTES) if raw else None
+        except MalformedMessage:
+            parsed = raw[:MAX_TEXT_BYTES].decode("utf-8", "replace")     # an HTML page, a broken body: kept as text
         return Response(resp.status, parsed, {k.lower(): v for k, v in resp.getheaders()})
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ Wall-clock instants are epoch seconds (float) or epoch nanoseconds (int, suffix 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 
 
 class Side(str, Enum):
@@ -22,6 +22,41 @@ class Side(str, Enum):
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
+class OrderStatus(StrEnum):
+    """Where one order stands. The venue's answers, plus our own states before and after it answered."""
+    SIGNED = "SIGNED"               # persisted before the first POST; maybe on the wire
+    POSTING = "POSTING"             # a request carrying it was written
+    UNKNOWN = "UNKNOWN"             # no usable answer yet: reserved, asked again with backoff
+    LIVE = "LIVE"                   # resting at the venue
+    DELAYED = "DELAYED"             # accepted, matching delayed by the venue
+    MATCHED = "MATCHED"             # executed (in part, for FAK: filled_size says how much)
+    UNMATCHED = "UNMATCHED"         # a delayed order the venue then did not match
+    KILLED = "KILLED"               # FAK with nothing to match
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"           # the venue refused it for good
+    FAILED = "FAILED"               # the venue has neither the order nor a trade for it past the order's horizon
+    ABANDONED = "ABANDONED"         # never sent (a gate refused it, or a restart found it undecided)
+    PAPER_FILLED = "PAPER_FILLED"
+    PAPER_KILLED = "PAPER_KILLED"
+
+    @property
+    def unresolved(self) -> bool:
+        """Still reserved against the caps and asked about again: it may yet execute."""
+        return self in UNRESOLVED
+
+    @property
+    def failed(self) -> bool:
+        """An outcome the circuit breaker counts as an error."""
+        return self in (OrderStatus.REJECTED, OrderStatus.FAILED, OrderStatus.UNKNOWN)
+
+
+UNRESOLVED = frozenset({OrderStatus.SIGNED, OrderStatus.POSTING, OrderStatus.UNKNOWN, OrderStatus.LIVE,
+                        OrderStatus.DELAYED})
+# Resolved, and nothing of it executed (a CANCELED or MATCHED order's filled size says what did).
+NOT_EXECUTED = frozenset({OrderStatus.ABANDONED, OrderStatus.REJECTED, OrderStatus.FAILED, OrderStatus.UNMATCHED,
+                          OrderStatus.KILLED, OrderStatus.PAPER_KILLED})
+
+
 class Feed(str, Enum):
     """Where a source fill was seen first."""
     RTDS_TRADES = "rtds.trades"
@@ -30,6 +65,17 @@ class Feed(str, Enum):
     CHAIN_LOGS = "chain.logs"
     MEMPOOL = "chain.mempool"
     REPLAY = "replay"
+
+
+class BadInput(str, Enum):
+    """Why a peer's message was refused at the edge (counted as `feed.refused.<value>`)."""
+    MALFORMED = "malformed"                 # not the documented shape, or a field of the wrong type or range
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"                   # including NaN and Infinity, which JSON does not have
+    TOO_LARGE = "too_large"
+    TOO_DEEP = "too_deep"
+    FUTURE_TIMESTAMP = "future_timestamp"   # later than any real clock could say (e.g. microseconds read as seconds)
+    OLD_TIMESTAMP = "old_timestamp"         # older than anything the copier could still act on or deduplicate
 
 
 def fmt_num(x: float) -> str:
@@ -57,6 +103,7 @@ class SourceFill:
     occurrence: int = 0     # ordinal among fills with the same content_key (set by dedupe)
     confirmed: bool = True  # False for mempool fills not yet seen in a block
     fee: float = 0.0        # pUSD the source paid (on-chain feeds only; not part of the identity)
+    picked_ns: int = 0      # when the pipeline took it off the ingest queue (a backlog shows as picked - recv)
 
     @property
     def content_key(self) -> str:
@@ -143,6 +190,10 @@ class OrderIntent:
     decided_at: float
     opening: bool                   # True when it increases our exposure
     capped_by: str = ""             # which cap shrank it, if any
+    source_ts: float = 0.0          # the oldest source fill's match time: the signal's age is judged from it
+    market_end_ts: float = 0.0      # the market's end: its window for the per-window cap, and the expiry gate
+    fee_rate: float = 0.0           # the market's taker fee schedule (notional already includes the worst fee)
+    fee_exponent: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +213,15 @@ class Skip:
     notional: float = 0.0
 
 
-Decision = OrderIntent | Skip
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A reducing batch that must wait: what it would sell is still being bought by orders in flight."""
+    intent_id: str
+    asset: str
+    detail: str
+
+
+Decision = OrderIntent | Skip | Hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +236,7 @@ class ExecutionReport:
     """What the venue (or the paper book) did with one order."""
     intent_id: str
     order_hash: str
-    status: str                     # see store.OrderStatus
+    status: OrderStatus
     filled_size: float = 0.0
     avg_price: float = 0.0
     error: str = ""
@@ -185,3 +244,121 @@ class ExecutionReport:
     ack_ns: int = 0
     attempts: int = 1
     trade_ids: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---- the CLOB market websocket, typed (schemas.parse_market_message) --------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LevelChange:
+    """One `price_change` entry: the new size of one price level (0 removes it)."""
+    asset: str
+    side: Side                      # BUY = a bid level, SELL = an ask level
+    price: float
+    size: float
+
+
+@dataclass(frozen=True, slots=True)
+class PriceChange:
+    market: str
+    changes: tuple[LevelChange, ...]
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class TickSizeChange:
+    asset: str
+    market: str
+    old_tick: float
+    new_tick: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class BestBidAsk:
+    asset: str
+    market: str
+    best_bid: float
+    best_ask: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class LastTradePrice:
+    asset: str
+    market: str
+    side: Side                      # the taker's
+    price: float
+    size: float
+    ts: float
+    tx_hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MarketResolved:
+    market: str
+    assets: tuple[str, ...]
+    winning_asset: str
+    ts: float
+
+
+MarketEvent = BookTop | PriceChange | TickSizeChange | BestBidAsk | LastTradePrice | MarketResolved
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A part of a message that was skipped while the rest was used (a bad row in a page, a bad book in a dump)."""
+    reason: str                     # a BadInput value
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarketMessage:
+    events: tuple[MarketEvent, ...]
+    refused: tuple[Refused, ...] = ()
+
+
+# ---- REST answers, typed ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TradesPage:
+    """One Data API /v2/trades page: the rows that parsed, the ones refused, and where the next page starts."""
+    fills: tuple[SourceFill, ...]
+    refused: tuple[Refused, ...]
+    has_more: bool
+    next_cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class GammaAnswer:
+    """The markets of a Gamma document (event, market, or a list of either), and the ones refused."""
+    markets: tuple[MarketMeta, ...]
+    refused: tuple[Refused, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PostOrderAnswer:
+    """A POST /order answer. accepted: success with a known status; otherwise `error` says why."""
+    accepted: bool
+    status: str                     # LIVE | MATCHED | DELAYED | UNMATCHED when accepted, else ""
+    order_id: str
+    filled_size: float              # shares, from makingAmount/takingAmount (6-decimal units)
+    avg_price: float                # pUSD per share; 0 when nothing filled
+    trade_ids: tuple[str, ...]
+    tx_hashes: tuple[str, ...]
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class TradesOfOrder:
+    """What one of our orders executed in a page of GET /data/trades, and the next page's cursor."""
+    shares: float
+    avg_price: float
+    next_cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLookup:
+    """GET /data/order/{hash}: the venue's record of one order."""
+    order_id: str
+    status: str                     # upper case, without the ORDER_STATUS_ prefix
+    matched_size: float             # shares
+    price: float
+    original_size: float

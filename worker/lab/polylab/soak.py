@@ -1,0 +1,455 @@
+"""`make soak`: the PRD acceptance run.
+
+Production form (`--duration 7d`): waits out the run of the deployed copier, then prints its acceptance report.
+Compressed form (default, <= 10 min): the simulator at accelerated market time, the copier LIVE (real signatures,
+real POSTs to the simulator) under a real supervisord, a random chaos schedule, malformed input on every feed, and a
+verdict computed twice — from the copier's store and independently from the simulator's ground truth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from polylab.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, copier_cmd, eventually, run_copier,
+                            write_config, write_env_file)
+
+WORKDIR = Path("var/soak")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+ACCEPTED_AT_VENUE = {"matched", "live", "delayed", "unmatched"}
+# How long a chaos event keeps the copier from seeing anything (to name the cause of a fill it never saw): a kill -9
+# until supervisord has it running again, a stop for the 2 s the soak waits plus the start.
+DOWNTIME_S = {"kill9": 5.0, "stop_start": 7.0}
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not m:
+        raise SystemExit(f"--duration: expected e.g. 7d, 90m or 600s, got {text!r}")
+    return float(m.group(1)) * UNITS[m.group(2) or "s"]
+
+
+# ---- telemetry sinks (real UDP StatsD packets, real Sentry envelopes) ------------------------------------------
+class StatsdSink:
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.out = open(path, "ab")
+        self.packets = 0
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            try:
+                data, _ = self.sock.recvfrom(65536)
+            except OSError:
+                return
+            self.packets += 1
+            self.out.write(data + b"\n")
+            self.out.flush()
+
+
+class SentrySink:
+    def __init__(self, path: Path):
+        out = open(path, "ab")
+        self.envelopes = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    import gzip
+                    body = gzip.decompress(body)
+                out.write(body + b"\n")
+                out.flush()
+                sink.envelopes += 1
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def dsn(self) -> str:
+        return f"http://soakpublickey@127.0.0.1:{self.port}/1"
+
+
+# ---- supervisord ----------------------------------------------------------------------------------------------
+class Supervisor:
+    def __init__(self, workdir: Path, config: Path, env_file: Path):
+        self.conf = workdir / "supervisord.conf"
+        self.sock = workdir / "supervisor.sock"
+        cmd = " ".join(copier_cmd("run", "--config", str(config.resolve()), "--env-file", str(env_file.resolve())))
+        self.conf.write_text(f"""[unix_http_server]
+file={self.sock.resolve()}
+chmod=0700
+
+[supervisord]
+logfile={(workdir / 'supervisord.log').resolve()}
+pidfile={(workdir / 'supervisord.pid').resolve()}
+childlogdir={workdir.resolve()}
+nodaemon=false
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{self.sock.resolve()}
+
+[program:copier]
+command={cmd}
+directory={Path.cwd()}
+autostart=true
+autorestart=unexpected
+exitcodes=0
+startsecs=1
+startretries=1000
+stopsignal=TERM
+stopwaitsecs=15
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile={(workdir / 'copier.log').resolve()}
+stdout_logfile_maxbytes=50MB
+stdout_logfile_backups=3
+
+[eventlistener:copier-alerts]
+command={sys.executable} -m copier.alert_listener --env-file {env_file.resolve()}
+events=PROCESS_STATE_EXITED,PROCESS_STATE_BACKOFF,PROCESS_STATE_FATAL
+autorestart=true
+redirect_stderr=false
+stderr_logfile={(workdir / 'alert-listener.err').resolve()}
+""")
+        bindir = Path(sys.executable).parent
+        self.supervisord = str(bindir / "supervisord")
+        self.supervisorctl = str(bindir / "supervisorctl")
+        subprocess.run([self.supervisord, "-c", str(self.conf)], check=True)
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([self.supervisorctl, "-c", str(self.conf), *args], capture_output=True, text=True,
+                              timeout=60)
+
+    def pid(self) -> int:
+        out = self.ctl("pid", "copier").stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+    def shutdown(self) -> None:
+        self.ctl("stop", "copier")
+        self.ctl("shutdown")
+
+
+# ---- the run --------------------------------------------------------------------------------------------------
+class Chaos:
+    """Random instants for every required fault; counts what was actually done."""
+
+    PLAN = {"kill9": 22, "rtds_drop": 30, "rtds_stall": 22, "clob_5xx": 6, "clob_429": 5,
+            "post_timeout_after_accept": 5, "engine_restart": 1, "halt_resume": 1, "stop_start": 1,
+            "malformed": 8, "clob_garbage": 4}
+
+    def __init__(self, rng: random.Random, duration: float):
+        events = []
+        for kind, n in self.PLAN.items():
+            for _ in range(n):
+                events.append((rng.uniform(0.1, 0.85) * duration, kind))
+        self.events = sorted(events)
+        self.done: Counter = Counter()
+        self.downtime: list[tuple[float, float, str]] = []
+
+
+def source_stream(sim: SimProcess, rng: random.Random, stop: threading.Event, sent: list) -> None:
+    """Bursts of small BUYs (dense, as observed), singles and reducing SELLs on the btc and eth markets."""
+    while not stop.is_set():
+        asset, outcome = rng.choice(["btc", "eth"]), rng.choice(["Up", "Down"])
+        try:
+            if rng.random() < 0.3:
+                for _ in range(rng.randint(5, 8)):
+                    sent.append(sim.source_fill(asset=asset, outcome=outcome, side="BUY", size=rng.randint(5, 12)))
+                    time.sleep(rng.uniform(0.05, 0.2))
+            else:
+                side = "SELL" if rng.random() < 0.25 else "BUY"
+                sent.append(sim.source_fill(asset=asset, outcome=outcome, side=side, size=rng.randint(5, 30)))
+        except Exception as exc:  # the stream goes on; a lost control call only means one fewer source fill
+            print(f"source stream: {exc}", file=sys.stderr)
+        stop.wait(rng.uniform(2.5, 6.0))
+
+
+def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random.Random) -> None:
+    if kind == "kill9":
+        pid = eventually(sup.pid, 15, 0.2, "a running copier to kill")
+        os.kill(pid, signal.SIGKILL)
+    elif kind == "rtds_drop":
+        sim.faults(rtds_drop={})
+    elif kind == "rtds_stall":
+        sim.faults(rtds_stall={"seconds": rng.uniform(6, 10)})
+    elif kind == "clob_5xx":
+        sim.faults(clob_5xx={"count": rng.randint(2, 4)})
+    elif kind == "clob_429":
+        sim.faults(clob_429={"count": rng.randint(1, 3), "retry_after": 0.5})
+    elif kind == "post_timeout_after_accept":
+        sim.faults(post_timeout_after_accept={"count": 1, "delay_s": 3})
+    elif kind == "engine_restart":
+        # 2 s of 425 then 2 s of post-only mode: the real 2-minute post-only period at the soak's 30x market clock.
+        sim.faults(engine_restart={"seconds": 2})
+    elif kind == "halt_resume":
+        run_copier("halt", "--config", str(config), "--reason", "soak: operator halt")
+        time.sleep(3)
+        run_copier("resume", "--config", str(config))
+    elif kind == "stop_start":
+        sup.ctl("stop", "copier")
+        time.sleep(2)
+        sup.ctl("start", "copier")
+    elif kind == "malformed":
+        # Every feed the copier reads: RTDS and market websockets, the Polygon node, the Data API gap-fill.
+        n = rng.randint(3, 8)
+        sim.faults(malformed={"count": n}, data_api_garbage={"count": 2})
+        sim.chain("faults", malformed=n)
+    elif kind == "clob_garbage":
+        sim.faults(clob_garbage={"count": rng.randint(1, 3)})
+
+
+def ground_truth_verdict(events: list[dict], db_path: Path, downtime: list[tuple[float, float, str]] = ()) -> dict:
+    """Independent of the copier's own accounting: what the venue saw versus what the source did.
+
+    Source fills are matched to the store per (tx hash, token, side): feeds may split or merge one transaction's
+    fills differently (an aggregate against per-maker rows), so what must agree is the shares. Each source fill the
+    store did not record is named with its cause; each copied/not-copied verdict of the store (its order got an
+    answer from the venue) is compared with the venue's log (the venue accepted that order hash)."""
+    db = sqlite3.connect(db_path)
+    order_of_intent = dict(db.execute("select intent_id, order_hash from orders"))
+    status_of_intent = dict(db.execute("select intent_id, status from orders"))
+    recorded: dict[tuple, list[tuple[float, str]]] = {}
+    for tx, asset, side, size, iid in db.execute("select tx_hash, asset, side, size, intent_id from fills"):
+        recorded.setdefault((tx.lower(), asset, side), []).append((size, iid))
+    sighted: dict[str, set[str]] = {}
+    for key, feed in db.execute("select dedupe_key, feed from sightings"):
+        sighted.setdefault(key.split(":", 1)[0], set()).add(feed)
+    decision = dict(db.execute("select intent_id, decision from intents"))
+    venue = [e for e in events if e["kind"] == "order"]
+    accepted = [e for e in venue if str(e.get("status", "")).lower() in ACCEPTED_AT_VENUE]
+    executions = Counter(e["order_hash"] for e in accepted)
+    known = set(order_of_intent.values())
+    unknown = sorted(h for h in executions if h not in known)
+    twice = sorted(h for h, n in executions.items() if n > 1)
+    hash_to_intent = {h: i for i, h in order_of_intent.items()}
+    per_intent = Counter(hash_to_intent[h] for h in executions if h in hash_to_intent)
+    groups: dict[tuple, list[dict]] = {}
+    for e in events:
+        if e["kind"] == "source_fill":
+            groups.setdefault((e["tx_hash"].lower(), str(e["token_id"]), e["side"]), []).append(e)
+    eligible = copied = missed = 0
+    misses, disagreements = [], []
+    for group, source in groups.items():
+        ours = recorded.get(group, [])
+        total = sum(float(e["size"]) for e in source)
+        short = total - sum(size for size, _ in ours)
+        if short > max(1e-4, 5e-3 * total):
+            # Unrecorded: counted as eligible and not copied, named with its cause.
+            missed += len(source)
+            eligible += len(source)
+            misses.append({"tx": group[0], "shares_unrecorded": round(short, 6),
+                           "cause": _miss_cause(group[0], min(e["match_time"] for e in source), sighted, downtime)})
+            continue
+        order_intents = {iid for _, iid in ours if decision.get(iid) == "order"}
+        if not order_intents:
+            continue
+        eligible += len(source)
+        at_venue = all(order_of_intent.get(iid) in executions for iid in order_intents)
+        in_store = all(status_of_intent.get(iid) in STORE_ANSWERED for iid in order_intents)
+        copied += len(source) if at_venue else 0
+        if at_venue != in_store:
+            disagreements.append({"tx": group[0], "store": sorted(status_of_intent.get(i, "") for i in order_intents),
+                                  "venue_accepted": at_venue})
+    return {"venue_orders_accepted": len(accepted), "unknown_orders": unknown, "hashes_executed_twice": twice,
+            "orders_per_intent_max": max(per_intent.values(), default=0), "eligible_fills": eligible,
+            "copied_fills": copied, "missed_fills": missed, "missed": misses[:20],
+            "store_vs_venue": disagreements[:20],
+            "copied_pct": round(100.0 * copied / eligible, 3) if eligible else None}
+
+
+# The statuses in which the store says the venue took our order (what the venue log calls accepted).
+STORE_ANSWERED = {"LIVE", "MATCHED", "DELAYED", "UNMATCHED", "CANCELED"}
+
+
+def _miss_cause(tx: str, match_time: float, sighted: dict[str, set[str]],
+                downtime: list[tuple[float, float, str]]) -> str:
+    feeds = sighted.get(tx)
+    if feeds:
+        return f"sighted on {', '.join(sorted(feeds))} but never decided"
+    for start, end, why in downtime:
+        if start - 1 <= match_time <= end:
+            return f"never sighted: matched while the copier was down ({why})"
+    return "never sighted by any feed"
+
+
+def grep_secrets(paths: list[Path], secrets: list[str]) -> list[str]:
+    hits = []
+    for p in paths:
+        if not p.exists():
+            continue
+        data = p.read_bytes()
+        for s in secrets:
+            if s and s.encode() in data:
+                hits.append(f"{p.name} contains a secret ({len(s)} chars)")
+    return hits
+
+
+def compressed(duration: float, seed: int) -> int:
+    rng = random.Random(seed)
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    for p in WORKDIR.iterdir():
+        if p.is_file():
+            p.unlink()
+    statsd, sentry = StatsdSink(WORKDIR / "statsd.packets"), SentrySink(WORKDIR / "sentry.envelopes")
+    sim = SimProcess(WORKDIR, speed=30.0, seed=seed)
+    creds = derive_creds(sim.urls["clob"])
+    env = write_env_file(WORKDIR / "copier.env", {
+        "POLY_PRIVATE_KEY": SIM_PRIVATE_KEY, "POLY_API_KEY": creds[0], "POLY_API_SECRET": creds[1],
+        "POLY_API_PASSPHRASE": creds[2], "SENTRY_DSN": sentry.dsn})
+    config = write_config(WORKDIR / "copier.yaml", copier_config(
+        sim.urls, WORKDIR / "copier.sqlite", dry_run=False, statsd_port=statsd.port, speed=30.0,
+        overrides={"execution": {"dry_run": False, "max_slippage_bps": 300, "near_expiry_cutoff_seconds": 1.0},
+                   "risk": {"breaker_max_error_rate": 1.0, "breaker_max_p95_ms": 60000.0}}))
+    sup = Supervisor(WORKDIR, config, env)
+    chaos = Chaos(rng, duration)
+    stop, sent = threading.Event(), []
+    start = time.time()
+    streamer = threading.Thread(target=source_stream, args=(sim, random.Random(seed + 1), stop, sent), daemon=True)
+    time.sleep(5)
+    streamer.start()
+    print(f"soak: {duration:.0f}s, {len(chaos.events)} chaos events, simulator {sim.urls['clob']}", flush=True)
+    try:
+        for at, kind in chaos.events:
+            delay = start + at - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                apply(kind, sim, sup, config, rng)
+                chaos.done[kind] += 1
+                if kind in DOWNTIME_S:
+                    chaos.downtime.append((time.time(), time.time() + DOWNTIME_S[kind], kind))
+            except Exception as exc:
+                print(f"chaos {kind} failed: {exc}", file=sys.stderr)
+        time.sleep(max(0.0, start + duration * 0.9 - time.time()))
+        stop.set()
+        streamer.join(30)
+        time.sleep(duration * 0.1)           # let the last fills arrive, gap-fill and settle
+    finally:
+        sup.shutdown()
+        sim.stop()
+    store_rep = json.loads(run_copier("report", "--config", str(config), "--json").stdout)
+    gt = ground_truth_verdict(sim.ground_truth_events(), WORKDIR / "copier.sqlite", chaos.downtime)
+    leaks = grep_secrets([WORKDIR / "copier.log", WORKDIR / "supervisord.log", WORKDIR / "statsd.packets",
+                          WORKDIR / "sentry.envelopes"], [SIM_PRIVATE_KEY, SIM_PRIVATE_KEY[2:], creds[1], creds[2]])
+    bad_input = counter_total(WORKDIR / "statsd.packets", "copier.feed.malformed")
+    return verdict(store_rep, gt, chaos, leaks, statsd.packets, sentry.envelopes, len(sent), bad_input)
+
+
+def counter_total(packets: Path, name: str) -> int:
+    """Sum of a StatsD counter over every packet the sink received."""
+    total = 0
+    for line in packets.read_bytes().decode("utf-8", "replace").splitlines() if packets.exists() else ():
+        metric, _, rest = line.partition(":")
+        value, _, kind = rest.partition("|")
+        if metric == name and kind.startswith("c"):
+            try:
+                total += int(float(value))
+            except ValueError:
+                pass
+    return total
+
+
+def judge_run(store_rep: dict, gt: dict) -> dict[str, list]:
+    """The acceptance failures of a recorded run: the store's own verdict, then the venue's ground truth, which
+    must agree with the store on orders per intent and copy rate."""
+    problems = dict(store_rep["acceptance"]["failures"])
+    if gt["unknown_orders"] or gt["hashes_executed_twice"] or gt["orders_per_intent_max"] > 1:
+        problems["ground_truth_duplicates"] = gt["unknown_orders"] + gt["hashes_executed_twice"]
+    if gt["copied_pct"] is None or gt["copied_pct"] < 98.0:
+        problems["ground_truth_copy_rate"] = [f"{gt['copied_pct']}%"]
+    if gt["missed_fills"]:
+        problems["unrecorded_source_fills"] = [f"{m['tx']} ({m['cause']})" for m in gt["missed"]]
+    if gt["store_vs_venue"]:
+        problems["store_vs_venue_fill_by_fill"] = [f"{d['tx']}: store {d['store']}, venue accepted "
+                                                   f"{d['venue_accepted']}" for d in gt["store_vs_venue"]]
+    if store_rep["copied_pct"] is not None and gt["copied_pct"] is not None and \
+            abs(store_rep["copied_pct"] - gt["copied_pct"]) > 2.0:
+        problems["store_vs_ground_truth"] = [f"copy rate store {store_rep['copied_pct']}% vs venue {gt['copied_pct']}%"]
+    if store_rep["orders_per_intent_max"] != gt["orders_per_intent_max"]:
+        problems["store_vs_ground_truth_orders"] = [f"store {store_rep['orders_per_intent_max']} vs venue "
+                                                    f"{gt['orders_per_intent_max']}"]
+    return problems
+
+
+def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: int, envelopes: int,
+            sent: int, bad_input: int) -> int:
+    from copier.report import render_text
+    problems = judge_run(store_rep, gt)
+    short = {k: n for k, n in Chaos.PLAN.items() if chaos.done[k] < n}
+    if short:
+        problems["chaos_not_applied"] = [f"{k}: {chaos.done[k]}/{n}" for k, n in short.items()]
+    if leaks:
+        problems["secrets_leaked"] = leaks
+    if chaos.done["malformed"] and not bad_input:
+        problems["bad_input_not_counted"] = ["no copier.feed.malformed counted for the malformed frames sent"]
+    if envelopes < chaos.done["kill9"]:
+        problems["alerts_missing"] = [f"{envelopes} Sentry envelopes for {chaos.done['kill9']} kill -9"]
+    print(render_text(store_rep))
+    print(f"ground truth        {json.dumps(gt, sort_keys=True)}")
+    print(f"chaos applied       {json.dumps(dict(chaos.done), sort_keys=True)}")
+    print(f"telemetry           {packets} StatsD packets, {envelopes} Sentry envelopes, {sent} source fills sent; "
+          f"{bad_input} malformed messages counted and skipped; secret grep: {'clean' if not leaks else 'LEAK'}")
+    print(f"SOAK VERDICT        {'PASS' if not problems else 'FAIL'}")
+    for name, ids in problems.items():
+        print(f"  FAIL {name}: {', '.join(map(str, ids[:20]))}")
+    return 0 if not problems else 1
+
+
+def derive_creds(clob_url: str) -> tuple[str, str, str]:
+    from py_clob_client_v2.client import ClobClient
+    c = ClobClient(clob_url, chain_id=137, key=SIM_PRIVATE_KEY).create_or_derive_api_key()
+    return c.api_key, c.api_secret, c.api_passphrase
+
+
+def production(duration: float, config: str) -> int:
+    """Wait out the run of the deployed copier, then judge it on what its store recorded over that period."""
+    start = time.time()
+    while time.time() - start < duration:
+        time.sleep(min(600.0, duration - (time.time() - start)))
+    out = run_copier("report", "--config", config, "--since", str(start), "--acceptance", timeout=600)
+    print(out.stdout, end="")
+    return out.returncode
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="soak")
+    p.add_argument("--duration", default=None, help="production soak length (e.g. 7d); omit for the compressed run")
+    p.add_argument("--compressed-seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 300)))
+    p.add_argument("--seed", type=int, default=int(os.environ.get("SOAK_SEED", 1)))
+    p.add_argument("--config", default="/etc/copier/copier.yaml")
+    args = p.parse_args(argv)
+    if args.duration:
+        return production(parse_duration(args.duration), args.config)
+    return compressed(args.compressed_seconds, args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
