@@ -10,8 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 import support
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = REPO / "var" / "lab"
@@ -22,7 +22,7 @@ LAB_INVENTORY = REPO / "inventories" / "lab"
 def _settings() -> dict[str, str]:
     """The lab's names and addresses, from the file the lab scripts source."""
     text = (REPO / "ansible" / "lab" / "settings.sh").read_text()
-    return dict(re.findall(r"^(lab_\w+)=([\w.:]+)$", text, re.M))
+    return dict(re.findall(r"^(lab_\w+)=([\w.:]+)$", text, re.MULTILINE))
 
 
 SETTINGS = _settings()
@@ -33,12 +33,12 @@ HOST_IP6 = SETTINGS["lab_host_ip6"]
 VETH = SETTINGS["lab_veth"] + "0"
 
 RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
-                   r"\s+failed=(?P<failed>\d+)", re.M)
+                   r"\s+failed=(?P<failed>\d+)", re.MULTILINE)
 
 
 def make(target: str, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), target, *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False)
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ def baseline() -> Provisioning:
     done = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(LAB_INVENTORY),
                            str(REPO / "ansible" / "baseline.yml")], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg"),
-                               "ANSIBLE_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD_FILE), "ANSIBLE_NOCOLOR": "1"})
+                               "ANSIBLE_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD_FILE), "ANSIBLE_NOCOLOR": "1"},
+                          check=False)
     return Provisioning(done.returncode, done.stdout + done.stderr)
 
 
@@ -127,7 +128,8 @@ class LabShell:
                      "-i", str(LAB_DIR / "id_ed25519"), f"deploy@{address}"]
 
     def run(self, command: str, *, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.base, command], input=input, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([*self.base, command], input=input, capture_output=True, text=True, timeout=timeout,
+                              check=False)
 
     def out(self, command: str, **kw) -> str:
         """stdout of a command that must succeed."""
@@ -171,7 +173,7 @@ def tree(root):
     return h.hexdigest()
 
 def run(*cmd):
-    return hashlib.sha256(subprocess.run(cmd, capture_output=True).stdout).hexdigest()
+    return hashlib.sha256(subprocess.run(cmd, capture_output=True, check=False).stdout).hexdigest()
 
 out = {r: tree(r) for r in ("/etc", "/opt", "/usr/local", "/home/deploy/.ssh") if os.path.exists(r)}
 out["packages"] = run("dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\n")
@@ -202,7 +204,7 @@ class LabFootprint:
     namespaces: frozenset[str]
 
     @classmethod
-    def capture(cls) -> "LabFootprint":
+    def capture(cls) -> LabFootprint:
         pid = int((LAB_DIR / "nspawn.pid").read_text())
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         kinds = ("net", "pid", "mnt")
@@ -230,7 +232,7 @@ class LabFootprint:
             fstype, mountpoint = line.split()[2], line.split()[1]
             if fstype == "nsfs" and os.stat(mountpoint).st_ino in inodes:
                 left.append(f"namespace mount {mountpoint}")
-        if subprocess.run(["ip", "link", "show", VETH], capture_output=True).returncode == 0:
+        if subprocess.run(["ip", "link", "show", VETH], capture_output=True, check=False).returncode == 0:
             left.append(f"veth {VETH}")
         left += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
                  if str(LAB_DIR) in line]

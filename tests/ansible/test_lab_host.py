@@ -24,9 +24,24 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-
-from lab import (HOST_IP, HOST_IP6, LAB_DIR, LAB_IP, LAB_IP6, REPO, LabFootprint, LabShell, Provisioning, baseline,
-                 eventually, head_commit, lab_vault, make, provision, release_commit)
+from lab import (
+    HOST_IP,
+    HOST_IP6,
+    LAB_DIR,
+    LAB_IP,
+    LAB_IP6,
+    REPO,
+    LabFootprint,
+    LabShell,
+    Provisioning,
+    baseline,
+    eventually,
+    head_commit,
+    lab_vault,
+    make,
+    provision,
+    release_commit,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -205,7 +220,7 @@ def test_hardening_baseline_check_passes(shell):
     assert shell.sudo(f"grep NoNewPrivs /proc/{pid}/status").split() == ["NoNewPrivs:", "1"]
     # A login made now (a shared connection keeps the limits it was opened with).
     fresh_login = subprocess.run(["ssh", "-o", "ControlPath=none", *shell.base[1:], "ulimit -Hc"], capture_output=True,
-                                 text=True, timeout=30)
+                                 text=True, timeout=30, check=False)
     assert fresh_login.stdout.strip() == "0", fresh_login.stdout + fresh_login.stderr
     assert "install cramfs /bin/false" in shell.out("cat /etc/modprobe.d/copier-hardening.conf")
 
@@ -226,7 +241,8 @@ def test_sshd_allows_only_key_logins_by_the_deploy_user(shell, address):
     def login(user: str, *opts: str) -> subprocess.CompletedProcess:
         return subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "ControlPath=none", "-o", "IdentitiesOnly=yes",
                                "-o", f"UserKnownHostsFile={LAB_DIR / 'known_hosts'}", "-i", str(LAB_DIR / "id_ed25519"),
-                               *opts, f"{user}@{address}", "true"], capture_output=True, text=True, timeout=30)
+                               *opts, f"{user}@{address}", "true"], capture_output=True, text=True, timeout=30,
+                              check=False)
     assert login("deploy").returncode == 0
     # Root holds the same key (the provider put it there), and is refused anyway.
     assert login("root").returncode != 0
@@ -240,7 +256,8 @@ def test_sshd_allows_only_key_logins_by_the_deploy_user(shell, address):
 
     def forward(target: str) -> subprocess.CompletedProcess:  # its own connection: sshd decides on this channel
         return subprocess.run(["ssh", "-o", "ControlPath=none", *via.base[1:-1], "-W", target, via.base[-1]],
-                              input="GET /api/v1/info HTTP/1.0\r\n\r\n", capture_output=True, text=True, timeout=30)
+                              input="GET /api/v1/info HTTP/1.0\r\n\r\n", capture_output=True, text=True, timeout=30,
+                              check=False)
     assert forward("127.0.0.1:19999").stdout.startswith("HTTP/1.1 200")
     denied = forward("127.0.0.1:18000")
     assert denied.returncode != 0 and "administratively prohibited" in denied.stderr, denied.stderr
@@ -349,9 +366,10 @@ def _alerts(shell) -> list[tuple[float, str]]:
 
 
 def _source_fill(shell, outcome: str) -> None:
-    post = ("import json, urllib.request; urllib.request.urlopen(urllib.request.Request("
-            "'http://127.0.0.1:18000/_sim/source-fill', data=json.dumps({'asset': 'btc', 'outcome': '%s', "
-            "'side': 'BUY', 'size': 12}).encode(), headers={'Content-Type': 'application/json'}), timeout=5)" % outcome)
+    body = json.dumps({"asset": "btc", "outcome": outcome, "side": "BUY", "size": 12})
+    post = ("import urllib.request; urllib.request.urlopen(urllib.request.Request("
+            f"'http://127.0.0.1:18000/_sim/source-fill', data={body!r}.encode(), "
+            "headers={'Content-Type': 'application/json'}), timeout=5)")
     shell.out(f"python3 -c {shlex.quote(post)}")
 
 
@@ -416,9 +434,10 @@ def test_secrets_file_is_0600_owned_by_copier_and_never_staged(shell):
 
 
 def _set_geoblock(shell, blocked: bool, country: str, region: str) -> None:
-    post = ("import json, urllib.request; urllib.request.urlopen(urllib.request.Request("
-            "'http://127.0.0.1:18000/_sim/geoblock', data=json.dumps({'blocked': %s, 'country': '%s', 'region': '%s'})"
-            ".encode(), headers={'Content-Type': 'application/json'}), timeout=5)" % (blocked, country, region))
+    body = json.dumps({"blocked": blocked, "country": country, "region": region})
+    post = ("import urllib.request; urllib.request.urlopen(urllib.request.Request("
+            f"'http://127.0.0.1:18000/_sim/geoblock', data={body!r}.encode(), "
+            "headers={'Content-Type': 'application/json'}), timeout=5)")
     shell.out(f"python3 -c {shlex.quote(post)}")
 
 
@@ -449,8 +468,8 @@ def test_copier_probe_prints_the_table_and_a_blocked_region_refuses_a_live_start
         start = shell.run(f"{COPIER} run --config {live}/copier.yaml --env-file {live}/copier.env", timeout=60)
         assert start.returncode == 3, start.stdout + start.stderr
         assert start.stderr.strip().splitlines() == [
-            "copier: refusing to trade live: the venue's geoblock endpoint (http://127.0.0.1:18000) reports this "
-            "host BLOCKED (ip 127.0.0.1, US NY)"]
+            ("copier: refusing to trade live: the venue's geoblock endpoint (http://127.0.0.1:18000) reports this "
+             "host BLOCKED (ip 127.0.0.1, US NY)")]
         assert shell.sudo(f"ls {live}").split() == ["copier.env", "copier.yaml"], "nothing started"
     finally:
         _set_geoblock(shell, False, "NL", "NH")
@@ -530,8 +549,10 @@ def test_unexpected_exit_is_restarted_and_alerted_to_sentry(shell):
     shell.sudo(f"kill -KILL {pid}")
     eventually(lambda: "exited unexpectedly" in shell.run(f"cat {SINK_FILE}").stdout, timeout=30,
                what="an alert envelope at the Sentry sink")
-    eventually(lambda: (lambda s: s[0] == "RUNNING" and f"pid {pid}," not in s[1])(shell.program_state("copier")),
-               timeout=30, what="the copier restarted by supervisord")
+    def restarted() -> bool:
+        state, detail = shell.program_state("copier")
+        return state == "RUNNING" and f"pid {pid}," not in detail
+    eventually(restarted, timeout=30, what="the copier restarted by supervisord")
 
 
 def _stays_stopped(shell, seconds: float) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-
 from lab import LAB_IP, REPO, VAULT_PASSWORD_FILE
 
 ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
@@ -89,13 +88,14 @@ def test_site_validates_every_role_before_any_role_runs_and_tags_each():
 
 def test_ansible_config_runs_handlers_of_a_failed_run():
     config = (REPO / "ansible/ansible.cfg").read_text()
-    assert re.search(r"^force_handlers = True$", config, re.M)
+    assert re.search(r"^force_handlers = True$", config, re.MULTILINE)
 
 
 def test_baseline_playbook_is_valid():
     check = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", str(REPO / "inventories/production"),
                             str(REPO / "ansible/baseline.yml"), "--syntax-check"], capture_output=True, text=True,
-                           timeout=120, env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible/ansible.cfg")})
+                           timeout=120, env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible/ansible.cfg")},
+                           check=False)
     assert check.returncode == 0, check.stderr
 
 
@@ -125,7 +125,8 @@ def _renders_secrets(module: str, args) -> bool:
         args = {"_raw": args}
     text = yaml.safe_dump(args)
     # The secrets file written or copied, or its template rendered (a lookup feeding it to a command counts too).
-    if module in ("ansible.builtin.template", "ansible.builtin.copy") and "copier.env" in text or "copier.env.j2" in text:
+    writes = module in ("ansible.builtin.template", "ansible.builtin.copy")
+    if (writes and "copier.env" in text) or "copier.env.j2" in text:
         return True
     # Any expression that reads a vault value (the list of the vault's variable names is not one).
     return bool(re.search(r"\b\w+_vault_(?!names\b)\w+", text))
@@ -140,7 +141,7 @@ def test_every_task_that_renders_or_moves_a_secret_has_no_log():
 def test_env_template_holds_only_vault_values():
     """What reaches copier.env comes from the vault alone: never a default that could end up in a repo."""
     text = (REPO / "templates/copier.env.j2").read_text()
-    values = re.findall(r"^[A-Z_]+=(.*)$", text, re.M)
+    values = re.findall(r"^[A-Z_]+=(.*)$", text, re.MULTILINE)
     assert values and all(re.fullmatch(r"\{\{ copier_vault_\w+ \}\}", v) for v in values), values
 
 
@@ -240,7 +241,7 @@ def test_deployment_templates_render_a_config_the_copier_accepts(inventory, tmp_
     env.write_text(_render(REPO / "templates/copier.env.j2", {**variables, **secrets}))
     env.chmod(0o600)
     check = subprocess.run([str(REPO / ".venv/bin/copier"), "check-config", "--config", str(config),
-                            "--env-file", str(env)], capture_output=True, text=True, timeout=60)
+                            "--env-file", str(env)], capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0, check.stderr
     assert yaml.safe_load(config.read_text())["execution"]["dry_run"] is True
 

@@ -15,16 +15,27 @@ from pathlib import Path
 
 import pytest
 import yaml
+from copier.clock import LiveClock
+from copier.config import parse_config
+from copier.probe import (
+    EXIT_BLOCKED,
+    Geoblock,
+    GeoblockError,
+    ProbeError,
+    fetch,
+    geoblock_refusal,
+    measure,
+    parse_geoblock,
+    probe_endpoint,
+    public_url,
+    run_probe,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from hypothesis import given, strategies as st
-
-from copier.clock import LiveClock
-from copier.config import parse_config
-from copier.probe import (EXIT_BLOCKED, Geoblock, GeoblockError, ProbeError, fetch, geoblock_refusal, measure,
-                          parse_geoblock, probe_endpoint, public_url, run_probe)
+from hypothesis import given
+from hypothesis import strategies as st
 
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
 RECORDED = (PAYLOADS / "geoblock_response.json").read_bytes()
@@ -82,7 +93,7 @@ def tls_context(tmp_path, monkeypatch):
     """A server context with a self-signed certificate for localhost, trusted through SSL_CERT_FILE."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(hours=1))
@@ -189,7 +200,7 @@ def test_parse_geoblock_deep_nesting_is_refused_in_a_process_with_the_copiers_re
             "assert sys.getrecursionlimit() >= 100000\n"
             "try:\n    p.parse_geoblock(200, b'{\"blocked\": false, \"x\": ' + b'[' * 100000 + b']' * 100000 + b'}')\n"
             "except p.GeoblockError as exc:\n    print(exc)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "the answer is nested too deeply", done
 
 
@@ -290,16 +301,16 @@ def test_cli_run_live_from_a_blocked_region_exits_3_with_one_line_and_no_store(s
     s = stub({"/api/geoblock": (200, {}, RECORDED)})
     config, env = _write(tmp_path, _config(s.url, dry_run=False))
     done = subprocess.run([sys.executable, "-m", "copier", "run", "--config", str(config), "--env-file", str(env)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [
-        f"copier: refusing to trade live: the venue's geoblock endpoint ({s.url}) reports this host BLOCKED "
-        "(ip 203.0.113.42, US NY)"]
+        (f"copier: refusing to trade live: the venue's geoblock endpoint ({s.url}) reports this host BLOCKED "
+         "(ip 203.0.113.42, US NY)")]
     assert not (tmp_path / "copier.sqlite").exists(), "nothing may start before the region is allowed"
 
 
 def test_cli_probe_bad_sample_count_exits_2(tmp_path):
     config, _ = _write(tmp_path, {})
     done = subprocess.run([sys.executable, "-m", "copier", "probe", "--config", str(config), "--samples", "0"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "--samples" in done.stderr

@@ -10,14 +10,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from copier.alerts import init_alerts
 from copier.breaker import CircuitBreaker
-from copier.clock import FakeClock
 from copier.config import RiskConfig, Secrets, TelemetryConfig
 from copier.logs import JsonFormatter
-from copier.metrics import Metrics, NullMetrics
+from copier.metrics import Metrics
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 SECRETS = Secrets(private_key="0x" + "ab" * 32, api_key="k-123", api_secret="c2VjcmV0LXNlY3JldA==",
                   api_passphrase="pass-phrase-xyz")

@@ -6,13 +6,20 @@ import os
 import stat
 
 import pytest
-from hypothesis import given, strategies as st
-
 from copier.clock import FakeClock
 from copier.config import TelemetryConfig
 from copier.metrics import NullMetrics
-from copier.timesync import (ChronyUnreadable, ClockIssue, ClockWatch, Leap, clock_problem, parse_tracking,
-                             read_tracking)
+from copier.timesync import (
+    ChronyUnreadable,
+    ClockIssue,
+    ClockWatch,
+    Leap,
+    clock_problem,
+    parse_tracking,
+    read_tracking,
+)
+from hypothesis import given
+from hypothesis import strategies as st
 
 # `chronyc -c -n -h 127.0.0.1 tracking` as the copier user on the lab host (chrony 4.3, no reachable source).
 UNSYNCHRONISED = ("00000000,,0,0.000000000,0.000000000,0.000000000,0.000000000,0.000,0.000,0.000,1.000000000,"
@@ -115,7 +122,7 @@ def test_clock_watch_unsynchronised_alerts_at_once_and_blocks_only_past_the_limi
 
 def test_clock_watch_resync_lifts_the_refusal_and_a_new_loss_starts_a_new_wait():
     chrony = Chrony(UNSYNCHRONISED)
-    w, clock, metrics, alerts = watch(chrony, ntp_server="127.0.0.1", max_unsynchronised_s=30.0)
+    w, clock, _metrics, _alerts = watch(chrony, ntp_server="127.0.0.1", max_unsynchronised_s=30.0)
     w.check()
     clock.advance(31)
     w.check()
@@ -131,7 +138,7 @@ def test_clock_watch_resync_lifts_the_refusal_and_a_new_loss_starts_a_new_wait()
 
 
 def test_clock_watch_unreadable_chronyd_is_untrusted_and_counted():
-    w, clock, metrics, alerts = watch(Chrony(ChronyUnreadable("chronyc is not installed")), ntp_server="127.0.0.1",
+    w, clock, metrics, _alerts = watch(Chrony(ChronyUnreadable("chronyc is not installed")), ntp_server="127.0.0.1",
                                       max_unsynchronised_s=0.0)
     assert w.check() == "chronyd state unreadable: chronyc is not installed"
     assert metrics.counts["clock.read_errors"] == 1
@@ -140,7 +147,7 @@ def test_clock_watch_unreadable_chronyd_is_untrusted_and_counted():
 
 def test_clock_watch_alerts_once_per_issue_not_per_changing_figure():
     chrony = Chrony(SYNCHRONISED.replace("0.009000000", "0.300000000"))
-    w, clock, metrics, alerts = watch(chrony, ntp_server="127.0.0.1", max_clock_offset_ms=100.0,
+    w, clock, _metrics, alerts = watch(chrony, ntp_server="127.0.0.1", max_clock_offset_ms=100.0,
                                       max_unsynchronised_s=600.0)
     w.check()
     chrony.line = SYNCHRONISED.replace("0.009000000", "0.310000000")
@@ -152,7 +159,7 @@ def test_clock_watch_alerts_once_per_issue_not_per_changing_figure():
 
 def test_clock_watch_without_a_server_never_asks_and_never_blocks():
     chrony = Chrony(UNSYNCHRONISED)
-    w, clock, metrics, alerts = watch(chrony, ntp_server="")
+    w, clock, _metrics, alerts = watch(chrony, ntp_server="")
     assert w.check() is None and w.check() is None
     clock.advance(1e6)
     assert chrony.asked == [] and w.block_reason(clock.monotonic()) is None and alerts.sent == []

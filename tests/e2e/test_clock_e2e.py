@@ -6,7 +6,14 @@ import os
 import signal
 import stat
 
-from polylab.harness import copier_config, eventually, run_copier, start_copier, write_config, write_env_file
+from polylab.harness import (
+    copier_config,
+    eventually,
+    run_copier,
+    start_copier,
+    write_config,
+    write_env_file,
+)
 from polylab.soak import SentrySink
 
 # `chronyc -c -n tracking` of a chronyd without a reachable source (recorded on the lab host, chrony 4.3).

@@ -1,7 +1,6 @@
 """polysim's geoblock surface: the recorded answer's shape, and a control that makes it answer "blocked"."""
 import httpx
 import pytest
-
 from conftest import payload
 
 

@@ -11,8 +11,8 @@ import json
 import socket
 import ssl
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 from urllib.parse import urlsplit
 
 from copier.clock import Clock
@@ -72,7 +72,7 @@ class EndpointReport:
         values = [getattr(s, step) for s in self.samples if getattr(s, step) is not None]
         return statistics.median(values) if values else None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "url": self.url, "address": self.samples[-1].address if self.samples else None,
                 "samples": len(self.samples), "failed": len(self.errors), "errors": sorted(set(self.errors)),
                 **{f"{step}_median": self.median(step) for step in ("dns_ms", "connect_ms", "tls_ms",
@@ -197,9 +197,10 @@ def parse_geoblock(status: int, body: bytes) -> Geoblock:
         raise GeoblockError("the answer is not JSON") from None
     if not isinstance(data, dict) or not isinstance(data.get("blocked"), bool):
         raise GeoblockError('the answer has no boolean "blocked"')
-    text = {k: data.get(k) if isinstance(data.get(k), str) else "" for k in ("ip", "country", "region")}
-    return Geoblock(blocked=data["blocked"], **{k: "".join(ch for ch in v[:64] if ch.isprintable())
-                                                 for k, v in text.items()})
+    def word(key: str) -> str:
+        value = data.get(key)
+        return "".join(ch for ch in value[:64] if ch.isprintable()) if isinstance(value, str) else ""
+    return Geoblock(blocked=data["blocked"], ip=word("ip"), country=word("country"), region=word("region"))
 
 
 def ask_geoblock(url: str, *, timeout_s: float = 5.0) -> Geoblock:
@@ -237,7 +238,7 @@ def render_table(reports: list[EndpointReport], verdict: Geoblock | None, verdic
                      _cell(r.median("connect_ms")), _cell(r.median("tls_ms")), _cell(r.median("first_byte_ms")),
                      f"{len(r.samples)}/{samples}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append(f"medians of {samples} fresh connections per endpoint")
     for r in reports:
         for error in sorted(set(r.errors)):

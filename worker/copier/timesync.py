@@ -12,16 +12,20 @@ from __future__ import annotations
 import logging
 import math
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
-from typing import Callable
+from enum import StrEnum
+
+from copier.clock import Clock
+from copier.config import TelemetryConfig
+from copier.ports import Alerts, Metrics
 
 log = logging.getLogger("copier.timesync")
 
 CHRONYC_TIMEOUT_S = 10.0    # chronyc itself gives up after about 3 s (1 s timeout, 2 retries)
 
 
-class Leap(str, Enum):
+class Leap(StrEnum):
     """chronyd's leap status: the last one means it has no synchronised reference."""
     NORMAL = "Normal"
     INSERT_SECOND = "Insert second"
@@ -29,7 +33,7 @@ class Leap(str, Enum):
     UNSYNCHRONISED = "Not synchronised"
 
 
-class ClockIssue(str, Enum):
+class ClockIssue(StrEnum):
     UNSYNCHRONISED = "unsynchronised"
     ERROR_BOUND = "error_bound"
     UNREADABLE = "unreadable"
@@ -104,8 +108,8 @@ def clock_problem(tracking: Tracking, max_error_ms: float) -> tuple[ClockIssue, 
 class ClockWatch:
     """Reads chronyd, gauges and alerts; tells the runtime when new orders must wait for a trusted clock."""
 
-    def __init__(self, telemetry_cfg, *, clock, metrics, alerts,
-                 tracking_reader: Callable[[str], Tracking] = read_tracking):
+    def __init__(self, telemetry_cfg: TelemetryConfig, *, clock: Clock, metrics: Metrics, alerts: Alerts,
+                 tracking_reader: Callable[[str], Tracking] = read_tracking) -> None:
         self.cfg = telemetry_cfg
         self.clock = clock
         self.metrics = metrics
