@@ -54,8 +54,9 @@ conformance: $(STAMP) $(CSTAMP) $(NODE_STAMP)
 	POLYSIM_PYTHON=$(CURDIR)/$(PY) $(CVENV)/bin/python -m pytest -q tests/conformance
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check worker tests
+	$(VENV)/bin/ruff check --config worker/pyproject.toml worker tests
 	cd worker && ../$(VENV)/bin/mypy copier
+	cd worker/lab && ../../$(VENV)/bin/mypy polysim polylab
 	ANSIBLE_CONFIG=$(CURDIR)/ansible/ansible.cfg $(VENV)/bin/ansible-playbook -i inventories/production ansible/site.yml --syntax-check
 	ANSIBLE_CONFIG=$(CURDIR)/ansible/ansible.cfg PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint -c ansible/.ansible-lint --offline --profile production ansible/site.yml roles inventories
 

@@ -8,7 +8,6 @@ import time
 
 import httpx
 import pytest
-
 from conftest import NODE_DIR, current_market, node, state, tokens
 
 

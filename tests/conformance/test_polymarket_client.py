@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from conftest import KEY_A, KEY_B, current_market, environment, state, tokens
 from eth_account import Account
 from polymarket import AsyncSecureClient, SecureClient
 from polymarket.errors import RequestRejectedError
@@ -13,8 +14,6 @@ from polymarket.models.clob import AcceptedOrder, PriceRequest
 from polymarket.streams import MarketBookEvent, UserOrderEvent, UserTradeEvent
 from polymarket.streams._specs import MarketSpec, UserSpec
 from support import eventually
-
-from conftest import KEY_A, KEY_B, current_market, environment, state, tokens
 
 CAP = "0.99"                                      # 1 - tick on a 0.01 market
 

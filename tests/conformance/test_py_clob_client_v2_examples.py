@@ -7,16 +7,32 @@ import time
 
 import pytest
 import websocket
+from conftest import current_market, tokens
 from eth_account import Account
-from py_clob_client_v2 import (ApiCreds, AssetType, BalanceAllowanceParams, BookParams, ClobClient,
-                               DropNotificationParams, MarketOrderArgs, OpenOrderParams, OrderArgs,
-                               OrderMarketCancelParams, OrderPayload, OrderScoringParams, OrdersScoringParams,
-                               OrderType, PartialCreateOrderOptions, PostOrdersV2Args, PriceHistoryInterval,
-                               PricesHistoryParams, Side, TradeParams)
+from py_clob_client_v2 import (
+    ApiCreds,
+    AssetType,
+    BalanceAllowanceParams,
+    BookParams,
+    ClobClient,
+    DropNotificationParams,
+    MarketOrderArgs,
+    OpenOrderParams,
+    OrderArgs,
+    OrderMarketCancelParams,
+    OrderPayload,
+    OrderScoringParams,
+    OrdersScoringParams,
+    OrderType,
+    PartialCreateOrderOptions,
+    PostOrdersV2Args,
+    PriceHistoryInterval,
+    PricesHistoryParams,
+    Side,
+    TradeParams,
+)
 from py_clob_client_v2.exceptions import PolyApiException
 from support import eventually
-
-from conftest import current_market, tokens
 
 PK1, PK2 = "0x" + "d4" * 32, "0x" + "e5" * 32
 OPTIONS = PartialCreateOrderOptions(tick_size="0.01")

@@ -6,7 +6,8 @@ import time
 
 import pytest
 from eth_account import Account
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polymarket._internal.actions.orders.typed_data import build_order_signature, build_order_typed_data
 from polymarket._internal.actions.orders.types import UnsignedOrder
 from py_clob_client_v2.clob_types import CreateOrderOptions, OrderArgsV2

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import httpx
-from web3 import AsyncWeb3, WebSocketProvider
-
 from conftest import current_market
+from web3 import AsyncWeb3, WebSocketProvider
 
 ABI = [e for e in json.loads((Path(__file__).parents[1] / "payloads" / "polymarket" / "orderfilled_event_abi.json")
                              .read_text()) if e.get("type") == "event"]

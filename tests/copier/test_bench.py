@@ -2,10 +2,19 @@
 scenarios fire, where a profile sample is attributed, how StatsD lines are read."""
 import socket
 import time
+from itertools import pairwise
 
-from polylab.bench import (StatsdRecorder, _most_in_2s, plan_bursts, plan_mixed, plan_trickle, profile_summary,
-                          sustained_ok)
 from helpers import T0
+
+from polylab.bench import (
+    StatsdRecorder,
+    _most_in_2s,
+    plan_bursts,
+    plan_mixed,
+    plan_trickle,
+    profile_summary,
+    sustained_ok,
+)
 
 
 def _step(**over) -> dict:
@@ -41,7 +50,7 @@ def test_scenarios_fire_what_they_claim():
     per_key = {}
     for t, key, _ in trickle:
         per_key.setdefault(key, []).append(t)
-    assert all(b - a > 1.0 for ts in per_key.values() for a, b in zip(ts, ts[1:]))  # each fill is a leading order
+    assert all(b - a > 1.0 for ts in per_key.values() for a, b in pairwise(ts))  # each fill is a leading order
     mixed = plan_mixed()
     assert len({key for t, key, _ in mixed if t < 1.0}) == 4                 # four keys at once
 

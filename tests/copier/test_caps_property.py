@@ -4,7 +4,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from copier.coalescer import Coalescer
 from copier.config import Config, CopyConfig, ExecutionConfig, RiskConfig, SizingConfig

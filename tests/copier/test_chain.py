@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 from eth_abi import encode
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from copier.chain import (EXCHANGES, MATCH_ORDERS_ARGS, ChainFill, decode_match_orders, decode_order_filled, pad_topic,
-                          to_source_fill)
+from copier.chain import (
+    MATCH_ORDERS_ARGS,
+    ChainFill,
+    decode_match_orders,
+    decode_order_filled,
+    pad_topic,
+    to_source_fill,
+)
 from copier.dedupe import Deduper
 from copier.errors import MalformedMessage
 from copier.schemas import parse_data_api_trade, parse_rtds_frame
@@ -45,8 +52,8 @@ def _order(maker, token, making, taking, side, ts=1_795_000_000_500):
 
 def _match_tx(taker, makers, taker_fill, maker_fills, taker_fee=0, to=EXCHANGE):
     args = [bytes.fromhex("cd" * 32), taker, makers, taker_fill, maker_fills, taker_fee, [0] * len(makers)]
-    return {"hash": TX, "to": to, "from": "0x" + "01" * 20, "input": "0x3c2b4399" + encode(MATCH_ORDERS_ARGS, args).hex(),
-            "blockNumber": None}
+    calldata = "0x3c2b4399" + encode(MATCH_ORDERS_ARGS, args).hex()
+    return {"hash": TX, "to": to, "from": "0x" + "01" * 20, "input": calldata, "blockNumber": None}
 
 
 # ---- logs ------------------------------------------------------------------------------------------------------
@@ -56,7 +63,8 @@ def test_taker_order_filled_decodes_to_the_source_fill_with_fee_and_block_time()
     assert cf == ChainFill(TX, str(TOKEN_UP), Side.BUY, shares=10_623_456, usdc=5_412_345, fee=183_500,
                            match_ts=1_795_000_000.0)
     f = to_source_fill(cf, META, Feed.CHAIN_LOGS.value, RECV, SOURCE, True)
-    assert (f.outcome, f.outcome_index, f.condition_id, f.size, f.fee) == ("Up", 0, META.condition_id, 10.623456, 0.1835)
+    assert (f.outcome, f.outcome_index, f.condition_id, f.size, f.fee) == \
+        ("Up", 0, META.condition_id, 10.623456, 0.1835)
     assert f.price == 0.509471                                  # 5.412345 / 10.623456 = 0.5094710…
 
 
@@ -89,8 +97,10 @@ def test_malformed_logs_raise_one_clear_error(mutate):
 
 # ---- mempool ---------------------------------------------------------------------------------------------------
 def test_match_orders_source_as_taker_takes_the_makers_aggregate():
-    makers = [_order("0x" + "a1" * 20, TOKEN_UP, 7_123_456, 3_632_963, 1), _order("0x" + "b2" * 20, TOKEN_UP, 3_500_000, 1_820_000, 1)]
-    tx = _match_tx(_order(SOURCE, TOKEN_UP, 5_452_963, 10_623_456, 0), makers, 5_452_963, [7_123_456, 3_500_000], 183_000)
+    makers = [_order("0x" + "a1" * 20, TOKEN_UP, 7_123_456, 3_632_963, 1),
+              _order("0x" + "b2" * 20, TOKEN_UP, 3_500_000, 1_820_000, 1)]
+    tx = _match_tx(_order(SOURCE, TOKEN_UP, 5_452_963, 10_623_456, 0), makers, 5_452_963, [7_123_456, 3_500_000],
+                   183_000)
     [cf] = decode_match_orders(tx, SOURCE)
     assert (cf.side, cf.shares, cf.usdc, cf.fee, cf.condition_id) == (Side.BUY, 10_623_456, 5_452_963, 183_000,
                                                                        "0x" + "cd" * 32)
@@ -98,7 +108,8 @@ def test_match_orders_source_as_taker_takes_the_makers_aggregate():
 
 
 def test_match_orders_source_as_maker_uses_the_contract_ratio():
-    makers = [_order(SOURCE, TOKEN_UP, 20_000_000, 10_400_000, 1), _order("0x" + "b2" * 20, TOKEN_UP, 3_500_000, 1_820_000, 1)]
+    makers = [_order(SOURCE, TOKEN_UP, 20_000_000, 10_400_000, 1),
+              _order("0x" + "b2" * 20, TOKEN_UP, 3_500_000, 1_820_000, 1)]
     tx = _match_tx(_order("0x" + "c3" * 20, TOKEN_UP, 7_000_000, 13_500_000, 0), makers, 7_000_000,
                    [10_000_000, 3_500_000])
     [cf] = decode_match_orders(tx, SOURCE)
@@ -161,8 +172,8 @@ def _four_feeds(makers: list[tuple[float, float]], side: str, other_outcome: tup
     payload = {"asset": str(TOKEN_UP), "conditionId": META.condition_id, "eventSlug": "e", "outcome": "Up",
                "outcomeIndex": 0, "price": round(taker.price, 6), "proxyWallet": SOURCE, "side": side,
                "size": round(taker.size, 6), "slug": META.slug, "timestamp": 1_795_000_000, "transactionHash": TX}
-    rtds, _ = parse_rtds_frame(json.dumps({"connection_id": "c", "payload": payload, "timestamp": 1, "topic": "activity",
-                                           "type": "trades"}), SOURCE, RECV)
+    frame = {"connection_id": "c", "payload": payload, "timestamp": 1, "topic": "activity", "type": "trades"}
+    rtds, _ = parse_rtds_frame(json.dumps(frame), SOURCE, RECV)
     row = {"proxy_wallet": SOURCE, "side": side, "token_id": str(TOKEN_UP), "condition_id": META.condition_id,
            "size": round(taker.size, 6), "price": round(taker.price, 6), "timestamp": 1_795_000_000,
            "transaction_hash": TX, "outcome": "Up", "outcome_index": 0}

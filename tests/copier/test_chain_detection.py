@@ -2,19 +2,19 @@
 from dataclasses import replace
 
 import pytest
+from helpers import T0, fill, market
 
 from copier.chain import ChainLogFeed, MempoolFeed, RpcAnswer, pad_topic
 from copier.clock import FakeClock
 from copier.config import Config, FeedsConfig
 from copier.decision import decide
 from copier.dedupe import Deduper
-from copier.detection import CONFIRMED, PENDING, REMOVED, RETRACTED, ConfirmationGate, Detection
+from copier.detection import CONFIRMED, PENDING, REMOVED, ConfirmationGate, Detection
 from copier.exposure import ExposureBook
 from copier.metrics import NullMetrics
 from copier.report import build_report, render_text
 from copier.store import MIGRATIONS, Store
 from copier.types import Batch, Feed
-from helpers import T0, fill, market
 
 MEMPOOL, RTDS, LOGS = Feed.MEMPOOL.value, Feed.RTDS_TRADES.value, Feed.CHAIN_LOGS.value
 FEEDS = FeedsConfig(confirm_timeout_s=10.0, reinclude_timeout_s=5.0)
@@ -332,9 +332,11 @@ def test_an_aggregated_feed_a_per_maker_feed_and_a_replaced_transaction_copy_eac
     gas-bumped replacement; the logs show the replacement's aggregate; RTDS and the Data API show a row per maker.
     Decided as the pipeline decides: one copy of 30 shares."""
     import json
+
+    from test_chain import _match_tx, _order, _order_filled_log
+
     from copier.coalescer import Coalescer
     from copier.schemas import parse_data_api_trade, parse_rtds_frame
-    from test_chain import _match_tx, _order, _order_filled_log
     wallet = Config().copy.source_wallet
     ts_ms = int(T0 * 1000)
     makers = [_order("0x" + f"a{k}" * 20, 1111, 10_000_000, 5_000_000, 1, ts=ts_ms) for k in range(1, 4)]

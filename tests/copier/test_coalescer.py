@@ -1,11 +1,12 @@
 from dataclasses import replace
 
-from hypothesis import given, settings, strategies as st
+from helpers import DOWN, T0, UP, fill
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from copier.coalescer import SUBMIT_GUARD_S, Coalescer
 from copier.config import CopyConfig
 from copier.types import Side
-from helpers import DOWN, T0, UP, fill
 
 
 def run(coalescer, timed_fills, until):

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_config_prd_example_parses_to_frozen_defaults(tmp_path):
     assert cfg.sizing.max_notional_per_order_usd == 25.0
     assert cfg.copy.coalesce_ms == 300
     assert cfg.execution.dry_run is True
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.copy.coalesce_ms = 5  # frozen
 
 

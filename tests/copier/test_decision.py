@@ -1,13 +1,14 @@
 from dataclasses import replace
 
-from hypothesis import given, settings, strategies as st
+from helpers import CID, T0, fill, market
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from copier.config import Config, CopyConfig, ExecutionConfig, RiskConfig, SizingConfig
 from copier.decision import decide, intent_id_for, price_cap
 from copier.exposure import ExposureBook
 from copier.risk import funding_refusals
 from copier.types import Batch, Funds, OrderIntent, Side, Skip
-from helpers import CID, T0, UP, fill, market
 
 
 def batch(*fills, kind="leading", at=T0):
@@ -91,7 +92,8 @@ def test_in_flight_orders_count_against_the_market_cap():
 
 
 def test_fixed_mode_spends_the_fixed_notional():
-    d = decide(ExposureBook(), batch(fill(1, size=1000, price=0.4)), market(), T0, cfg(mode="fixed", fixed_notional_usd=5))
+    d = decide(ExposureBook(), batch(fill(1, size=1000, price=0.4)), market(), T0,
+               cfg(mode="fixed", fixed_notional_usd=5))
     assert isinstance(d, OrderIntent) and abs(d.notional - 5.0) < 0.01
 
 

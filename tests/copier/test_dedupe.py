@@ -1,10 +1,11 @@
 import random
 from dataclasses import replace
 
-from hypothesis import given, settings, strategies as st
+from helpers import fill
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from copier.dedupe import Deduper
-from helpers import fill
 
 
 def test_same_trade_on_two_channels_and_two_sockets_is_admitted_once():
@@ -103,8 +104,9 @@ def test_an_aggregate_and_its_per_maker_rows_are_one_set_of_shares_in_any_order(
 
 
 def test_a_payload_sent_again_in_a_new_envelope_is_the_same_frame():
-    from copier.schemas import parse_rtds_frame
     import json
+
+    from copier.schemas import parse_rtds_frame
     payload = {"proxyWallet": "0xsource", "side": "BUY", "asset": "1111", "conditionId": "0x" + "ab" * 32,
                "size": 10, "price": 0.5, "timestamp": 1_800_000_000, "outcome": "Up", "outcomeIndex": 0,
                "transactionHash": "0x" + "01" * 32}

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from gevent.event import Event
+from helpers import T0
 
 from copier.alerts import Alerts, EdgeErrors
 from copier.clock import FakeClock
@@ -15,7 +16,6 @@ from copier.schemas import check_match_ts
 from copier.types import BadInput
 from copier.watcher import RtdsFeed
 from copier.wsfeed import ReconnectingFeed
-from helpers import T0
 
 SOURCE = Config().copy.source_wallet
 

@@ -1,7 +1,8 @@
 """The live executor against a scripted CLOB on loopback: real HTTP, real signatures, a real sqlite file."""
-import json
 
 import pytest
+from helpers import T0, fill, market
+from venue_stub import ScriptedClob, order_hash, serve
 
 from copier.clock import FakeClock, LiveClock
 from copier.config import Config, ExecutionConfig
@@ -14,8 +15,6 @@ from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport
 from copier.types import Batch, OrderStatus
-from helpers import T0, fill, market
-from venue_stub import ScriptedClob, order_hash, serve
 
 KEY = "0x" + "42" * 32
 CREDS = ApiCreds("key-1", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=", "pass-1")

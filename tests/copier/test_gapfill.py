@@ -2,9 +2,9 @@
 import json
 from pathlib import Path
 
+from copier.alerts import NullAlerts
 from copier.clock import FakeClock
 from copier.config import Config, CopyConfig
-from copier.alerts import NullAlerts
 from copier.dedupe import Deduper
 from copier.detection import Detection
 from copier.metrics import NullMetrics

@@ -9,6 +9,7 @@ import sqlite3
 import gevent
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
+from helpers import T0, fill, market
 
 from copier.clock import FakeClock, LiveClock
 from copier.config import Config, ExecutionConfig
@@ -21,7 +22,6 @@ from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport
 from copier.types import Batch
-from helpers import T0, fill, market
 
 KEY = "0x" + "42" * 32
 CREDS = ApiCreds("key-1", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=", "pass-1")

@@ -90,10 +90,11 @@ def test_absurd_end_dates_are_malformed(end):
 
 
 def test_an_end_date_in_milliseconds_keeps_the_near_expiry_cutoff():
+    from helpers import fill
+
     from copier.decision import decide
     from copier.exposure import ExposureBook
     from copier.types import Batch, Skip
-    from helpers import fill
     # Arrange: a market ending in 10 s, its end date written in epoch milliseconds
     m = parse_gamma_market({"conditionId": "0x" + "ab" * 32, "clobTokenIds": '["1111","2222"]',
                             "outcomes": '["Up","Down"]', "endDate": END * 1000})

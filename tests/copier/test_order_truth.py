@@ -1,6 +1,9 @@
 """Order truth: no answer never becomes FAILED. A matrix of what a lookup (and the trade history) can be answered
 with, against a venue whose own log says what it executed; the store must end where the venue's log is."""
 import pytest
+from helpers import T0, market
+from test_executor import CREDS, KEY, _crashed_after_persisting, _decided
+from venue_stub import ScriptedClob, serve
 
 from copier.clock import FakeClock
 from copier.config import Config, ExecutionConfig
@@ -10,9 +13,6 @@ from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ClobTransport
 from copier.types import OrderStatus
-from helpers import T0, market
-from test_executor import CREDS, KEY, _crashed_after_persisting, _decided
-from venue_stub import ScriptedClob, serve
 
 EDGES = ["404", "401", "403", "429", "500", "html", "timeout", "garbage"]
 NEVER_FINAL_WRONGLY = {OrderStatus.FAILED, OrderStatus.KILLED, OrderStatus.REJECTED, OrderStatus.ABANDONED,

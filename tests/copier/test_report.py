@@ -1,5 +1,6 @@
 """The report and the acceptance verdict, from a real store file — including proof the verdict can fail."""
 import pytest
+from helpers import CID, T0, UP, fill, market
 
 from copier.config import Config, SizingConfig
 from copier.decision import decide
@@ -7,7 +8,6 @@ from copier.exposure import ExposureBook
 from copier.report import build_report, render_text
 from copier.store import Store
 from copier.types import Batch, Side
-from helpers import CID, T0, UP, fill, market
 
 
 @pytest.fixture()

@@ -3,11 +3,11 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from copier.errors import MalformedMessage
-from copier.schemas import (apply_price_change, parse_book, parse_data_api_trade, parse_funds,
-                            parse_rtds_frame)
+from copier.schemas import apply_price_change, parse_book, parse_data_api_trade, parse_funds, parse_rtds_frame
 from copier.types import Feed, LevelChange, Side
 
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
@@ -56,7 +56,8 @@ def test_data_api_v2_row_shape_matches_the_v1_identity():
     v2 = {k: v1[c] for k, c in [("proxy_wallet", "proxyWallet"), ("side", "side"), ("token_id", "asset"),
                                  ("condition_id", "conditionId"), ("size", "size"), ("price", "price"),
                                  ("timestamp", "timestamp"), ("outcome", "outcome"), ("outcome_index", "outcomeIndex"),
-                                 ("transaction_hash", "transactionHash"), ("slug", "slug"), ("event_slug", "eventSlug")]}
+                                 ("transaction_hash", "transactionHash"), ("slug", "slug"),
+                                 ("event_slug", "eventSlug")]}
     assert set(v2) <= set(doc["data"][0])          # only documented v2 field names
     assert parse_data_api_trade(v2, 1).content_key == parse_data_api_trade(v1, 1).content_key
 
@@ -194,7 +195,8 @@ def test_what_one_order_executed_is_read_from_a_trade_history_page():
     rows = page["data"] if isinstance(page, dict) else page
     taker = rows[0]["taker_order_id"]
     got = parse_trades_of_order({"data": rows, "next_cursor": "LTE="}, taker)
-    assert got.shares == sum(float(r["size"]) for r in rows if r["taker_order_id"] == taker) and got.next_cursor == "LTE="
+    assert got.shares == sum(float(r["size"]) for r in rows if r["taker_order_id"] == taker)
+    assert got.next_cursor == "LTE="
     mine = {"data": [{"taker_order_id": "0xother", "status": "TRADE_STATUS_CONFIRMED", "size": "9", "price": "0.4",
                       "maker_orders": [{"order_id": "0xours", "matched_amount": "4", "price": "0.5"}]},
                      {"taker_order_id": "0xours", "status": "TRADE_STATUS_FAILED", "size": "7", "price": "0.6"}]}

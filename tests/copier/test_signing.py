@@ -8,7 +8,9 @@ from dataclasses import replace
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
-from hypothesis import given, settings, strategies as st
+from helpers import market
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from py_clob_client_v2.clob_types import CreateOrderOptions, OrderArgsV2
 from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.order_builder.builder import OrderBuilder
@@ -18,7 +20,6 @@ from py_clob_client_v2.signer import Signer
 
 from copier.signing import ORDER_TYPE, OrderSigner
 from copier.types import OrderIntent, Side
-from helpers import market
 
 KEY = "0x" + "42" * 32
 OWNER = "api-key-1"

@@ -1,14 +1,13 @@
 import sqlite3
 
 import pytest
-
-from copier.store import MIGRATIONS, Store
-from copier.types import OrderStatus, Side, Skip
 from helpers import T0, fill, market
+
+from copier.config import Config
 from copier.decision import decide
 from copier.exposure import ExposureBook
-from copier.config import Config
-from copier.types import Batch
+from copier.store import MIGRATIONS, Store
+from copier.types import Batch, OrderStatus, Side, Skip
 
 
 @pytest.fixture()

@@ -10,13 +10,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from copier.alerts import init_alerts
 from copier.breaker import CircuitBreaker
 from copier.config import RiskConfig, Secrets, TelemetryConfig
 from copier.logs import JsonFormatter
 from copier.metrics import Metrics
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SECRETS = Secrets(private_key="0x" + "ab" * 32, api_key="k-123", api_secret="c2VjcmV0LXNlY3JldA==",
                   api_passphrase="pass-phrase-xyz")
@@ -176,9 +177,10 @@ def test_alert_listener_takes_only_the_dsn_from_the_copier_env_file(tmp_path, mo
 def test_the_breaker_sees_a_backlog_in_the_ingest_queue_but_not_the_coalescers_designed_wait():
     from dataclasses import replace as _replace
 
+    from helpers import T0, fill
+
     from copier.runtime import our_delay_ms
     from copier.types import Batch
-    from helpers import T0, fill
     # Arrange: a trailing batch released at its deadline, 1.5 s after its first fill arrived (the designed wait);
     # one of its fills sat 900 ms in the ingest queue before the pipeline took it.
     early = _replace(fill(1), recv_ns=int(T0 * 1e9), picked_ns=int((T0 + 0.001) * 1e9))

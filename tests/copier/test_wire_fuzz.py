@@ -11,17 +11,46 @@ import math
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from copier.chain import (RpcAnswer, RpcNotification, decode_match_orders, decode_order_filled, parse_rpc_message,
-                          to_source_fill)
-from copier.errors import MalformedMessage
-from copier.schemas import (EPOCH_MAX_S, EPOCH_MIN_S, TICK_SIZES, parse_book, parse_funds, parse_gamma,
-                            parse_market_message, parse_order_lookup, parse_post_order_answer, parse_rtds_frame,
-                            parse_tick_size, parse_trades_page)
-from copier.types import (BookTop, Feed, GammaAnswer, MarketMessage, MarketMeta, OrderLookup, PostOrderAnswer, Side,
-                          SourceFill, TickSizeChange, TradesPage)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_chain import EXCHANGE, META, SOURCE, TOKEN_UP, _match_tx, _order, _order_filled_log
+
+from copier.chain import (
+    RpcAnswer,
+    RpcNotification,
+    decode_match_orders,
+    decode_order_filled,
+    parse_rpc_message,
+    to_source_fill,
+)
+from copier.errors import MalformedMessage
+from copier.schemas import (
+    EPOCH_MAX_S,
+    EPOCH_MIN_S,
+    TICK_SIZES,
+    parse_book,
+    parse_funds,
+    parse_gamma,
+    parse_market_message,
+    parse_order_lookup,
+    parse_post_order_answer,
+    parse_rtds_frame,
+    parse_tick_size,
+    parse_trades_page,
+)
+from copier.types import (
+    BookTop,
+    Feed,
+    GammaAnswer,
+    MarketMessage,
+    MarketMeta,
+    OrderLookup,
+    PostOrderAnswer,
+    Side,
+    SourceFill,
+    TickSizeChange,
+    TradesPage,
+)
 
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
 RECV_NS = 1_795_000_001_000_000_000

@@ -1,11 +1,11 @@
 """The websocket feeds' data watchdog, on a fake clock: keepalive answers do not keep a stalled feed alive."""
 import websocket
+from helpers import T0
 
 from copier.clock import FakeClock
 from copier.config import Config, FeedsConfig
 from copier.metrics import NullMetrics
 from copier.watcher import RtdsFeed
-from helpers import T0
 
 
 class ScriptedSocket:

@@ -81,7 +81,8 @@ class ScriptedClob:
     def _post(self, environ, start_response):
         body = environ["wsgi.input"].read().decode()
         self.posts.append(body)
-        status, answer, how = (self.post_script.pop(0) + (None, None))[:3] if self.post_script else ("200 OK", None, None)
+        scripted = self.post_script.pop(0) + (None, None) if self.post_script else ("200 OK", None, None)
+        status, answer, how = scripted[:3]
         how = how if how is not None else ("take" if status.startswith("200") else "")
         h = order_hash(body)
         if h in self.orders:

@@ -3,8 +3,16 @@ import json
 import signal
 import sqlite3
 
-from polylab.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, eventually, run_copier, start_copier,
-                            write_config, write_env_file)
+from polylab.harness import (
+    SIM_PRIVATE_KEY,
+    SimProcess,
+    copier_config,
+    eventually,
+    run_copier,
+    start_copier,
+    write_config,
+    write_env_file,
+)
 from polylab.soak import SentrySink
 
 
@@ -24,7 +32,8 @@ def _burst(sim, n=6, outcome="Up"):
 
 
 def test_dry_run_copies_a_burst_with_at_most_two_orders(sim, tmp_path):
-    config = write_config(tmp_path / "copier.yaml", copier_config(sim.urls, tmp_path / "copier.sqlite", speed=900 / sim.window_s))
+    config = write_config(tmp_path / "copier.yaml",
+                          copier_config(sim.urls, tmp_path / "copier.sqlite", speed=900 / sim.window_s))
     proc = start_copier(config, tmp_path / "copier.log")
     try:
         eventually(lambda: _started(config), 30, 0.3, "copier heartbeat")

@@ -4,8 +4,15 @@ import json
 import signal
 import sqlite3
 
-from polylab.harness import (SimProcess, copier_config, eventually, run_copier, start_copier, write_config,
-                            write_env_file)
+from polylab.harness import (
+    SimProcess,
+    copier_config,
+    eventually,
+    run_copier,
+    start_copier,
+    write_config,
+    write_env_file,
+)
 from polylab.soak import SentrySink
 
 

@@ -7,8 +7,15 @@ import time
 
 import pytest
 
-from polylab.harness import (SIM_PRIVATE_KEY, copier_config, eventually, run_copier, start_copier, write_config,
-                            write_env_file)
+from polylab.harness import (
+    SIM_PRIVATE_KEY,
+    copier_config,
+    eventually,
+    run_copier,
+    start_copier,
+    write_config,
+    write_env_file,
+)
 
 SLOW_MS = 600                 # every CLOB answer 0.6 s late: 4 executors drain a queue of 24 orders in ~3.6 s
 TRANSIT_S = 0.3               # loopback and the simulator's event loop, between our write and its arrival stamp

@@ -12,9 +12,9 @@ import time
 
 import httpx
 import pytest
+from hostile import BINARY, HostileHttp, HostileWebsocket, StatsdSink
 
 from polylab.harness import DEFAULT_SOURCE, copier_config, eventually, run_copier, start_copier, write_config
-from hostile import BINARY, HostileHttp, HostileWebsocket, StatsdSink
 
 SOURCE = DEFAULT_SOURCE
 NO_CHAIN = {"use_chain_logs": False, "use_mempool": False}
@@ -227,6 +227,7 @@ def test_copier_run_survives_every_hostile_market_ws_frame_and_keeps_its_book(si
 # ---- Polygon JSON-RPC: OrderFilled logs and pending matchOrders -------------------------------------------------
 def _order_filled(market: dict, tx: str, block_ts: int) -> dict:
     from eth_abi import encode
+
     from copier.chain import TOPIC_ORDER_FILLED, pad_topic
     data = encode(["uint8", "uint256", "uint256", "uint256", "uint256", "bytes32", "bytes32"],
                   [0, int(market["tokens"][0]), 5_000_000, 10_000_000, 0, b"\0" * 32, b"\0" * 32])
@@ -241,6 +242,7 @@ def _order_filled(market: dict, tx: str, block_ts: int) -> dict:
 def _match_orders(market: dict, tx: str, order_ts_ms: int) -> dict:
     """The source takes 12 Down shares at 0.50 from one maker (Down: its own batch, apart from the log's Up fill)."""
     from eth_abi import encode
+
     from copier.chain import MATCH_ORDERS_ARGS, MATCH_ORDERS_SELECTOR
     token = int(market["tokens"][1])
 

@@ -5,9 +5,9 @@ import json
 import signal
 import time
 
-from polylab.harness import copier_config, eventually, run_copier, start_copier, write_config
 from copier.replay import decision_lines
 from copier.store import Store
+from polylab.harness import copier_config, eventually, run_copier, start_copier, write_config
 
 
 def _report(config) -> dict:

@@ -10,15 +10,15 @@ from copier.decision import decide
 from copier.errors import UnknownOutcome
 from copier.executor import ClobExecutor
 from copier.exposure import ExposureBook
-from polylab.harness import SIM_PRIVATE_KEY, copier_config
 from copier.markets import MarketCatalog
 from copier.metrics import NullMetrics
 from copier.report import build_report
 from copier.signing import OrderSigner
-from polylab.soak import derive_creds, ground_truth_verdict, judge_run
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport
 from copier.types import Batch, Feed, Side, SourceFill
+from polylab.harness import SIM_PRIVATE_KEY, copier_config
+from polylab.soak import derive_creds, ground_truth_verdict, judge_run
 
 
 class ResigningExecutor(ClobExecutor):

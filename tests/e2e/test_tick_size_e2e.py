@@ -10,9 +10,9 @@ from gevent.event import Event
 from copier.books import BookCache
 from copier.clock import LiveClock
 from copier.config import parse_config
-from polylab.harness import copier_config, eventually
 from copier.markets import MarketCatalog
 from copier.metrics import NullMetrics
+from polylab.harness import copier_config, eventually
 
 
 def test_tick_size_change_and_the_clob_tick_reach_the_catalog(sim, tmp_path):

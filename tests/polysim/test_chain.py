@@ -32,7 +32,7 @@ def _topic0(name: str) -> str:
 def _data(name: str, log: dict) -> dict:
     inputs = [i for i in ABI[name]["inputs"] if not i["indexed"]]
     values = decode([i["type"] for i in inputs], bytes.fromhex(log["data"][2:]))
-    return dict(zip((i["name"] for i in inputs), values))
+    return dict(zip((i["name"] for i in inputs), values, strict=True))
 
 
 def _pad(address: str) -> str:
@@ -40,9 +40,10 @@ def _pad(address: str) -> str:
 
 
 def _market(version="v1", neg_risk=False) -> SimMarket:
-    return SimMarket(condition_id="0x" + "cd" * 32, question_id="0x" + "01" * 32, slug="btc-updown-15m-1", event_slug="e",
-                     event_id="1", market_id="1", title="t", asset_symbol="btc", window_start=0.0, window_end=900.0,
-                     created_at=0.0, token_ids=["123456789", "987654321"], neg_risk=neg_risk, version=version)
+    return SimMarket(condition_id="0x" + "cd" * 32, question_id="0x" + "01" * 32, slug="btc-updown-15m-1",
+                     event_slug="e", event_id="1", market_id="1", title="t", asset_symbol="btc", window_start=0.0,
+                     window_end=900.0, created_at=0.0, token_ids=["123456789", "987654321"], neg_risk=neg_risk,
+                     version=version)
 
 
 def _match(side="BUY", market=None, t=1_795_000_000.123) -> Match:
@@ -65,7 +66,7 @@ def test_settlement_logs_decode_with_the_reference_abi_one_per_maker_then_taker_
     assert [log["topics"][0] for log in s.logs] == [filled, filled, filled, matched]
     assert all(log["address"] == crypto.EXCHANGE_V2.lower() for log in s.logs)
     makers, taker, om = s.logs[:2], s.logs[2], s.logs[3]
-    for log, f in zip(makers, match.makers):
+    for log, f in zip(makers, match.makers, strict=True):
         d = _data("OrderFilled", log)
         assert log["topics"][1:] == [f.order_hash, _pad(f.wallet), _pad(SOURCE)]
         assert d["side"] == 1 and d["tokenId"] == 123456789 and d["makerAmountFilled"] == round(f.size * 1e6)
@@ -93,7 +94,7 @@ def test_match_orders_calldata_uses_the_reference_selector_and_the_contract_fill
     assert "0x" + cid.hex() == match.market.condition_id and taker[1] == SOURCE and taker[6] == 1
     assert taker[8] == int(match.match_time * 1000)                              # order timestamp, ms
     logs = [_data("OrderFilled", log) for log in s.logs[:3]]
-    for order_t, making, d in zip(makers, maker_fills, logs):
+    for order_t, making, d in zip(makers, maker_fills, logs[:2], strict=True):
         assert (making, making * order_t[5] // order_t[4]) == (d["makerAmountFilled"], d["takerAmountFilled"])
     assert taker_fill == logs[2]["makerAmountFilled"] == 7_123_456 + 3_500_000   # a SELL taker makes shares
     assert sum(maker_fills) == logs[2]["takerAmountFilled"] and taker_fee == logs[2]["fee"] and maker_fees == (0, 0)

@@ -6,9 +6,8 @@ import json
 
 import httpx
 import pytest
-from py_clob_client_v2.client import ClobClient
-
 from conftest import KEY, SOURCE, current_market, eventually
+from py_clob_client_v2.client import ClobClient
 from test_chain import _match, _Socket
 from test_exchange import T0, order, venue  # noqa: F401  (fixture)
 

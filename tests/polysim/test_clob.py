@@ -5,16 +5,24 @@ import time
 
 import httpx
 import pytest
+from conftest import KEY, OTHER_KEY, current_market, eventually, ground_truth, payload, taking_price
 from py_clob_client_v2.client import ClobClient
-from py_clob_client_v2.clob_types import (ApiCreds, CreateOrderOptions, MarketOrderArgsV2, OrderArgsV2, OrderPayload,
-                                          OrderType, PartialCreateOrderOptions, PostOrdersV2Args, RequestArgs,
-                                          TradeParams)
+from py_clob_client_v2.clob_types import (
+    ApiCreds,
+    CreateOrderOptions,
+    MarketOrderArgsV2,
+    OrderArgsV2,
+    OrderPayload,
+    OrderType,
+    PartialCreateOrderOptions,
+    PostOrdersV2Args,
+    RequestArgs,
+    TradeParams,
+)
 from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.headers.headers import create_level_2_headers
 from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
-
-from conftest import KEY, OTHER_KEY, current_market, eventually, ground_truth, payload, taking_price
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 
@@ -98,9 +106,11 @@ def test_fok_without_enough_liquidity_is_killed_with_the_real_text(client, sim):
     ask = float(client.get_order_book(up)["asks"][-1]["price"])
     order = client.create_market_order(MarketOrderArgsV2(token_id=up, amount=4000 * ask, side="BUY", price=ask,
                                                          order_type=OrderType.FOK), OPTS)
-    assert api_error(lambda: client.post_order(order, OrderType.FOK)) == (400, payload("clob_error_fok_not_filled.json"))
+    assert api_error(lambda: client.post_order(order, OrderType.FOK)) == \
+        (400, payload("clob_error_fok_not_filled.json"))
     cheap = client.create_order(OrderArgsV2(token_id=up, price=0.01, size=200, side="BUY"), OPTS)
-    assert api_error(lambda: client.post_order(cheap, OrderType.FAK)) == (400, payload("clob_error_fak_not_filled.json"))
+    assert api_error(lambda: client.post_order(cheap, OrderType.FAK)) == \
+        (400, payload("clob_error_fak_not_filled.json"))
 
 
 def test_tick_and_min_size_violations_get_the_real_texts(client, sim):

@@ -115,7 +115,8 @@ def test_the_exact_tick_and_min_size_texts(venue):
     off_tick = order(ex, "0xapi", "Up", "BUY", 0.505, 10, api=True)
     with pytest.raises(Reject) as e:
         ex.validate(off_tick, T0)
-    assert e.value.message == f"order {off_tick.order_hash} is invalid. Price (0.505) breaks minimum tick size rule: 0.01"
+    assert e.value.message == \
+        f"order {off_tick.order_hash} is invalid. Price (0.505) breaks minimum tick size rule: 0.01"
     small = order(ex, "0xapi", "Up", "BUY", 0.30, 1.08, api=True)
     with pytest.raises(Reject) as e:
         ex.validate(small, T0)

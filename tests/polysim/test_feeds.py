@@ -5,9 +5,8 @@ import time
 import httpx
 import pytest
 import websocket
-from py_clob_client_v2.clob_types import OrderArgsV2, OrderPayload, OrderType, PartialCreateOrderOptions, TradeParams
-
 from conftest import SOURCE, current_market, eventually, payload, subscribed, taking_price
+from py_clob_client_v2.clob_types import OrderArgsV2, OrderPayload, OrderType, PartialCreateOrderOptions, TradeParams
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 

@@ -8,13 +8,12 @@ import time
 import httpx
 import pytest
 import websocket
+from conftest import KEY, PAYLOADS, SOURCE, current_market, eventually, payload, subscribed, taking_price
 from py_clob_client_v2.client import ClobClient
 from py_clob_client_v2.clob_types import OrderArgsV2, OrderPayload, OrderType, PartialCreateOrderOptions, RequestArgs
 from py_clob_client_v2.headers.headers import create_level_1_headers, create_level_2_headers
 from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
-
-from conftest import KEY, PAYLOADS, SOURCE, current_market, eventually, payload, subscribed, taking_price
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 INT_KEYS = {"timestamp", "outcomeIndex", "outcome_index", "bucket_index", "version", "count", "limit", "offset",

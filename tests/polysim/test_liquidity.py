@@ -7,16 +7,16 @@ long enough to see). `informed`: the default model (informed flow, default re-qu
 import calendar
 import json
 import time
+from itertools import pairwise
 
 import httpx
 import pytest
 import websocket
 import yaml
+from conftest import KEY, eventually, ground_truth, payload, serve, stop
 from py_clob_client_v2.client import ClobClient
 from py_clob_client_v2.clob_types import OrderArgsV2, OrderType, PartialCreateOrderOptions
 from py_clob_client_v2.exceptions import PolyApiException
-
-from conftest import KEY, eventually, ground_truth, payload, serve, stop
 
 OPTS = PartialCreateOrderOptions(tick_size="0.01", neg_risk=False)
 TICK = 0.01
@@ -152,7 +152,7 @@ def test_book_several_levels_a_side_one_tick_apart_and_the_outcomes_mirror_each_
     bg = CALM["background"]
     for side in (up_bids, up_asks):
         assert len(side) >= 5
-        assert all(abs(abs(a[0] - b[0]) - TICK) < 1e-9 for a, b in zip(side, side[1:]))
+        assert all(abs(abs(a[0] - b[0]) - TICK) < 1e-9 for a, b in pairwise(side))
         assert 250 <= side[0][1] <= 1500                                    # touch_size
         assert all(400 <= size <= 1400 for _, size in side[1:5])            # maker_size
     assert abs(up_asks[0][0] - up_bids[0][0] - TICK) < 1e-9

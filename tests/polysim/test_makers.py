@@ -2,6 +2,7 @@
 import dataclasses
 import math
 import random
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,8 +20,8 @@ TICK = 10_000                   # 0.01 in micro-units
 def test_ladder_any_fair_one_tick_spread_one_tick_apart_inside_the_price_range(fair, tick, levels):
     bids, asks = ladder(fair, tick, levels)
     assert bids and asks and asks[0] - bids[0] == tick
-    assert all(a - b == tick for a, b in zip(bids, bids[1:]))
-    assert all(b - a == tick for a, b in zip(asks, asks[1:]))
+    assert all(a - b == tick for a, b in pairwise(bids))
+    assert all(b - a == tick for a, b in pairwise(asks))
     assert 0 < min(bids) and max(asks) < UNIT and len(bids) <= levels and len(asks) <= levels
     if tick <= fair * UNIT < UNIT - tick:                     # away from the edges the spread brackets the fair
         assert bids[0] <= round(fair * UNIT) < asks[0]

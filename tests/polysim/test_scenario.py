@@ -8,10 +8,10 @@ import httpx
 import pytest
 import websocket
 import yaml
+from conftest import KEY, SOURCE, eventually, ground_truth, serve, stop
 from py_clob_client_v2.client import ClobClient
 from py_clob_client_v2.clob_types import OrderArgsV2, PartialCreateOrderOptions
 
-from conftest import KEY, SOURCE, eventually, ground_truth, serve, stop
 from polysim import scenario
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TextIO
 
 from copier.alerts import init_alerts
 from copier.config import Secrets, read_env_file
@@ -44,7 +45,7 @@ def sentry_dsn(argv: list[str]) -> str:
     return read_env_file(args.env_file).get("SENTRY_DSN", "") if args.env_file else ""
 
 
-def main(argv=None, stdin=sys.stdin, stdout=sys.stdout) -> int:
+def main(argv: list[str] | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     try:
         dsn = sentry_dsn(sys.argv[1:] if argv is None else argv)
     except ConfigError as exc:

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import sentry_sdk
 
 log = logging.getLogger("copier.alerts")
 REDACTED = "[redacted]"
 
+if TYPE_CHECKING:
+    from copier import ports
+    from copier.clock import Clock
+    from copier.config import Secrets
 
-def _scrub(obj, secrets: tuple[str, ...]):
+
+def _scrub(obj: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(obj, str):
         for s in secrets:
             obj = obj.replace(s, REDACTED)
@@ -28,7 +35,8 @@ def _scrub(obj, secrets: tuple[str, ...]):
 
 
 class Alerts:
-    def __init__(self, enabled: bool, secrets: tuple[str, ...], min_interval_s: float = 60.0, clock=time.monotonic):
+    def __init__(self, enabled: bool, secrets: tuple[str, ...], min_interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = enabled
         self.secrets = secrets
         self.min_interval_s = min_interval_s
@@ -37,7 +45,7 @@ class Alerts:
         self.sent = 0
         self.suppressed = 0
 
-    def alert(self, kind: str, message: str, **context) -> None:
+    def alert(self, kind: str, message: str, **context: object) -> None:
         try:
             now = self._clock()
             if now - self._last.get(kind, -1e18) < self.min_interval_s:
@@ -74,7 +82,7 @@ class Alerts:
 class NullAlerts:
     """For components built without alerting (tests, tools)."""
 
-    def alert(self, kind: str, message: str, **context) -> None:
+    def alert(self, kind: str, message: str, **context: object) -> None:
         pass
 
 
@@ -84,7 +92,8 @@ REFUSAL_LOG_S = 10.0        # a peer repeating a bad message gets one log line p
 class EdgeErrors:
     """Counts and logs what one source (a feed, a loop) refused or failed on. Never raises."""
 
-    def __init__(self, source: str, *, metrics, alerts=None, clock=None, logger: logging.Logger | None = None):
+    def __init__(self, source: str, *, metrics: ports.Metrics | None, alerts: ports.Alerts | None = None,
+                 clock: Clock | None = None, logger: logging.Logger | None = None) -> None:
         self.source = source
         self.metrics = metrics
         self.alerts = alerts or NullAlerts()
@@ -114,7 +123,7 @@ class EdgeErrors:
         except Exception:  # the policy must never be what stops a feed
             pass
 
-    def malformed(self, exc) -> None:
+    def malformed(self, exc: Exception) -> None:
         self.refused(getattr(exc, "reason", "malformed"), str(exc))
 
     def failed(self, where: str, exc: BaseException) -> None:
@@ -132,7 +141,7 @@ class EdgeErrors:
             pass
 
 
-def init_alerts(dsn: str, secrets=None, min_interval_s: float = 60.0) -> Alerts:
+def init_alerts(dsn: str, secrets: Secrets | None = None, min_interval_s: float = 60.0) -> Alerts:
     values = tuple(secrets.values()) if secrets is not None else ()
     if dsn:
         values = (*values, dsn)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import gevent
 import httpx
@@ -19,15 +20,21 @@ from copier.schemas import apply_price_change, parse_book, parse_market_message
 from copier.types import BookTop, MarketEvent, MarketResolved, PriceChange, TickSizeChange
 from copier.wsfeed import ReconnectingFeed
 
+if TYPE_CHECKING:
+    from copier.clock import Clock
+    from copier.config import Config
+    from copier.ports import Alerts, Metrics, Stopping
+
 log = logging.getLogger("copier.books")
 
 
 class BookCache(ReconnectingFeed):
     name = "market_ws"
 
-    def __init__(self, cfg, *, clock, metrics=None, http: httpx.Client | None = None, alerts=None,
+    def __init__(self, cfg: Config, *, clock: Clock, metrics: Metrics | None = None, http: httpx.Client | None = None,
+                 alerts: Alerts | None = None,
                  on_tick_size: Callable[[TickSizeChange], None] | None = None,
-                 on_resolved: Callable[[MarketResolved], None] | None = None):
+                 on_resolved: Callable[[MarketResolved], None] | None = None) -> None:
         super().__init__(cfg, clock=clock, metrics=metrics, alerts=alerts)
         self.http = http or httpx.Client(base_url=cfg.endpoints.clob, timeout=5.0)
         self.on_tick_size = on_tick_size
@@ -38,7 +45,7 @@ class BookCache(ReconnectingFeed):
     def top(self, asset: str) -> BookTop | None:
         return self._books.get(asset)
 
-    def watch(self, asset_ids) -> None:
+    def watch(self, asset_ids: Iterable[str]) -> None:
         for a in asset_ids:
             if a not in self._watched:
                 self._watched.append(a)
@@ -58,7 +65,7 @@ class BookCache(ReconnectingFeed):
         except Exception as exc:
             self.edge.failed("book snapshot", exc)
 
-    def _session(self, stopping) -> None:
+    def _session(self, stopping: Stopping) -> None:
         ws = self._connect(self.cfg.endpoints.market_ws)
         subscribed: set[str] = set()
         self.connected = True

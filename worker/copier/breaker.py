@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from copier.config import RiskConfig
+
 
 class CircuitBreaker:
-    def __init__(self, risk_cfg):
+    def __init__(self, risk_cfg: RiskConfig) -> None:
         self.cfg = risk_cfg
         self._orders: deque[tuple[float, bool, float]] = deque()
 

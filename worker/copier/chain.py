@@ -20,17 +20,25 @@ import json
 import logging
 import random
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
 
 from copier.errors import MalformedMessage, TemporaryError
-from copier.schemas import check_match_ts, epoch_seconds, json_object, loads
+from copier.schemas import JsonObject, Untrusted, check_match_ts, epoch_seconds, json_object, loads
 from copier.types import Feed, MarketMeta, Side, SourceFill
 from copier.wsfeed import ReconnectingFeed
+
+if TYPE_CHECKING:
+    from copier.clock import Clock
+    from copier.config import Config
+    from copier.detection import Detection
+    from copier.ports import Alerts, Markets, Metrics, Stopping
 
 log = logging.getLogger("copier.chain")
 
@@ -82,7 +90,7 @@ class RpcNotification:
     result: object
 
 
-def parse_rpc_message(data) -> RpcAnswer | RpcNotification | None:
+def parse_rpc_message(data: Untrusted) -> RpcAnswer | RpcNotification | None:
     """One JSON-RPC websocket message -> a typed answer or notification; None for anything else a node may send."""
     msg = json_object(loads(data, "JSON-RPC message", MAX_RPC_MESSAGE_BYTES), "JSON-RPC message")
     if msg.get("id") is not None:
@@ -100,7 +108,7 @@ def parse_rpc_message(data) -> RpcAnswer | RpcNotification | None:
     return None
 
 
-def _hex32(value, what: str) -> str:
+def _hex32(value: Untrusted, what: str) -> str:
     if not isinstance(value, str) or not value.startswith("0x") or len(value) != 66:
         raise MalformedMessage(f"{what} is not a 32-byte hex string")
     try:
@@ -110,7 +118,7 @@ def _hex32(value, what: str) -> str:
     return value.lower()
 
 
-def _int(value, what: str) -> int:
+def _int(value: Untrusted, what: str) -> int:
     """A JSON-RPC quantity: a 0x hex string (or an integer) of at most 256 bits."""
     if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and len(value) > 66):
         raise MalformedMessage(f"{what} is not a number")
@@ -134,7 +142,7 @@ def _amounts(side: Side, making: int, taking: int) -> tuple[int, int]:
     return (taking, making) if side is Side.BUY else (making, taking)
 
 
-def decode_order_filled(entry: dict, wallet: str) -> ChainFill | None:
+def decode_order_filled(entry: JsonObject, wallet: str) -> ChainFill | None:
     """An `OrderFilled` log -> the source's fill, or None when the log is not about the source's order."""
     if not isinstance(entry, dict):
         raise MalformedMessage("log is not an object")
@@ -161,7 +169,7 @@ def decode_order_filled(entry: dict, wallet: str) -> ChainFill | None:
                      match_ts=epoch_seconds(_int(ts, "blockTimestamp"), "blockTimestamp") if ts is not None else None)
 
 
-def decode_match_orders(tx: dict, wallet: str) -> list[ChainFill]:
+def decode_match_orders(tx: JsonObject, wallet: str) -> list[ChainFill]:
     """A pending `matchOrders` transaction -> the source's fills in it (as taker or as maker)."""
     if not isinstance(tx, dict):
         raise MalformedMessage("transaction is not an object")
@@ -186,7 +194,7 @@ def decode_match_orders(tx: dict, wallet: str) -> list[ChainFill]:
                   condition_id="0x" + cid.hex())
     t_side = _side(taker[6])
     fills, t_shares, t_usdc, consistent = [], 0, 0, True
-    for order, making, fee in zip(makers, maker_fills, maker_fees):
+    for order, making, fee in zip(makers, maker_fills, maker_fees, strict=True):
         if order[4] == 0:
             raise MalformedMessage("maker order with a zero makerAmount")
         side = _side(order[6])
@@ -224,8 +232,11 @@ class _RpcFeed(ReconnectingFeed):
     feed = ""
     confirmed = True
 
-    def __init__(self, cfg, *, url: str, detection, on_fill, catalog, clock, metrics,
-                 rng: random.Random | None = None, alerts=None):
+    metrics: Metrics
+
+    def __init__(self, cfg: Config, *, url: str, detection: Detection, on_fill: Callable[[SourceFill], None],
+                 catalog: Markets, clock: Clock, metrics: Metrics, rng: random.Random | None = None,
+                 alerts: Alerts | None = None) -> None:
         super().__init__(cfg, clock=clock, metrics=metrics, rng=rng, alerts=alerts)
         self.url = url
         self.wallet = cfg.copy.source_wallet.lower()
@@ -239,15 +250,15 @@ class _RpcFeed(ReconnectingFeed):
         self._head_at = 0.0
         self._last_msg = 0.0
         self._sub_id: str | None = None
-        self._unresolved: deque = deque(maxlen=1000)
+        self._unresolved: deque[tuple[float, ChainFill, str, str, int]] = deque(maxlen=1000)
 
-    def subscription(self) -> list:
+    def subscription(self) -> list[object]:
         raise NotImplementedError
 
-    def on_result(self, result, recv_ns: int) -> None:
+    def on_result(self, result: Untrusted, recv_ns: int) -> None:
         raise NotImplementedError
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, object]:
         age = self.clock.monotonic() - self._last_msg if self._last_msg else None
         return {"name": self.name, "connected": self.connected, "reconnects": self.reconnects,
                 "malformed": self.malformed, "errors": self.edge.errors, "frames": self.messages,
@@ -257,7 +268,7 @@ class _RpcFeed(ReconnectingFeed):
     def _dropped(self) -> None:
         self.connected, self.live_since = False, None
 
-    def _session(self, stopping) -> None:
+    def _session(self, stopping: Stopping) -> None:
         ws = self._connect(self.url)
         self._sub_id = None
         try:
@@ -366,10 +377,10 @@ class ChainLogFeed(_RpcFeed):
     name = "chain-logs"
     feed = Feed.CHAIN_LOGS.value
 
-    def subscription(self) -> list:
+    def subscription(self) -> list[object]:
         return ["logs", {"address": sorted(EXCHANGES), "topics": [TOPIC_ORDER_FILLED, None, pad_topic(self.wallet)]}]
 
-    def on_result(self, result, recv_ns: int) -> None:
+    def on_result(self, result: Untrusted, recv_ns: int) -> None:
         cf = decode_order_filled(result, self.wallet)
         if cf is None:
             return
@@ -390,14 +401,14 @@ class MempoolFeed(_RpcFeed):
     feed = Feed.MEMPOOL.value
     confirmed = False
 
-    def __init__(self, cfg, **kw):
+    def __init__(self, cfg: Config, **kw: Any) -> None:
         super().__init__(cfg, **kw)
         self._senders: OrderedDict[tuple[str, str], str] = OrderedDict()    # (from, nonce) -> first tx hash
 
-    def subscription(self) -> list:
+    def subscription(self) -> list[object]:
         return ["newPendingTransactions", True]
 
-    def on_result(self, result, recv_ns: int) -> None:
+    def on_result(self, result: Untrusted, recv_ns: int) -> None:
         if isinstance(result, str):
             return                      # a node that ignores the full-transactions flag sends bare hashes
         fills = decode_match_orders(result, self.wallet)
@@ -407,7 +418,7 @@ class MempoolFeed(_RpcFeed):
             # One stream per transaction: a re-announced transaction is the same frames again.
             self.deliver(cf, f"{self.name}:{cf.tx_hash}", str(i), recv_ns)
 
-    def _note_replacement(self, tx: dict, tx_hash: str) -> None:
+    def _note_replacement(self, tx: JsonObject, tx_hash: str) -> None:
         """A gas-bumped replacement (same sender and nonce, new hash) carries the same orders: its fills, on every
         feed, are the ones first seen under the original hash."""
         sender, nonce = str(tx.get("from") or "").lower(), str(tx.get("nonce") or "")

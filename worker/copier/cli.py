@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from copier.config import Config, load_config, load_secrets
 from copier.errors import ConfigError
+
+if TYPE_CHECKING:
+    from copier.store import Store
 
 DEFAULT_CONFIG = "/etc/copier/copier.yaml"
 
@@ -49,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--since", default=None, help="epoch seconds or ISO-8601 instant")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--acceptance", action="store_true", help="also judge the PRD acceptance criteria; exit 1 on failure")
+    p.add_argument("--acceptance", action="store_true",
+                   help="also judge the PRD acceptance criteria; exit 1 on failure")
 
     p = sub.add_parser("replay", help="run the real coalescer/decision/risk on a recorded history")
     add_replay_args(p)
@@ -62,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_store(cfg: Config):
+def _open_store(cfg: Config) -> Store:
     from copier.store import Store
 
     return Store.open(cfg.store.path)
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _dispatch(args) -> int:
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "replay":
         from copier.replay import main_replay
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import heapq
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import gevent
 

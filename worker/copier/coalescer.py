@@ -38,9 +38,9 @@ class Coalescer:
         self._quiet_s = max(cfg.coalesce_ms / 1000.0, time_resolution_s * 1.001)
         self._hold_s = cfg.max_hold_ms / 1000.0
         self._budget_span_s = cfg.burst_window_ms / 1000.0 + SUBMIT_GUARD_S if cfg.burst_window_ms > 0 else 0.0
-        self._keys: dict[tuple, _KeyState] = {}
+        self._keys: dict[tuple[str, ...], _KeyState] = {}
 
-    def _key(self, fill: SourceFill) -> tuple:
+    def _key(self, fill: SourceFill) -> tuple[str, ...]:
         if self.cfg.net_opposite_trades:
             return (fill.condition_id, fill.outcome)
         return (fill.condition_id, fill.outcome, fill.side.value)

@@ -11,8 +11,10 @@ import os
 import re
 import stat
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -26,7 +28,8 @@ class CopyConfig:
     source_wallet: str = "0x1d0034134e339a309700ff2d34e99fa2d48b0313"
     copy_mode: str = "intent_net"             # intent_net | fill_by_fill
     coalesce_ms: int = 300                    # quiet time that closes a trailing batch
-    max_hold_ms: int = 2000                   # a trailing batch is released at the latest this long after its first fill
+    max_hold_ms: int = 2000                   # a trailing batch is released at the latest this long after its
+                                              #   first fill
     net_opposite_trades: bool = True
     burst_window_ms: int = 2000               # order budget per (market, outcome): at most burst_max_orders orders
     burst_max_orders: int = 2                 #   in any burst_window_ms, however the feed spaces a burst's fills
@@ -166,7 +169,8 @@ class Secrets:
 # loading
 
 
-def _build(cls, data, path: str):
+def _build(cls: Any, data: object, path: str) -> Any:
+    """cls: a config dataclass (Any: the fields are read by reflection)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -186,7 +190,7 @@ def _build(cls, data, path: str):
     return cls(**values)
 
 
-def _coerce(tp, value, where: str):
+def _coerce(tp: Any, value: object, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     if tp is bool:
@@ -219,7 +223,8 @@ def _require(cond: bool, where: str, message: str) -> None:
 
 def _validate(cfg: Config) -> None:
     c, s, e, r, t = cfg.copy, cfg.sizing, cfg.execution, cfg.risk, cfg.telemetry
-    _require(bool(_HEX_ADDRESS.match(c.source_wallet)), "copy.source_wallet", "must be a 0x-prefixed 40-hex-digit address")
+    _require(bool(_HEX_ADDRESS.match(c.source_wallet)), "copy.source_wallet",
+             "must be a 0x-prefixed 40-hex-digit address")
     _require(c.copy_mode in ("intent_net", "fill_by_fill"), "copy.copy_mode", "must be intent_net or fill_by_fill")
     _require(0 < c.coalesce_ms <= 5000, "copy.coalesce_ms", "must be in (0, 5000]")
     _require(c.coalesce_ms <= c.max_hold_ms <= 10000, "copy.max_hold_ms", "must be >= coalesce_ms and <= 10000")
@@ -277,13 +282,13 @@ def _validate(cfg: Config) -> None:
     _require(bool(cfg.store.path), "store.path", "must not be empty")
 
 
-def parse_config(data) -> Config:
-    cfg = _build(Config, data, "")
+def parse_config(data: object) -> Config:
+    cfg: Config = _build(Config, data, "")
     _validate(cfg)
     return cfg
 
 
-def load_config(path: str | os.PathLike) -> Config:
+def load_config(path: str | os.PathLike[str]) -> Config:
     p = Path(path)
     try:
         text = p.read_text()
@@ -308,7 +313,7 @@ ENV_NAMES = {
 }
 
 
-def load_secrets(cfg: Config, environ=os.environ, env_file: str | None = None) -> Secrets:
+def load_secrets(cfg: Config, environ: Mapping[str, str] = os.environ, env_file: str | None = None) -> Secrets:
     """Secrets from the environment, optionally from a KEY=VALUE env file that must not be group/world-readable."""
     values = {}
     if env_file:
@@ -316,7 +321,8 @@ def load_secrets(cfg: Config, environ=os.environ, env_file: str | None = None) -
     values.update({k: v for k, v in environ.items() if k in ENV_NAMES.values()})
     secrets = Secrets(**{attr: values.get(env, "").strip() for attr, env in ENV_NAMES.items()})
     if not cfg.execution.dry_run:
-        _require(bool(secrets.private_key), "POLY_PRIVATE_KEY", "must be set in the environment when execution.dry_run is false")
+        _require(bool(secrets.private_key), "POLY_PRIVATE_KEY",
+                 "must be set in the environment when execution.dry_run is false")
         _require(bool(re.match(r"^(0x)?[0-9a-fA-F]{64}$", secrets.private_key)), "POLY_PRIVATE_KEY",
                  "must be 32 bytes of hex")
     creds = (secrets.api_key, secrets.api_secret, secrets.api_passphrase)

@@ -31,7 +31,7 @@ def round_to_tick(price: float, tick: float, up: bool) -> float:
 
 
 def floor_size(size: float) -> float:
-    q = 10 ** SIZE_DECIMALS
+    q: int = 10 ** SIZE_DECIMALS
     return math.floor(size * q + 1e-9) / q
 
 

@@ -23,13 +23,18 @@ Safety invariant: per group, the admitted size never exceeds the most any single
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection, Iterable
 from dataclasses import replace
-from typing import Iterable
+from typing import TypeVar
 
 from copier.types import SourceFill, fmt_num
 
 SIZE_TOL_ABS = 1e-4           # RTDS shows sizes to 4 decimals
 SIZE_TOL_REL = 5e-3           # and any coarser rounding a feed may apply
+
+Group = tuple[str, str, str]  # (tx hash, asset, side)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def size_matches(a: float, b: float) -> bool:
@@ -40,10 +45,10 @@ class Deduper:
     def __init__(self, capacity: int = 200_000):
         self.capacity = capacity
         # (tx, asset, side) -> [(price, size)] of the admitted fills, in admission order
-        self._admitted: OrderedDict[tuple, list[tuple[float, float]]] = OrderedDict()
+        self._admitted: OrderedDict[Group, list[tuple[float, float]]] = OrderedDict()
         # (stream, (tx, asset, side)) -> shares this stream delivered, and the admitted fills it matched
-        self._delivered: OrderedDict[tuple, float] = OrderedDict()
-        self._claims: OrderedDict[tuple, list[int]] = OrderedDict()
+        self._delivered: OrderedDict[tuple[str, Group], float] = OrderedDict()
+        self._claims: OrderedDict[tuple[str, Group], list[int]] = OrderedDict()
         self._frames: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._aliases: OrderedDict[str, str] = OrderedDict()
         self.duplicates = 0
@@ -95,7 +100,8 @@ class Deduper:
         """Dedupe keys of the admitted fills this sighting matches, closest first (to name a removed log)."""
         tx = self._aliases.get(fill.tx_hash, fill.tx_hash)
         admitted = self._admitted.get((tx, fill.asset, fill.side.value), [])
-        out, taken = [], []
+        out: list[str] = []
+        taken: list[int] = []
         while (i := self._closest(admitted, fill, exclude=taken)) is not None:
             taken.append(i)
             out.append(replace(self._identity(fill, admitted, i), tx_hash=tx).dedupe_key)
@@ -142,7 +148,7 @@ class Deduper:
         return best
 
     @staticmethod
-    def _closest(admitted: list[tuple[float, float]], fill: SourceFill, exclude) -> int | None:
+    def _closest(admitted: list[tuple[float, float]], fill: SourceFill, exclude: Collection[int]) -> int | None:
         """The unclaimed admitted fill of matching size nearest in (size, price), or None."""
         candidates = [(abs(size - fill.size), abs(price - fill.price), i) for i, (price, size) in enumerate(admitted)
                       if i not in exclude and size_matches(size, fill.size)]
@@ -155,7 +161,7 @@ class Deduper:
         occ = sum(1 for p in admitted[:index] if (fmt_num(p[0]), fmt_num(p[1])) == text)
         return replace(fill, price=price, size=size, occurrence=occ)
 
-    def _remember(self, table: OrderedDict, key, value) -> None:
+    def _remember(self, table: OrderedDict[K, V], key: K, value: V) -> None:
         table[key] = value
         table.move_to_end(key)
         while len(table) > self.capacity:
@@ -167,7 +173,7 @@ def _tolerance(a: float, b: float) -> float:
     return max(SIZE_TOL_ABS, SIZE_TOL_REL * max(a, b))
 
 
-def _parse_key(key: str):
+def _parse_key(key: str) -> tuple[Group, float, float, int] | None:
     """tx:asset:side:price:size:occurrence -> ((tx, asset, side), price, size, occurrence), or None."""
     parts = key.split(":")
     if len(parts) != 6 or not parts[5].isdigit():

@@ -18,9 +18,19 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from copier.types import Batch, Feed, SourceFill
+
+if TYPE_CHECKING:
+    from copier.clock import Clock
+    from copier.coalescer import Coalescer
+    from copier.config import FeedsConfig
+    from copier.dedupe import Deduper
+    from copier.ports import Alerts, Metrics
+    from copier.store import Store
 
 log = logging.getLogger("copier.detection")
 
@@ -44,8 +54,9 @@ class Track:
 
 
 class Detection:
-    def __init__(self, deduper, cfg, *, clock, metrics, alerts, store=None, logs_live_since=None,
-                 capacity: int = 50_000):
+    def __init__(self, deduper: Deduper, cfg: FeedsConfig, *, clock: Clock, metrics: Metrics, alerts: Alerts,
+                 store: Store | None = None, logs_live_since: Callable[[], float | None] | None = None,
+                 capacity: int = 50_000) -> None:
         """cfg: the FeedsConfig. logs_live_since: () -> wall time since which the logs subscription has been live
         without a gap, or None (logs off or down); None disables the not_mined judgement."""
         self.deduper = deduper
@@ -90,7 +101,7 @@ class Detection:
                 log.warning("source fill %s removed by a reorg", key, extra={"cid": key})
                 return
 
-    def seed(self, keys, aliases=()) -> None:
+    def seed(self, keys: Iterable[str], aliases: Iterable[tuple[str, str]] = ()) -> None:
         self.deduper.seed(keys, aliases)
 
     def alias(self, replacement: str, original: str) -> None:
@@ -105,11 +116,11 @@ class Detection:
         self.metrics.incr(f"detection.{'first' if new else 'confirm'}.{fill.feed}")
         is_log = fill.feed == Feed.CHAIN_LOGS.value
         if new:
-            t = Track(key, identity.tx_hash, CONFIRMED if fill.confirmed else PENDING, fill.feed, self.clock.now(),
-                      fill.match_ts, mined=is_log)
+            track = Track(key, identity.tx_hash, CONFIRMED if fill.confirmed else PENDING, fill.feed,
+                          self.clock.now(), fill.match_ts, mined=is_log)
             if fill.confirmed:
-                t.confirm_feed, t.confirm_recv_ns = fill.feed, fill.recv_ns
-            self._tracks[key] = t
+                track.confirm_feed, track.confirm_recv_ns = fill.feed, fill.recv_ns
+            self._tracks[key] = track
             while len(self._tracks) > self.capacity:
                 self._tracks.popitem(last=False)
             return
@@ -200,7 +211,7 @@ class ConfirmationGate:
     """Unconfirmed fills may lead a burst, never ride in a trailing batch (see the module docstring). Pure: driven by
     the pipeline greenlet with `now`."""
 
-    def __init__(self, detection: Detection, may_trigger: bool, coalescer=None):
+    def __init__(self, detection: Detection, may_trigger: bool, coalescer: Coalescer | None = None) -> None:
         """coalescer: told when a parked batch finally goes, so its order budget counts the real instant."""
         self.detection = detection
         self.may_trigger = may_trigger

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import peewee
 
@@ -29,6 +30,12 @@ from copier.signing import OrderSigner
 from copier.store import Store
 from copier.transport import ApiCreds, ClobTransport, Response
 from copier.types import ExecutionReport, Funds, MarketMeta, OrderIntent, OrderStatus, Side
+
+if TYPE_CHECKING:
+    from copier.books import BookCache
+    from copier.clock import Clock
+    from copier.config import Config, Secrets
+    from copier.ports import Metrics, OrderGate
 
 log = logging.getLogger("copier.executor")
 
@@ -42,11 +49,6 @@ RECHECK_FIRST_S = 1.0       # an unresolved order is asked about again after 1 s
 RECHECK_MAX_S = 30.0
 MAX_TRADE_PAGES = 20
 END_CURSOR = "LTE="
-
-
-class OrderGate(Protocol):
-    def refusal(self, intent: OrderIntent) -> tuple[str, str] | None:
-        """Why this order must not go on the wire now, or None."""
 
 
 class OpenGate:
@@ -65,8 +67,8 @@ class VenueRecord:
 
 
 class ClobExecutor:
-    def __init__(self, cfg, *, signer: OrderSigner, transport: ClobTransport, store: Store, clock, metrics,
-                 gate: OrderGate | None = None):
+    def __init__(self, cfg: Config, *, signer: OrderSigner, transport: ClobTransport, store: Store, clock: Clock,
+                 metrics: Metrics, gate: OrderGate | None = None) -> None:
         self.cfg = cfg.execution
         self.signer = signer
         self.transport = transport
@@ -78,7 +80,8 @@ class ClobExecutor:
         self._rechecks: dict[str, tuple[float, float]] = {}     # order hash -> (next check, delay)
 
     @classmethod
-    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None, gate=None) -> "ClobExecutor":
+    def from_config(cls, cfg: Config, secrets: Secrets, *, store: Store, clock: Clock, metrics: Metrics,
+                    books: BookCache | None = None, gate: OrderGate | None = None) -> ClobExecutor:
         creds = _api_creds(cfg, secrets)
         signer = OrderSigner(secrets.private_key, cfg.endpoints.chain_id, cfg.account.signature_type,
                              cfg.account.funder, creds.api_key)
@@ -126,7 +129,7 @@ class ClobExecutor:
         return ExecutionReport(intent.intent_id, "", OrderStatus.ABANDONED, error=error)
 
     def _post(self, intent: OrderIntent, order_hash: str, body: str, signed_ns: int,
-              announce=None) -> ExecutionReport:
+              announce: Callable[[], None] | None = None) -> ExecutionReport:
         """POST the persisted bytes, retrying the same bytes; the gate is asked before every attempt.
         announce: called once the first request is out."""
         iid, side = intent.intent_id, intent.side
@@ -174,7 +177,8 @@ class ClobExecutor:
         # Every written attempt got a definite refusal (429, 425): positive evidence it was not taken.
         return self._finish(iid, order_hash, OrderStatus.FAILED, submit_ns, attempts, error=last_error)
 
-    def _sent(self, intent_id: str, attempt: int, submit_ns: int, sent: list[int], t0: float, announce) -> None:
+    def _sent(self, intent_id: str, attempt: int, submit_ns: int, sent: list[int], t0: float,
+              announce: Callable[[], None] | None) -> None:
         """The request is on the wire: record it while the venue works on it. The signed bytes and hash were
         committed before the first POST; a restart treats SIGNED exactly like POSTING (lookup by hash), so this
         write is bookkeeping and need not hold the order back."""
@@ -204,7 +208,8 @@ class ClobExecutor:
         self.clock.sleep(delay)
         return True
 
-    def _answer(self, intent_id, side, order_hash, resp: Response, signed_ns, submit_ns, attempt) -> ExecutionReport:
+    def _answer(self, intent_id: str, side: Side, order_hash: str, resp: Response, signed_ns: int, submit_ns: int,
+                attempt: int) -> ExecutionReport:
         ack_ns = self.clock.now_ns()
         if resp.status == 200:
             try:
@@ -292,7 +297,8 @@ class ClobExecutor:
                 found = VenueRecord(OrderStatus.MATCHED, shares, price)
         return found
 
-    def _resolve(self, intent_id, order_hash, signed_ns, submit_ns, attempts, error) -> ExecutionReport:
+    def _resolve(self, intent_id: str, order_hash: str, signed_ns: int, submit_ns: int, attempts: int,
+                 error: str) -> ExecutionReport:
         try:
             found = self._venue_record(order_hash, signed_ns)
         except UnknownOutcome as exc:
@@ -301,8 +307,8 @@ class ClobExecutor:
                                 error=f"{error}; no answer: {exc}")
         return self._conclude(found, intent_id, order_hash, signed_ns, submit_ns, attempts, error)
 
-    def _conclude(self, found: VenueRecord | None, intent_id, order_hash, signed_ns, submit_ns, attempts,
-                  error) -> ExecutionReport:
+    def _conclude(self, found: VenueRecord | None, intent_id: str, order_hash: str, signed_ns: int, submit_ns: int,
+                  attempts: int, error: str) -> ExecutionReport:
         """FAILED only when the venue has neither the order nor a trade of it past the order's horizon; anything
         short of a final answer leaves the order unresolved, reserved, and asked about again later."""
         if found is None:
@@ -325,8 +331,9 @@ class ClobExecutor:
             delay = RECHECK_FIRST_S if previous is None else min(previous[1] * 2, RECHECK_MAX_S)
         self._rechecks[order_hash] = (self.clock.monotonic() + delay, delay)
 
-    def _finish(self, intent_id, order_hash, status: OrderStatus, submit_ns, attempts, *, ack_ns=0, filled=0.0,
-                avg=0.0, error="", trade_ids=()) -> ExecutionReport:
+    def _finish(self, intent_id: str, order_hash: str, status: OrderStatus, submit_ns: int, attempts: int, *,
+                ack_ns: int = 0, filled: float = 0.0, avg: float = 0.0, error: str = "",
+                trade_ids: Iterable[str] = ()) -> ExecutionReport:
         if not status.unresolved:
             self._rechecks.pop(order_hash, None)
         self.store.update_order(intent_id, self.clock.now_ns(), status=status, ack_ns=ack_ns, filled_size=filled,
@@ -410,7 +417,8 @@ def _venue_refusal(resp: Response) -> bool:
 class PaperExecutor:
     """Dry run: fills against the current book snapshot, same interface, same gate and same store records as live."""
 
-    def __init__(self, cfg, *, store: Store, clock, metrics, books, gate: OrderGate | None = None):
+    def __init__(self, cfg: Config, *, store: Store, clock: Clock, metrics: Metrics, books: BookCache | None,
+                 gate: OrderGate | None = None) -> None:
         self.cfg = cfg.execution
         self.store = store
         self.clock = clock
@@ -419,7 +427,8 @@ class PaperExecutor:
         self.gate: OrderGate = gate or OpenGate()
 
     @classmethod
-    def from_config(cls, cfg, secrets, *, store, clock, metrics, books=None, gate=None) -> "PaperExecutor":
+    def from_config(cls, cfg: Config, secrets: Secrets, *, store: Store, clock: Clock, metrics: Metrics,
+                    books: BookCache | None = None, gate: OrderGate | None = None) -> PaperExecutor:
         return cls(cfg, store=store, clock=clock, metrics=metrics, books=books, gate=gate)
 
     def submit(self, intent: OrderIntent, market: MarketMeta) -> ExecutionReport:
@@ -498,7 +507,7 @@ def _retry_after(resp: Response) -> float | None:
         return None
 
 
-def _api_creds(cfg, secrets) -> ApiCreds:
+def _api_creds(cfg: Config, secrets: Secrets) -> ApiCreds:
     """Creds from the environment, or derived once at start-up with the L1 signature (cold path)."""
     if secrets.api_key:
         return ApiCreds(secrets.api_key, secrets.api_secret, secrets.api_passphrase)

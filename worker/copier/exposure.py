@@ -10,6 +10,7 @@ clock bucket a burst can straddle) and one market window (every market that ends
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from copier.fees import taker_fee_per_share
@@ -127,7 +128,7 @@ class ExposureBook:
         """The order did not execute at all."""
         self.settle(intent_id, 0.0, 0.0)
 
-    def restore(self, rows) -> None:
+    def restore(self, rows: Iterable[ExposureRow]) -> None:
         for row in rows:
             filled_cost = fill_cost(row.side, row.filled_size, row.avg_price, row.fee_rate, row.fee_exponent)
             cost = row.notional if row.in_flight else filled_cost

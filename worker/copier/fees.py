@@ -7,7 +7,8 @@ def taker_fee_per_share(price: float, rate: float, exponent: float) -> float:
     if rate <= 0:
         return 0.0
     p = min(max(price, 0.0), 1.0)
-    return rate * (p * (1.0 - p)) ** exponent
+    fee: float = rate * (p * (1.0 - p)) ** exponent      # a float: the base is never negative
+    return fee
 
 
 def worst_fee_per_share(cap: float, rate: float, exponent: float) -> float:

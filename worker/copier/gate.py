@@ -5,7 +5,8 @@ breaker trip (this one) stops the very next attempt. `stopping` is the runtime's
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gevent.event import Event
 
@@ -13,10 +14,15 @@ from copier.config import Config
 from copier.risk import Refusal, post_refusal
 from copier.types import OrderIntent
 
+if TYPE_CHECKING:
+    from copier.clock import Clock
+    from copier.ports import Markets
+    from copier.store import Store
+
 
 class TradingGate:
-    def __init__(self, cfg: Config, *, store, catalog, clock, stopping: Event,
-                 blocked: Callable[[], str | None] | None = None):
+    def __init__(self, cfg: Config, *, store: Store, catalog: Markets, clock: Clock, stopping: Event,
+                 blocked: Callable[[], str | None] | None = None) -> None:
         """blocked: any other reason trading must pause (an unsynchronised clock), or None."""
         self.cfg = cfg
         self.store = store

@@ -12,11 +12,16 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TextIO
 
 import gevent
 from gevent.monkey import get_original
 
 _os_thread_id = get_original("_thread", "get_ident")
+
+if TYPE_CHECKING:
+    from copier.config import Secrets
 
 REDACTED = "[redacted]"
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -27,13 +32,13 @@ def fill_cid(dedupe_key: str) -> str:
     return hashlib.blake2b(dedupe_key.encode(), digest_size=6).hexdigest()
 
 
-def batch_fields(intent_id: str, fill_keys) -> dict:
+def batch_fields(intent_id: str, fill_keys: Iterable[str]) -> dict[str, object]:
     """Log fields of a decision or order line: the intent and the correlation ids of every fill it copies."""
     return {"cid": [fill_cid(k) for k in fill_keys], "intent": intent_id}
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, secrets: tuple[str, ...] = ()):
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.secrets = tuple(s for s in secrets if s)
 
@@ -51,8 +56,10 @@ class JsonFormatter(logging.Formatter):
         return line
 
 
-class DeferredStreamHandler(logging.StreamHandler):
-    def __init__(self, stream, defer_s: float):
+class DeferredStreamHandler(logging.StreamHandler[TextIO]):
+    _copier: bool        # set on the handler setup_logging installs, so a second setup replaces it
+
+    def __init__(self, stream: TextIO, defer_s: float) -> None:
         super().__init__(stream)
         self.defer_s = defer_s
         self._held: list[logging.LogRecord] = []
@@ -92,7 +99,7 @@ class DeferredStreamHandler(logging.StreamHandler):
         super().flush()
 
 
-def setup_logging(level: str, secrets=None, defer_s: float = 0.0) -> None:
+def setup_logging(level: str, secrets: Secrets | None = None, defer_s: float = 0.0) -> None:
     values = secrets.values() if secrets is not None else ()
     if secrets is not None and secrets.sentry_dsn:
         values = (*values, secrets.sentry_dsn)

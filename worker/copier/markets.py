@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -19,11 +20,16 @@ from copier.errors import MalformedMessage
 from copier.schemas import parse_gamma, parse_tick_size
 from copier.types import MarketMeta, MarketResolved, TickSizeChange
 
+if TYPE_CHECKING:
+    from copier.clock import Clock
+    from copier.ports import Alerts, Metrics
+    from copier.schemas import Untrusted
+
 log = logging.getLogger("copier.markets")
 FORGET_AFTER_S = 3600.0         # a market that ended this long ago takes no more fills we could act on
 TICK_TIMEOUT_S = 2.0        # /tick-size is asked on the pricing path: an answer later than this is no answer
 
-def markets_from_gamma(doc) -> list[MarketMeta]:
+def markets_from_gamma(doc: Untrusted) -> list[MarketMeta]:
     """Any Gamma document (event, market, or a list of either) -> its markets, all or nothing (raises
     MalformedMessage for the first bad market)."""
     answer = parse_gamma(doc)
@@ -33,8 +39,8 @@ def markets_from_gamma(doc) -> list[MarketMeta]:
 
 
 class MarketCatalog:
-    def __init__(self, cfg: Config, *, clock, http: httpx.Client | None = None, metrics=None, alerts=None,
-                 clob_http: httpx.Client | None = None):
+    def __init__(self, cfg: Config, *, clock: Clock, http: httpx.Client | None = None, metrics: Metrics | None = None,
+                 alerts: Alerts | None = None, clob_http: httpx.Client | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
         self.metrics = metrics

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import gevent
 import statsd
@@ -20,9 +22,12 @@ MAX_PACKET = 1400           # bytes: one Ethernet MTU; StatsD takes newline-sepa
 MAX_BUFFERED = 50_000       # timings held between flushes; more are dropped (and counted)
 DEFER_S = 0.02
 
+if TYPE_CHECKING:
+    from copier.config import TelemetryConfig
+
 
 class Metrics:
-    def __init__(self, host: str, port: int, prefix: str, secrets: tuple[str, ...] = (), defer_s: float = 0.0):
+    def __init__(self, host: str, port: int, prefix: str, secrets: tuple[str, ...] = (), defer_s: float = 0.0) -> None:
         self._client = statsd.StatsClient(host, port, prefix=prefix, maxudpsize=MAX_PACKET)
         self._secrets = tuple(s for s in secrets if s)
         self.dropped = 0
@@ -34,7 +39,8 @@ class Metrics:
         self._flush_due = False
 
     @classmethod
-    def from_config(cls, telemetry_cfg, secrets: tuple[str, ...] = (), defer_s: float = 0.0) -> "Metrics":
+    def from_config(cls, telemetry_cfg: TelemetryConfig, secrets: tuple[str, ...] = (),
+                    defer_s: float = 0.0) -> Metrics:
         return cls(telemetry_cfg.statsd_host, telemetry_cfg.statsd_port, telemetry_cfg.statsd_prefix, secrets,
                    defer_s)
 
@@ -59,14 +65,14 @@ class Metrics:
         self._send("gauge", name, value)
 
     @contextmanager
-    def timer(self, name: str):
+    def timer(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self.timing(name, (time.perf_counter() - t0) * 1000)
 
-    def _send(self, kind: str, name: str, value) -> None:
+    def _send(self, kind: str, name: str, value: float) -> None:
         try:
             clean = self._name(name)
             if clean is None:
@@ -112,27 +118,27 @@ class Metrics:
 class NullMetrics:
     """Same interface, records in memory: for tests and tools."""
 
-    def __init__(self):
-        self.counts: Counter = Counter()
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
         self.timings: dict[str, list[float]] = {}
         self.gauges: dict[str, float] = {}
 
-    def incr(self, name, n=1):
+    def incr(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
 
-    def timing(self, name, ms):
+    def timing(self, name: str, ms: float) -> None:
         self.timings.setdefault(name, []).append(ms)
 
-    def gauge(self, name, value):
+    def gauge(self, name: str, value: float) -> None:
         self.gauges[name] = value
 
     @contextmanager
-    def timer(self, name):
+    def timer(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self.timing(name, (time.perf_counter() - t0) * 1000)
 
-    def flush(self):
+    def flush(self) -> None:
         pass

@@ -13,8 +13,8 @@ replay decides exactly what `run` decided on the same arrivals.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from copier.clock import Clock
 from copier.coalescer import Coalescer
@@ -32,7 +32,7 @@ log = logging.getLogger("copier.pipeline")
 
 RECHECK_S = 0.05            # how soon a batch held for confirmation (or for our own BUYs) goes once free
 NEAR_EDGE = 0.05            # within this of 0 or 1 the venue switches ticks: the tick is re-read before pricing
-Dispatch = Callable[[OrderIntent, Batch, MarketMeta], None]
+Dispatch = Callable[[OrderIntent, Batch, MarketMeta], object]      # what it returns is not used
 
 
 class Pipeline:

@@ -17,11 +17,16 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from copier.config import Config
 from copier.errors import ConfigError
 from copier.exposure import DAY_S, bucket
+
+if TYPE_CHECKING:
+    from copier.store import Store
 
 ANSWERED = {"LIVE", "MATCHED", "DELAYED", "UNMATCHED", "KILLED", "FILLED", "PARTIAL", "CANCELED", "PAPER_FILLED",
             "PAPER_KILLED"}
@@ -40,7 +45,7 @@ def parse_since(text: str | None) -> float | None:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(f"--since: expected epoch seconds or an ISO-8601 instant, got {text!r}") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -52,12 +57,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def _dist(values: list[float]) -> dict:
+def _dist(values: list[float]) -> dict[str, Any]:
     return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
             "p99": percentile(values, 99), "max": max(values) if values else None}
 
 
-def build_report(store, cfg: Config, since: float | None = None) -> dict:
+def build_report(store: Store, cfg: Config, since: float | None = None) -> dict[str, Any]:
     since = since or 0.0
     fills = list(store.fills_since(since))
     intents = {i["intent_id"]: i for i in store.intents_since(since)}
@@ -66,7 +71,7 @@ def build_report(store, cfg: Config, since: float | None = None) -> dict:
     for o in orders:
         orders_by_intent[o["intent_id"]].append(o)
 
-    refusals = Counter()
+    refusals: Counter[str] = Counter()
     eligible, copied, late_gap_filled = [], [], []
     copy_delay_ms, detection_ms = [], []
     for f in fills:
@@ -107,7 +112,7 @@ def build_report(store, cfg: Config, since: float | None = None) -> dict:
             slippage_bps.append(sign * (o["avg_price"] - intent["source_price"]) / intent["source_price"] * 1e4)
 
     n_orders = len(orders)
-    rep = {
+    rep: dict[str, Any] = {
         "since": since,
         "source_fills": len(fills),
         "eligible_fills": len(eligible),
@@ -119,7 +124,8 @@ def build_report(store, cfg: Config, since: float | None = None) -> dict:
         "orders_per_intent_max": max((len(v) for v in orders_by_intent.values()), default=0),
         "order_status": dict(statuses),
         "success_rate": round(sum(statuses[s] for s in FILLED) / n_orders, 4) if n_orders else None,
-        "failure_rate": round(sum(v for s, v in statuses.items() if s not in ANSWERED) / n_orders, 4) if n_orders else None,
+        "failure_rate": (round(sum(v for s, v in statuses.items() if s not in ANSWERED) / n_orders, 4)
+                         if n_orders else None),
         "copy_delay_ms": _dist(copy_delay_ms),
         "leading_copy_delay_ms": _dist(leading_ms),
         "order_delay_ms": _dist(order_ms),
@@ -136,7 +142,8 @@ def build_report(store, cfg: Config, since: float | None = None) -> dict:
     return rep
 
 
-def judge(rep: dict, fills: list[dict], intents: dict, orders_by_intent: dict, cfg: Config) -> dict:
+def judge(rep: dict[str, Any], fills: list[dict[str, Any]], intents: dict[str, Any], orders_by_intent: dict[str, Any],
+          cfg: Config) -> dict[str, Any]:
     """PRD section 10, each criterion with the ids to investigate when it fails."""
     failures: dict[str, list] = {}
     dup = [i for i, os_ in orders_by_intent.items() if len(os_) > 1]
@@ -168,9 +175,11 @@ def _committed(intent: dict, orders: list[dict]) -> float:
     return intent["notional"] if live else 0.0
 
 
-def risk_breaches(intents: dict, orders_by_intent: dict, cfg: Config) -> list[str]:
+def risk_breaches(intents: dict[str, Any], orders_by_intent: dict[str, Any], cfg: Config) -> list[str]:
     s, eps = cfg.sizing, 1e-6
-    per_market, per_window, per_day = Counter(), Counter(), Counter()
+    per_market: defaultdict[str, float] = defaultdict(float)
+    per_window: defaultdict[int, float] = defaultdict(float)
+    per_day: defaultdict[int, float] = defaultdict(float)
     out = []
     for iid, intent in intents.items():
         if intent["decision"] != "order":
@@ -198,7 +207,8 @@ def _sent(orders: list[dict]) -> bool:
     return any(not o["order_hash"].startswith("none:") for o in orders)
 
 
-def burst_violations(fills: list[dict], intents: dict, orders_by_intent: dict, cfg: Config) -> list[str]:
+def burst_violations(fills: list[dict[str, Any]], intents: dict[str, Any], orders_by_intent: dict[str, Any],
+                     cfg: Config) -> list[str]:
     """PRD §10 bursts: >=5 source fills within 2 s on one (market, outcome) -> <=2 orders, net size within tolerance.
 
     Orders are counted in time, the way an exchange sees spam: on one (market, outcome) no 2 s span may hold more
@@ -259,7 +269,7 @@ def _burst_span(run: list[dict]) -> tuple[float, float] | None:
 RESIDUAL_SKIPS = {"below_min_notional", "below_min_size", "netted_out"}
 
 
-def _size_miss(run: list[dict], intents: dict, cfg: Config) -> str | None:
+def _size_miss(run: list[dict[str, Any]], intents: dict[str, Any], cfg: Config) -> str | None:
     s = cfg.sizing
     if s.mode == "fixed":
         return None                      # a fixed notional per order has no burst-level intended size
@@ -284,7 +294,7 @@ def _match_ref(sightings: list[dict]) -> float:
     return max(bounds) if bounds else min(s["match_ts"] for s in sightings)
 
 
-def detection_section(store, since: float) -> dict:
+def detection_section(store: Store, since: float) -> dict[str, Any]:
     """Per feed: fills it delivered first (and their share), fills it only confirmed, match -> arrival lag of its
     earliest sighting of each fill; then reorg removals and retractions from the fill events."""
     by_key: dict[str, list[dict]] = defaultdict(list)
@@ -317,7 +327,7 @@ def detection_section(store, since: float) -> dict:
                                  for e in retracted if e["copied"]]}
 
 
-def render_detection(det: dict, ms) -> list[str]:
+def render_detection(det: dict[str, Any], ms: Callable[[dict[str, Any]], str]) -> list[str]:
     lines = [f"detection           {det['fills']} fills; first arrival lag ms {ms(det['first_arrival_lag_ms'])}",
              "  feed                  first   share    seen  confirmed  lag p50 / p95 ms"]
     for feed, st in det["feeds"].items():
@@ -331,19 +341,21 @@ def render_detection(det: dict, ms) -> list[str]:
     return lines
 
 
-def render_text(rep: dict) -> str:
-    def ms(d: dict) -> str:
+def render_text(rep: dict[str, Any]) -> str:
+    def ms(d: dict[str, Any]) -> str:
         if not d["n"]:
             return "n=0"
         return f"n={d['n']} p50={d['p50']:.1f} p95={d['p95']:.1f} p99={d['p99']:.1f} max={d['max']:.1f}"
 
     lines = [
-        f"source fills        {rep['source_fills']}  (decided on: {json.dumps(rep['decided_on_feed'], sort_keys=True)}; "
+        f"source fills        {rep['source_fills']}  "
+        f"(decided on: {json.dumps(rep['decided_on_feed'], sort_keys=True)}; "
         f"first arrivals under detection)",
         f"eligible fills      {rep['eligible_fills']}",
         f"copied fills        {rep['copied_fills']}  ({rep['copied_pct']}%)",
         f"late gap-filled     {rep['late_gap_filled_fills']}",
-        f"intents / orders    {rep['intents']} / {rep['orders']}  (max orders per intent {rep['orders_per_intent_max']})",
+        f"intents / orders    {rep['intents']} / {rep['orders']}  "
+        f"(max orders per intent {rep['orders_per_intent_max']})",
         f"order status        {json.dumps(rep['order_status'], sort_keys=True)}",
         f"success / failure   {rep['success_rate']} / {rep['failure_rate']}",
         f"copy delay ms       {ms(rep['copy_delay_ms'])}   (ingest -> submit, all fills)",
@@ -361,6 +373,6 @@ def render_text(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def status(store) -> dict:
+def status(store: Store) -> dict[str, Any]:
     halted, reason = store.halted()
     return {"halted": halted, "halt_reason": reason, "heartbeat": store.heartbeat()}

@@ -36,7 +36,8 @@ def timing_refusal(source_ts: float, market: MarketMeta, now: float, cfg: Config
     cutoff = cfg.execution.near_expiry_cutoff_seconds
     if opening and to_end < cutoff:
         # Reducing a position stays allowed: only new exposure is refused this close to resolution.
-        return "near_expiry_cutoff", f"{to_end:.1f}s before market end < execution.near_expiry_cutoff_seconds {cutoff:g}s"
+        return ("near_expiry_cutoff",
+                f"{to_end:.1f}s before market end < execution.near_expiry_cutoff_seconds {cutoff:g}s")
     return None
 
 

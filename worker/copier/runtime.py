@@ -16,8 +16,9 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any
 
 import gevent
 from gevent import monkey
@@ -56,7 +57,7 @@ class Periodic:
     """A task that runs every `interval_s` (first at start when `at_start`), under the runtime's error policy."""
     name: str
     interval_s: float
-    run: Callable[[], None]
+    run: Callable[[], object]       # what it returns is not used
     at_start: bool = False
 
 
@@ -187,11 +188,11 @@ class Runtime:
             self._spawn(self._every, task)
         log.info("copier started: dry_run=%s halted=%s", self.cfg.execution.dry_run, self.switch.on)
 
-    def _spawn(self, fn, *args) -> None:
+    def _spawn(self, fn: Callable[..., object], *args: object) -> None:
         g = self.group.spawn(fn, *args)
         g.link_exception(self._on_stage_death)
 
-    def _on_stage_death(self, greenlet) -> None:
+    def _on_stage_death(self, greenlet: gevent.Greenlet) -> None:
         log.critical("stage %s died: %r", getattr(greenlet, "_run", greenlet), greenlet.exception)
         self.alerts.alert("stage_death", f"stage died: {greenlet.exception!r}")
         self.exit_code = 1
@@ -334,7 +335,8 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     from copier.gate import TradingGate
     from copier.logs import setup_logging
     from copier.markets import MarketCatalog
-    from copier.metrics import DEFER_S, Metrics as StatsdMetrics
+    from copier.metrics import DEFER_S
+    from copier.metrics import Metrics as StatsdMetrics
     from copier.timesync import ClockWatch
     from copier.watcher import GapFiller, RtdsFeed
 
@@ -377,8 +379,8 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
 
     fill_feeds: list[Feed] = list(RtdsFeed.for_config(cfg, detection=detection, on_fill=intake.put, clock=clock,
                                                       metrics=metrics, alerts=alerts))
-    chain_args = dict(url=polygon_ws(cfg, secrets), detection=detection, on_fill=intake.put, catalog=catalog,
-                      clock=clock, metrics=metrics, alerts=alerts)
+    chain_args: dict[str, Any] = dict(url=polygon_ws(cfg, secrets), detection=detection, on_fill=intake.put,
+                                      catalog=catalog, clock=clock, metrics=metrics, alerts=alerts)
     if cfg.feeds.use_chain_logs:
         logs_feed = ChainLogFeed(cfg, **chain_args)
         fill_feeds.append(logs_feed)
@@ -409,7 +411,7 @@ def run(cfg: Config, secrets: Secrets) -> int:
     rt = build(cfg, secrets)
     signals = {"count": 0}
 
-    def on_term(*_):
+    def on_term(*_: object) -> None:
         signals["count"] += 1
         if signals["count"] > 1:
             log.warning("second signal: exiting now")
@@ -431,12 +433,12 @@ def run(cfg: Config, secrets: Secrets) -> int:
 class _GcTimer:
     """A collection stops every greenlet: its duration per generation goes to StatsD (gc.gen<N>_ms)."""
 
-    def __init__(self, metrics, clock):
+    def __init__(self, metrics: Metrics, clock: Clock) -> None:
         self.metrics = metrics
         self.clock = clock
         self.started = 0.0
 
-    def __call__(self, phase: str, info: dict) -> None:
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self.started = self.clock.monotonic()
         else:

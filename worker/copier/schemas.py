@@ -19,11 +19,32 @@ import re
 import sys
 from datetime import UTC, datetime
 from types import FrameType
+from typing import Any, NoReturn
 
 from copier.errors import MalformedMessage
-from copier.types import (BadInput, BestBidAsk, BookTop, Feed, Funds, GammaAnswer, LastTradePrice, LevelChange,
-                          MarketEvent, MarketMessage, MarketMeta, MarketResolved, OrderLookup, PostOrderAnswer,
-                          PriceChange, Refused, Side, SourceFill, TickSizeChange, TradesOfOrder, TradesPage)
+from copier.types import (
+    BadInput,
+    BestBidAsk,
+    BookTop,
+    Feed,
+    Funds,
+    GammaAnswer,
+    LastTradePrice,
+    LevelChange,
+    MarketEvent,
+    MarketMessage,
+    MarketMeta,
+    MarketResolved,
+    OrderLookup,
+    PostOrderAnswer,
+    PriceChange,
+    Refused,
+    Side,
+    SourceFill,
+    TickSizeChange,
+    TradesOfOrder,
+    TradesPage,
+)
 
 MAX_FRAME_BYTES = 64 * 1024                  # an RTDS frame or one REST object
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024         # a market-ws dump (a book per token), a Data API page, a Gamma list
@@ -39,13 +60,18 @@ MATCH_TS_MAX_SKEW_S = 10.0       # no venue or chain clock is further ahead; a f
 
 _HEX32 = re.compile(r"^0x[0-9a-f]{64}$")
 
+# A value from a peer before it is checked: raw bytes or text, or what json.loads made of them. Any, because the
+# parsers narrow it themselves, field by field.
+Untrusted = Any
+JsonObject = dict[str, Any]
+
 
 # ---- the parse boundary ----------------------------------------------------------------------------------------
-def _refuse_constant(name: str):
+def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
-def loads(data, what: str, max_bytes: int = MAX_FRAME_BYTES):
+def loads(data: Untrusted, what: str, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     """Raw bytes or text from a peer -> a JSON value. Strict UTF-8, bounded size and nesting, no NaN/Infinity."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         data = bytes(data)
@@ -69,7 +95,7 @@ def loads(data, what: str, max_bytes: int = MAX_FRAME_BYTES):
         raise MalformedMessage(f"{what} is not JSON", BadInput.NOT_JSON) from None
 
 
-def _json_under_limit(text: str):
+def _json_under_limit(text: str) -> Any:
     """json.loads under a recursion limit the C stack can take. py_ecc (imported with eth-account) raises the
     interpreter's limit to 100000, and the C scanner recurses on the C stack once per nesting level: a frame of
     "[" * 60000 would overflow the stack (a segfault, not an exception). Nothing else runs meanwhile: json.loads
@@ -88,26 +114,26 @@ def _json_under_limit(text: str):
         sys.setrecursionlimit(saved)
 
 
-def _document(data, what: str, max_bytes: int = MAX_FRAME_BYTES):
+def _document(data: Untrusted, what: str, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     """Raw text or bytes are parsed here; anything else is a value the HTTP client already decoded from JSON."""
     if isinstance(data, (bytes, bytearray, memoryview, str)):
         return loads(data, what, max_bytes)
     return data
 
 
-def json_object(value, what: str) -> dict:
+def json_object(value: Untrusted, what: str) -> JsonObject:
     if not isinstance(value, dict):
         raise MalformedMessage(f"{what} is a JSON {_kind(value)}, not an object")
     return value
 
 
-def _kind(value) -> str:
+def _kind(value: object) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number")
 
 
 # ---- fields ----------------------------------------------------------------------------------------------------
-def _text(value, what: str, max_len: int = 400) -> str:
+def _text(value: Untrusted, what: str, max_len: int = 400) -> str:
     """A string we may log, store and compare: bounded, and encodable (JSON can carry lone surrogates)."""
     if not isinstance(value, str):
         raise MalformedMessage(f"{what} is not a string")
@@ -120,7 +146,7 @@ def _text(value, what: str, max_len: int = 400) -> str:
     return value
 
 
-def _ident(value, what: str) -> str:
+def _ident(value: Untrusted, what: str) -> str:
     """A token id, order id or similar key: 1-100 printable ASCII characters without spaces (integers accepted)."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10 ** 80:
         return str(value)
@@ -130,13 +156,13 @@ def _ident(value, what: str) -> str:
     return value
 
 
-def _hex32(value, what: str) -> str:
+def _hex32(value: Untrusted, what: str) -> str:
     if not isinstance(value, str) or not _HEX32.match(value.lower()):
         raise MalformedMessage(f"{what} is not a 32-byte hex string")
     return value.lower()
 
 
-def _optional_text(d: dict, name: str) -> str:
+def _optional_text(d: JsonObject, name: str) -> str:
     """A descriptive field (outcome, slug, wallet): "" when absent or unusable, never a reason to lose a fill."""
     try:
         return _text(d.get(name), name)
@@ -144,7 +170,7 @@ def _optional_text(d: dict, name: str) -> str:
         return ""
 
 
-def _number(value, what: str, *, lo: float = 0.0, hi: float = math.inf, lo_open: bool = False) -> float:
+def _number(value: Untrusted, what: str, *, lo: float = 0.0, hi: float = math.inf, lo_open: bool = False) -> float:
     """A finite number (or a decimal string) in [lo, hi], or (lo, hi] with lo_open."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise MalformedMessage(f"{what} is not a number")
@@ -159,14 +185,14 @@ def _number(value, what: str, *, lo: float = 0.0, hi: float = math.inf, lo_open:
     return x
 
 
-def _field(d: dict, *names: str):
+def _field(d: JsonObject, *names: str) -> Untrusted:
     for n in names:
         if n in d:
             return d[n]
     raise MalformedMessage(f"missing field {names[0]}")
 
 
-def _side(value, what: str = "side") -> Side:
+def _side(value: Untrusted, what: str = "side") -> Side:
     if value == "BUY":
         return Side.BUY
     if value == "SELL":
@@ -174,7 +200,7 @@ def _side(value, what: str = "side") -> Side:
     raise MalformedMessage(f"{what} is neither BUY nor SELL")
 
 
-def _tick(value, what: str) -> float:
+def _tick(value: Untrusted, what: str) -> float:
     x = _number(value, what, lo_open=True, hi=1.0)
     for tick in TICK_SIZES:
         if abs(x - tick) < 1e-12:
@@ -182,7 +208,7 @@ def _tick(value, what: str) -> float:
     raise MalformedMessage(f"{what} {x!r} is not a tick size of the venue")
 
 
-def _units(value, what: str) -> int:
+def _units(value: Untrusted, what: str) -> int:
     """A 6-decimal integer amount, as the venue writes it (a decimal string, or an integer)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise MalformedMessage(f"{what} is not an amount")
@@ -196,7 +222,7 @@ def _units(value, what: str) -> int:
 
 
 # ---- time ------------------------------------------------------------------------------------------------------
-def epoch_seconds(value, what: str) -> float:
+def epoch_seconds(value: Untrusted, what: str) -> float:
     """Epoch seconds from a number or numeric string in seconds or milliseconds, or an ISO-8601 date (UTC when it
     names no zone). Raises MalformedMessage for anything outside 2001..2099, e.g. microseconds."""
     if isinstance(value, str) and value.strip() and not _looks_numeric(value):
@@ -240,7 +266,7 @@ def check_match_ts(match_ts: float, now: float) -> None:
 
 
 # ---- source fills: RTDS and the Data API -----------------------------------------------------------------------
-def _fill(p: dict, recv_ns: int, feed: str, camel: bool) -> SourceFill:
+def _fill(p: JsonObject, recv_ns: int, feed: str, camel: bool) -> SourceFill:
     def name(c: str, s: str) -> str:
         return c if camel else s
 
@@ -260,7 +286,7 @@ def _fill(p: dict, recv_ns: int, feed: str, camel: bool) -> SourceFill:
         slug=_optional_text(p, "slug"))
 
 
-def parse_rtds_frame(data, source_wallet: str, recv_ns: int) -> tuple[list[SourceFill], str]:
+def parse_rtds_frame(data: Untrusted, source_wallet: str, recv_ns: int) -> tuple[list[SourceFill], str]:
     """One RTDS frame -> (fills of the source wallet, frame id). Non-activity frames and PONGs give no fills."""
     if isinstance(data, (bytes, bytearray)) and bytes(data).strip() in (b"", b"PONG", b"pong", b"PING", b"ping"):
         return [], ""
@@ -281,18 +307,23 @@ def parse_rtds_frame(data, source_wallet: str, recv_ns: int) -> tuple[list[Sourc
         return [], ""
     fill = _fill(payload, recv_ns, feed, camel=True)
     # The payload is the fill; the envelope (its send timestamp, the connection id) is not: a payload sent again in
-    # a new envelope is the same frame.
-    return [fill], str(hash(json.dumps(payload, sort_keys=True)))
+    # a new envelope is the same frame. Its fields are flat scalars (hashed as they are, ~2 us); anything nested
+    # is hashed through its canonical JSON.
+    try:
+        frame_id = hash(tuple(sorted(payload.items())))
+    except TypeError:
+        frame_id = hash(json.dumps(payload, sort_keys=True))
+    return [fill], str(frame_id)
 
 
-def parse_data_api_trade(row, recv_ns: int) -> SourceFill:
+def parse_data_api_trade(row: Untrusted, recv_ns: int) -> SourceFill:
     """A Data API trade row, v1 (camelCase) or v2 (snake_case)."""
     row = json_object(row, "trade row")
     camel = "transactionHash" in row or "conditionId" in row
     return _fill(row, recv_ns, Feed.DATA_API.value, camel=camel)
 
 
-def parse_trades_page(data, recv_ns: int) -> TradesPage:
+def parse_trades_page(data: Untrusted, recv_ns: int) -> TradesPage:
     """GET /v2/trades -> its rows (a bad row is refused on its own) and the pagination."""
     doc = json_object(_document(data, "v2/trades answer", MAX_DOCUMENT_BYTES), "v2/trades answer")
     rows = doc.get("data")
@@ -313,7 +344,7 @@ def parse_trades_page(data, recv_ns: int) -> TradesPage:
 
 
 # ---- Gamma -----------------------------------------------------------------------------------------------------
-def _json_list(value, name: str) -> list:
+def _json_list(value: Untrusted, name: str) -> list[Any]:
     if isinstance(value, str):
         value = loads(value, f"gamma market {name}")
     if not isinstance(value, list):
@@ -321,7 +352,7 @@ def _json_list(value, name: str) -> list:
     return value
 
 
-def parse_gamma_market(m, event: dict | None = None) -> MarketMeta:
+def parse_gamma_market(m: Untrusted, event: JsonObject | None = None) -> MarketMeta:
     """A Gamma market object (optionally with its event) -> MarketMeta."""
     m = json_object(m, "gamma market")
     event = event or {}
@@ -355,7 +386,7 @@ def parse_gamma_market(m, event: dict | None = None) -> MarketMeta:
         accepting_orders=accepting)
 
 
-def parse_gamma(data) -> GammaAnswer:
+def parse_gamma(data: Untrusted) -> GammaAnswer:
     """Any Gamma document (event, market, or a list of either) -> its markets; a bad market is refused alone."""
     doc = _document(data, "gamma answer", MAX_DOCUMENT_BYTES)
     items = doc if isinstance(doc, list) else [doc]
@@ -375,7 +406,7 @@ def parse_gamma(data) -> GammaAnswer:
 
 
 # ---- the CLOB: books and the market websocket ------------------------------------------------------------------
-def _levels(raw, name: str, reverse: bool) -> tuple[tuple[float, float], ...]:
+def _levels(raw: Untrusted, name: str, reverse: bool) -> tuple[tuple[float, float], ...]:
     if not isinstance(raw, list):
         raise MalformedMessage(f"book {name} is not a list")
     out = []
@@ -386,7 +417,7 @@ def _levels(raw, name: str, reverse: bool) -> tuple[tuple[float, float], ...]:
     return tuple(sorted((lv for lv in out if lv[1] > 0), key=lambda lv: lv[0], reverse=reverse))
 
 
-def _event_ts(m: dict) -> float:
+def _event_ts(m: JsonObject) -> float:
     """The event's own timestamp where it carries a usable one, else 0 (informational: never a cursor)."""
     try:
         return epoch_seconds(m["timestamp"], "timestamp") if "timestamp" in m else 0.0
@@ -394,7 +425,7 @@ def _event_ts(m: dict) -> float:
         return 0.0
 
 
-def parse_book(data) -> BookTop:
+def parse_book(data: Untrusted) -> BookTop:
     """REST /book or market-ws `book` -> BookTop with the best level first on both sides (the venue's order is not
     reliable: it is sorted here)."""
     msg = json_object(_document(data, "book"), "book")
@@ -403,7 +434,7 @@ def parse_book(data) -> BookTop:
                    asks=_levels(msg.get("asks", []), "asks", False), ts=_event_ts(msg))
 
 
-def _price_change(m: dict) -> PriceChange:
+def _price_change(m: JsonObject) -> PriceChange:
     raw = m.get("price_changes")
     if not isinstance(raw, list):
         raise MalformedMessage("price_change without a price_changes list")
@@ -416,7 +447,7 @@ def _price_change(m: dict) -> PriceChange:
     return PriceChange(market=_optional_text(m, "market"), changes=tuple(changes), ts=_event_ts(m))
 
 
-def _market_event(m) -> MarketEvent | None:
+def _market_event(m: Untrusted) -> MarketEvent | None:
     m = json_object(m, "market-ws message")
     kind = m.get("event_type")
     if kind == "book":
@@ -447,7 +478,7 @@ def _market_event(m) -> MarketEvent | None:
     return None                 # new_market and anything newer: not used
 
 
-def parse_market_message(data) -> MarketMessage:
+def parse_market_message(data: Untrusted) -> MarketMessage:
     """One market-websocket message (an event, or a list of them as in the initial dump) -> typed events; a bad
     event in a list is refused alone, keepalive answers and unused event types give nothing."""
     if isinstance(data, (bytes, bytearray)) and bytes(data).strip() in (b"", b"PONG", b"pong"):
@@ -483,19 +514,19 @@ def apply_price_change(book: BookTop, change: LevelChange) -> BookTop:
     return BookTop(book.asset, book.bids, ordered, book.ts)
 
 
-def parse_tick_size(data) -> float:
+def parse_tick_size(data: Untrusted) -> float:
     """GET /tick-size?token_id= -> `{"minimum_tick_size": 0.01}`."""
     body = json_object(_document(data, "tick-size answer"), "tick-size answer")
     return _tick(body.get("minimum_tick_size"), "minimum_tick_size")
 
 
 # ---- the CLOB: account and orders ------------------------------------------------------------------------------
-def _usd(raw, name: str) -> float:
+def _usd(raw: Untrusted, name: str) -> float:
     """A 6-decimal integer amount in dollars; MAX_UINT256 stays huge but finite."""
     return _units(raw, name) / 1e6
 
 
-def parse_funds(data) -> Funds:
+def parse_funds(data: Untrusted) -> Funds:
     """GET /balance-allowance?asset_type=COLLATERAL: `{"balance", "allowances": {exchange: amount}}` (V2), or the
     older single `"allowance"`."""
     body = json_object(_document(data, "balance-allowance answer"), "balance-allowance answer")
@@ -515,7 +546,7 @@ def parse_funds(data) -> Funds:
 POST_STATUSES = {"live": "LIVE", "matched": "MATCHED", "delayed": "DELAYED", "unmatched": "UNMATCHED"}
 
 
-def _strings(value, what: str) -> tuple[str, ...]:
+def _strings(value: Untrusted, what: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -523,12 +554,12 @@ def _strings(value, what: str) -> tuple[str, ...]:
     return tuple(_text(v, what, 200) for v in value)
 
 
-def _amount(value, what: str) -> float:
+def _amount(value: Untrusted, what: str) -> float:
     """makingAmount / takingAmount: 6-decimal units; an empty string means none (a resting order's answer)."""
     return 0.0 if value in (None, "") else _units(value, what) / 1e6
 
 
-def parse_post_order_answer(data, side: Side) -> PostOrderAnswer:
+def parse_post_order_answer(data: Untrusted, side: Side) -> PostOrderAnswer:
     """A POST /order answer -> what the venue did with the order. A BUY makes pUSD and takes shares, a SELL the
     reverse; a fill that implies a price outside (0, 1] is not an answer the venue gives, so it is refused."""
     body = json_object(_document(data, "POST /order answer"), "POST /order answer")
@@ -556,7 +587,7 @@ def parse_post_order_answer(data, side: Side) -> PostOrderAnswer:
         error=_text(error, "errorMsg", 2000) if isinstance(error, str) else _text(json.dumps(error)[:500], "error"))
 
 
-def parse_order_lookup(data) -> OrderLookup | None:
+def parse_order_lookup(data: Untrusted) -> OrderLookup | None:
     """GET /data/order/{hash} -> the venue's record of the order, or None when it answers JSON null (it does not
     know the hash). Anything else that is not an order object is malformed: no evidence either way."""
     body = _document(data, "order lookup answer")
@@ -573,7 +604,7 @@ def parse_order_lookup(data) -> OrderLookup | None:
                        original_size=_number(body.get("original_size") or 0, "original_size", hi=1e12))
 
 
-def parse_trades_of_order(data, order_hash: str) -> TradesOfOrder:
+def parse_trades_of_order(data: Untrusted, order_hash: str) -> TradesOfOrder:
     """A GET /data/trades page -> what our order `order_hash` executed in it, as the taker or as a maker, and the
     next page's cursor. A trade whose settlement failed does not count."""
     body = json_object(_document(data, "trade history answer"), "trade history answer")

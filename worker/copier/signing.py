@@ -36,7 +36,7 @@ class SignedOrder:
     body: str          # the exact JSON we POST, every attempt
 
 
-def _word(value) -> bytes:
+def _word(value: str | int) -> bytes:
     """One 32-byte ABI word: an integer, a 0x address (left-padded) or a 0x bytes32."""
     if isinstance(value, str):
         return bytes.fromhex(value[2:]).rjust(32, b"\0")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import gevent
 import peewee as pw
@@ -17,7 +19,6 @@ import peewee as pw
 from copier.errors import OperationalError
 from copier.exposure import ExposureRow
 from copier.types import NOT_EXECUTED, UNRESOLVED, OrderIntent, OrderStatus, Side, Skip, SourceFill
-
 
 
 class _Model(pw.Model):
@@ -141,8 +142,17 @@ _NOT_EXECUTED = sorted(s.value for s in NOT_EXECUTED)
 
 class _Tables:
     """The models bound to one store's database: no module-global connection, two stores never share one."""
+    # Any to mypy: peewee's bundled stubs type a .dicts() or .tuples() query as yielding model instances and omit
+    # the implicit `id` field. Store's methods state the types of what they return.
+    FillRow: Any
+    IntentRow: Any
+    OrderRow: Any
+    SightingRow: Any
+    FillEventRow: Any
+    AliasRow: Any
+    KV: Any
 
-    def __init__(self, database: pw.SqliteDatabase):
+    def __init__(self, database: pw.SqliteDatabase) -> None:
         for model in (FillRow, IntentRow, OrderRow, SightingRow, FillEventRow, AliasRow, KV):
             meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
             setattr(self, model.__name__, type(model.__name__, (model,), {"Meta": meta, "__module__": __name__}))
@@ -172,6 +182,8 @@ def _add_columns(database: pw.SqliteDatabase, table: str, columns: tuple[str, ..
             database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN {column}')
 
 
+Row = dict[str, Any]     # one table row, column name -> value
+
 MIGRATIONS = [_migration_1, _migration_2, _migration_3]   # append only; index + 1 = schema version
 
 
@@ -179,7 +191,7 @@ class _Insert:
     """One prepared INSERT of a model's columns. Peewee builds and renders a fresh query object per call (~0.1 ms
     for an intent, tens of us per row in insert_many); sqlite3 keeps this statement prepared per connection."""
 
-    def __init__(self, model: type[pw.Model], database: pw.SqliteDatabase):
+    def __init__(self, model: type[pw.Model], database: pw.SqliteDatabase) -> None:
         meta = model._meta
         self.db = database
         self.names = tuple(f.name for f in meta.sorted_fields if not isinstance(f, pw.AutoField))
@@ -187,15 +199,15 @@ class _Insert:
         columns = ", ".join(f'"{meta.fields[n].column_name}"' for n in self.names)
         self.sql = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(self.names))})'
 
-    def params(self, values: dict) -> tuple:
+    def params(self, values: Row) -> tuple[Any, ...]:
         return tuple(values[n] if n in values else self.defaults[n] for n in self.names)
 
-    def one(self, **values) -> None:
+    def one(self, **values: Any) -> None:
         self.db.execute_sql(self.sql, self.params(values))
 
-    def many(self, rows) -> None:
+    def many(self, rows: Iterable[Row]) -> None:
         """Rows (dicts) in one executemany; the caller holds the transaction."""
-        with pw.__exception_wrapper__:
+        with pw.__exception_wrapper__:    # type: ignore[attr-defined]  # peewee's stubs omit it
             self.db.cursor().executemany(self.sql, [self.params(r) for r in rows])
 
 
@@ -208,7 +220,7 @@ _HALT_SQL = "SELECT 1 FROM kv WHERE key = 'halt'"
 
 
 class Store:
-    def __init__(self, database: pw.SqliteDatabase):
+    def __init__(self, database: pw.SqliteDatabase) -> None:
         """database: an open sqlite database (see `open`); the store migrates it to this copier's schema."""
         self.db = database
         self.path = database.database
@@ -221,7 +233,7 @@ class Store:
         self._migrate()
 
     @classmethod
-    def open(cls, path: str) -> "Store":
+    def open(cls, path: str) -> Store:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # One connection for every greenlet (peewee's default under gevent is one per greenlet): a write by any
@@ -259,22 +271,23 @@ class Store:
     # ---- decisions ---------------------------------------------------------------------------------------
     def record_decision(self, fills: list[SourceFill], decision: OrderIntent | Skip, now_ns: int) -> bool:
         """Persist the fills and their decision atomically. False if any fill was already decided (a replay)."""
-        is_order = isinstance(decision, OrderIntent)
+        if isinstance(decision, OrderIntent):
+            by_kind: Row = dict(decision="order", reason="", detail="", price_cap=decision.price_cap,
+                                source_price=decision.source_price, capped_by=decision.capped_by,
+                                market_end_ts=decision.market_end_ts, fee_rate=decision.fee_rate,
+                                fee_exponent=decision.fee_exponent)
+        else:
+            by_kind = dict(decision="skip", reason=decision.reason, detail=decision.detail, price_cap=0.0,
+                           source_price=0.0, capped_by="", market_end_ts=0.0, fee_rate=0.0, fee_exponent=1.0)
         net = sum(f.side.sign * f.size for f in fills)
         try:
             with self.db.atomic():
                 self._intent.one(
-                    intent_id=decision.intent_id, kind=decision.kind, decision="order" if is_order else "skip",
-                    reason="" if is_order else decision.reason, detail="" if is_order else decision.detail,
-                    condition_id=decision.condition_id, asset=decision.asset, outcome=decision.outcome,
-                    side=decision.side.value, size=decision.size,
-                    price_cap=decision.price_cap if is_order else 0.0, notional=decision.notional,
-                    source_price=decision.source_price if is_order else 0.0, net_source_size=net,
-                    n_fills=len(fills), first_recv_ns=min(f.recv_ns for f in fills), decided_ns=now_ns,
-                    decided_at=decision.decided_at, capped_by=decision.capped_by if is_order else "",
-                    source_ts=min(f.match_ts for f in fills), market_end_ts=decision.market_end_ts if is_order else 0.0,
-                    fee_rate=decision.fee_rate if is_order else 0.0,
-                    fee_exponent=decision.fee_exponent if is_order else 1.0)
+                    intent_id=decision.intent_id, kind=decision.kind, condition_id=decision.condition_id,
+                    asset=decision.asset, outcome=decision.outcome, side=decision.side.value, size=decision.size,
+                    notional=decision.notional, net_source_size=net, n_fills=len(fills),
+                    first_recv_ns=min(f.recv_ns for f in fills), decided_ns=now_ns, decided_at=decision.decided_at,
+                    source_ts=min(f.match_ts for f in fills), **by_kind)
                 self._fill.many(dict(
                     dedupe_key=f.dedupe_key, tx_hash=f.tx_hash, asset=f.asset, condition_id=f.condition_id,
                     outcome=f.outcome, side=f.side.value, price=f.price, size=f.size, match_ts=f.match_ts,
@@ -291,15 +304,15 @@ class Store:
     # ---- orders (write-ahead) ----------------------------------------------------------------------------
     def record_signed(self, intent_id: str, order_hash: str, body: str, now_ns: int) -> None:
         """Must succeed before the first POST; raises IntegrityError if this intent already has an order."""
-        self._order.one(intent_id=intent_id, order_hash=order_hash, body=body, status=OrderStatus.SIGNED.value, signed_ns=now_ns,
-                   updated_ns=now_ns)
+        self._order.one(intent_id=intent_id, order_hash=order_hash, body=body, status=OrderStatus.SIGNED.value,
+                        signed_ns=now_ns, updated_ns=now_ns)
 
-    def order_for(self, intent_id: str) -> dict | None:
+    def order_for(self, intent_id: str) -> Row | None:
         t = self.t
         row = t.OrderRow.select().where(t.OrderRow.intent_id == intent_id).dicts().first()
         return row
 
-    def update_order(self, intent_id: str, now_ns: int, **fields) -> None:
+    def update_order(self, intent_id: str, now_ns: int, **fields: Any) -> None:
         fields["updated_ns"] = now_ns
         if isinstance(fields.get("status"), OrderStatus):
             fields["status"] = fields["status"].value
@@ -309,17 +322,19 @@ class Store:
             sql = self._updates[names] = _update_sql(names)     # KeyError for a field orders does not have
         self.db.execute_sql(sql, (*fields.values(), intent_id))
 
-    def unresolved_orders(self) -> list[dict]:
+    def unresolved_orders(self) -> list[Row]:
         t = self.t
         return list(t.OrderRow.select().where(t.OrderRow.status.in_(_UNRESOLVED)).dicts())
 
     def intent(self, intent_id: str) -> OrderIntent | None:
         """An order decision as persisted (for the gate before a repost after a restart)."""
         t = self.t
-        r = t.IntentRow.select().where((t.IntentRow.intent_id == intent_id) & (t.IntentRow.decision == "order")).dicts().first()
+        r = t.IntentRow.select().where((t.IntentRow.intent_id == intent_id) & (t.IntentRow.decision == "order")) \
+            .dicts().first()
         if r is None:
             return None
-        fills = list(t.FillRow.select(t.FillRow.dedupe_key, t.FillRow.match_ts).where(t.FillRow.intent_id == intent_id).tuples())
+        fills = list(t.FillRow.select(t.FillRow.dedupe_key, t.FillRow.match_ts)
+                     .where(t.FillRow.intent_id == intent_id).tuples())
         side = Side(r["side"])
         return OrderIntent(
             intent_id=intent_id, condition_id=r["condition_id"], asset=r["asset"], outcome=r["outcome"], side=side,
@@ -340,8 +355,9 @@ class Store:
     def record_abandoned(self, intent_id: str, reason: str, now_ns: int) -> None:
         """Mark an order decision as never sent, so it is neither retried nor counted as in flight."""
         t = self.t
-        t.OrderRow.insert(intent_id=intent_id, order_hash=f"none:{intent_id}", body="", status=OrderStatus.ABANDONED.value,
-                        signed_ns=now_ns, updated_ns=now_ns, error=reason).on_conflict_ignore().execute()
+        t.OrderRow.insert(intent_id=intent_id, order_hash=f"none:{intent_id}", body="",
+                          status=OrderStatus.ABANDONED.value, signed_ns=now_ns, updated_ns=now_ns,
+                          error=reason).on_conflict_ignore().execute()
 
     # ---- restart state -----------------------------------------------------------------------------------
     def seen_keys(self, since: float) -> list[str]:
@@ -363,29 +379,30 @@ class Store:
                 for r in q]
 
     # ---- report queries ----------------------------------------------------------------------------------
-    def fills_since(self, since: float):
+    def fills_since(self, since: float) -> Iterable[Row]:
         t = self.t
         return t.FillRow.select().where(t.FillRow.recv_ns >= int(since * 1e9)).order_by(t.FillRow.recv_ns).dicts()
 
-    def intents_since(self, since: float):
+    def intents_since(self, since: float) -> Iterable[Row]:
         t = self.t
         return (t.IntentRow.select().where(t.IntentRow.decided_ns >= int(since * 1e9))
                 .order_by(t.IntentRow.decided_ns, t.IntentRow.id).dicts())
 
-    def orders_since(self, since: float):
+    def orders_since(self, since: float) -> Iterable[Row]:
         t = self.t
-        return t.OrderRow.select().where(t.OrderRow.signed_ns >= int(since * 1e9)).order_by(t.OrderRow.signed_ns).dicts()
+        return t.OrderRow.select().where(t.OrderRow.signed_ns >= int(since * 1e9)) \
+            .order_by(t.OrderRow.signed_ns).dicts()
 
     # ---- detection (sightings per feed, confirm / retract) -----------------------------------------------
-    def record_sightings(self, rows: list[dict]) -> None:
+    def record_sightings(self, rows: list[Row]) -> None:
         with self.db.atomic():
             self._sighting.many(rows)
 
-    def record_fill_events(self, rows: list[dict]) -> None:
+    def record_fill_events(self, rows: list[Row]) -> None:
         with self.db.atomic():
             self._fill_event.many(rows)
 
-    def record_aliases(self, rows: list[dict]) -> None:
+    def record_aliases(self, rows: list[Row]) -> None:
         t = self.t
         with self.db.atomic():
             t.AliasRow.insert_many(rows).on_conflict_ignore().execute()
@@ -399,7 +416,7 @@ class Store:
         t = self.t
         t.FillRow.update(confirmed=True).where(t.FillRow.dedupe_key.in_(keys)).execute()
 
-    def copy_of(self, dedupe_key: str) -> dict | None:
+    def copy_of(self, dedupe_key: str) -> Row | None:
         """The order that copied this fill and may have executed, or None."""
         t = self.t
         return (t.OrderRow.select(t.OrderRow.intent_id, t.OrderRow.order_hash, t.OrderRow.status)
@@ -407,21 +424,23 @@ class Store:
                 .where((t.FillRow.dedupe_key == dedupe_key) & t.OrderRow.status.not_in(_NOT_EXECUTED))
                 .dicts().first())
 
-    def sightings_since(self, since: float):
+    def sightings_since(self, since: float) -> Iterable[Row]:
         t = self.t
-        return t.SightingRow.select().where(t.SightingRow.recv_ns >= int(since * 1e9)).order_by(t.SightingRow.recv_ns).dicts()
+        return t.SightingRow.select().where(t.SightingRow.recv_ns >= int(since * 1e9)) \
+            .order_by(t.SightingRow.recv_ns).dicts()
 
-    def fill_events_since(self, since: float):
+    def fill_events_since(self, since: float) -> Iterable[Row]:
         t = self.t
-        return t.FillEventRow.select().where(t.FillEventRow.at_ns >= int(since * 1e9)).order_by(t.FillEventRow.at_ns).dicts()
+        return t.FillEventRow.select().where(t.FillEventRow.at_ns >= int(since * 1e9)) \
+            .order_by(t.FillEventRow.at_ns).dicts()
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
-    def _get(self, key: str):
+    def _get(self, key: str) -> Any:
         t = self.t
         row = t.KV.get_or_none(t.KV.key == key)
         return json.loads(row.value) if row else None
 
-    def _put(self, key: str, value) -> None:
+    def _put(self, key: str, value: object) -> None:
         t = self.t
         t.KV.insert(key=key, value=json.dumps(value)).on_conflict_replace().execute()
 
@@ -447,10 +466,10 @@ class Store:
         t = self.t
         t.KV.delete().where(t.KV.key == "halt").execute()
 
-    def heartbeat(self) -> dict | None:
+    def heartbeat(self) -> Row | None:
         return self._get("heartbeat")
 
-    def set_heartbeat(self, info: dict) -> None:
+    def set_heartbeat(self, info: Row) -> None:
         self._put("heartbeat", info)
 
     def size_bytes(self) -> int:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import http.client
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from gevent.monkey import get_original
@@ -16,9 +18,13 @@ from py_clob_client_v2.signing.hmac import build_hmac_signature
 from copier.errors import MalformedMessage, TemporaryError, UnknownOutcome
 from copier.schemas import loads
 
-_poll = get_original("select", "select")
+_poll = get_original("select", "select")  # a zero-timeout readiness check that never yields to the hub
 MAX_ANSWER_BYTES = 8 * 1024 * 1024      # a trade history page is the largest answer we read
-MAX_TEXT_BYTES = 4096                   # what is kept of an answer that is not JSON (for the error text)       # a zero-timeout readiness check that never yields to the hub
+if TYPE_CHECKING:
+    from copier.clock import Clock
+    from copier.ports import Metrics
+
+MAX_TEXT_BYTES = 4096                   # what is kept of an answer that is not JSON (for the error text)
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class ApiCreds:
 class Response:
     status: int
     body: object           # parsed JSON, or the raw text when it is not JSON
-    headers: dict
+    headers: dict[str, str]
 
     @property
     def error(self) -> str:
@@ -40,7 +46,8 @@ class Response:
 
 
 class ClobTransport:
-    def __init__(self, base_url: str, creds: ApiCreds, address: str, *, clock, timeout_s: float, metrics=None):
+    def __init__(self, base_url: str, creds: ApiCreds, address: str, *, clock: Clock, timeout_s: float,
+                 metrics: Metrics | None = None) -> None:
         u = urlsplit(base_url)
         self._https = u.scheme == "https"
         self._host = u.hostname or "127.0.0.1"
@@ -138,7 +145,7 @@ class ClobTransport:
             head.append(f"Content-Length: {len(data)}")
         return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
 
-    def request(self, method: str, path: str, body: str = "", on_sent=None) -> Response:
+    def request(self, method: str, path: str, body: str = "", on_sent: Callable[[], None] | None = None) -> Response:
         """One attempt. Raises UnknownOutcome when the request may or may not have reached the venue.
         on_sent: called once the request is written, before its answer is awaited."""
         message = self._message(method, path, body)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
 
-class Side(str, Enum):
+class Side(str, Enum):  # noqa: UP042 -- str() and format() of a member give its qualified name; StrEnum would change that
     BUY = "BUY"
     SELL = "SELL"
 
@@ -18,7 +18,7 @@ class Side(str, Enum):
         return 1 if self is Side.BUY else -1
 
     @property
-    def opposite(self) -> "Side":
+    def opposite(self) -> Side:
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
@@ -57,7 +57,7 @@ NOT_EXECUTED = frozenset({OrderStatus.ABANDONED, OrderStatus.REJECTED, OrderStat
                           OrderStatus.KILLED, OrderStatus.PAPER_KILLED})
 
 
-class Feed(str, Enum):
+class Feed(str, Enum):  # noqa: UP042 -- str() and format() of a member give its qualified name; StrEnum would change that
     """Where a source fill was seen first."""
     RTDS_TRADES = "rtds.trades"
     RTDS_MATCHED = "rtds.orders_matched"
@@ -67,7 +67,7 @@ class Feed(str, Enum):
     REPLAY = "replay"
 
 
-class BadInput(str, Enum):
+class BadInput(str, Enum):  # noqa: UP042 -- str() and format() of a member give its qualified name; StrEnum would change that
     """Why a peer's message was refused at the edge (counted as `feed.refused.<value>`)."""
     MALFORMED = "malformed"                 # not the documented shape, or a field of the wrong type or range
     NOT_UTF8 = "not_utf8"

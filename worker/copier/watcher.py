@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 import httpx
@@ -17,8 +19,14 @@ import httpx
 from copier.alerts import EdgeErrors
 from copier.errors import MalformedMessage
 from copier.schemas import MATCH_TS_MAX_SKEW_S, check_match_ts, parse_rtds_frame, parse_trades_page
-from copier.types import BadInput
+from copier.types import BadInput, SourceFill
 from copier.wsfeed import ReconnectingFeed
+
+if TYPE_CHECKING:
+    from copier.clock import Clock
+    from copier.config import Config
+    from copier.detection import Detection
+    from copier.ports import Alerts, Metrics, Stopping
 
 log = logging.getLogger("copier.watcher")
 SUBSCRIBE = json.dumps({"action": "subscribe", "subscriptions": [
@@ -26,8 +34,11 @@ SUBSCRIBE = json.dumps({"action": "subscribe", "subscriptions": [
 
 
 class RtdsFeed(ReconnectingFeed):
-    def __init__(self, name: str, cfg, *, detection, on_fill, clock, metrics, rng: random.Random | None = None,
-                 alerts=None):
+    metrics: Metrics
+
+    def __init__(self, name: str, cfg: Config, *, detection: Detection, on_fill: Callable[[SourceFill], None],
+                 clock: Clock, metrics: Metrics, rng: random.Random | None = None,
+                 alerts: Alerts | None = None) -> None:
         self.name = name
         super().__init__(cfg, clock=clock, metrics=metrics, rng=rng, alerts=alerts)
         self.url = cfg.endpoints.rtds_ws
@@ -39,18 +50,19 @@ class RtdsFeed(ReconnectingFeed):
         self._last_frame = 0.0
 
     @classmethod
-    def for_config(cls, cfg, *, detection, on_fill, clock, metrics, alerts=None) -> list["RtdsFeed"]:
+    def for_config(cls, cfg: Config, *, detection: Detection, on_fill: Callable[[SourceFill], None], clock: Clock,
+                   metrics: Metrics, alerts: Alerts | None = None) -> list[RtdsFeed]:
         names = ["rtds-a", "rtds-b"] if cfg.feeds.rtds_standby else ["rtds-a"]
         return [cls(n, cfg, detection=detection, on_fill=on_fill, clock=clock, metrics=metrics, alerts=alerts)
                 for n in names]
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, object]:
         age = self.clock.monotonic() - self._last_frame if self._last_frame else None
         return {"name": self.name, "connected": self.connected, "reconnects": self.reconnects,
                 "malformed": self.malformed, "errors": self.edge.errors, "frames": self.frames,
                 "last_frame_age_s": round(age, 3) if age is not None else None}
 
-    def _session(self, stopping) -> None:
+    def _session(self, stopping: Stopping) -> None:
         ws = self._connect(self.url)
         self._conn_no += 1
         stream = f"{self.name}#{self._conn_no}"
@@ -94,8 +106,9 @@ class GapFiller:
     RESCAN_S = 8.0          # a second pass once the Data API's indexing (~5.4 s) has caught up
     RETRY_S = 2.0           # a failed pass (5xx, a broken body) is tried again soon: it may hold the only copy
 
-    def __init__(self, cfg, *, detection, on_fill, clock, metrics, cursor_getter, cursor_setter, reconnects,
-                 http: httpx.Client | None = None, alerts=None):
+    def __init__(self, cfg: Config, *, detection: Detection, on_fill: Callable[[SourceFill], None], clock: Clock,
+                 metrics: Metrics, cursor_getter: Callable[[], float | None], cursor_setter: Callable[[float], None],
+                 reconnects: Callable[[], int], http: httpx.Client | None = None, alerts: Alerts | None = None) -> None:
         self.cfg = cfg
         self.detection = detection
         self.on_fill = on_fill
@@ -103,7 +116,7 @@ class GapFiller:
         self.metrics = metrics
         self.cursor_getter = cursor_getter
         self.cursor_setter = cursor_setter
-        self.reconnects = reconnects
+        self._feed_reconnects = reconnects     # the sockets' reconnects: each one calls for a scan
         self.http = http or httpx.Client(base_url=cfg.endpoints.data_api, timeout=5.0)
         self.edge = EdgeErrors("data_api", metrics=metrics, alerts=alerts, clock=clock, logger=log)
         self.scans = 0
@@ -112,18 +125,18 @@ class GapFiller:
     name = "gap-fill"
     reconnects = 0              # a poller: it never holds a connection to lose
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, object]:
         return {"name": self.name, "scans": self.scans, "recovered": self.recovered}
 
     def close(self) -> None:
         """Nothing to unblock: the loop waits on `stopping` between passes."""
 
-    def run(self, stopping) -> None:
+    def run(self, stopping: Stopping) -> None:
         seen_reconnects = -1
         pending_rescan_at = None
         while not stopping.is_set():
             try:
-                r = self.reconnects()
+                r = self._feed_reconnects()
                 if r != seen_reconnects:
                     seen_reconnects = r
                     # The Data API indexes a few seconds behind: scan now and once more after it caught up.
@@ -158,11 +171,11 @@ class GapFiller:
     def _scan(self, stream: str) -> int:
         now = self.clock.now()
         cursor = self.cursor_getter()
-        poisoned = cursor is not None and cursor > now + MATCH_TS_MAX_SKEW_S
-        if poisoned:
+        poisoned = False
+        if cursor is not None and cursor > now + MATCH_TS_MAX_SKEW_S:
             # Written by a build that did not check timestamps: followed, it would hide every later fill.
             self.edge.refused(BadInput.FUTURE_TIMESTAMP.value, f"durable cursor {cursor - now:.0f}s in the future")
-            cursor = None
+            cursor, poisoned = None, True
         # Never less than a signal's age back: fills a killed process had admitted but not yet decided are read again.
         start = min(cursor, now - self.cfg.copy.max_signal_age_s) if cursor is not None \
             else now - self.cfg.copy.max_signal_age_s
@@ -170,7 +183,7 @@ class GapFiller:
         found, newest, page_cursor = 0, cursor or (start if poisoned else 0.0), ""
         wallet = self.cfg.copy.source_wallet.lower()
         for _ in range(50):
-            params = {"user": self.cfg.copy.source_wallet, "taker_only": "false",
+            params: dict[str, str | int] = {"user": self.cfg.copy.source_wallet, "taker_only": "false",
                       "limit": self.cfg.feeds.gap_fill_page_limit, "_": self.clock.now_ns()}
             if page_cursor:
                 params["cursor"] = page_cursor

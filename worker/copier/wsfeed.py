@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import websocket
 
 from copier.alerts import EdgeErrors
 from copier.errors import MalformedMessage, TemporaryError
+
+if TYPE_CHECKING:
+    from copier.clock import Clock
+    from copier.config import Config
+    from copier.ports import Alerts, Metrics, Stopping
 
 log = logging.getLogger("copier.wsfeed")
 SOCKET_ERRORS = (OSError, websocket.WebSocketException, TemporaryError)
@@ -26,7 +33,8 @@ DATA_OPCODES = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
 class ReconnectingFeed:
     name = ""
 
-    def __init__(self, cfg, *, clock, metrics, rng: random.Random | None = None, alerts=None):
+    def __init__(self, cfg: Config, *, clock: Clock, metrics: Metrics | None, rng: random.Random | None = None,
+                 alerts: Alerts | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
         self.metrics = metrics
@@ -41,7 +49,7 @@ class ReconnectingFeed:
     def malformed(self) -> int:
         return self.edge.refusals
 
-    def _session(self, stopping) -> None:
+    def _session(self, stopping: Stopping) -> None:
         """One connection, until it drops, goes silent or `stopping` is set."""
         raise NotImplementedError
 
@@ -49,7 +57,7 @@ class ReconnectingFeed:
         """Reset what only holds while connected."""
         self.connected = False
 
-    def run(self, stopping) -> None:
+    def run(self, stopping: Stopping) -> None:
         attempt = 0
         while not stopping.is_set():
             try:
@@ -70,7 +78,7 @@ class ReconnectingFeed:
             backoff = min(feeds.backoff_max_s, feeds.backoff_initial_s * 2 ** (attempt - 1))
             stopping.wait(backoff * (0.5 + self.rng.random() / 2))
 
-    def _guarded(self, handle, *args) -> None:
+    def _guarded(self, handle: Callable[..., None], *args: Any) -> None:
         """Run one message's handler under the edge's policy: refused or failed, the next message still comes."""
         try:
             handle(*args)
@@ -91,7 +99,7 @@ class ReconnectingFeed:
         """Whether a message shows the feed is alive: keepalive answers do not (a stalled feed still answers them)."""
         return data.strip() not in KEEPALIVE_ANSWERS
 
-    def _recv(self, ws) -> bytes | None:
+    def _recv(self, ws: websocket.WebSocket) -> bytes | None:
         """The next data message as raw bytes, or None when the socket closed or carried no data for the data
         watchdog."""
         while True:
@@ -112,14 +120,14 @@ class ReconnectingFeed:
                 log.warning("%s: no data for %.0fs, reconnecting", self.name, self.cfg.feeds.data_watchdog_s)
                 return None
 
-    def _disconnect(self, ws) -> None:
+    def _disconnect(self, ws: websocket.WebSocket) -> None:
         self._ws = None
         try:
             ws.close()
         except SOCKET_ERRORS:
             pass
 
-    def _keepalive(self, ws, message) -> None:
+    def _keepalive(self, ws: websocket.WebSocket, message: Callable[[], str | bytes]) -> None:
         """Send `message()` every ping interval until the socket fails (the greenlet is killed with the session)."""
         while True:
             gevent.sleep(self.cfg.feeds.ping_interval_s)
@@ -130,7 +138,7 @@ class ReconnectingFeed:
             except Exception as exc:
                 self.edge.failed("keepalive", exc)
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, object]:
         return {"name": self.name, "connected": self.connected, "reconnects": self.reconnects}
 
     def close(self) -> None:

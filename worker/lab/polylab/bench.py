@@ -45,9 +45,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from polylab.harness import SIM_PRIVATE_KEY, SimProcess, copier_config, eventually, start_copier, write_config, \
-    write_env_file
 from copier.report import percentile
+from polylab.harness import (
+    SIM_PRIVATE_KEY,
+    SimProcess,
+    copier_config,
+    eventually,
+    start_copier,
+    write_config,
+    write_env_file,
+)
 from polylab.soak import derive_creds
 
 WORKDIR = Path("var/bench")
@@ -154,7 +161,7 @@ class Driver:
     def _post(self, key: tuple[str, str]) -> tuple[float, dict]:
         conn = getattr(self.local, "conn", None)
         if conn is None:
-            conn = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+            conn = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)  # type: ignore[arg-type]  # the simulator's URL names its host
         body = json.dumps({"asset": key[0], "outcome": key[1], "side": "BUY", "size": 5.0, "role": "taker"})
         at = time.time()
         try:
@@ -344,7 +351,7 @@ def _chunks(items: list, n: int = 500):
 
 def _ground_truth_rx(phase: Phase) -> dict[str, float]:
     """order hash -> when the simulator's handler received the POST (epoch s)."""
-    out = {}
+    out: dict[str, float] = {}
     path = phase.sim.ground_truth
     if path.exists():
         for line in path.read_text().splitlines():
@@ -367,7 +374,7 @@ def analyse(phase: Phase, shots: list[Shot], expected: dict[str, int], t0: float
                 from fills f join intents i on i.intent_id = f.intent_id
                 left join orders o on o.intent_id = f.intent_id
                 where f.tx_hash in ({marks})""", chunk).fetchall()
-        first_seen = {}
+        first_seen: dict[str, tuple[int, str]] = {}
         for key, recv_ns, feed in db.execute(
                 "select dedupe_key, recv_ns, feed from sightings where first = 1 and recv_ns >= ?",
                 (int(t0 * 1e9),)):
@@ -379,7 +386,10 @@ def analyse(phase: Phase, shots: list[Shot], expected: dict[str, int], t0: float
     rx = _ground_truth_rx(phase)
     by_tx: dict[str, int] = {}
     intents: dict[str, dict] = {}
-    all_ms, wait_ms, proc_ms, skips = [], [], [], {}
+    all_ms: list[float] = []
+    wait_ms: list[float] = []
+    proc_ms: list[float] = []
+    skips: dict[str, int] = {}
     for tx, recv_ns, iid, kind, decision, reason, decided_at, cid, outcome, submit_ns, order_hash, status in rows:
         by_tx[tx] = by_tx.get(tx, 0) + 1
         recv_ns = min(recv_ns, first_seen.get(tx, (recv_ns,))[0])
@@ -436,7 +446,7 @@ def analyse(phase: Phase, shots: list[Shot], expected: dict[str, int], t0: float
         {g: dist(timings.get(f"{g}_ms", [])) for g in GC_ROWS}
     # sqlite before the POST: the decision and the signed order (the POSTING mark is written once the request is out)
     pre_post = [a + b for a, b in zip(timings.get("stage.persist_decision_ms", []),
-                                      timings.get("stage.persist_ms", []))]
+                                      timings.get("stage.persist_ms", []), strict=False)]
     # The ingest -> pipeline wait by thirds of the run: a queue that grows makes the later thirds wait longer.
     waits = sorted(timed.get("stage.queue_ms", []))
     k = max(1, len(waits) // 3)

@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 KEY = "0x" + "42" * 32
 PRICE, SIZE = 0.55, 10.0
@@ -63,6 +63,7 @@ def bench_unified(n: int, warmup: int, polysim_python: str) -> dict:
 
     proc = subprocess.Popen([polysim_python, "-m", "polysim.cli", "serve", "--speed", "1", "--seed", "3",
                              "--no-background"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None     # stdout=PIPE
     try:
         urls = json.loads(proc.stdout.readline())
         env = create_environment(name="polysim", config=dataclasses.replace(
@@ -75,8 +76,10 @@ def bench_unified(n: int, warmup: int, polysim_python: str) -> dict:
             return client.create_limit_order(asset_id=token, price=str(PRICE), size=str(SIZE), side="BUY")
 
         full()                                      # fills the SDK's market metadata cache (tick, neg risk, fees)
-        from polymarket._internal.actions.orders.limit import prepare_limit_order_draft_sync
-        from polymarket._internal.actions.orders.limit import validate_limit_order_params
+        from polymarket._internal.actions.orders.limit import (
+            prepare_limit_order_draft_sync,
+            validate_limit_order_params,
+        )
         draft = prepare_limit_order_draft_sync(client._ctx, validate_limit_order_params(
             asset_id=token, token_id=None, price=str(PRICE), size=str(SIZE), side="BUY", post_only=False,
             expiration=None, builder_code=None))

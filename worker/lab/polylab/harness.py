@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -34,6 +35,7 @@ class SimProcess:
                 "--background" if background else "--no-background", *extra_args]
         self.window_s = 900.0 / speed
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, cwd=self.workdir)
+        assert self.proc.stdout is not None     # stdout=PIPE
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"polysim exited before printing its URLs; see {self.workdir / 'polysim.log'}")
@@ -89,7 +91,7 @@ class SimProcess:
 def copier_config(urls: dict, store_path: Path, *, dry_run: bool = True, source_wallet: str = DEFAULT_SOURCE,
                   statsd_port: int = 8125, speed: float = 1.0, overrides: dict | None = None) -> dict:
     """A copier config pointed at a simulator running at `speed` (its windows last 900/speed s)."""
-    cfg = {
+    cfg: dict[str, Any] = {
         "copy": {"source_wallet": source_wallet, "coalesce_ms": 300, "max_hold_ms": 2000},
         "sizing": {"mode": "capped_proportional", "size_multiplier": 1.0, "min_order_notional_usd": 1.0,
                    "max_notional_per_order_usd": 25.0, "max_notional_per_market_usd": 150.0,

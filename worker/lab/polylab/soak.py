@@ -20,11 +20,20 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from polylab.harness import (SIM_PRIVATE_KEY, SimProcess, copier_config, copier_cmd, eventually, run_copier,
-                            write_config, write_env_file)
+from polylab.harness import (
+    SIM_PRIVATE_KEY,
+    SimProcess,
+    copier_cmd,
+    copier_config,
+    eventually,
+    run_copier,
+    write_config,
+    write_env_file,
+)
 
 WORKDIR = Path("var/soak")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -226,7 +235,8 @@ def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random
         sim.faults(clob_garbage={"count": rng.randint(1, 3)})
 
 
-def ground_truth_verdict(events: list[dict], db_path: Path, downtime: list[tuple[float, float, str]] = ()) -> dict:
+def ground_truth_verdict(events: list[dict], db_path: Path,
+                         downtime: Sequence[tuple[float, float, str]] = ()) -> dict:
     """Independent of the copier's own accounting: what the venue saw versus what the source did.
 
     Source fills are matched to the store per (tx hash, token, side): feeds may split or merge one transaction's
@@ -290,7 +300,7 @@ STORE_ANSWERED = {"LIVE", "MATCHED", "DELAYED", "UNMATCHED", "CANCELED"}
 
 
 def _miss_cause(tx: str, match_time: float, sighted: dict[str, set[str]],
-                downtime: list[tuple[float, float, str]]) -> str:
+                downtime: Sequence[tuple[float, float, str]]) -> str:
     feeds = sighted.get(tx)
     if feeds:
         return f"sighted on {', '.join(sorted(feeds))} but never decided"
@@ -330,7 +340,8 @@ def compressed(duration: float, seed: int) -> int:
                    "risk": {"breaker_max_error_rate": 1.0, "breaker_max_p95_ms": 60000.0}}))
     sup = Supervisor(WORKDIR, config, env)
     chaos = Chaos(rng, duration)
-    stop, sent = threading.Event(), []
+    stop = threading.Event()
+    sent: list[dict] = []
     start = time.time()
     streamer = threading.Thread(target=source_stream, args=(sim, random.Random(seed + 1), stop, sent), daemon=True)
     time.sleep(5)

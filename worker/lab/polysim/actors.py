@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from polysim.book import UNIT, units
 from polysim.events import Hub, Match, SimMarket, WalletFill

@@ -33,6 +33,7 @@ TARGET_POSTS, TARGET_FRAMES = 500, 200
 def _serve(*args: str) -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen([sys.executable, "-m", "polysim.cli", "serve", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None     # stdout=PIPE
     return proc, json.loads(proc.stdout.readline())
 
 
@@ -44,16 +45,15 @@ def _stop(proc: subprocess.Popen) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _pct(values: list[float], q: float) -> float:
+def _pct(values: list[float], q: int) -> float:
     return round(statistics.quantiles(values, n=100)[q - 1], 2) if len(values) > 1 else (values[0] if values else 0)
 
 
 def _signed_orders(urls: dict, n: int):
+    import httpx
     from py_clob_client_v2.client import ClobClient
     from py_clob_client_v2.clob_types import CreateOrderOptions, OrderArgsV2
     from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
-
-    import httpx
     client = ClobClient(urls["clob"], chain_id=137, key=KEY)
     client.set_api_creds(client.create_or_derive_api_key())
     now = time.time()
@@ -78,7 +78,9 @@ async def _post_orders(urls: dict, client, bodies: list[str], seconds: float, co
     from py_clob_client_v2.clob_types import RequestArgs
     from py_clob_client_v2.headers.headers import create_level_2_headers
 
-    latencies, statuses, errors = [], {}, 0
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    errors = 0
     queue = list(reversed(bodies))
     end = time.monotonic() + seconds
 
@@ -93,7 +95,7 @@ async def _post_orders(urls: dict, client, bodies: list[str], seconds: float, co
                 async with session.post(f"{urls['clob']}/order", data=body, headers={
                         **headers, "Content-Type": "application/json"}) as r:
                     doc = await r.json()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 errors += 1
                 continue
             latencies.append((time.perf_counter() - t) * 1000)
@@ -123,7 +125,7 @@ async def _rtds_clients(url: str, clients: int, seconds: float) -> dict:
                     next_ping = time.monotonic() + 5
                 try:
                     msg = await ws.receive(timeout=max(0.01, end - time.monotonic()))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if msg.type == aiohttp.WSMsgType.TEXT and msg.data.startswith("{"):
                     counts[i] += 1

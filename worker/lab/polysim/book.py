@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 UNIT = 1_000_000
 

@@ -15,8 +15,8 @@ import json
 import math
 import random
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 from polysim import scenario as scenarios
 from polysim.actors import BackgroundTraders

@@ -35,8 +35,8 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from functools import cached_property
 from fractions import Fraction
+from functools import cached_property, partial
 
 from aiohttp import WSMsgType, web
 from eth_abi import encode
@@ -420,7 +420,7 @@ class Chain:
                 self.counters["dropped_txs"] += 1
                 continue
             self.pool.append((now, s))
-            Hub.later(0.05, lambda s=s: self._announce(s))
+            Hub.later(0.05, partial(self._announce, s))
         return orphaned
 
     def _publish_logs(self, logs: list[dict]) -> None:

@@ -28,7 +28,7 @@ async def serve(args) -> None:
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port_base + n if args.port_base else 0)
         await site.start()
-        ports[name] = site._server.sockets[0].getsockname()[1]
+        ports[name] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # a started site's server
         runners.append(runner)
     h = args.host
     print(json.dumps({"clob": f"http://{h}:{ports['clob']}", "gamma": f"http://{h}:{ports['gamma']}",

@@ -15,8 +15,8 @@ import json
 import os
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aiohttp import web
 
@@ -381,7 +381,7 @@ class ClobApi:
     def _compact(self, m: SimMarket) -> dict:
         """GET /clob-markets/{condition_id}: the compact parameters the SDK caches (mts, nr, fd)."""
         doc = {"c": m.condition_id, "gst": None, "r": {},
-               "t": [{"t": t, "o": o} for t, o in zip(m.token_ids, m.outcomes)], "mos": m.min_size,
+               "t": [{"t": t, "o": o} for t, o in zip(m.token_ids, m.outcomes, strict=True)], "mos": m.min_size,
                "mts": m.tick_size, "mbf": m.base_fee_bps, "tbf": m.base_fee_bps, "rfqe": False,
                "ibce": False, "fd": {"r": m.fee_rate, "e": m.fee_exponent, "to": True}, "oas": 0,
                "ao": self.ex.accepting(m, self.now()), "sd": m.seconds_delay}
@@ -409,8 +409,8 @@ class ClobApi:
                 "notifications_enabled": True, "neg_risk": m.neg_risk, "neg_risk_market_id": "",
                 "neg_risk_request_id": "", "icon": "", "image": "",
                 "rewards": {"rates": None, "min_size": 0, "max_spread": 0}, "is_50_50_outcome": False,
-                "tokens": [{"token_id": t, "outcome": o, "price": ltp[i],
-                            "winner": m.winner == i} for i, (t, o) in enumerate(zip(m.token_ids, m.outcomes))],
+                "tokens": [{"token_id": t, "outcome": o, "price": ltp[i], "winner": m.winner == i}
+                           for i, (t, o) in enumerate(zip(m.token_ids, m.outcomes, strict=True))],
                 "tags": ["Crypto", "Up or Down", "15M"]}
 
     async def market(self, request):
@@ -451,7 +451,7 @@ class ClobApi:
             doc = json.loads(body)
         except ValueError:
             return [{}]
-        out = []
+        out: list[dict] = []
         for d in (doc if isinstance(doc, list) else [doc]):
             order = d.get("order") if isinstance(d, dict) else None
             if not isinstance(order, dict):
@@ -489,7 +489,8 @@ class ClobApi:
         self.counters["order_posts"] += 1
         key = self._gate(received, placing=True) or self._l2(request, body)
         if isinstance(key, web.Response):
-            error = json.loads(key.text) if key.content_type == "application/json" else {}
+            json_text = key.text if key.content_type == "application/json" else None
+            error = json.loads(json_text) if json_text is not None else {}
             for info in self._peek(body):
                 self._record(Outcome(error, key.status), "", received, None, batch, info)
         return received, body, key
@@ -532,6 +533,7 @@ class ClobApi:
                                    "makingAmount": "", "status": "", "success": True} for o in outs])
 
     async def _one(self, doc: dict, key: dict, received: float, *, batch: bool) -> Outcome:
+        order: Order | None
         try:
             out, order = await self._place(doc, key, received)
         except Refused as r:

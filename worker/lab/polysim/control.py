@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class Control:
-    def __init__(self, sim: "Sim"):
+    def __init__(self, sim: Sim):
         self.sim = sim
 
     async def source_fill(self, request: web.Request) -> web.Response:
@@ -39,8 +39,9 @@ class Control:
              "size": round(f.size, 6), "price": round(f.price, 6), "timestamp": int(match.match_time), "slug": m.slug,
              "event_slug": m.event_slug, "title": m.title, "outcome": f.outcome, "outcome_index": f.outcome_index,
              "transaction_hash": match.tx_hash, "role": f.role} for f in match.fills() if f.wallet == wallet]
-        return web.json_response({"tx_hash": match.tx_hash if fills else None, "condition_id": m.condition_id,
-                                  "token_id": token, "slug": m.slug, "fills": fills,
+        tx_hash = match.tx_hash if match is not None and fills else None
+        return web.json_response({"tx_hash": tx_hash, "condition_id": m.condition_id, "token_id": token,
+                                  "slug": m.slug, "fills": fills,
                                   "match_time": match.match_time if match else self.sim.now()})
 
     async def faults(self, request: web.Request) -> web.Response:

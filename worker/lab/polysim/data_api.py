@@ -15,8 +15,8 @@ import random
 import re
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aiohttp import web
 
@@ -119,7 +119,8 @@ class DataApi:
         source = self.by_wallet.get(user.lower(), ()) if user else self.recent
         out = []
         for r in reversed(source):
-            if r.match_time > cutoff or (taker_only and r.role != "taker") or (markets and r.condition_id not in markets):
+            if (r.match_time > cutoff or (taker_only and r.role != "taker")
+                    or (markets and r.condition_id not in markets)):
                 continue
             if side and r.side != side:
                 continue
@@ -387,7 +388,8 @@ class DataApi:
                                  headers={"Cache-Control": f"public, max-age={int(max_age)}",
                                           "Age": str(int(now - hit[0])), "X-Cache": "Hit from cloudfront"})
         resp = await handler(request)
-        if max_age > 0 and resp.status == 200 and isinstance(resp, web.Response) and resp.body is not None:
+        if max_age > 0 and resp.status == 200 and isinstance(resp, web.Response) \
+                and isinstance(resp.body, bytes | bytearray):
             self._cache[key] = (now, resp.status, bytes(resp.body))
             resp.headers["Cache-Control"] = f"public, max-age={int(max_age)}"
             resp.headers["X-Cache"] = "Miss from cloudfront"

@@ -16,8 +16,20 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from polysim.book import UNIT, Book, units
-from polysim.events import (BOOK, MARKET_CREATED, MARKET_STATE, MATCH, ORDER, TICK_SIZE, BookUpdate, Hub, Match,
-                            OrderUpdate, SimMarket, WalletFill)
+from polysim.events import (
+    BOOK,
+    MARKET_CREATED,
+    MARKET_STATE,
+    MATCH,
+    ORDER,
+    TICK_SIZE,
+    BookUpdate,
+    Hub,
+    Match,
+    OrderUpdate,
+    SimMarket,
+    WalletFill,
+)
 from polysim.oracle import Oracle
 from polysim.scenario import Scenario
 from polysim.truth import GroundTruth

@@ -6,7 +6,7 @@ What each kind does is listed in scenario.FAULT_KINDS; the surfaces ask `take(ki
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from polysim.scenario import FaultStep
 

@@ -10,8 +10,8 @@ Everything arrives `market_ws_delay_s` after it happened, in order.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from aiohttp import web
 
@@ -198,6 +198,7 @@ class MarketWs:
                                  "rebate_rate": "0.2"}}
 
     def _resolved(self, m: SimMarket) -> None:
+        assert m.winner is not None             # called for a resolved market only
         self._custom({"id": m.market_id, "question": m.title, "market": m.condition_id, "slug": m.slug,
                       "description": description(m), "assets_ids": list(m.token_ids), "outcomes": list(m.outcomes),
                       "winning_asset_id": m.token_ids[m.winner], "winning_outcome": m.outcomes[m.winner],

@@ -12,9 +12,10 @@ import base64
 import json
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable
+from functools import partial
 
 from aiohttp import web
 
@@ -127,7 +128,7 @@ class Rtds:
         self._lanes["orders_matched"].later(now, self._lag - lead, lambda: self._deliver("orders_matched", taker))
         rows = [taker] + [self._payload(match, f) for f in match.makers]
         for p in rows:
-            self._lanes["trades"].later(now, self._lag, lambda p=p: self._deliver("trades", p))
+            self._lanes["trades"].later(now, self._lag, partial(self._deliver, "trades", p))
 
     def _deliver(self, kind: str, payload: dict) -> None:
         now = self.now()

@@ -31,7 +31,7 @@ says otherwise; `speed` shortens the 15-minute market window to 900/speed second
       balance: 10000                 # pUSD every new API wallet starts with
       heartbeat_timeout_s: 15        # open orders are cancelled this long after the last heartbeat (10 s + buffer)
     feeds:
-      rtds_delay_s: 2.1              # match -> RTDS `trades` (median); `orders_matched` lead by rtds_orders_matched_lead_s
+      rtds_delay_s: 2.1              # match -> RTDS `trades` (median); `orders_matched` lead: the next key
       rtds_orders_matched_lead_s: 0.2
       rtds_idle_stall_s: 360         # a connection that sent no PING for this long silently stops receiving
       rtds_unlabeled_p: 0            # share of rows with outcomeIndex 999 (the real feed's sentinel)
@@ -268,7 +268,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ScenarioError(f"{path}: expected {len(args)} values, got {len(value)}")
-        out = tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        out = tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
         if len(out) == 2 and out[0] > out[1]:
             raise ScenarioError(f"{path}: the range {list(out)} is reversed")
         return out

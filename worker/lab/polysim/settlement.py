@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from polysim.events import MATCH, TRADE, Hub, Match, TradeStatus
 from polysim.exchange import Exchange, fmt

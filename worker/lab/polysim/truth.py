@@ -13,7 +13,7 @@ Every line also has `kind` and `ts` (epoch seconds when written).
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 
 class GroundTruth:

@@ -7,8 +7,8 @@ all). Events: `order` (PLACEMENT when an order rests, UPDATE when a resting orde
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aiohttp import web
 

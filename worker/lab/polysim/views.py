@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from polysim.book import UNIT
 from polysim.exchange import Exchange, fmt
@@ -16,7 +16,7 @@ _NOUN = ("Tenement", "Wick", "Harbor", "Lantern", "Meadow", "Orchard", "Pylon", 
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def profile(wallet: str) -> dict:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from aiohttp import WSMsgType, web
 
@@ -89,8 +90,8 @@ async def close_all(conns) -> None:
         await c.shutdown()
 
 
-async def session(request: web.Request, on_open: Callable[[Conn], T], on_text: Callable[[T, str], bool],
-                  on_close: Callable[[T], None]) -> web.WebSocketResponse:
+async def session(request: web.Request, on_open: Callable[[Conn], T], on_text: Callable[[T, str], bool | None],
+                  on_close: Callable[[T], object]) -> web.WebSocketResponse:
     """One websocket connection: on_open makes the per-connection state, on_text handles each text frame
     (returning False ends the session with 1008, e.g. bad credentials), on_close forgets the state."""
     ws = web.WebSocketResponse(heartbeat=None, max_msg_size=1 << 20)
