@@ -15,6 +15,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
+
 from copier.clock import LiveClock
 from copier.config import parse_config
 from copier.probe import (
@@ -30,12 +37,6 @@ from copier.probe import (
     public_url,
     run_probe,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from hypothesis import given
-from hypothesis import strategies as st
 
 PAYLOADS = Path(__file__).parents[1] / "payloads" / "polymarket"
 RECORDED = (PAYLOADS / "geoblock_response.json").read_bytes()

@@ -6,6 +6,9 @@ import os
 import stat
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from copier.clock import FakeClock
 from copier.config import TelemetryConfig
 from copier.metrics import NullMetrics
@@ -18,8 +21,6 @@ from copier.timesync import (
     parse_tracking,
     read_tracking,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 # `chronyc -c -n -h 127.0.0.1 tracking` as the copier user on the lab host (chrony 4.3, no reachable source).
 UNSYNCHRONISED = ("00000000,,0,0.000000000,0.000000000,0.000000000,0.000000000,0.000,0.000,0.000,1.000000000,"
