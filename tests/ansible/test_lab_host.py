@@ -417,12 +417,16 @@ def test_metrics_sink_listens_on_localhost_and_serves_copier_metrics(shell):
     fetch = ("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:19999/api/v1/allmetrics"
              "?format=prometheus&help=no&types=no').read().decode())")
 
+    def decide_lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if 'chart="copier.stages"' in line and 'dimension="decide"' in line]
+
     def metrics():
+        # The chart exists as soon as the copier sends any stage time: wait for the fed timer's own dimension.
         text = shell.out(f"python3 -c {shlex.quote(fetch)}")
-        return text if 'chart="copier.stages"' in text and 'chart="copier.clock_trust"' in text else None
+        return text if decide_lines(text) and 'chart="copier.clock_trust"' in text else None
     text = eventually(metrics, timeout=30, interval=2, what="copier charts in the Prometheus output")
-    decide = [line for line in text.splitlines() if 'chart="copier.stages"' in line and 'dimension="decide"' in line]
-    assert decide and float(decide[0].split()[-2]) > 0, decide
+    decide = decide_lines(text)
+    assert float(decide[0].split()[-2]) > 0, decide
     # The running copier's own gauges arrive too: its clock is untrusted and new orders are refused.
     trust = {line.split('dimension="')[1].split('"')[0]: float(line.split()[-2]) for line in text.splitlines()
              if 'chart="copier.clock_trust"' in line}
