@@ -108,3 +108,34 @@ def test_refusals_are_counted_by_reason(store):
     store.record_decision([f], decide(ExposureBook(), b, market(), T0, Config()), f.recv_ns)
     rep = build_report(store, Config())
     assert rep["refusals"] == {"no_position": 1} and rep["eligible_fills"] == 0
+
+
+def test_copied_means_filled_partial_fills_by_their_fraction_and_no_liquidity_stays_in_the_denominator(store):
+    from dataclasses import replace
+
+    from copier.decision import refuse
+    # Arrange: one intent filled 40% then completed by a remainder order, one killed, one refused for no liquidity.
+    full = _record(store, [fill(1, size=20, t=T0)], "leading", 2.0)
+    store.update_order(full.intent_id, 1, filled_size=8.0, avg_price=0.51)
+    child = replace(full, intent_id=full.intent_id + "-r1", size=12.0, kind="remainder", parent_id=full.intent_id)
+    assert store.record_remainder(child, 1, 2)
+    store.record_signed(child.intent_id, "0xchild", "{}", 3)
+    store.update_order(child.intent_id, 4, status="MATCHED", submit_ns=5, filled_size=12.0, avg_price=0.52)
+    killed = _record(store, [fill(2, size=10, t=T0 + 30, asset="2222", outcome="Down")], "leading", 2.0,
+                     status="KILLED")
+    store.update_order(killed.intent_id, 1, filled_size=0.0, avg_price=0.0)
+    f3 = fill(3, size=10, t=T0 + 60)
+    b3 = Batch(f3.condition_id, f3.outcome, f3.asset, (f3,), "leading", T0 + 60)
+    store.record_decision([f3], refuse(b3, ("no_liquidity_within_budget", "thin"), T0 + 60, size=10.0,
+                                       source_price=0.5), 6)
+    # Act
+    rep = build_report(store, Config())
+    # Assert: 20 of 40 intended shares filled, all at the source's price 0.5
+    assert rep["eligible_intents"] == 3 and rep["intended_usd"] == 20.0 and rep["filled_usd"] == 10.0
+    assert rep["filled_pct"] == 50.0 == rep["copied_pct"]
+    assert (rep["orders_sent"], rep["orders_killed"], rep["orders_partial"], rep["remainder_orders"]) == (3, 1, 1, 1)
+    # BUY slippage: (8 x 0.51 + 12 x 0.52) / 20 = 0.516 against 0.5 = +320 bps (worse)
+    assert rep["slippage_bps"]["BUY"]["p50"] == pytest.approx(320.0)
+    assert rep["copied_fills"] == 1.0 and rep["eligible_fills"] == 3
+    assert "filled_below_90pct" in rep["acceptance"]["failures"]
+    assert "copied (filled)     50.0% of the intended notional" in render_text(rep)

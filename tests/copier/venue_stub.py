@@ -27,8 +27,9 @@ def order_hash(body: str) -> str:
 class ScriptedClob:
     def __init__(self, post_script=(), lookups=(), trades=()):
         """post_script: per POST, (HTTP status line, JSON answer or None for the venue's truthful answer, how):
-        how = "take" (the venue executes it; default for a 200), "take_then_hang" (executes it, the answer never
-        comes in time), "hang" (never reaches the engine), "" (refused, nothing executed).
+        how = "take" (the venue executes it; default for a 200), a fraction (it matches that part, the rest is
+        killed), "take_then_hang" (executes it, the answer never comes in time), "hang" (never reaches the engine),
+        "" (refused, nothing executed).
         lookups / trades: one answer kind (ANSWERS) per GET /data/order and GET /data/trades; "truth" once spent."""
         self.post_script = list(post_script)
         self.lookup_script = list(lookups)
@@ -41,15 +42,18 @@ class ScriptedClob:
         self.funds_answer = ("200 OK", {"balance": "0", "allowances": {}})
 
     # ---- the venue's truth -------------------------------------------------------------------------------
-    def _execute(self, body: str) -> dict:
+    def _execute(self, body: str, fraction: float = 1.0) -> dict:
+        """The venue matches `fraction` of the order at its limit (a FAK: the rest is killed)."""
         order = json.loads(body)["order"]
         shares, usd = (int(order["takerAmount"]), int(order["makerAmount"])) if order["side"] == "BUY" else \
             (int(order["makerAmount"]), int(order["takerAmount"]))
+        shares, usd = round(shares * fraction / 10_000) * 10_000, round(usd * fraction / 10_000) * 10_000
         record = {"id": order_hash(body), "status": "MATCHED", "size_matched": str(shares / 1e6),
                   "price": str(round(usd / shares, 6)), "side": order["side"], "original_size": str(shares / 1e6)}
         self.orders[record["id"]] = record
-        return {"success": True, "status": "matched", "orderID": record["id"], "makingAmount": order["makerAmount"],
-                "takingAmount": order["takerAmount"], "errorMsg": "", "tradeIDs": ["t-" + record["id"][-8:]]}
+        making, taking = (usd, shares) if order["side"] == "BUY" else (shares, usd)
+        return {"success": True, "status": "matched", "orderID": record["id"], "makingAmount": str(making),
+                "takingAmount": str(taking), "errorMsg": "", "tradeIDs": ["t-" + record["id"][-8:]]}
 
     def truthful_lookup(self, h: str):
         return self.orders.get(h)
@@ -87,7 +91,9 @@ class ScriptedClob:
         h = order_hash(body)
         if h in self.orders:
             return _json(start_response, "400 Bad Request", {"error": f"order {h} is invalid. Duplicated."})
-        if how in ("take", "take_then_hang"):
+        if isinstance(how, float):
+            answer = {**self._execute(body, how), **(answer or {})}
+        elif how in ("take", "take_then_hang"):
             answer = {**self._execute(body), **(answer or {})}
         if how in ("take_then_hang", "hang"):
             gevent.sleep(HANG_S)

@@ -1,6 +1,12 @@
-import pytest
+# The hostile peers (tests/e2e/hostile.py) are gevent servers in this process: the waits between checks must let
+# them run, as the copier's own package makes sure when it is imported.
+from gevent import monkey
 
-from polylab.harness import SimProcess
+monkey.patch_all()
+
+import pytest  # noqa: E402  (after the patch, on purpose)
+
+from polylab.harness import SimProcess  # noqa: E402
 
 SPEED = 6.0         # 150-second market windows: several rotations per session, rarely an expiry mid-test
 

@@ -51,7 +51,7 @@ def test_mempool_leads_rtds_and_logs_confirm_and_a_dead_mempool_loses_nothing(si
 
         def raced(r):
             return (r["detection"]["fills"] >= 6 and _feed(r, "chain.logs")["seen"] >= 6
-                    and _feed(r, "rtds.trades")["seen"] >= 6 and r["copied_fills"] >= 6 and r)
+                    and _feed(r, "rtds.trades")["seen"] >= 6 and r["eligible_fills"] >= 6 and r)
         rep = eventually(lambda: raced(_report(config)), 30, 0.5, "six fills seen on every feed and copied")
         mempool = _feed(rep, "chain.mempool")
         assert mempool["first"] >= 4 and mempool["first_share"] > 0.5            # most fills: the mempool first
@@ -61,10 +61,12 @@ def test_mempool_leads_rtds_and_logs_confirm_and_a_dead_mempool_loses_nothing(si
 
         sim.chain("faults", mempool_silent=True)                                 # connected, but nothing comes
         sent += [sim.source_fill(asset=("btc", "eth")[n % 2], outcome="Up", side="BUY", size=7) for n in range(4)]
-        rep = eventually(lambda: (r := _report(config))["copied_fills"] >= 10 and r, 30, 0.5, "the later copies")
+        rep = eventually(lambda: (r := _report(config))["eligible_fills"] >= 10 and r, 30, 0.5, "the later decisions")
     finally:
         _stop(proc)
-    assert rep["source_fills"] == rep["eligible_fills"] == rep["copied_fills"] == 10 and rep["copied_pct"] == 100.0
+    # Every fill decided into an order (or refused only for want of liquidity: a question of the book, not of
+    # detection); whether each one filled is the book's business (make soak judges that).
+    assert rep["source_fills"] == rep["eligible_fills"] == 10
     others = sum(_feed(rep, f)["first"] for f in ("rtds.trades", "rtds.orders_matched", "chain.logs"))
     assert others >= 4 and rep["orders_per_intent_max"] == 1                  # the silenced fills came anyway
     stored = {tx for (tx,) in sqlite3.connect(tmp_path / "copier.sqlite").execute("select tx_hash from fills")}
@@ -123,14 +125,14 @@ def test_random_reorgs_never_copy_a_fill_twice(tmp_path):
             sent = [sim.source_fill(asset=("btc", "eth")[n % 2], outcome=("Up", "Down")[n // 3 % 2], side="BUY",
                                     size=5 + n % 4) for n in range(16)]
             # Whether the block holding them is among the reorged ones is chance (the reorg test above forces it).
-            rep = eventually(lambda: (r := _report(config))["copied_fills"] >= 16
+            rep = eventually(lambda: (r := _report(config))["eligible_fills"] >= 16
                              and _feed(r, "chain.logs")["seen"] >= 16
                              and r["detection"]["removed"] == r["detection"]["reincluded"]
                              and sim.chain("state")["counters"]["reorgs"] >= reorgs + 2
-                             and r, 40, 0.5, "every fill copied and mined while blocks reorg")
+                             and r, 40, 0.5, "every fill decided and mined while blocks reorg")
         finally:
             _stop(proc)
-        assert rep["source_fills"] == rep["copied_fills"] == 16 and rep["orders_per_intent_max"] == 1
+        assert rep["source_fills"] == rep["eligible_fills"] == 16 and rep["orders_per_intent_max"] == 1
         assert not rep["detection"]["retracted"] and not rep["acceptance"]["failures"].get("duplicate_executions")
         orders = sqlite3.connect(tmp_path / "copier.sqlite").execute("select count(*) from orders").fetchone()[0]
         assert orders == rep["intents"] <= 16 and {f["tx_hash"] for f in sent} == {

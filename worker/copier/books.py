@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import gevent
@@ -57,7 +58,7 @@ class BookCache(ReconnectingFeed):
             if resp.status_code == 200:
                 book = parse_book(resp.content)
                 if book.asset == asset:
-                    self._books[asset] = book
+                    self._books[asset] = replace(book, received_at=self.clock.now())
         except httpx.HTTPError as exc:
             log.warning("book snapshot %s: %s", asset[:12], exc)
         except MalformedMessage as exc:
@@ -96,13 +97,14 @@ class BookCache(ReconnectingFeed):
             self._guarded(self._apply, event)
 
     def _apply(self, event: MarketEvent) -> None:
+        now = self.clock.now()
         if isinstance(event, BookTop):
-            self._books[event.asset] = event
+            self._books[event.asset] = replace(event, received_at=now)
         elif isinstance(event, PriceChange):
             for change in event.changes:
                 book = self._books.get(change.asset)
                 if book is not None:
-                    self._books[book.asset] = apply_price_change(book, change)
+                    self._books[book.asset] = replace(apply_price_change(book, change), received_at=now)
         elif isinstance(event, TickSizeChange):
             log.info("tick size of %s: %g -> %g", event.asset[:12], event.old_tick, event.new_tick)
             if self.on_tick_size is not None:

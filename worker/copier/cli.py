@@ -11,7 +11,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from copier.config import Config, load_config, load_secrets
+from copier.config import Config, load_config, load_secrets, warnings
 from copier.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -91,6 +91,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.command == "check-config":
         load_secrets(cfg, env_file=args.env_file)
+        for line in warnings(cfg):
+            print(f"warning: {line}", file=sys.stderr)
         print(f"config ok: {args.config}")
         return 0
     if args.command == "run":

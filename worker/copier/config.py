@@ -52,6 +52,9 @@ class SizingConfig:
 class ExecutionConfig:
     order_type: str = "marketable_limit"      # marketable_limit (FAK with a price cap)
     max_slippage_bps: int = 120
+    max_slippage_ticks: int = 0               # the budget is the larger of bps and this many ticks (0: bps alone)
+    max_book_age_s: float = 5.0               # an older book is not trusted: the order is priced at the budget's edge
+    max_remainder_orders: int = 1             # after a killed or partly filled FAK: more orders for what is left
     near_expiry_cutoff_seconds: float = 25.0
     dry_run: bool = True
     max_post_attempts: int = 10               # same signed bytes each time; backoff doubles from retry_backoff_s to 1 s
@@ -246,6 +249,9 @@ def _validate(cfg: Config) -> None:
     _require(0 <= s.size_tolerance < 1, "sizing.size_tolerance", "must be in [0, 1)")
     _require(e.order_type == "marketable_limit", "execution.order_type", "only marketable_limit is supported")
     _require(0 <= e.max_slippage_bps <= 5000, "execution.max_slippage_bps", "must be in [0, 5000]")
+    _require(0 <= e.max_slippage_ticks <= 50, "execution.max_slippage_ticks", "must be in [0, 50]")
+    _require(e.max_book_age_s > 0, "execution.max_book_age_s", "must be > 0")
+    _require(0 <= e.max_remainder_orders <= 3, "execution.max_remainder_orders", "must be in [0, 3]")
     _require(e.near_expiry_cutoff_seconds >= 0, "execution.near_expiry_cutoff_seconds", "must be >= 0")
     _require(1 <= e.max_post_attempts <= 20, "execution.max_post_attempts", "must be in [1, 20]")
     _require(e.post_timeout_s > 0, "execution.post_timeout_s", "must be > 0")
@@ -280,6 +286,23 @@ def _validate(cfg: Config) -> None:
     _require(cfg.feeds.confirm_timeout_s > 0, "feeds.confirm_timeout_s", "must be > 0")
     _require(cfg.feeds.reinclude_timeout_s > 0, "feeds.reinclude_timeout_s", "must be > 0")
     _require(bool(cfg.store.path), "store.path", "must not be empty")
+
+
+TYPICAL_TICK = 0.01             # the 15-minute markets' tick over most of their range (0.001 only near 0 and 1)
+
+
+def warnings(cfg: Config) -> list[str]:
+    """What a valid configuration implies that an operator may not expect: one line each, no refusal."""
+    e = cfg.execution
+    out = []
+    one_tick_bps = TYPICAL_TICK / 0.5 * 10_000          # one tick at the middle of the price range
+    if e.max_slippage_bps < one_tick_bps and e.max_slippage_ticks < 1:
+        below = min(1.0, TYPICAL_TICK * 10_000 / e.max_slippage_bps) if e.max_slippage_bps else 1.0
+        out.append(f"execution.max_slippage_bps {e.max_slippage_bps} is less than one {TYPICAL_TICK:g} tick at any "
+                   f"price below {below:.2f}: there a BUY never pays more than the source did, and once the level "
+                   f"the source took is gone the order is refused or killed; execution.max_slippage_ticks 1 allows "
+                   f"one tick whatever the price")
+    return out
 
 
 def parse_config(data: object) -> Config:

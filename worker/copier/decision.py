@@ -1,19 +1,26 @@
-"""Decision: (exposure, batch, market, now, config) -> OrderIntent | Skip | Hold. Pure: no I/O, no clock reads.
+"""Decision: (exposure, batch, market, book, now, config) -> OrderIntent | Skip | Hold. Pure: no I/O, no clock reads.
 
-Sizing turns the source's net size into ours and prices it; the checks in risk.py refuse the batch or shrink the
-order (capped modes). Every refusal is a Skip with a machine-readable reason, never an exception. A reducing batch
-whose shares are still being bought by our own orders in flight is a Hold: decided again once they settle.
+Sizing turns the source's net size into ours; the checks in risk.py refuse the batch or shrink the order (capped
+modes). Pricing reads the book the copier already follows: the order's limit is the price that fills its size on
+the current book, never beyond the budget around the source's price (`execution.max_slippage_bps`, or
+`max_slippage_ticks` when larger); when the book cannot fill the minimum within the budget the batch is refused
+(`no_liquidity_within_budget`) instead of sending a FAK that would be killed; a book older than
+`execution.max_book_age_s` is not trusted and the order is priced at the budget's edge. Every refusal is a Skip with
+a machine-readable reason, never an exception. A reducing batch whose shares are still being bought by our own
+orders in flight is a Hold: decided again once they settle. `remainder` prices one more order for what a killed or
+partly filled FAK left, by the same rules.
 """
 from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import replace
 
 from copier.config import Config
 from copier.exposure import ExposureBook
 from copier.fees import worst_fee_per_share
-from copier.risk import EPS, cap_rooms, signal_refusal, size_refusal
-from copier.types import Batch, Hold, MarketMeta, OrderIntent, Side, Skip
+from copier.risk import EPS, cap_rooms, signal_refusal, size_refusal, timing_refusal
+from copier.types import Batch, BookTop, Hold, MarketMeta, OrderIntent, Side, Skip
 
 SIZE_DECIMALS = 2
 
@@ -35,29 +42,50 @@ def floor_size(size: float) -> float:
     return math.floor(size * q + 1e-9) / q
 
 
-def price_cap(side: Side, source_price: float, tick: float, slippage_bps: int) -> float | None:
-    """Worst price we accept: through the source's price by at most the slippage budget, aligned to the tick inward,
-    inside the venue's range [tick, 1 - tick]. None when no tick price lies within the budget (a tick coarser than
-    the budget near 0 or 1): the batch is refused, never priced beyond the budget."""
+def price_cap(side: Side, source_price: float, tick: float, slippage_bps: int, slippage_ticks: int = 0) -> float | None:
+    """Worst price we accept: through the source's price by at most the budget (the larger of `slippage_bps` and
+    `slippage_ticks` ticks), aligned to the tick inward, inside the venue's range [tick, 1 - tick]. None when no tick
+    price lies within the budget (a tick coarser than the budget near 0 or 1): refused, never priced beyond it."""
     lowest, highest = tick, round(1 - tick, 6)
+    room = max(source_price * slippage_bps / 10_000, slippage_ticks * tick)
     if side is Side.BUY:
-        cap = min(round_to_tick(source_price * (1 + slippage_bps / 10_000), tick, up=False), highest)
+        cap = min(round_to_tick(source_price + room, tick, up=False), highest)
         return cap if cap >= lowest - EPS else None
-    cap = max(round_to_tick(source_price * (1 - slippage_bps / 10_000), tick, up=True), lowest)
+    cap = max(round_to_tick(source_price - room, tick, up=True), lowest)
     return cap if cap <= highest + EPS else None
 
 
-def refuse(batch: Batch, refusal: tuple[str, str], now: float, size: float = 0.0, notional: float = 0.0) -> Skip:
-    """The batch's recorded refusal: a reason code and a line saying why."""
+def book_price(side: Side, size: float, cap: float, book: BookTop | None, now: float,
+               max_age_s: float) -> tuple[float, float] | None:
+    """(limit, shares on offer inside the cap) from a book fresh enough to trust, or None (none, or too old). The
+    limit is the level at which the book fills `size`; when the levels inside the cap hold less, it is the cap (the
+    order takes what is there, and the book may refill inside it before the order arrives)."""
+    if book is None or now - book.received_at > max_age_s:
+        return None
+    levels = book.asks if side is Side.BUY else book.bids
+    offered = 0.0
+    for price, shares in levels:
+        if (side is Side.BUY and price > cap + EPS) or (side is Side.SELL and price < cap - EPS):
+            break
+        offered += shares
+        if offered >= size - EPS:
+            return price, offered
+    return cap, offered
+
+
+def refuse(batch: Batch, refusal: tuple[str, str], now: float, size: float = 0.0, notional: float = 0.0,
+           source_price: float = 0.0, book: BookTop | None = None) -> Skip:
+    """The batch's recorded refusal: a reason code and a line saying why (and what it would have been)."""
     keys = tuple(sorted(f.dedupe_key for f in batch.fills))
     reason, detail = refusal
     return Skip(intent_id=intent_id_for(keys), condition_id=batch.condition_id, asset=batch.asset,
                 outcome=batch.outcome, side=Side.BUY if batch.net_size > 0 else Side.SELL, reason=reason,
-                detail=detail, fill_keys=keys, kind=batch.kind, decided_at=now, size=size, notional=notional)
+                detail=detail, fill_keys=keys, kind=batch.kind, decided_at=now, size=size, notional=notional,
+                source_price=source_price, book=book)
 
 
 def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now: float, cfg: Config,
-           halted: bool = False) -> OrderIntent | Skip | Hold:
+           halted: bool = False, book: BookTop | None = None) -> OrderIntent | Skip | Hold:
     keys = tuple(sorted(f.dedupe_key for f in batch.fills))
     iid = intent_id_for(keys)
     net = batch.net_size
@@ -65,7 +93,7 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
     opening = side is Side.BUY
 
     def skip(refusal: tuple[str, str], size: float = 0.0, notional: float = 0.0) -> Skip:
-        return refuse(batch, refusal, now, size, notional)
+        return refuse(batch, refusal, now, size, notional, source_price=_side_vwap(batch, side), book=book)
 
     if abs(net) < EPS:
         return skip(("netted_out", f"{len(batch.fills)} fills net to zero"))
@@ -75,11 +103,11 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
     assert market is not None          # signal_refusal refuses an unknown market
 
     source_price = _side_vwap(batch, side)
-    budget = cfg.execution.max_slippage_bps
-    cap = price_cap(side, source_price, market.tick_size, budget)
+    e = cfg.execution
+    cap = price_cap(side, source_price, market.tick_size, e.max_slippage_bps, e.max_slippage_ticks)
     if cap is None:
         return skip(("no_price_within_budget", f"no {market.tick_size:g} tick within execution.max_slippage_bps "
-                                               f"{budget} of the source price {source_price:g}"))
+                                               f"{e.max_slippage_bps} of the source price {source_price:g}"))
     # Every cap counts cost: shares x price cap + the largest taker fee a fill inside the cap can pay.
     fee = worst_fee_per_share(cap, market.fee_rate, market.fee_exponent) if opening else 0.0
     unit = cap + fee
@@ -102,15 +130,68 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
             return skip(("no_position", "SELL is reduce-only and we hold none of this outcome"))
         if size > held:
             size, capped_by = floor_size(held), "position"
-    notional = size * unit
-    refusal = size_refusal(size, notional, capped_by, market, cfg)
+    refusal = size_refusal(size, size * unit, capped_by, market, cfg)
     if refusal:
-        return skip(refusal, size=size, notional=notional)
+        return skip(refusal, size=size, notional=size * unit)
+    priced = _priced(side, size, cap, book, market, now, cfg)
+    if isinstance(priced, tuple):
+        return skip(priced, size=size, notional=size * unit)
     return OrderIntent(intent_id=iid, condition_id=market.condition_id, asset=batch.asset, outcome=batch.outcome,
-                       side=side, size=size, price_cap=cap, notional=round(notional, 6),
+                       side=side, size=size, price_cap=priced, notional=round(size * _unit(side, priced, market), 6),
                        source_price=source_price, fill_keys=keys, kind=batch.kind, decided_at=now,
                        opening=opening, capped_by=capped_by, source_ts=min(f.match_ts for f in batch.fills),
-                       market_end_ts=market.end_ts, fee_rate=market.fee_rate, fee_exponent=market.fee_exponent)
+                       market_end_ts=market.end_ts, fee_rate=market.fee_rate, fee_exponent=market.fee_exponent,
+                       book=book)
+
+
+def _unit(side: Side, price: float, market: MarketMeta) -> float:
+    """What one share commits: its price, plus for a BUY the largest taker fee a fill at or inside it can pay."""
+    return price + (worst_fee_per_share(price, market.fee_rate, market.fee_exponent) if side is Side.BUY else 0.0)
+
+
+def _priced(side: Side, size: float, cap: float, book: BookTop | None, market: MarketMeta, now: float,
+            cfg: Config) -> float | tuple[str, str]:
+    """The order's limit (the book's price for the size, or the cap), or a refusal when the book within the
+    budget cannot fill the minimum order."""
+    quote = book_price(side, size, cap, book, now, cfg.execution.max_book_age_s)
+    if quote is None:
+        return cap
+    limit, offered = quote
+    least = max(market.min_size, cfg.sizing.min_order_notional_usd / cap)
+    if offered < least - EPS:
+        return ("no_liquidity_within_budget",
+                f"the book offers {offered:g} shares within the budget (to {cap:g}), less than the minimum {least:g}")
+    return limit
+
+
+def remainder(parent: OrderIntent, filled: float, n: int, market: MarketMeta, book: BookTop | None,
+              exposure: ExposureBook, now: float, cfg: Config) -> OrderIntent | tuple[str, str]:
+    """The n-th order for what `parent` did not fill (`filled` shares so far, over all its orders): priced on the
+    book now, inside the parent's budget around the source's price, while the signal is fresh and the caps allow;
+    never more than the parent's size in all. Or why not."""
+    refusal = timing_refusal(parent.source_ts, market, now, cfg, parent.opening)
+    if refusal:
+        return refusal
+    e = cfg.execution
+    cap = price_cap(parent.side, parent.source_price, market.tick_size, e.max_slippage_bps, e.max_slippage_ticks)
+    if cap is None:
+        return "no_price_within_budget", "the tick moved past the budget"
+    unit = _unit(parent.side, cap, market)
+    size = floor_size(parent.size - filled)
+    for _, room in cap_rooms(exposure, market, now, cfg, parent.opening):
+        if size * unit > room + EPS:
+            size = floor_size(max(0.0, room) / unit)
+    if not parent.opening:
+        size = min(size, floor_size(exposure.position(parent.asset)))
+    refusal = size_refusal(size, size * unit, "", market, cfg)
+    if refusal:
+        return refusal
+    priced = _priced(parent.side, size, cap, book, market, now, cfg)
+    if isinstance(priced, tuple):
+        return priced
+    return replace(parent, intent_id=f"{parent.intent_id}-r{n}", size=size, price_cap=priced,
+                   notional=round(size * _unit(parent.side, priced, market), 6), kind="remainder", decided_at=now,
+                   book=book, parent_id=parent.intent_id, capped_by="")
 
 
 def _side_vwap(batch: Batch, side: Side) -> float:

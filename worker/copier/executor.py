@@ -48,6 +48,7 @@ MAX_BACKOFF_S = 1.0
 RECHECK_FIRST_S = 1.0       # an unresolved order is asked about again after 1 s, then 2, 4 ... up to 30 s
 RECHECK_MAX_S = 30.0
 MAX_TRADE_PAGES = 20
+PAPER_IMPACT_S = 2.0        # how long what a paper order took stays off the paper book
 END_CURSOR = "LTE="
 
 
@@ -415,7 +416,9 @@ def _venue_refusal(resp: Response) -> bool:
 
 
 class PaperExecutor:
-    """Dry run: fills against the current book snapshot, same interface, same gate and same store records as live."""
+    """Dry run: fills against the current book snapshot, same interface, same gate and same store records as live.
+    The real book never shows a paper order's taking, so what paper orders took at a price stays taken for
+    PAPER_IMPACT_S (about as long as makers take to re-quote a level): a remainder order cannot fill twice on it."""
 
     def __init__(self, cfg: Config, *, store: Store, clock: Clock, metrics: Metrics, books: BookCache | None,
                  gate: OrderGate | None = None) -> None:
@@ -425,6 +428,7 @@ class PaperExecutor:
         self.metrics = metrics
         self.books = books
         self.gate: OrderGate = gate or OpenGate()
+        self._taken: dict[tuple[str, Side], list[tuple[float, float, float]]] = {}    # -> [(at, price, shares)]
 
     @classmethod
     def from_config(cls, cfg: Config, secrets: Secrets, *, store: Store, clock: Clock, metrics: Metrics,
@@ -454,14 +458,20 @@ class PaperExecutor:
                 top = self.books.top(intent.asset)
         filled, cost = 0.0, 0.0
         if top is not None:
+            now = self.clock.now()
+            taken = [t for t in self._taken.get((intent.asset, intent.side), []) if now - t[0] < PAPER_IMPACT_S]
             levels = top.asks if intent.side is Side.BUY else top.bids
             remaining = intent.size
             for price, size in levels:
                 if (intent.side is Side.BUY and price > intent.price_cap + 1e-9) or \
                    (intent.side is Side.SELL and price < intent.price_cap - 1e-9) or remaining <= 0:
                     break
-                take = min(size, remaining)
+                size -= sum(shares for _, p, shares in taken if abs(p - price) < 1e-9)
+                take = max(0.0, min(size, remaining))
+                if take > 0:
+                    taken.append((now, price, take))
                 filled, cost, remaining = filled + take, cost + take * price, remaining - take
+            self._taken[(intent.asset, intent.side)] = taken
         status = OrderStatus.PAPER_FILLED if filled > 0 else OrderStatus.PAPER_KILLED
         avg = cost / filled if filled else 0.0
         self.store.update_order(intent.intent_id, self.clock.now_ns(), status=status, submit_ns=submit_ns,

@@ -19,34 +19,41 @@ from dataclasses import replace
 from copier.clock import Clock
 from copier.coalescer import Coalescer
 from copier.config import Config
-from copier.decision import decide, refuse
+from copier.decision import decide, refuse, remainder
 from copier.detection import ConfirmationGate, Detection
 from copier.errors import OperationalError
 from copier.exposure import ExposureBook
 from copier.logs import batch_fields, fill_cid
-from copier.ports import Alerts, Executor, Markets, Metrics
+from copier.ports import Alerts, Books, Executor, Markets, Metrics
 from copier.store import Store
-from copier.types import Batch, ExecutionReport, Hold, MarketMeta, OrderIntent, OrderStatus, Skip, SourceFill
+from copier.types import Batch, BookTop, ExecutionReport, Hold, MarketMeta, OrderIntent, OrderStatus, Skip, SourceFill
 
 log = logging.getLogger("copier.pipeline")
 
 RECHECK_S = 0.05            # how soon a batch held for confirmation (or for our own BUYs) goes once free
 NEAR_EDGE = 0.05            # within this of 0 or 1 the venue switches ticks: the tick is re-read before pricing
+REMAINDER_AFTER = frozenset({OrderStatus.MATCHED, OrderStatus.KILLED, OrderStatus.PAPER_FILLED,
+                             OrderStatus.PAPER_KILLED})     # a FAK's final answers that may leave a remainder
+MIN_REMAINDER_SHARES = 0.01  # the venue's size precision
+BOOK_WAIT_S = 0.3           # how long a remainder waits for the book to show our order's effect
+BOOK_POLL_S = 0.02
 Dispatch = Callable[[OrderIntent, Batch, MarketMeta], object]      # what it returns is not used
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, *, exposure: ExposureBook, markets: Markets, store: Store, metrics: Metrics,
-                 clock: Clock, dispatch: Dispatch, detection: Detection | None = None,
+    def __init__(self, cfg: Config, *, exposure: ExposureBook, markets: Markets, books: Books, store: Store,
+                 metrics: Metrics, clock: Clock, dispatch: Dispatch, detection: Detection | None = None,
                  halted: Callable[[], bool] = lambda: False, time_resolution_s: float = 0.0,
                  clock_block: Callable[[], str | None] = lambda: None):
-        """dispatch: takes each order decided (its exposure already reserved). detection: the confirmation gate's
-        view of which fills are confirmed (None: every fill counts as confirmed). halted: whether trading is halted
-        (decisions refuse; the executor's gate reads the halt itself). time_resolution_s: see Coalescer.
-        clock_block: why the clock cannot be trusted for new orders now, or None (timesync.ClockWatch)."""
+        """books: the order books orders are priced on. dispatch: takes each order decided (its exposure already
+        reserved). detection: the confirmation gate's view of which fills are confirmed (None: every fill counts as
+        confirmed). halted: whether trading is halted (decisions refuse; the executor's gate reads the halt itself).
+        time_resolution_s: see Coalescer. clock_block: why the clock cannot be trusted for new orders now, or None
+        (timesync.ClockWatch)."""
         self.cfg = cfg
         self.exposure = exposure
         self.markets = markets
+        self.books = books
         self.store = store
         self.metrics = metrics
         self.clock = clock
@@ -125,7 +132,8 @@ class Pipeline:
                 return
             market = replace(market, tick_size=tick)
         # Decided at the coalescer's release instant: the same arrivals give the same decisions, live or replayed.
-        decision = decide(self.exposure, batch, market, batch.released_at, self.cfg, halted=self.halted())
+        decision = decide(self.exposure, batch, market, batch.released_at, self.cfg, halted=self.halted(),
+                          book=self.books.top(batch.asset))
         self.metrics.timing("stage.decide_ms", (self.clock.monotonic() - t0) * 1000)
         if isinstance(decision, Hold):
             self.metrics.incr("decisions.hold")
@@ -154,14 +162,19 @@ class Pipeline:
 
 
 class OrderStep:
-    """One decided order, from its record to its settlement: run by the executor greenlets live, at once in replay."""
+    """One decided order, from its record to its settlement, and the remainder orders for what a killed or partly
+    filled FAK left: run by the executor greenlets live, at once in replay."""
 
-    def __init__(self, *, executor: Executor, store: Store, exposure: ExposureBook, metrics: Metrics, alerts: Alerts,
-                 clock: Clock, on_report: Callable[[Batch, ExecutionReport], None] | None = None):
+    def __init__(self, cfg: Config, *, executor: Executor, store: Store, exposure: ExposureBook, markets: Markets,
+                 books: Books, metrics: Metrics, alerts: Alerts, clock: Clock,
+                 on_report: Callable[[Batch, ExecutionReport], object] | None = None):
         """on_report: told of each order that went on the wire (the runtime's circuit breaker)."""
+        self.cfg = cfg
         self.executor = executor
         self.store = store
         self.exposure = exposure
+        self.markets = markets
+        self.books = books
         self.metrics = metrics
         self.alerts = alerts
         self.clock = clock
@@ -179,6 +192,11 @@ class OrderStep:
         if queued_at is not None:
             self.metrics.timing("stage.handoff_ms", (t0 - queued_at) * 1000)
         self.metrics.timing("stage.persist_decision_ms", (self.clock.monotonic() - t0) * 1000)
+        report = self._send(intent, batch, market)
+        self._complete(intent, batch, report)
+        return report
+
+    def _send(self, intent: OrderIntent, batch: Batch, market: MarketMeta) -> ExecutionReport:
         try:
             report = self.executor.submit(intent, market)
         except OperationalError:
@@ -186,7 +204,7 @@ class OrderStep:
             raise
         first_recv = min(f.recv_ns for f in batch.fills)
         delay_ms = (report.submit_ns - first_recv) / 1e6 if report.submit_ns else 0.0
-        if report.submit_ns:
+        if report.submit_ns and not intent.parent_id:
             self.metrics.timing(f"copy_delay_ms.{batch.kind}", delay_ms)
         log.info("order %s filled %.2f @ %.4f attempts %d %s", report.status, report.filled_size, report.avg_price,
                  report.attempts, report.error, extra={**batch_fields(intent.intent_id, intent.fill_keys),
@@ -197,6 +215,41 @@ class OrderStep:
         if self.on_report is not None and report.submit_ns:
             self.on_report(batch, report)
         return report
+
+    def _complete(self, intent: OrderIntent, batch: Batch, report: ExecutionReport) -> None:
+        """After a FAK the venue killed or filled in part: up to `execution.max_remainder_orders` more orders for
+        what is left, each priced on the book as it is after ours, inside the same budget, while the signal is
+        fresh and the caps allow. Each is recorded before it is signed (an intent's n-th remainder exists once),
+        so a restart at any step never makes the total exceed the intent's size."""
+        filled = report.filled_size
+        for n in range(1, self.cfg.execution.max_remainder_orders + 1):
+            if report.status not in REMAINDER_AFTER or intent.size - filled < MIN_REMAINDER_SHARES:
+                return
+            market = self.markets.by_asset(intent.asset)
+            if market is None:
+                return
+            book = self._book_after(intent.asset, report.ack_ns / 1e9)
+            child = remainder(intent, filled, n, market, book, self.exposure, self.clock.now(), self.cfg)
+            if isinstance(child, tuple):
+                self.metrics.incr(f"remainders.refused.{child[0]}")
+                log.info("no remainder order: %s: %s", *child, extra=batch_fields(intent.intent_id, intent.fill_keys))
+                return
+            if not self.store.record_remainder(child, min(f.recv_ns for f in batch.fills), self.clock.now_ns()):
+                return
+            self.metrics.incr("remainders.sent")
+            self.exposure.reserve(child)
+            report = self._send(child, batch, market)
+            filled += report.filled_size
+
+    def _book_after(self, asset: str, answered_at: float) -> BookTop | None:
+        """The book once it shows our order's effect (updated after the venue answered), waited for briefly;
+        else what there is (too old, the decision falls back to the budget's edge)."""
+        deadline = self.clock.monotonic() + BOOK_WAIT_S
+        while True:
+            book = self.books.top(asset)
+            if book is None or book.received_at >= answered_at or self.clock.monotonic() >= deadline:
+                return book
+            self.clock.sleep(BOOK_POLL_S)
 
     def settle(self, report: ExecutionReport) -> None:
         """A final answer replaces the order's reservation by what it filled; an unresolved one keeps it."""

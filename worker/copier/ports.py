@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from copier.types import ExecutionReport, Funds, MarketMeta, OrderIntent
+from copier.types import BookTop, ExecutionReport, Funds, MarketMeta, OrderIntent
 
 Refusal = tuple[str, str]
 
@@ -30,6 +30,11 @@ class Markets(Protocol):
     def listed(self, slug: str) -> bool: ...
     def fresh_tick(self, asset: str) -> float | None:
         """The tick as the venue serves it now (None: no usable answer)."""
+
+
+class Books(Protocol):
+    """The order books the copier follows (the market channel): the freshest it has, or None."""
+    def top(self, asset: str) -> BookTop | None: ...
 
 
 class OrderGate(Protocol):

@@ -28,8 +28,8 @@ from copier.markets import markets_from_gamma
 from copier.metrics import NullMetrics
 from copier.pipeline import OrderStep, Pipeline
 from copier.schemas import parse_data_api_trade
-from copier.store import Store
-from copier.types import ExecutionReport, Feed, Funds, MarketMeta, OrderIntent, OrderStatus, Side, SourceFill
+from copier.store import Store, book_from_json
+from copier.types import BookTop, ExecutionReport, Feed, Funds, MarketMeta, OrderIntent, OrderStatus, Side, SourceFill
 
 
 def add_replay_args(p: argparse.ArgumentParser) -> None:
@@ -136,20 +136,50 @@ class FilledAtCap:
         pass
 
 
+RECORDED_BOOK_S = 1.0
+
+
+class RecordedBooks:
+    """The books a recorded run priced its decisions on, each served at the instant it was used: the snapshot of
+    that asset recorded nearest the replay's clock, within RECORDED_BOOK_S (a batch the confirmation gate held is
+    decided a few ms apart live and in replay). None: no book, priced at the budget's edge, as the run did."""
+
+    def __init__(self, clock: FakeClock, snapshots: dict[str, list[tuple[float, BookTop]]] | None = None):
+        self.clock = clock
+        self.snapshots = snapshots or {}
+
+    @classmethod
+    def of(cls, store: Store, clock: FakeClock) -> RecordedBooks:
+        snapshots: dict[str, list[tuple[float, BookTop]]] = {}
+        for i in store.intents_since(0):
+            book = book_from_json(i["asset"], i["book"])
+            if book is not None:
+                snapshots.setdefault(i["asset"], []).append((i["decided_at"], book))
+        return cls(clock, snapshots)
+
+    def top(self, asset: str) -> BookTop | None:
+        now = self.clock.now()
+        near = [(abs(at - now), book) for at, book in self.snapshots.get(asset, ()) if abs(at - now) <= RECORDED_BOOK_S]
+        return min(near, key=lambda n: n[0])[1] if near else None
+
+
 class Replay:
     """The pipeline wired to recorded inputs, an in-memory store and a virtual clock."""
 
-    def __init__(self, cfg: Config, markets: list[MarketMeta], *, detection: bool, time_resolution_s: float = 0.0):
-        self.clock = FakeClock(0.0)
+    def __init__(self, cfg: Config, markets: list[MarketMeta], *, detection: bool, time_resolution_s: float = 0.0,
+                 books: RecordedBooks | None = None):
+        self.clock = books.clock if books is not None else FakeClock(0.0)
         self.store = Store.open(":memory:")
         metrics = NullMetrics()
         exposure = ExposureBook(cfg.markets.window_seconds)
         self.detection = Detection(Deduper(), cfg.feeds, clock=self.clock, metrics=metrics, alerts=NullAlerts()) \
             if detection else None
         self.deduper = Deduper()
-        step = OrderStep(executor=FilledAtCap(self.store, self.clock), store=self.store, exposure=exposure,
-                         metrics=metrics, alerts=NullAlerts(), clock=self.clock)
-        self.pipeline = Pipeline(cfg, exposure=exposure, markets=StaticMarkets(markets, cfg), store=self.store,
+        book_source = books if books is not None else RecordedBooks(self.clock)
+        static = StaticMarkets(markets, cfg)
+        step = OrderStep(cfg, executor=FilledAtCap(self.store, self.clock), store=self.store, exposure=exposure,
+                         markets=static, books=book_source, metrics=metrics, alerts=NullAlerts(), clock=self.clock)
+        self.pipeline = Pipeline(cfg, exposure=exposure, markets=static, books=book_source, store=self.store,
                                  metrics=metrics, clock=self.clock, dispatch=step, detection=self.detection,
                                  time_resolution_s=time_resolution_s)
 
@@ -197,7 +227,7 @@ def replay(fills: list[SourceFill], markets: list[MarketMeta], cfg: Config) -> l
 def replay_recorded(store: Store, markets: list[MarketMeta], cfg: Config) -> list[dict]:
     """A copier's own recording: its sightings, in arrival order, through detection and the pipeline."""
     fills = {f["dedupe_key"]: f for f in store.fills_since(0)}
-    r = Replay(cfg, markets, detection=True)
+    r = Replay(cfg, markets, detection=True, books=RecordedBooks.of(store, FakeClock(0.0)))
     assert r.detection is not None
     for s in store.sightings_since(0):
         row = fills.get(s["dedupe_key"])

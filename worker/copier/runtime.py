@@ -29,6 +29,7 @@ from gevent.queue import Empty, Full, Queue
 from copier.breaker import CircuitBreaker
 from copier.clock import Clock, LiveClock
 from copier.config import Config, Secrets, polygon_ws
+from copier.config import warnings as config_warnings
 from copier.detection import Detection
 from copier.errors import OperationalError
 from copier.exposure import DAY_S
@@ -187,6 +188,8 @@ class Runtime:
         for task in self.periodic:
             self._spawn(self._every, task)
         log.info("copier started: dry_run=%s halted=%s", self.cfg.execution.dry_run, self.switch.on)
+        for line in config_warnings(self.cfg):
+            log.warning("config: %s", line)
 
     def _spawn(self, fn: Callable[..., object], *args: object) -> None:
         g = self.group.spawn(fn, *args)
@@ -370,11 +373,11 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
         if reason and not switch.on:
             switch.halt(f"circuit breaker: {reason}")
 
-    order_step = OrderStep(executor=executor, store=store, exposure=exposure, metrics=metrics, alerts=alerts,
-                           clock=clock, on_report=judge)
+    order_step = OrderStep(cfg, executor=executor, store=store, exposure=exposure, markets=catalog, books=books,
+                           metrics=metrics, alerts=alerts, clock=clock, on_report=judge)
     clock_watch = ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts)
-    pipeline = Pipeline(cfg, exposure=exposure, markets=catalog, store=store, metrics=metrics, clock=clock,
-                        dispatch=orders.put, detection=detection, halted=switch.is_on,
+    pipeline = Pipeline(cfg, exposure=exposure, markets=catalog, books=books, store=store, metrics=metrics,
+                        clock=clock, dispatch=orders.put, detection=detection, halted=switch.is_on,
                         clock_block=lambda: clock_watch.block_reason(clock.monotonic()))
 
     fill_feeds: list[Feed] = list(RtdsFeed.for_config(cfg, detection=detection, on_fill=intake.put, clock=clock,

@@ -18,7 +18,7 @@ import peewee as pw
 
 from copier.errors import OperationalError
 from copier.exposure import ExposureRow
-from copier.types import NOT_EXECUTED, UNRESOLVED, OrderIntent, OrderStatus, Side, Skip, SourceFill
+from copier.types import NOT_EXECUTED, UNRESOLVED, BookTop, OrderIntent, OrderStatus, Side, Skip, SourceFill
 
 
 class _Model(pw.Model):
@@ -68,6 +68,8 @@ class IntentRow(_Model):
     market_end_ts = pw.FloatField(default=0.0)
     fee_rate = pw.FloatField(default=0.0)
     fee_exponent = pw.FloatField(default=1.0)
+    book = pw.TextField(default="")                # the book it was priced on (JSON), for replay and the report
+    parent_id = pw.CharField(default="")           # a remainder order's intent: the intent it completes
 
     class Meta:
         table_name = "intents"
@@ -168,9 +170,11 @@ def _migration_2(database: pw.SqliteDatabase, t: _Tables) -> None:
 
 def _migration_3(database: pw.SqliteDatabase, t: _Tables) -> None:
     """What the gate before a repost and the caps after a restart need: the signal's age, the market window and
-    the fee schedule of each intent; the dedupe's transaction aliases."""
+    the fee schedule of each intent; the book each was priced on and a remainder order's parent; the dedupe's
+    transaction aliases."""
     _add_columns(database, "intents", ("source_ts REAL NOT NULL DEFAULT 0", "market_end_ts REAL NOT NULL DEFAULT 0",
-                                       "fee_rate REAL NOT NULL DEFAULT 0", "fee_exponent REAL NOT NULL DEFAULT 1"))
+                                       "fee_rate REAL NOT NULL DEFAULT 0", "fee_exponent REAL NOT NULL DEFAULT 1",
+                                       "book TEXT NOT NULL DEFAULT ''", "parent_id VARCHAR(255) NOT NULL DEFAULT ''"))
     database.create_tables([t.AliasRow])
 
 
@@ -217,6 +221,35 @@ def _update_sql(fields: tuple[str, ...]) -> str:
 
 
 _HALT_SQL = "SELECT 1 FROM kv WHERE key = 'halt'"
+BOOK_LEVELS = 10                # levels a side kept with a decision: what pricing looks at, and then some
+
+
+def book_json(book: BookTop | None) -> str:
+    if book is None:
+        return ""
+    return json.dumps({"b": book.bids[:BOOK_LEVELS], "a": book.asks[:BOOK_LEVELS], "t": book.received_at},
+                      separators=(",", ":"))
+
+
+def book_from_json(asset: str, text: str) -> BookTop | None:
+    if not text:
+        return None
+    doc = json.loads(text)
+    return BookTop(asset, tuple((p, s) for p, s in doc["b"]), tuple((p, s) for p, s in doc["a"]),
+                   received_at=doc["t"])
+
+
+def _intent_columns(decision: OrderIntent | Skip) -> Row:
+    common = dict(intent_id=decision.intent_id, kind=decision.kind, condition_id=decision.condition_id,
+                  asset=decision.asset, outcome=decision.outcome, side=decision.side.value, size=decision.size,
+                  notional=decision.notional, decided_at=decision.decided_at, source_price=decision.source_price,
+                  book=book_json(decision.book))
+    if isinstance(decision, OrderIntent):
+        return dict(common, decision="order", reason="", detail="", price_cap=decision.price_cap,
+                    capped_by=decision.capped_by, market_end_ts=decision.market_end_ts, fee_rate=decision.fee_rate,
+                    fee_exponent=decision.fee_exponent, parent_id=decision.parent_id)
+    return dict(common, decision="skip", reason=decision.reason, detail=decision.detail, price_cap=0.0, capped_by="",
+                market_end_ts=0.0, fee_rate=0.0, fee_exponent=1.0, parent_id="")
 
 
 class Store:
@@ -271,28 +304,27 @@ class Store:
     # ---- decisions ---------------------------------------------------------------------------------------
     def record_decision(self, fills: list[SourceFill], decision: OrderIntent | Skip, now_ns: int) -> bool:
         """Persist the fills and their decision atomically. False if any fill was already decided (a replay)."""
-        if isinstance(decision, OrderIntent):
-            by_kind: Row = dict(decision="order", reason="", detail="", price_cap=decision.price_cap,
-                                source_price=decision.source_price, capped_by=decision.capped_by,
-                                market_end_ts=decision.market_end_ts, fee_rate=decision.fee_rate,
-                                fee_exponent=decision.fee_exponent)
-        else:
-            by_kind = dict(decision="skip", reason=decision.reason, detail=decision.detail, price_cap=0.0,
-                           source_price=0.0, capped_by="", market_end_ts=0.0, fee_rate=0.0, fee_exponent=1.0)
         net = sum(f.side.sign * f.size for f in fills)
         try:
             with self.db.atomic():
-                self._intent.one(
-                    intent_id=decision.intent_id, kind=decision.kind, condition_id=decision.condition_id,
-                    asset=decision.asset, outcome=decision.outcome, side=decision.side.value, size=decision.size,
-                    notional=decision.notional, net_source_size=net, n_fills=len(fills),
-                    first_recv_ns=min(f.recv_ns for f in fills), decided_ns=now_ns, decided_at=decision.decided_at,
-                    source_ts=min(f.match_ts for f in fills), **by_kind)
+                self._intent.one(**_intent_columns(decision), net_source_size=net, n_fills=len(fills),
+                                 first_recv_ns=min(f.recv_ns for f in fills), decided_ns=now_ns,
+                                 source_ts=min(f.match_ts for f in fills))
                 self._fill.many(dict(
                     dedupe_key=f.dedupe_key, tx_hash=f.tx_hash, asset=f.asset, condition_id=f.condition_id,
                     outcome=f.outcome, side=f.side.value, price=f.price, size=f.size, match_ts=f.match_ts,
                     recv_ns=f.recv_ns, feed=f.feed, confirmed=f.confirmed, intent_id=decision.intent_id)
                     for f in fills)
+        except pw.IntegrityError:
+            return False
+        return True
+
+    def record_remainder(self, intent: OrderIntent, first_recv_ns: int, now_ns: int) -> bool:
+        """A remainder order's decision (its fills are its parent's). False if it was decided before: an intent's
+        n-th remainder exists once."""
+        try:
+            self._intent.one(**_intent_columns(intent), net_source_size=0.0, n_fills=0, first_recv_ns=first_recv_ns,
+                             decided_ns=now_ns, source_ts=intent.source_ts)
         except pw.IntegrityError:
             return False
         return True
@@ -342,7 +374,8 @@ class Store:
             fill_keys=tuple(sorted(k for k, _ in fills)), kind=r["kind"], decided_at=r["decided_at"],
             opening=side is Side.BUY, capped_by=r["capped_by"],
             source_ts=r["source_ts"] or min((t for _, t in fills), default=0.0), market_end_ts=r["market_end_ts"],
-            fee_rate=r["fee_rate"], fee_exponent=r["fee_exponent"])
+            fee_rate=r["fee_rate"], fee_exponent=r["fee_exponent"], book=book_from_json(r["asset"], r["book"]),
+            parent_id=r["parent_id"])
 
     def orphan_intents(self) -> list[str]:
         """Order decisions that never got a signed order (crash between decision and signing)."""

@@ -149,7 +149,8 @@ class BookTop:
     asset: str
     bids: tuple[tuple[float, float], ...]   # (price, size), highest price first
     asks: tuple[tuple[float, float], ...]   # (price, size), lowest price first
-    ts: float = 0.0
+    ts: float = 0.0                         # the venue's timestamp
+    received_at: float = 0.0                # when we last heard of this book (epoch s): its age is judged from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +183,8 @@ class OrderIntent:
     outcome: str
     side: Side
     size: float                     # shares, rounded to the venue's size precision
-    price_cap: float                # worst acceptable price, tick aligned
-    notional: float                 # size * price_cap (worst case), pUSD
+    price_cap: float                # the order's limit: the book's price for the size, inside the budget, on a tick
+    notional: float                 # size * price_cap + the worst taker fee (the reservation), pUSD
     source_price: float             # VWAP of the source fills, for slippage
     fill_keys: tuple[str, ...]
     kind: str                       # batch kind
@@ -194,6 +195,8 @@ class OrderIntent:
     market_end_ts: float = 0.0      # the market's end: its window for the per-window cap, and the expiry gate
     fee_rate: float = 0.0           # the market's taker fee schedule (notional already includes the worst fee)
     fee_exponent: float = 1.0
+    book: BookTop | None = None     # the book it was priced on (None: priced at the budget's edge)
+    parent_id: str = ""             # for a remainder order: the intent whose unfilled part it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +212,10 @@ class Skip:
     fill_keys: tuple[str, ...]
     kind: str
     decided_at: float
-    size: float = 0.0
+    size: float = 0.0               # what the order would have been (no_liquidity_within_budget: still intended)
     notional: float = 0.0
+    source_price: float = 0.0
+    book: BookTop | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from copier.report import percentile
+from copier.config import Config
+from copier.report import build_report, percentile
+from copier.store import Store
 from polylab.harness import (
     SIM_PRIVATE_KEY,
     SimProcess,
@@ -191,7 +193,8 @@ class Driver:
 class Phase:
     """One simulator + one copier process (live signing) + the StatsD recorder, for one background load."""
 
-    def __init__(self, name: str, root: Path, bg_rate: float, profile: bool = False, chain_feeds: bool = False):
+    def __init__(self, name: str, root: Path, bg_rate: float, profile: bool = False, chain_feeds: bool = False,
+                 slippage_bps: int = 120):
         self.name = name
         self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +213,7 @@ class Phase:
                 "sizing": {"max_notional_per_order_usd": 50.0, "max_notional_per_market_usd": big,
                            "max_total_notional_per_15m_window_usd": big, "min_order_notional_usd": 0.5},
                 "risk": {"max_daily_notional_usd": big, "breaker_max_error_rate": 1.0, "breaker_max_p95_ms": 1e9},
-                "execution": {"max_slippage_bps": 500, "near_expiry_cutoff_seconds": 2.0},
+                "execution": {"max_slippage_bps": slippage_bps, "near_expiry_cutoff_seconds": 2.0},
                 "feeds": {"use_chain_logs": chain_feeds, "use_mempool": chain_feeds},
                 "telemetry": {"log_level": "INFO"}}))
         self.proc = start_copier(self.config, self.dir / "copier.log", env)
@@ -502,14 +505,15 @@ def sustained_ok(r: dict) -> tuple[bool, str]:
 
 
 # ---- the whole bench ---------------------------------------------------------------------------------------------
-def run(repeats: int, rates: list[int], step_s: float, profile: bool, chain_feeds: bool, budget_s: float) -> dict:
+def run(repeats: int, rates: list[int], step_s: float, profile: bool, chain_feeds: bool, budget_s: float,
+        slippage_bps: int = 120) -> dict:
     """budget_s: no ramp step starts after this many seconds (make bench must finish unattended within 5 min)."""
     t0 = time.monotonic()
     runs: dict[str, list[dict]] = {}
     ramps: list[list[dict]] = []
     phases = {}
     cut = 0
-    quiet = Phase("quiet", WORKDIR, QUIET_BG_RATE, profile, chain_feeds)
+    quiet = Phase("quiet", WORKDIR, QUIET_BG_RATE, profile, chain_feeds, slippage_bps)
     try:
         for _ in range(repeats):
             for name, plan in (("steady_trickle", plan_trickle()), ("prd_bursts", plan_bursts()),
@@ -517,8 +521,8 @@ def run(repeats: int, rates: list[int], step_s: float, profile: bool, chain_feed
                 runs.setdefault(name, []).append(run_scenario(quiet, name, plan))
     finally:
         quiet.close()
-        phases["quiet"] = {"bg_rate": QUIET_BG_RATE}
-    fire = Phase("firehose", WORKDIR, FIREHOSE_BG_RATE, profile, chain_feeds)
+        phases["quiet"] = {"bg_rate": QUIET_BG_RATE, "fills": fill_quality(quiet.db_path)}
+    fire = Phase("firehose", WORKDIR, FIREHOSE_BG_RATE, profile, chain_feeds, slippage_bps)
     try:
         for _ in range(repeats):
             runs.setdefault("firehose_mixed_in", []).append(run_scenario(fire, "firehose_mixed_in", plan_mixed_in()))
@@ -536,8 +540,23 @@ def run(repeats: int, rates: list[int], step_s: float, profile: bool, chain_feed
             ramps.append(steps)
     finally:
         fire.close()
-        phases["firehose"] = {"bg_rate": FIREHOSE_BG_RATE}
-    return {"runs": runs, "ramps": ramps, "phases": phases, "ramp_steps_cut": cut, "rates": rates}
+        phases["firehose"] = {"bg_rate": FIREHOSE_BG_RATE, "fills": fill_quality(fire.db_path)}
+    return {"runs": runs, "ramps": ramps, "phases": phases, "ramp_steps_cut": cut, "rates": rates,
+            "slippage_bps": slippage_bps}
+
+
+def fill_quality(db_path: Path) -> dict:
+    """What the copier's own report says a phase's orders got: copied means filled."""
+    store = Store.open(str(db_path))
+    try:
+        rep = build_report(store, Config())
+    finally:
+        store.close()
+    keys = ("filled_pct", "intended_usd", "filled_usd", "orders_sent", "orders_killed", "orders_partial",
+            "remainder_orders", "no_liquidity_intents")
+    return {**{k: rep[k] for k in keys}, "slippage_bps": {side: {q: rep["slippage_bps"][side][q] for q in ("n", "p50",
+                                                                                                         "p95")}
+                                                         for side in ("BUY", "SELL")}}
 
 
 def _med(values):
@@ -580,7 +599,8 @@ def summarise(raw: dict, repeats: int) -> dict:
     verdict = _verdict(scen, pooled, highest, ramps)
     return {"scenarios": scen, "pooled": pooled, "ramps": ramps, "highest_sustained": highest,
             "all_steps_held": all(len(st) == len(raw["rates"]) and st[-1]["held"] for st in ramps),
-            "ramp_steps_cut": raw["ramp_steps_cut"], "stages_ms": stages, "verdict": verdict, "phases": raw["phases"]}
+            "ramp_steps_cut": raw["ramp_steps_cut"], "stages_ms": stages, "verdict": verdict, "phases": raw["phases"],
+            "slippage_bps": raw["slippage_bps"]}
 
 
 def _samples(r: dict, which: str) -> list[float]:
@@ -724,6 +744,18 @@ def render(out: dict) -> str:
     lead_rx = [sc["median"]["leading_venue_rx_ms_p50"] for sc in s["scenarios"].values()]
     lines.append(f"leading ingest -> simulator handler rx p50 per scenario: {', '.join(_f(v) for v in lead_rx)}")
     lines.append("")
+    lines.append(f"what the orders got (copied means filled; budget execution.max_slippage_bps "
+                 f"{out['summary']['slippage_bps']}):")
+    for phase, info in out["summary"]["phases"].items():
+        fq = info["fills"]
+        slip = fq["slippage_bps"]
+        lines.append(f"  {phase:9} filled {_f(fq['filled_pct'], 1)}% of the intended notional ({_f(fq['filled_usd'])}"
+                     f" of {_f(fq['intended_usd'])} USD); orders {fq['orders_sent']} sent, {fq['orders_killed']} "
+                     f"killed with nothing, {fq['orders_partial']} partial, {fq['remainder_orders']} remainders; "
+                     f"{fq['no_liquidity_intents']} refused for no liquidity; slippage bps BUY p50/p95 "
+                     f"{_f(slip['BUY']['p50'], 0)}/{_f(slip['BUY']['p95'], 0)}, SELL p50/p95 "
+                     f"{_f(slip['SELL']['p50'], 0)}/{_f(slip['SELL']['p95'], 0)} (+ is worse)")
+    lines.append("")
     lines.append("sustained-rate ramp (source fills/s, with the firehose):")
     for i, steps in enumerate(s["ramps"]):
         parts = [f"{st['target_rate']}/s {st['why'] if st['held'] else 'FAILED: ' + st['why']} "
@@ -768,6 +800,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", action="store_true", help="run the copier under pyinstrument (profile.txt per phase)")
     p.add_argument("--chain-feeds", action="store_true", help="also race the Polygon logs and mempool feeds")
     p.add_argument("--budget-s", type=float, default=230.0, help="no ramp step starts later than this (s)")
+    p.add_argument("--slippage-bps", type=int, default=120,
+                   help="execution.max_slippage_bps of the copier under test (default: the PRD's 120)")
     args = p.parse_args(argv)
     WORKDIR.mkdir(parents=True, exist_ok=True)
     for d in ("quiet", "firehose"):
@@ -776,7 +810,7 @@ def main(argv=None) -> int:
                 f.unlink()
     t0 = time.monotonic()
     raw = run(args.repeats, [int(x) for x in args.rates.split(",")], args.step_s, args.profile, args.chain_feeds,
-              args.budget_s)
+              args.budget_s, args.slippage_bps)
     summary = summarise(raw, args.repeats)
     out = {"ts": time.time(), "commit": _commit(), "repeats": args.repeats, "profile": args.profile,
            "chain_feeds": args.chain_feeds,
