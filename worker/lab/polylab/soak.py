@@ -7,6 +7,10 @@ verdict computed twice — from the copier's store and independently from the si
 """
 from __future__ import annotations
 
+# The copier's package patches the standard library with gevent when it is first imported: here, before any thread
+# of the soak starts (importing it later, from a thread's import lock, breaks that lock).
+import copier  # noqa: F401  isort: skip
+
 import argparse
 import json
 import os
@@ -24,6 +28,7 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from copier.report import FILLED_TARGET_PCT, NO_LIQUIDITY, render_text
 from polylab.harness import (
     SIM_PRIVATE_KEY,
     SimProcess,
@@ -244,9 +249,6 @@ def ground_truth_verdict(events: list[dict], db_path: Path,
     store did not record is named with its cause and counts as intended and not copied. Copied means filled: per
     eligible intent, the shares the venue's log says its orders (and its remainder orders) filled, against the size
     the store intended, at the source's price. The store's filled shares must equal the venue's, intent by intent."""
-    # Imported here, not at the top: importing copier patches the soak's threads with gevent.
-    from copier.report import NO_LIQUIDITY
-
     db = sqlite3.connect(db_path)
     db.row_factory = sqlite3.Row
     orders = list(db.execute("select intent_id, order_hash, filled_size from orders"))
@@ -337,7 +339,7 @@ def grep_secrets(paths: list[Path], secrets: list[str]) -> list[str]:
     return hits
 
 
-def compressed(duration: float, seed: int) -> int:
+def compressed(duration: float, seed: int, slippage_bps: int = 300) -> int:
     rng = random.Random(seed)
     WORKDIR.mkdir(parents=True, exist_ok=True)
     for p in WORKDIR.iterdir():
@@ -351,7 +353,7 @@ def compressed(duration: float, seed: int) -> int:
         "POLY_API_PASSPHRASE": creds[2], "SENTRY_DSN": sentry.dsn})
     config = write_config(WORKDIR / "copier.yaml", copier_config(
         sim.urls, WORKDIR / "copier.sqlite", dry_run=False, statsd_port=statsd.port, speed=30.0,
-        overrides={"execution": {"dry_run": False, "max_slippage_bps": 300, "near_expiry_cutoff_seconds": 1.0},
+        overrides={"execution": {"dry_run": False, "max_slippage_bps": slippage_bps, "near_expiry_cutoff_seconds": 1.0},
                    "risk": {"breaker_max_error_rate": 1.0, "breaker_max_p95_ms": 60000.0}}))
     sup = Supervisor(WORKDIR, config, env)
     chaos = Chaos(rng, duration)
@@ -406,8 +408,6 @@ def counter_total(packets: Path, name: str) -> int:
 def judge_run(store_rep: dict, gt: dict) -> dict[str, list]:
     """The acceptance failures of a recorded run: the store's own verdict, then the venue's ground truth, which
     must agree with the store on orders per intent and copy rate."""
-    from copier.report import FILLED_TARGET_PCT
-
     problems = dict(store_rep["acceptance"]["failures"])
     if gt["unknown_orders"] or gt["hashes_executed_twice"] or gt["orders_per_intent_max"] > 1:
         problems["ground_truth_duplicates"] = gt["unknown_orders"] + gt["hashes_executed_twice"]
@@ -429,7 +429,6 @@ def judge_run(store_rep: dict, gt: dict) -> dict[str, list]:
 
 def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: int, envelopes: int,
             sent: int, bad_input: int) -> int:
-    from copier.report import render_text
     problems = judge_run(store_rep, gt)
     short = {k: n for k, n in Chaos.PLAN.items() if chaos.done[k] < n}
     if short:
@@ -473,10 +472,12 @@ def main(argv=None) -> int:
     p.add_argument("--compressed-seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 300)))
     p.add_argument("--seed", type=int, default=int(os.environ.get("SOAK_SEED", 1)))
     p.add_argument("--config", default="/etc/copier/copier.yaml")
+    p.add_argument("--slippage-bps", type=int, default=int(os.environ.get("SOAK_SLIPPAGE_BPS", 300)),
+                   help="execution.max_slippage_bps of the copier under test (default 300; the PRD's default is 120)")
     args = p.parse_args(argv)
     if args.duration:
         return production(parse_duration(args.duration), args.config)
-    return compressed(args.compressed_seconds, args.seed)
+    return compressed(args.compressed_seconds, args.seed, args.slippage_bps)
 
 
 if __name__ == "__main__":
