@@ -35,7 +35,8 @@ async def serve(args) -> None:
                       "data_api": f"http://{h}:{ports['data_api']}", "rtds": f"ws://{h}:{ports['rtds']}/",
                       "market_ws": f"ws://{h}:{ports['clob']}/ws/market",
                       "user_ws": f"ws://{h}:{ports['clob']}/ws/user", "rpc_ws": f"ws://{h}:{ports['rpc']}/",
-                      "control": f"http://{h}:{ports['clob']}/_sim", "ground_truth": args.ground_truth,
+                      "control": f"http://{h}:{ports['clob']}/_sim",
+                      "geoblock": f"http://{h}:{ports['clob']}/api/geoblock", "ground_truth": args.ground_truth,
                       "chain_id": 137}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ from polysim.exchange import Exchange
 from polysim.faults import Faults, run_schedule
 from polysim.gamma import Gamma
 from polysim.gamma import gamma_app as _gamma_app
+from polysim.geoblock import Geoblock, geoblock_routes
 from polysim.market_ws import MarketWs
 from polysim.rtds import Rtds
 from polysim.scenario import Scenario
@@ -67,6 +68,7 @@ class Sim:
         self.source = SourceTrader(self.ex, self.bg, scenario.source, rng=rng("source"), now=now,
                                    window_s=scenario.window_s)
         self.control = Control(self)
+        self.geoblock = Geoblock()
         self.malformed_sent = 0
         self._tasks: list[asyncio.Task] = []
         self._rng = rng("sim")
@@ -149,6 +151,7 @@ def clob_app(sim: Sim) -> web.Application:
     app.router.add_get("/ws/market", sim.market_ws.handler)
     app.router.add_get("/ws/user", sim.user_ws.handler)
     control_routes(app, sim.control)
+    geoblock_routes(app, sim.geoblock)
     app.on_shutdown.append(lambda _: close_all([*sim.market_ws.subs, *sim.user_ws.subs]))
     return app
 
