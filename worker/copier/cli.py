@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="copy rate, delays, outcomes and refusals from the store")
     _config_arg(p)
-    p.add_argument("--since", default=None, help="epoch seconds or ISO-8601 instant")
+    p.add_argument("--since", default=None, help="epoch seconds, an ISO-8601 instant or a span back from now (7d, 12h)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--acceptance", action="store_true",
                    help="also judge the PRD acceptance criteria; exit 1 on failure")
@@ -138,9 +138,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(json.dumps(info, indent=None if args.json else 2, sort_keys=True))
             return 0
         if args.command == "report":
+            from copier.clock import LiveClock
             from copier.report import build_report, parse_since, render_text
 
-            rep = build_report(store, cfg, since=parse_since(args.since))
+            rep = build_report(store, cfg, since=parse_since(args.since, LiveClock().now()))
             print(json.dumps(rep, sort_keys=True) if args.json else render_text(rep))
             return 1 if args.acceptance and not rep["acceptance"]["passed"] else 0
     finally:

@@ -6,6 +6,7 @@ look it up by hash instead of signing a new one. Schema changes are explicit, nu
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -186,9 +187,23 @@ def _add_columns(database: pw.SqliteDatabase, table: str, columns: tuple[str, ..
             database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN {column}')
 
 
+def _migration_4(database: pw.SqliteDatabase, t: _Tables) -> None:
+    """Bounded growth: an index for every report query's `since` bound (orders had none), and incremental auto-vacuum
+    so the pages that pruning frees go back to the file system. auto_vacuum changes only with a VACUUM (one rewrite
+    of the file, done once, at the upgrade), and a VACUUM cannot run in a transaction: this migration runs outside one
+    and is idempotent, so a crash inside it re-runs it."""
+    database.execute_sql('CREATE INDEX IF NOT EXISTS "orders_signed_ns" ON "orders" ("signed_ns")')
+    if database.execute_sql("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
+        database.execute_sql(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
+        database.execute_sql("VACUUM")
+
+
+_INCREMENTAL = 2                # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
+
 Row = dict[str, Any]     # one table row, column name -> value
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3]   # append only; index + 1 = schema version
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]   # append only; index + 1 = schema version
+_OUTSIDE_TRANSACTION = {_migration_4}          # idempotent migrations that sqlite cannot run inside a transaction
 
 
 class _Insert:
@@ -286,7 +301,7 @@ class Store:
             raise OperationalError(f"store {self.path} has schema v{version}, newer than this copier "
                                    f"(v{len(MIGRATIONS)}): upgrade the copier")
         for n in range(version, len(MIGRATIONS)):
-            with self.db.atomic():
+            with contextlib.nullcontext() if MIGRATIONS[n] in _OUTSIDE_TRANSACTION else self.db.atomic():
                 MIGRATIONS[n](self.db, self.t)
                 self.db.execute_sql(f"PRAGMA user_version = {n + 1}")
 
@@ -507,6 +522,47 @@ class Store:
 
     def size_bytes(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    # ---- bounded growth (copier.upkeep drives these) -----------------------------------------------------
+    def prune_dedupe_rows(self, before_ns: int, limit: int) -> int:
+        """Delete up to `limit` sightings and `limit` transaction aliases recorded before `before_ns`: rows only
+        the dedupe and the detection report read. Fills, intents, orders and fill events are the record: never."""
+        deleted = 0
+        with self.db.atomic():
+            for table, column in (("sightings", "recv_ns"), ("tx_aliases", "at_ns")):
+                cur = self.db.execute_sql(f'DELETE FROM "{table}" WHERE rowid IN (SELECT rowid FROM "{table}" '
+                                          f'WHERE "{column}" < ? LIMIT ?)', (before_ns, limit))
+                deleted += cur.rowcount
+        return deleted
+
+    def incremental_vacuum(self, pages: int) -> int:
+        """Give up to `pages` free pages back to the file system; the free pages left."""
+        self.db.execute_sql(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+        return int(self.db.execute_sql("PRAGMA freelist_count").fetchone()[0])
+
+    def wal_bytes(self) -> int:
+        wal = self.path + "-wal"
+        return os.path.getsize(wal) if self.path != ":memory:" and os.path.exists(wal) else 0
+
+    def truncate_wal(self) -> bool:
+        """Checkpoint everything and cut the WAL file to zero, from a native thread (see checkpoint). True if it
+        did; False if a reader or writer held it back (the next pass tries again)."""
+        if self.path == ":memory:":
+            return True
+        busy = gevent.get_hub().threadpool.apply(_truncate_checkpoint, (self.path,))
+        return not busy
+
+
+TRUNCATE_BUSY_S = 0.2          # a truncating checkpoint waits this long for readers, then gives up until next time
+
+
+def _truncate_checkpoint(path: str) -> bool:
+    """True if the checkpoint was held back (SQLITE_BUSY)."""
+    con = sqlite3.connect(path, timeout=TRUNCATE_BUSY_S)
+    try:
+        return bool(con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+    finally:
+        con.close()
 
 
 def _passive_checkpoint(path: str) -> None:
