@@ -258,9 +258,13 @@ def test_parse_since_refuses_anything_else_in_one_line(text):
 
 
 def test_the_runtime_runs_the_upkeep_as_a_periodic_task_at_the_configured_interval(tmp_path):
+    import logging
+
     from copier.config import Secrets
     from copier.runtime import build
 
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     cfg = parse_config({"store": {"path": str(tmp_path / "rt.sqlite"), "maintenance_interval_s": 120},
                         "telemetry": {"ntp_server": ""}})
     rt = build(cfg, Secrets(), clock=FakeClock(T0))
@@ -270,3 +274,5 @@ def test_the_runtime_runs_the_upkeep_as_a_periodic_task_at_the_configured_interv
         assert task.run().pruned == 0
     finally:
         rt.store.close()
+        root.handlers[:] = handlers           # build() installs the copier's log handler on this test's stderr
+        root.setLevel(level)

@@ -24,9 +24,17 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help="copier YAML (default %(default)s)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from copier.replay import add_replay_args
+def _replay_args(p: argparse.ArgumentParser) -> None:
+    """Here and not in copier.replay: every command builds the parser, and importing the pipeline for it would add
+    about half a second to `copier report` and `copier status`."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--fills", help="Data API /trades rows (v1 or v2), JSON array or JSON lines")
+    source.add_argument("--recorded", help="a copier store (sqlite): replay the arrivals it recorded")
+    p.add_argument("--markets", required=True, help="Gamma market/event JSON (object, array or JSON lines)")
+    p.add_argument("--config", default=None, help="copier YAML (default: built-in defaults)")
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="copier", description="Polymarket copy-trading bot")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -57,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also judge the PRD acceptance criteria; exit 1 on failure")
 
     p = sub.add_parser("replay", help="run the real coalescer/decision/risk on a recorded history")
-    add_replay_args(p)
+    _replay_args(p)
 
     p = sub.add_parser("probe", help="DNS/connect/TLS/first-byte medians to every endpoint, and the geoblock verdict")
     _config_arg(p)
@@ -141,6 +149,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             from copier.clock import LiveClock
             from copier.report import build_report, parse_since, render_text
 
+            store.map_for_reading()
             rep = build_report(store, cfg, since=parse_since(args.since, LiveClock().now()))
             print(json.dumps(rep, sort_keys=True) if args.json else render_text(rep))
             return 1 if args.acceptance and not rep["acceptance"]["passed"] else 0

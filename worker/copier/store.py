@@ -427,19 +427,27 @@ class Store:
                 for r in q]
 
     # ---- report queries ----------------------------------------------------------------------------------
+    # Plain cursor reads: peewee's per-value conversion cost ~20 us a row, most of `copier report` on a week's store.
+    # Each query searches the index on its `since` column (tests/copier/test_upkeep.py checks the plans).
+    def _rows_since(self, table: str, column: str, since: float, order: str) -> list[Row]:
+        cur = self.db.execute_sql(f'SELECT * FROM "{table}" WHERE "{column}" >= ? ORDER BY {order}',
+                                  (int(since * 1e9),))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def map_for_reading(self, max_bytes: int = 1 << 30) -> None:
+        """Read the file through a memory map (a report's reads walk indexes in a random order: a quarter faster
+        than through sqlite's page cache on a week's store). For a reading process, not for the running copier."""
+        self.db.execute_sql(f"PRAGMA mmap_size = {int(max_bytes)}")
+
     def fills_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return t.FillRow.select().where(t.FillRow.recv_ns >= int(since * 1e9)).order_by(t.FillRow.recv_ns).dicts()
+        return self._rows_since("fills", "recv_ns", since, '"recv_ns"')
 
     def intents_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return (t.IntentRow.select().where(t.IntentRow.decided_ns >= int(since * 1e9))
-                .order_by(t.IntentRow.decided_ns, t.IntentRow.id).dicts())
+        return self._rows_since("intents", "decided_ns", since, '"decided_ns", "id"')
 
     def orders_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return t.OrderRow.select().where(t.OrderRow.signed_ns >= int(since * 1e9)) \
-            .order_by(t.OrderRow.signed_ns).dicts()
+        return self._rows_since("orders", "signed_ns", since, '"signed_ns"')
 
     # ---- detection (sightings per feed, confirm / retract) -----------------------------------------------
     def record_sightings(self, rows: list[Row]) -> None:
@@ -473,14 +481,10 @@ class Store:
                 .dicts().first())
 
     def sightings_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return t.SightingRow.select().where(t.SightingRow.recv_ns >= int(since * 1e9)) \
-            .order_by(t.SightingRow.recv_ns).dicts()
+        return self._rows_since("sightings", "recv_ns", since, '"recv_ns"')
 
     def fill_events_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return t.FillEventRow.select().where(t.FillEventRow.at_ns >= int(since * 1e9)) \
-            .order_by(t.FillEventRow.at_ns).dicts()
+        return self._rows_since("fill_events", "at_ns", since, '"at_ns"')
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str) -> Any:
