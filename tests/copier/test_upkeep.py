@@ -276,3 +276,4 @@ def test_the_runtime_runs_the_upkeep_as_a_periodic_task_at_the_configured_interv
         rt.store.close()
         root.handlers[:] = handlers           # build() installs the copier's log handler on this test's stderr
         root.setLevel(level)
+

@@ -158,8 +158,9 @@ def build_report(store: Store, cfg: Config, since: float | None = None) -> dict[
     statuses = Counter(o["status"] for o in orders)
     sent = [o for o in orders if o["submit_ns"]]
     killed = [o for o in sent if o["status"] in KILLED or (o["status"] in ANSWERED and not o["filled_size"])]
-    partial = [o for o in sent if o["filled_size"] and o["filled_size"] < intents[o["intent_id"]]["size"] - 1e-9
-               if o["intent_id"] in intents]
+    # An order signed just after `since` may belong to an intent decided just before it: not in `intents`.
+    partial = [o for o in sent if o["intent_id"] in intents
+               and o["filled_size"] and o["filled_size"] < intents[o["intent_id"]]["size"] - 1e-9]
     n_orders = len(orders)
     rep: dict[str, Any] = {
         "since": since,
