@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,7 @@ class WeekWriter:
         self.coalescer = Coalescer(cfg.copy)
         self.exposure = ExposureBook(cfg.markets.window_seconds)
         self.markets: dict[str, MarketMeta] = {}
+        self.held: defaultdict[str, float] = defaultdict(float)     # the source's shares per token
         self.holds = 0
 
     def market(self, asset: str, at: float) -> MarketMeta:
@@ -116,11 +118,15 @@ class WeekWriter:
         t = at
         for k in range(rng.randint(*p.burst_fills)):
             idx = (first + k) % 2 if both else first
-            side = Side.SELL if rng.random() < p.sell_p else Side.BUY
+            size = round(rng.uniform(*p.size), 2)
+            token = m.token_ids[idx]
+            # as polysim's source: a SELL only of shares it holds
+            side = Side.SELL if rng.random() < p.sell_p and self.held[token] >= size else Side.BUY
+            self.held[token] += size if side is Side.BUY else -size
             fill = SourceFill(tx_hash=_hex(rng, 64), asset=m.token_ids[idx], condition_id=m.condition_id,
                               outcome=m.outcomes[idx], outcome_index=idx, side=side,
                               price=price_up if idx == 0 else round(1 - price_up, 2),
-                              size=round(rng.uniform(*p.size), 2), match_ts=float(int(t)),
+                              size=size, match_ts=float(int(t)),
                               recv_ns=int((t + lag + rng.uniform(0, 0.03)) * 1e9), feed="rtds.trades",
                               wallet=self.cfg.copy.source_wallet, slug=m.slug)
             fills.append(fill)
@@ -297,6 +303,27 @@ def time_report(exe: Path, config: Path, runs: int, since: str = "7d") -> tuple[
     return walls, cpus
 
 
+def write_html(path: Path, store_path: Path, cfg: Config, rows: list[DayRow], *, end: float, days: float) -> None:
+    """The report's page of the week, with its growth per simulated day beside the figures."""
+    from copier.report import build_report
+    from copier.report_html import Growth, html_data, render_html
+
+    store = Store.open(str(store_path))
+    try:
+        since = end - days * DAY_S
+        start = since
+        growth = Growth(at=[min(end, start + r.day * DAY_S) for r in rows],
+                        curves={"store file": [r.db_bytes / 2 ** 20 for r in rows],
+                                "fills (kept: the record)": [float(r.fills) for r in rows],
+                                "sightings (pruned past the retention)": [float(r.sightings) for r in rows]},
+                        unit={"store file": "MiB"})
+        page = render_html(build_report(store, cfg, since=since), html_data(store, since), growth=growth,
+                           title=f"copier report: a generated week ({store_path.name})")
+    finally:
+        store.close()
+    path.write_text(page)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m polylab.weekstore", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="var/weekstore/copier.sqlite", help="the store to write (default %(default)s)")
@@ -310,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--copier", default=str(Path(sys.executable).with_name("copier")),
                     help="the copier executable to time (e.g. of a clean `pip install ./worker`, as on the VPS)")
     ap.add_argument("--max-report-s", type=float, default=2.0)
+    ap.add_argument("--html", default=None, help="also write `copier report --html` of the week, with its growth")
     args = ap.parse_args(argv)
     if not (0 < args.days <= 60 and args.rate > 0 and 0 < args.scale <= 100 and args.runs >= 0):
         print("weekstore: --days in (0, 60], --rate > 0, --scale in (0, 100], --runs >= 0", file=sys.stderr)
@@ -329,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r.day:>3} {r.fills:>8} {r.intents:>8} {r.orders:>8} {r.sightings:>10} {r.aliases:>8} "
               f"{r.db_bytes / 2 ** 20:>8.1f}")
+    if args.html:
+        write_html(Path(args.html), out, cfg, rows, end=time.time(), days=args.days)
+        print(f"html report: {args.html}")
     if not args.runs:
         return 0
     walls, cpus = time_report(Path(args.copier), config, args.runs)
