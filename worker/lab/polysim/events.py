@@ -42,6 +42,8 @@ class SimMarket:
     taker_delay_ms: float = 50.0  # itode: marketable orders wait this long before matching
     seconds_delay: float = 0.0   # sd: marketable orders answer `delayed` and match after this long
     resolved_at: float = 0.0
+    start_price: float | None = None     # the oracle's price to beat (TWAP at the window start)
+    end_price: float | None = None       # the settlement price (TWAP at the window end)
 
 
 @dataclass
@@ -111,6 +113,7 @@ BOOK = "book"                         # BookUpdate
 ORDER = "order"                       # OrderUpdate
 TRADE = "trade"                       # TradeStatus
 TICK_SIZE = "tick_size"               # (SimMarket, token_id, old, new)
+WALLET_CREATED = "wallet.created"     # exchange Wallet: a wallet we account for (an API wallet) appears
 
 
 class Hub:
