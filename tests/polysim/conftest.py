@@ -123,7 +123,7 @@ LIFE_SCENARIO = {
                 "auto_redeem_after": 0.01},                          # the venue's operator acts 2.25 s after
     "feeds": {"data_api_cache_s": 0, "mined_after_s": 0.3, "confirmed_after_s": 0.6,
               "positions_redeemable_lag_s": 8},                      # 8 market seconds = 2 s
-    "chain": {"relayer_delay_s": 0.2, "relayer_confirmations": 2},
+    "chain": {"relayer_delay_s": 0.2, "relayer_confirmations": 2, "relayer_min_deadline_s": 2},
 }
 CTF = "0x4d97dcd97ec945f40cf65f87097ace5ea0476045"
 PUSD = "0xc011a7e12a19f7b1f670d46f03b03f3342e82dfb"

@@ -73,6 +73,7 @@ class Match:
     trade_id: str = ""
     block_number: int = 0        # set by the chain surface when the tx is mined
     will_fail: bool = False      # the settlement tx reverts (trade goes RETRYING -> FAILED, balances restored)
+    moves: list = field(default_factory=list)    # exchange.Moved of each accounted wallet, to undo a failure exactly
 
     def fills(self) -> list[WalletFill]:
         return [self.taker, *self.makers]

@@ -119,6 +119,19 @@ class Position:
     last_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class Moved:
+    """What one fill changed in an accounted wallet (each field a difference), so a failed trade is undone exactly."""
+    wallet: str
+    token: str
+    cash: float                  # pUSD balance
+    size: float
+    cost: float
+    realized: float
+    bought: float
+    fees: float
+
+
 @dataclass
 class Settled:
     """What a redemption or merge did to one wallet's position in a market (kept to undo it on a reorg)."""
@@ -481,14 +494,15 @@ class Exchange:
         tx = "0x" + hashlib.sha256(f"tx:{self.matches}:{taker.order_hash}".encode()).hexdigest()
         trade_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         makers, qty_t, cost_t, fee_t = [], 0.0, 0.0, 0.0
-        cash: list[tuple[WalletFill, float, float]] = []          # (fill, notional, fee) of each accounted wallet
+        cash: list[tuple[WalletFill, float, float, Moved]] = []   # (fill, notional, fee, moved): accounted wallets
         for mk, qty in fills:
             mk.trade_ids.append(trade_id)
             makers.append(WalletFill(wallet=mk.wallet, role="maker", order_hash=mk.order_hash, side=mk.side,
                                      token_id=mk.token_id, outcome=mk.outcome, outcome_index=mk.outcome_index,
                                      price=mk.price, size=qty, owner=mk.owner))
-            self._move(mk.wallet, mk.token_id, mk.side, qty, qty * mk.price, 0.0, now, resting=mk)
-            cash.append((makers[-1], qty * mk.price, 0.0))
+            moved = self._move(mk.wallet, mk.token_id, mk.side, qty, qty * mk.price, 0.0, now, resting=mk)
+            if moved is not None:
+                cash.append((makers[-1], qty * mk.price, 0.0, moved))
             p = mk.price if mk.token_id == taker.token_id else round(1.0 - mk.price, 6)
             qty_t += qty
             cost_t += qty * p
@@ -496,7 +510,7 @@ class Exchange:
             if mk.api:
                 self._order_event(mk, "UPDATE", now)
         fee_t = round(fee_t, 5)
-        self._move(taker.wallet, taker.token_id, taker.side, qty_t, cost_t, fee_t, now)
+        taker_moved = self._move(taker.wallet, taker.token_id, taker.side, qty_t, cost_t, fee_t, now)
         taker.trade_ids.append(trade_id)
         avg = round(cost_t / qty_t, 6)
         book = self.books[m.condition_id]
@@ -505,7 +519,8 @@ class Exchange:
         tfill = WalletFill(wallet=taker.wallet, role="taker", order_hash=taker.order_hash, side=taker.side,
                            token_id=taker.token_id, outcome=taker.outcome, outcome_index=taker.outcome_index,
                            price=avg, size=round(qty_t, 6), fee=fee_t, owner=taker.owner)
-        cash.append((tfill, cost_t, fee_t))
+        if taker_moved is not None:
+            cash.append((tfill, cost_t, fee_t, taker_moved))
         api_owned = taker.api or any(mk.api for mk, _ in fills)
         will_fail = False
         if api_owned and self.force_fail > 0:
@@ -514,7 +529,7 @@ class Exchange:
         elif api_owned and self.trade_fail_rate:
             will_fail = self.rng.random() < self.trade_fail_rate
         match = Match(tx_hash=tx, match_time=now, market=m, taker=tfill, makers=makers, trade_id=trade_id,
-                      will_fail=will_fail)
+                      will_fail=will_fail, moves=[mv for *_, mv in cash])
         self._record_fills(match, cash)
         for f in match.fills():
             if f.wallet == self.source_wallet:
@@ -524,15 +539,15 @@ class Exchange:
         self.hub.publish(MATCH, match)
         return match
 
-    def _record_fills(self, match: Match, cash: list[tuple[WalletFill, float, float]]) -> None:
-        """Ground truth of every fill of a wallet we check (API wallets): the pUSD it moved, exactly as the balance
+    def _record_fills(self, match: Match, cash: list[tuple[WalletFill, float, float, Moved]]) -> None:
+        """Ground truth of every fill of a wallet we check (API wallets): `cash` is exactly what its pUSD balance
         moved (BUY: -(notional + fee), SELL: notional - fee). A trade that later fails is reverted (kind `trade`)."""
         m = match.market
-        for f, notional, fee in cash:
-            w = self.wallets.get(f.wallet)
-            if w is None or not w.checked:
+        for f, notional, fee, moved in cash:
+            w = self.wallets[f.wallet]
+            if not w.checked:
                 continue
-            delta = -(notional + fee) if f.side == "BUY" else notional - fee
+            delta = moved.cash
             self.truth.record("fill", trade_id=match.trade_id, tx_hash=match.tx_hash, wallet=f.wallet, role=f.role,
                               side=f.side, token_id=f.token_id, condition_id=m.condition_id, slug=m.slug,
                               outcome=f.outcome, price=round(f.price, 6), size=round(f.size, 6),
@@ -540,14 +555,15 @@ class Exchange:
                               order_hash=f.order_hash, match_time=match.match_time, will_fail=match.will_fail)
 
     def _move(self, address: str, token: str, side: str, qty: float, notional: float, fee: float, now: float,
-              resting: Order | None = None) -> None:
-        """Cash and shares for one fill. Background wallets are not accounted."""
+              resting: Order | None = None) -> Moved | None:
+        """Cash and shares for one fill -> exactly what changed (None for background wallets: not accounted)."""
         w = self.wallets.get(address)
         if w is None or not w.tracked:
-            return
+            return None
         pos = w.positions.setdefault(token, Position())
         pos.first_at = pos.first_at or now
         pos.last_at = now
+        before = (w.balance, pos.size, pos.cost, pos.realized, pos.bought, pos.fees)
         if side == "BUY":
             w.balance = round(w.balance - notional - fee, 6)
             pos.size = round(pos.size + qty, 6)
@@ -560,27 +576,26 @@ class Exchange:
             pos.realized = round(pos.realized + notional - qty * avg, 6)
             pos.cost = round(max(0.0, pos.cost - qty * avg), 6)
             pos.size = round(pos.size - qty, 6)
+        after = (w.balance, pos.size, pos.cost, pos.realized, pos.bought, pos.fees)
+        moved = Moved(address, token, *(round(a - b, 6) for a, b in zip(after, before, strict=True)))
         if resting is not None and resting.api:
             if resting.side == "BUY":
                 w.locked = round(w.locked - qty * resting.price, 6)
             else:
                 w.locked_shares[token] = round(w.locked_shares.get(token, 0.0) - qty, 6)
+        return moved
 
     def revert(self, match: Match) -> None:
-        """A settlement transaction failed: cash and shares go back (the trade goes FAILED)."""
-        for f in match.fills():
-            w = self.wallets.get(f.wallet)
-            if w is None or not w.tracked:
-                continue
-            pos = w.positions.setdefault(f.token_id, Position())
-            notional = f.size * f.price
-            sign = 1 if f.side == "BUY" else -1
-            w.balance = round(w.balance + sign * notional + f.fee, 6)
-            pos.size = round(pos.size - sign * f.size, 6)
-            pos.cost = round(max(0.0, pos.cost - sign * notional), 6)
-            if f.side == "BUY":
-                pos.bought = round(pos.bought - f.size, 6)
-                pos.fees = round(max(0.0, pos.fees - f.fee), 6)
+        """A settlement transaction failed: cash and shares go back exactly as they moved (the trade goes FAILED)."""
+        for mv in match.moves:
+            w = self.wallets[mv.wallet]
+            pos = w.positions[mv.token]
+            w.balance = round(w.balance - mv.cash, 6)
+            pos.size = round(pos.size - mv.size, 6)
+            pos.cost = round(pos.cost - mv.cost, 6)
+            pos.realized = round(pos.realized - mv.realized, 6)
+            pos.bought = round(pos.bought - mv.bought, 6)
+            pos.fees = round(pos.fees - mv.fees, 6)
 
     def _lock(self, o: Order) -> None:
         if not o.api:

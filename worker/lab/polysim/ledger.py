@@ -83,15 +83,15 @@ class Ledger:
     # ---- accounts ----------------------------------------------------------------------------------------
     def _on_api_wallet(self, w: Wallet) -> None:
         """A new API wallet: it starts with the scenario's pUSD and POL (ground truth `fund`, reason initial)."""
-        self.pol.setdefault(w.address, self.initial_pol)
-        self.truth.record("fund", wallet=w.address, pusd=round(w.balance, 6), pol_wei=str(self.pol[w.address]),
+        self.pol[w.address] = self.pol.get(w.address, 0) + self.initial_pol
+        self.truth.record("fund", wallet=w.address, pusd=round(w.balance, 6), pol_wei=str(self.initial_pol),
                           reason="initial")
 
     def fund(self, address: str, pusd: float = 0.0, pol: float = 0.0, owner: str | None = None,
              approve: tuple[str, ...] = ()) -> None:
         """Control: add pUSD / POL, register a deposit wallet's owner, approve CTF operators (ground truth `fund`)."""
         a = address.lower()
-        if pusd or a not in self.ex.wallets or not self.ex.wallets[a].checked:
+        if pusd or owner is not None:        # POL or approvals alone leave a future API wallet its initial pUSD
             self.ex.fund(a, pusd)
         self.pol[a] = self.pol.get(a, 0) + pol_wei(pol)
         if owner is not None:
