@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import httpx
+from conftest import current_market, environment, open_market, resolve, tokens
 from eth_account import Account
 from polymarket import SecureClient
 from web3 import AsyncWeb3, HTTPProvider, Web3, WebSocketProvider
 from web3.logs import DISCARD
-
-from conftest import current_market, environment, open_market, resolve, tokens
 
 ABI = [e for e in json.loads((Path(__file__).parents[1] / "payloads" / "polymarket" / "orderfilled_event_abi.json")
                              .read_text()) if e.get("type") == "event"]

@@ -7,10 +7,23 @@ import time
 import httpx
 import pytest
 import websocket
+from conftest import (
+    ADAPTER,
+    AUTO_REDEEM_OPERATOR,
+    CTF,
+    approve_data,
+    buy,
+    eventually,
+    ground_truth,
+    merge_data,
+    receipt,
+    redeem_data,
+    resolve,
+    send_tx,
+    subscribed,
+    wallet,
+)
 from eth_account import Account
-
-from conftest import (ADAPTER, AUTO_REDEEM_OPERATOR, CTF, approve_data, buy, eventually, ground_truth, merge_data,
-                      receipt, redeem_data, resolve, send_tx, subscribed, wallet)
 
 KEY_POSITIONS = "0x" + "f1" * 32
 KEY_AUTO = "0x" + "f2" * 32
@@ -97,8 +110,10 @@ def test_lifecycle_the_auto_redeem_operator_redeems_for_wallets_that_approved_it
     held = next(p for p in wallet(s, me)["positions"] if p["token_id"] == down)["units"]
     before = wallet(s, me)
     resolve(s, m, "Down")
-    after = eventually(lambda: (lambda w: w if all(p["units"] == 0 for p in w["positions"]) else None)(
-        wallet(s, me)), 15, 0.2, "the operator's redemption")
+    def redeemed() -> dict | None:
+        doc = wallet(s, me)
+        return doc if all(p["units"] == 0 for p in doc["positions"]) else None
+    after = eventually(redeemed, 15, 0.2, "the operator's redemption")
     assert round(after["pusd"] * 1e6) == round(before["pusd"] * 1e6) + held and after["pol_wei"] == before["pol_wei"]
     (red,) = [t for t in ground_truth(s) if t["kind"] == "redemption" and t["wallet"] == me.lower()]
     assert (red["via"], red["operator"], red["payout_units"], red["gas_paid_wei"]) == \

@@ -6,12 +6,29 @@ import json
 import httpx
 import pytest
 import websocket
+from conftest import (
+    ADAPTER,
+    CTF,
+    GWEI,
+    NEG_RISK_ADAPTER,
+    PUSD,
+    approve_data,
+    buy,
+    calldata,
+    eventually,
+    ground_truth,
+    merge_data,
+    receipt,
+    redeem_data,
+    resolve,
+    rpc,
+    send_tx,
+    sign_tx,
+    wallet,
+)
 from eth_abi import decode
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
-
-from conftest import (ADAPTER, CTF, GWEI, NEG_RISK_ADAPTER, PUSD, approve_data, buy, calldata, eventually,
-                      ground_truth, merge_data, receipt, redeem_data, resolve, rpc, send_tx, sign_tx, wallet)
 
 TRANSFER_BATCH = "0x" + keccak(text="TransferBatch(address,address,address,uint256[],uint256[])").hex()
 TRANSFER_SINGLE = "0x" + keccak(text="TransferSingle(address,address,address,uint256,uint256)").hex()

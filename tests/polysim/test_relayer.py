@@ -5,11 +5,20 @@ import json
 import time
 
 import httpx
+from conftest import (
+    ADAPTER,
+    CTF,
+    approve_data,
+    buy,
+    eventually,
+    ground_truth,
+    redeem_data,
+    resolve,
+    rpc,
+    wallet,
+)
 from eth_account import Account
 from eth_account.messages import encode_typed_data
-
-from conftest import (ADAPTER, CTF, approve_data, buy, eventually, ground_truth, redeem_data, resolve, rpc,
-                      wallet)
 
 OWNER_KEY = "0x" + "d1" * 32
 OWNER = Account.from_key(OWNER_KEY).address
@@ -51,9 +60,14 @@ def _state(urls, tx_id: str) -> dict:
     return httpx.get(f"{urls['relayer']}/v1/account/transactions/{tx_id}", timeout=5).json()
 
 
+def _in_state(urls, tx_id: str, *states: str) -> dict | None:
+    doc = _state(urls, tx_id)
+    return doc if doc["state"] in states else None
+
+
 def _terminal(urls, tx_id: str) -> dict:
-    return eventually(lambda: (lambda d: d if d["state"] in ("STATE_CONFIRMED", "STATE_FAILED", "STATE_INVALID")
-                               else None)(_state(urls, tx_id)), 20, 0.1, f"relayer transaction {tx_id} to end")
+    return eventually(lambda: _in_state(urls, tx_id, "STATE_CONFIRMED", "STATE_FAILED", "STATE_INVALID"), 20, 0.1,
+                      f"relayer transaction {tx_id} to end")
 
 
 def _nonce(urls, owner: str) -> int:
@@ -111,8 +125,8 @@ def test_relayer_refuses_bad_requests_with_a_reason(life_sim):
     other = {"RELAYER_API_KEY": "k", "RELAYER_API_KEY_ADDRESS": Account.from_key(OTHER_KEY).address}
     assert _submit(s, _batch(OTHER_KEY, DW_FAULTS, 0, call), headers={}).status_code == 401
     cases = [
-        (_batch(OTHER_KEY, "0x" + "77" * 20, 0, call), "deposit wallet 0x7777777777777777777777777777777777777777 "
-                                                       "is not deployed"),
+        (_batch(OTHER_KEY, "0x" + "77" * 20, 0, call),
+         "deposit wallet 0x7777777777777777777777777777777777777777 is not deployed"),
         (_batch(OWNER_KEY, DW_FAULTS, 0, call), "invalid signature"),                    # not the owner's key
         (_batch(OTHER_KEY, DW_FAULTS, 0, call, sign_nonce=5), "invalid signature"),      # signed something else
         (_batch(OTHER_KEY, DW_FAULTS, 0, call, deadline=int(time.time()) - 1), None),
@@ -171,16 +185,19 @@ def test_relayer_faults_lose_answers_stall_past_deadlines_and_fail_on_chain(life
     late = _submit(s, _batch(key, wallet_address, 1, [(CTF, approve_data(CTF))], deadline=int(time.time()) + 3),
                    headers)
     assert late.status_code == 200
-    invalid = eventually(lambda: (lambda d: d if d["state"] == "STATE_INVALID" else None)(
-        _state(s, late.json()["transactionID"])), 10, 0.1, "the stalled batch to expire")
+    invalid = eventually(lambda: _in_state(s, late.json()["transactionID"], "STATE_INVALID"), 10, 0.1,
+                         "the stalled batch to expire")
     assert invalid["transaction_hash"] is None and "deadline" in invalid["error_msg"]
     assert wallet(s, wallet_address)["deposit_wallet"]["nonce"] == 1
     # A paused adapter: the batch is mined and reverts whole (the approval too), STATE_FAILED with the reason;
     # the relayer paid the gas.
-    httpx.post(f"{s['control']}/faults", json={"adapter_paused": {"seconds": 5}}, timeout=5)
-    failing = _submit(s, _batch(key, wallet_address, 1, [(CTF, approve_data(AUTO)),
-                                                        (ADAPTER, redeem_data("0x" + "ab" * 32))]), headers)
-    failed = _terminal(s, failing.json()["transactionID"])
+    httpx.post(f"{s['control']}/faults", json={"adapter_paused": {"seconds": 30}}, timeout=5)
+    try:
+        failing = _submit(s, _batch(key, wallet_address, 1, [(CTF, approve_data(AUTO)),
+                                                            (ADAPTER, redeem_data("0x" + "ab" * 32))]), headers)
+        failed = _terminal(s, failing.json()["transactionID"])
+    finally:                                         # unpaused for the tests after this one
+        httpx.post(f"{s['control']}/faults", json={"adapter_paused": {"seconds": 0}}, timeout=5)
     assert failed["state"] == "STATE_FAILED" and failed["transaction_hash"] and failed["error_msg"] == \
         "execution reverted"
     doc = wallet(s, wallet_address)

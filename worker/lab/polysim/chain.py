@@ -397,7 +397,9 @@ class Chain:
         for s in ready:
             s.match.block_number = block.number
         if self.node is not None:
-            block.txs += self.node.mine(block.number, block.hash, block.timestamp)
+            # Transactions a reorg just took out come back one block later, like the settlements.
+            block.txs += self.node.mine(block.number, block.hash, block.timestamp,
+                                        hold={tx.tx_hash for tx in orphaned if isinstance(tx, UserTx)})
         self.blocks.append(block)
         if any(isinstance(tx, UserTx) for tx in block.txs):
             self.block_logs(block)                   # wallets' receipts are built when mined

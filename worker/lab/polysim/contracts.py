@@ -124,7 +124,7 @@ class Log:
     topics: tuple[str, ...]
     data: str
 
-    def json(self) -> dict:
+    def json(self) -> dict[str, object]:
         return {"address": self.address, "topics": list(self.topics), "data": self.data}
 
 

@@ -53,7 +53,7 @@ class Frame:
     """One transaction's execution: its logs, gas, ground-truth records and the undo of every change."""
     gas: int = 0
     logs: list[c.Log] = field(default_factory=list)
-    records: list[tuple[str, dict]] = field(default_factory=list)
+    records: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     undos: list[Callable[[], None]] = field(default_factory=list)
 
     def change(self, apply: Callable[[], None], undo: Callable[[], None]) -> None:

@@ -17,8 +17,9 @@ A reorg that orphans the block undoes all of it and puts the transaction back in
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import rlp
 from eth_abi import encode
@@ -72,10 +73,10 @@ class UserTx:
     v: int = 0
     r: int = 0
     s: int = 0
-    access_list: list = field(default_factory=list)
+    access_list: list[dict[str, Any]] = field(default_factory=list)
     received_at: float = 0.0
     action: Callable[[Frame], None] | None = None     # the venue's own transactions run this instead of a call
-    tag: dict = field(default_factory=dict)           # ground truth: via, relayer_id, wallet
+    tag: dict[str, str] = field(default_factory=dict)   # ground truth: via, relayer_id, wallet
     on_mined: Callable[[UserTx], None] | None = None
     status: int | None = None          # 1 success, 0 reverted; None while pending
     gas_used: int = 0
@@ -84,24 +85,26 @@ class UserTx:
     frame: Frame | None = None
     block_number: int | None = None
     dropped: bool = False
-    receipt: tuple | None = None       # (block hash, number, index, logs, cumulative gas) once mined
+    # (block hash, number, index, logs, cumulative gas) once mined
+    receipt: tuple[str, int, int, list[dict[str, Any]], int] | None = None
 
     @property
     def reverted(self) -> bool:
         return self.status == 0
 
     @property
-    def logs(self) -> list[dict]:
+    def logs(self) -> list[dict[str, Any]]:
         return [log.json() for log in self.frame.logs] if self.frame is not None and self.status == 1 else []
 
     @property
     def gas_paid(self) -> int:
         return self.gas_used * self.price
 
-    def tx_fields(self) -> dict:
-        doc = {"from": self.sender, "gas": hex(self.gas), "hash": self.tx_hash, "input": "0x" + self.data.hex(),
-               "nonce": hex(self.nonce), "to": self.to, "value": hex(self.value), "type": hex(self.type),
-               "v": hex(self.v), "r": hex(self.r), "s": hex(self.s)}
+    def tx_fields(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"from": self.sender, "gas": hex(self.gas), "hash": self.tx_hash,
+                               "input": "0x" + self.data.hex(), "nonce": hex(self.nonce), "to": self.to,
+                               "value": hex(self.value), "type": hex(self.type), "v": hex(self.v), "r": hex(self.r),
+                               "s": hex(self.s)}
         if self.type == 2:
             doc.update(maxFeePerGas=hex(self.fee_cap), maxPriorityFeePerGas=hex(self.tip),
                        gasPrice=hex(min(self.fee_cap, BASE_FEE + self.tip)), yParity=hex(self.v))
@@ -113,7 +116,7 @@ class UserTx:
             doc["chainId"] = hex(self.chain_id)
         return doc
 
-    def receipt_fields(self) -> dict:
+    def receipt_fields(self) -> dict[str, Any]:
         return {"from": self.sender, "to": self.to, "gasUsed": hex(self.gas_used),
                 "effectiveGasPrice": hex(self.price), "status": "0x1" if self.status == 1 else "0x0",
                 "type": hex(self.type), "contractAddress": None}
@@ -165,7 +168,7 @@ def decode_raw(raw_hex: str, now: float) -> UserTx:
     return tx
 
 
-def _to(value) -> str | None:
+def _to(value: object) -> str | None:
     if value in (None, b"", "", "0x"):
         return None
     return ("0x" + bytes(value).hex() if isinstance(value, (bytes, bytearray)) else str(value)).lower()
@@ -237,7 +240,7 @@ class Node:
         return tx
 
     def system_tx(self, sender: str, to: str, data: bytes, gas: int, action: Callable[[Frame], None],
-                  tag: dict, on_mined: Callable[[UserTx], None] | None = None) -> UserTx:
+                  tag: dict[str, str], on_mined: Callable[[UserTx], None] | None = None) -> UserTx:
         """A transaction of the venue's own senders (the relayer, the auto-redeem operator), next in their nonce."""
         slot = self.pending.setdefault(sender, {})
         nonce = max([self.ledger.nonce(sender) - 1, *slot]) + 1
@@ -278,15 +281,16 @@ class Node:
         return None if tx is None or tx.dropped else tx
 
     # ---- mining --------------------------------------------------------------------------------------------
-    def mine(self, number: int, block_hash: str, timestamp: int) -> list[UserTx]:
-        """Execute every executable pooled transaction, senders in arrival order, each sender in nonce order."""
+    def mine(self, number: int, block_hash: str, timestamp: int, hold: Collection[str] = ()) -> list[UserTx]:
+        """Execute every executable pooled transaction, senders in arrival order, each sender in nonce order
+        (a sender stops at a transaction in `hold`)."""
         mined: list[UserTx] = []
         for sender in sorted(self.pending, key=lambda a: min(t.received_at for t in self.pending[a].values())
                              if self.pending[a] else 0.0):
             slot = self.pending[sender]
             while True:
                 tx = slot.get(self.ledger.nonce(sender))
-                if tx is None or tx.fee_cap < BASE_FEE or \
+                if tx is None or tx.tx_hash in hold or tx.fee_cap < BASE_FEE or \
                         self.ledger.balance(sender) < tx.gas * min(tx.fee_cap, BASE_FEE + tx.tip) + tx.value:
                     break
                 del slot[tx.nonce]

@@ -31,9 +31,10 @@ the relayer could broadcast). The wallet pays no gas.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from eth_abi import encode
@@ -51,6 +52,7 @@ from polysim.truth import GroundTruth
 NEW, EXECUTED, MINED, CONFIRMED, INVALID, FAILED = ("STATE_NEW", "STATE_EXECUTED", "STATE_MINED", "STATE_CONFIRMED",
                                                     "STATE_INVALID", "STATE_FAILED")
 TERMINAL = (CONFIRMED, INVALID, FAILED)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BATCH_GAS = 2_000_000
 _BATCH_TYPES = {
     "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
@@ -142,7 +144,7 @@ class Relayer:
         return next(((a, dw) for a, dw in self.ledger.deposit_wallets.items() if dw.owner == owner.lower()), None)
 
     # ---- submit --------------------------------------------------------------------------------------------
-    def submit(self, doc, api_key: str) -> tuple[Batch, bool]:
+    def submit(self, doc: object, api_key: str) -> tuple[Batch, bool]:
         """Check and accept a signed batch -> (batch, already known). Raises Refused."""
         if not isinstance(doc, dict):
             raise Refused("invalid request body")
@@ -160,6 +162,8 @@ class Relayer:
             return known, True
         params = doc.get("depositWalletParams")
         try:
+            if not isinstance(params, dict):
+                raise TypeError
             owner = str(doc["from"]).lower()
             wallet = str(params["depositWallet"]).lower()
             nonce, deadline = int(str(doc["nonce"])), int(str(params["deadline"]))
@@ -230,7 +234,7 @@ class Relayer:
             self.ledger.call(frame, b.wallet, target, data, value)
 
     # ---- views ---------------------------------------------------------------------------------------------
-    def json(self, b: Batch) -> dict:
+    def json(self, b: Batch) -> dict[str, Any]:
         """GET /transaction's row (docs example)."""
         tx_hash = b.tx.tx_hash if b.tx is not None else ""
         return {"transactionID": b.id, "transactionHash": tx_hash, "from": b.owner, "to": c.DEPOSIT_WALLET_FACTORY,
@@ -238,14 +242,14 @@ class Relayer:
                 "signature": b.signature, "state": self.state(b), "type": "WALLET", "owner": b.owner,
                 "metadata": b.metadata, "createdAt": _iso(b.created), "updatedAt": _iso(b.updated)}
 
-    def json_v1(self, b: Batch) -> dict:
+    def json_v1(self, b: Batch) -> dict[str, Any]:
         """GET /v1/account/transactions/{id} (the unified SDK's GaslessTransaction: snake_case)."""
         return {"transaction_id": b.id, "transaction_hash": b.tx.tx_hash if b.tx is not None else None,
                 "state": self.state(b), "error_msg": self.error(b) or None, "type": "WALLET", "from": b.owner,
                 "to": c.DEPOSIT_WALLET_FACTORY, "proxy_address": b.wallet, "nonce": str(b.nonce),
                 "created_at": _iso(b.created), "updated_at": _iso(b.updated)}
 
-    def nonce_for(self, q) -> str:
+    def nonce_for(self, q: Mapping[str, str]) -> str:
         address, kind = q.get("address", ""), q.get("type", "")
         if len(address) != 42 or not address.startswith("0x"):
             raise Refused("address is required")
@@ -266,7 +270,7 @@ class Relayer:
         return None
 
     @web.middleware
-    async def edge(self, request: web.Request, handler) -> web.StreamResponse:
+    async def edge(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.faults.take("relayer_5xx") is not None:
             self.counters["faults"] += 1
             return web.Response(status=503, content_type="text/html",
