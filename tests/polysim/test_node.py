@@ -294,3 +294,23 @@ def test_node_faults_fail_stall_or_lose_the_answer_and_never_apply_twice(life_si
         ws.close()
     assert receipt(s, "0x" + keccak(bytes.fromhex(raw2[2:])).hex())["status"] == "0x1"
     eventually(lambda: wallet(s, me)["nonce"] == 2, 5, 0.1, "both transactions mined once")
+
+
+def test_node_survives_hostile_request_bodies(life_sim):
+    s = life_sim
+    deep = "[" * 100_000 + "]" * 100_000
+    for body in (deep.encode(), b"\xff\xfe\x00garbage", b"<html>502</html>", b"[]", b'{"jsonrpc": "2.0"}',
+                 json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
+                             "params": [{"to": PUSD, "data": "0x70a08231" + "f" * 64}, {"nested": [[[]]]}]}).encode(),
+                 json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [None, None]}).encode(),
+                 json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_feeHistory", "params": ["0x" + "f" * 70,
+                                                                                              "latest"]}).encode()):
+        out = httpx.post(s["rpc_http"], content=body, timeout=10)
+        assert out.status_code == 200, body[:40]
+        doc = out.json()
+        assert isinstance(doc, dict) and doc["jsonrpc"] == "2.0" and ("error" in doc) != ("result" in doc), doc
+    assert httpx.post(f"{s['relayer']}/submit", content=deep.encode(),
+                      headers={"RELAYER_API_KEY": "k", "RELAYER_API_KEY_ADDRESS": "0x" + "11" * 20},
+                      timeout=10).status_code == 400
+    assert httpx.post(f"{s['control']}/wallets/fund", content=deep.encode(), timeout=10).status_code == 400
+    assert rpc(s, "eth_chainId")["result"] == "0x89"                     # still serving

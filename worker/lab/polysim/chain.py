@@ -544,7 +544,7 @@ class Chain:
         """JSON-RPC over HTTP POST (what HTTP providers and the official SDK's EOA path use)."""
         try:
             body = json.loads(await request.read())
-        except ValueError:
+        except (ValueError, RecursionError):
             return web.json_response(_rpc_error(None, -32700, "parse error"))
         out, cut = await self._answer(None, body)
         if out is None:
@@ -801,7 +801,7 @@ class Chain:
                     continue
                 try:
                     req = json.loads(msg.data)
-                except ValueError:
+                except (ValueError, RecursionError):          # not JSON, or nested past any sane depth
                     await ws.send_str(json.dumps(_rpc_error(None, -32700, "parse error")))
                     continue
                 out, cut = await self._answer(ws, req)

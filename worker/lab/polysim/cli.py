@@ -75,7 +75,14 @@ def load_scenario(args) -> scenario.Scenario:
     return scenario.load(args.scenario, overrides)
 
 
+# py_ecc (imported by eth-account) raises the recursion limit to 100,000 at import; with that limit a deeply nested
+# JSON body overflows the C stack and kills the process. Under a sane limit it is a RecursionError, answered as bad
+# input by every surface.
+RECURSION_LIMIT = 3000
+
+
 def main(argv=None) -> int:
+    sys.setrecursionlimit(RECURSION_LIMIT)
     p = argparse.ArgumentParser(prog="polysim")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run every simulated Polymarket surface on loopback",

@@ -106,7 +106,7 @@ class Control:
                 approve = list(contracts.ADAPTERS)
             if not isinstance(approve, list) or not all(_ADDRESS.match(str(a)) for a in approve):
                 raise ValueError('approve: a list of addresses, or "adapters"')
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return web.json_response({"error": f"bad fund request: {exc}"}, status=400)
         self.sim.ledger.fund(body["address"], pusd, pol, owner, tuple(approve))
         return web.json_response(self.wallet_doc(body["address"].lower()))
@@ -153,7 +153,7 @@ class Control:
             if winner is not None and winner not in m.outcomes:
                 raise ValueError(f"winner: one of {m.outcomes}")
             ex.resolve_now(m, self.sim.now(), None if winner is None else m.outcomes.index(winner))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return web.json_response({"error": f"bad resolve request: {exc}"}, status=400)
         assert m.winner is not None
         return web.json_response({"slug": m.slug, "condition_id": m.condition_id, "winner": m.outcomes[m.winner],

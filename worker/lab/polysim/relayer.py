@@ -288,7 +288,7 @@ class Relayer:
                           "headers) are required", 401)
         try:
             doc = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Refused("invalid request body: not JSON") from None
         try:
             b, _ = self.submit(doc, key)
