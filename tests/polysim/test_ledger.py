@@ -184,3 +184,22 @@ def test_ledger_a_paused_adapter_reverts_and_the_view_says_so(tmp_path):
         ledger.call(Frame(), ME, ADAPTER, bytes.fromhex(redeem_data(m.condition_id)[2:]), 0)
     assert exc.value.data == "0x" + keccak(text="OnlyUnpaused()")[:4].hex()     # the custom error, no string
     assert exc.value.message == "execution reverted" and w.held(m.token_ids[0]) == 3
+
+
+def test_ledger_a_market_stays_redeemable_while_an_api_wallet_holds_its_tokens(tmp_path):
+    now = [T0]
+    ex, ledger, _, _, _ = _world(tmp_path, now)
+    m, w = _holding(ex, ME, up=2)
+    other = ex.market_for("btc", T0, "next")
+    ex.wallet(ex.source_wallet).positions[other.token_ids[0]] = Position(size=9, cost=4)   # the source: no effect
+    late = m.window_end + 900 * 21
+    ex.tick(m.window_end)
+    ex.tick(m.window_end + 90)
+    ex.tick(late)
+    ex.tick(other.window_end + 900 * 21)
+    assert m.condition_id in ex.by_condition and other.condition_id not in ex.by_condition
+    ledger.operators[ME] = {ADAPTER}
+    ledger.call(Frame(), ME, ADAPTER, bytes.fromhex(redeem_data(m.condition_id)[2:]), 0)      # no deadline
+    assert w.held(m.token_ids[0]) == 0
+    ex.tick(late + 1)
+    assert m.condition_id not in ex.by_condition

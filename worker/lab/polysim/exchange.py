@@ -201,7 +201,7 @@ class Exchange:
             if m.state == "closed" and now >= m.window_end + self.window_s * self.cfg.resolve_after:
                 self._resolve(m, now)
             if m.state == "resolved" and now >= m.window_end + self.window_s * KEEP_RESOLVED_WINDOWS \
-                    and not self._held_by_tracked(m):
+                    and not self._held_by_api_wallet(m):
                 self._forget(m)
         while self._expiries and self._expiries[0][0] <= now:
             _, h = heapq.heappop(self._expiries)
@@ -263,10 +263,10 @@ class Exchange:
             self._close(m, now)
         self._resolve(m, now, winner)
 
-    def _held_by_tracked(self, m: SimMarket) -> bool:
-        """A resolved market stays known while anyone we account for still holds its tokens: a redemption has no
-        deadline."""
-        return any(w.held(t) > EPS for w in self.wallets.values() if w.tracked for t in m.token_ids)
+    def _held_by_api_wallet(self, m: SimMarket) -> bool:
+        """A resolved market stays known while an API wallet still holds its tokens: a redemption has no deadline.
+        (Not the simulated source wallet: it holds tokens of nearly every market and never redeems.)"""
+        return any(w.held(t) > EPS for w in self.wallets.values() if w.checked for t in m.token_ids)
 
     def _forget(self, m: SimMarket) -> None:
         del self.markets[m.slug]
