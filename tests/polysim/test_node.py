@@ -2,6 +2,7 @@
 collateral adapter, geth's answers to bad or repeated transactions, receipts and logs, gas in POL, node faults.
 Black-box over JSON-RPC (HTTP and websocket) against a polysim process."""
 import json
+import time
 
 import httpx
 import pytest
@@ -314,3 +315,30 @@ def test_node_survives_hostile_request_bodies(life_sim):
                       timeout=10).status_code == 400
     assert httpx.post(f"{s['control']}/wallets/fund", content=deep.encode(), timeout=10).status_code == 400
     assert rpc(s, "eth_chainId")["result"] == "0x89"                     # still serving
+
+
+def test_node_subscriptions_see_a_wallets_transaction_pending_then_its_logs(life_sim):
+    s = life_sim
+    key = "0x" + "e6" * 32
+    m = buy(s, key, "Up", 5)
+    receipt(s, send_tx(key, s, CTF, approve_data(ADAPTER)))
+    resolve(s, m, "Up")
+    ws = websocket.create_connection(s["rpc_ws"], timeout=5)
+    try:
+        def sub(params):
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": len(params), "method": "eth_subscribe", "params": params}))
+            return json.loads(ws.recv())["result"]
+        pending = sub(["newPendingTransactions"])
+        logs = sub(["logs", {"address": CTF, "topics": [PAYOUT_REDEMPTION]}])
+        tx_hash = send_tx(key, s, ADAPTER, redeem_data(m["conditionId"]))
+        seen: dict[str, list] = {pending: [], logs: []}
+        deadline = time.monotonic() + 10
+        while not seen[logs] and time.monotonic() < deadline:
+            msg = json.loads(ws.recv())
+            if msg.get("method") == "eth_subscription" and msg["params"]["subscription"] in seen:
+                seen[msg["params"]["subscription"]].append(msg["params"]["result"])
+    finally:
+        ws.close()
+    assert tx_hash in seen[pending]
+    (log,) = [x for x in seen[logs] if x["transactionHash"] == tx_hash]
+    assert log["topics"][1] == _word(ADAPTER) and log["removed"] is False
