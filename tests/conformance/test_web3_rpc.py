@@ -1,5 +1,5 @@
-"""web3.py (a standard Ethereum client) on polysim's Polygon JSON-RPC: over the websocket, subscriptions (newHeads, logs,
-newPendingTransactions), blocks, logs, receipts and transactions of the settlement of a match, decoded with the
+"""web3.py (a standard Ethereum client) on polysim's Polygon JSON-RPC: over the websocket, subscriptions (newHeads,
+logs, newPendingTransactions), blocks, logs, receipts and transactions of the settlement of a match, decoded with the
 exchange's real event ABI; over HTTP, a wallet's redemption that web3 builds, signs and sends like any transaction."""
 import asyncio
 import json

@@ -17,6 +17,7 @@ from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from polysim import scenario
 from polysim.chain import Chain
 from polysim.events import Hub

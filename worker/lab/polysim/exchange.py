@@ -339,7 +339,7 @@ class Exchange:
         avgs = [p.cost / p.size if p.size > EPS else 0.0 for p in held]
         total = sum(avgs)
         out = Settled(payout=round(amount, 6))
-        for i, (p, avg) in enumerate(zip(held, avgs)):
+        for i, (p, avg) in enumerate(zip(held, avgs, strict=True)):
             share = amount * (avg / total if total > 0 else 0.5)
             out.burned[i], out.costs[i] = amount, round(min(p.cost, amount * avg), 6)
             out.realized[i] = round(share - out.costs[i], 6)
