@@ -1,6 +1,8 @@
 """Drive the lab host from tests: make targets, provisioning runs, SSH commands, and what the lab leaves behind."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -20,21 +22,23 @@ LAB_INVENTORY = REPO / "inventories" / "lab"
 def _settings() -> dict[str, str]:
     """The lab's names and addresses, from the file the lab scripts source."""
     text = (REPO / "ansible" / "lab" / "settings.sh").read_text()
-    return dict(re.findall(r"^(lab_\w+)=([\w.]+)$", text, re.M))
+    return dict(re.findall(r"^(lab_\w+)=([\w.:]+)$", text, re.MULTILINE))
 
 
 SETTINGS = _settings()
 LAB_IP = SETTINGS["lab_ip"]
 HOST_IP = SETTINGS["lab_host_ip"]
+LAB_IP6 = SETTINGS["lab_ip6"]
+HOST_IP6 = SETTINGS["lab_host_ip6"]
 VETH = SETTINGS["lab_veth"] + "0"
 
 RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
-                   r"\s+failed=(?P<failed>\d+)", re.M)
+                   r"\s+failed=(?P<failed>\d+)", re.MULTILINE)
 
 
 def make(target: str, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), target, *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False)
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,47 @@ class Provisioning:
         return tasks
 
 
-def provision(commit: str, *args: str) -> Provisioning:
-    """`make provision INVENTORY=inventories/lab` of the copier at a commit, the vault password from the test's file."""
-    done = make("provision", "INVENTORY=inventories/lab", *args,
+def _extra_vars_file(extra: dict) -> Path:
+    """Extra variables for ansible-playbook as a file (-e @file): typed values, no shell quoting through make."""
+    path = LAB_DIR / f"extra-vars-{hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:12]}.json"
+    path.write_text(json.dumps(extra))
+    return path
+
+
+def provision(commit: str, *args: str, extra: dict | None = None) -> Provisioning:
+    """`make provision INVENTORY=inventories/lab` of the copier at a commit, the vault password from the test's file;
+    args go to ansible-playbook (--check, --tags ...), extra becomes its extra variables."""
+    playbook_args = [*args, *(["-e", f"@{_extra_vars_file(extra)}"] if extra else [])]
+    done = make("provision", "INVENTORY=inventories/lab", f"PROVISION_ARGS={' '.join(playbook_args)}",
                 env={"ANSIBLE_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD_FILE), "ANSIBLE_NOCOLOR": "1",
                      "COPIER_REF": commit})
     return Provisioning(done.returncode, done.stdout + done.stderr)
+
+
+def baseline() -> Provisioning:
+    """ansible/baseline.yml against the lab host: the read-only hardening check an operator runs."""
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(LAB_INVENTORY),
+                           str(REPO / "ansible" / "baseline.yml")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg"),
+                               "ANSIBLE_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD_FILE), "ANSIBLE_NOCOLOR": "1"},
+                          check=False)
+    return Provisioning(done.returncode, done.stdout + done.stderr)
+
+
+def release_commit(base: str) -> str:
+    """A commit object whose worker/ differs from base's by one module, so it builds another release id; no branch
+    or index of the checkout moves (a temporary index, `git commit-tree`)."""
+    def git(*args: str, stdin: str | None = None, env: dict | None = None) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], input=stdin, capture_output=True, text=True,
+                              check=True, env={**os.environ, **(env or {})}).stdout.strip()
+    index = {"GIT_INDEX_FILE": str(LAB_DIR / "release-index")}
+    git("read-tree", base, env=index)
+    blob = git("hash-object", "-w", "--stdin", stdin="# A release that differs from its parent by this file only.\n")
+    git("update-index", "--add", "--cacheinfo", f"100644,{blob},worker/copier/_lab_release.py", env=index)
+    tree = git("write-tree", env=index)
+    who = {"GIT_AUTHOR_NAME": "lab", "GIT_AUTHOR_EMAIL": "lab@localhost", "GIT_COMMITTER_NAME": "lab",
+           "GIT_COMMITTER_EMAIL": "lab@localhost"}
+    return git("commit-tree", tree, "-p", base, "-m", "lab: another release", env=who)
 
 
 def head_commit() -> str:
@@ -82,14 +121,15 @@ def lab_vault() -> dict[str, str]:
 class LabShell:
     """Commands on the lab host over SSH, as the deploy user, sharing one connection (closed by lab-down)."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = LAB_IP) -> None:
         self.base = ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
                      "-o", f"UserKnownHostsFile={LAB_DIR / 'known_hosts'}", "-o", "ConnectTimeout=5",
                      "-o", f"ControlPath={LAB_DIR}/ssh-%r@%h:%p", "-o", "ControlMaster=auto", "-o", "ControlPersist=60",
-                     "-i", str(LAB_DIR / "id_ed25519"), f"deploy@{LAB_IP}"]
+                     "-i", str(LAB_DIR / "id_ed25519"), f"deploy@{address}"]
 
     def run(self, command: str, *, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.base, command], input=input, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([*self.base, command], input=input, capture_output=True, text=True, timeout=timeout,
+                              check=False)
 
     def out(self, command: str, **kw) -> str:
         """stdout of a command that must succeed."""
@@ -100,10 +140,50 @@ class LabShell:
     def sudo(self, command: str, **kw) -> str:
         return self.out(f"sudo sh -c {shlex.quote(command)}", **kw)
 
+    def fingerprint(self) -> dict[str, str]:
+        """Hashes of everything provisioning could change: /etc, /opt, /usr/local and the deploy user's keys (paths,
+        modes, owners, contents), installed packages, enabled units and the roles' services, the nftables rules
+        (without the SSH meter's dynamic entries) and the kernel settings the roles manage."""
+        names = [s["name"] for role in ("net_tuning", "hardening")
+                 for s in yaml.safe_load((REPO / f"roles/{role}/defaults/main.yml").read_text())[f"{role}_sysctls"]]
+        return json.loads(self.sudo(f"python3 - {' '.join(names)}", input=FINGERPRINT))
+
     def program_state(self, name: str) -> tuple[str, str]:
         """(state, rest) of a supervisord program, e.g. ("RUNNING", "pid 123, uptime 0:01:02")."""
         parts = self.run(f"sudo supervisorctl status {name}").stdout.split(None, 2)
         return (parts[1] if len(parts) > 1 else "", parts[2].strip() if len(parts) > 2 else "")
+
+
+FINGERPRINT = r"""
+import hashlib, json, os, subprocess, sys
+
+def tree(root):
+    h = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(f"{p} {st.st_mode:o} {st.st_uid} {st.st_gid}".encode())
+            if os.path.islink(p):
+                h.update(os.readlink(p).encode())
+            elif os.path.isfile(p):
+                with open(p, "rb") as f:
+                    h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+def run(*cmd):
+    return hashlib.sha256(subprocess.run(cmd, capture_output=True, check=False).stdout).hexdigest()
+
+out = {r: tree(r) for r in ("/etc", "/opt", "/usr/local", "/home/deploy/.ssh") if os.path.exists(r)}
+out["packages"] = run("dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\n")
+# Enabled units and the roles' services (timer-driven jobs such as apt-daily come and go by themselves).
+out["services"] = run("sh", "-c", "systemctl list-unit-files --state=enabled --no-legend --no-pager; "
+                      "systemctl is-active ssh chrony nftables netdata supervisor")
+out["nftables"] = run("nft", "-t", "list", "ruleset") if os.path.exists("/usr/sbin/nft") else "none"
+out["sysctl"] = run("sysctl", "-e", *sys.argv[1:])
+print(json.dumps(out))
+"""
 
 
 def _links(paths) -> set[str]:
@@ -152,7 +232,7 @@ class LabFootprint:
             fstype, mountpoint = line.split()[2], line.split()[1]
             if fstype == "nsfs" and os.stat(mountpoint).st_ino in inodes:
                 left.append(f"namespace mount {mountpoint}")
-        if subprocess.run(["ip", "link", "show", VETH], capture_output=True).returncode == 0:
+        if subprocess.run(["ip", "link", "show", VETH], capture_output=True, check=False).returncode == 0:
             left.append(f"veth {VETH}")
         left += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
                  if str(LAB_DIR) in line]

@@ -15,11 +15,9 @@ from hypothesis import strategies as st
 
 from copier.alerts import init_alerts
 from copier.breaker import CircuitBreaker
-from copier.clock import FakeClock
 from copier.config import RiskConfig, Secrets, TelemetryConfig
 from copier.logs import JsonFormatter
-from copier.metrics import Metrics, NullMetrics
-from copier.timesync import ClockWatch
+from copier.metrics import Metrics
 
 SECRETS = Secrets(private_key="0x" + "ab" * 32, api_key="k-123", api_secret="c2VjcmV0LXNlY3JldA==",
                   api_passphrase="pass-phrase-xyz")
@@ -108,28 +106,6 @@ def test_log_lines_are_json_with_correlation_id_and_redacted():
     line = json.loads(stream.getvalue())
     assert line["cid"] == "intent-1" and line["feed"] == "rtds.trades" and line["level"] == "INFO"
     assert line["msg"] == "posting with key [redacted]"
-
-
-def test_clock_watch_gauges_offset_and_alerts_past_the_bound():
-    metrics, sent = NullMetrics(), []
-
-    class A:
-        def alert(self, kind, msg, **kw):
-            sent.append(kind)
-
-    offsets = iter([0.004, 0.250, OSError("timeout")])
-
-    def query(server):
-        v = next(offsets)
-        if isinstance(v, Exception):
-            raise v
-        return v
-
-    w = ClockWatch(TelemetryConfig(max_clock_offset_ms=100), clock=FakeClock(), metrics=metrics, alerts=A(),
-                   ntp_query=query)
-    assert w.check() == 4.0 and sent == []
-    assert w.check() == 250.0 and sent == ["clock_offset"]
-    assert w.check() is None and metrics.counts["clock.ntp_errors"] == 1
 
 
 def test_breaker_trips_on_error_rate_and_on_latency():

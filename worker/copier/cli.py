@@ -1,6 +1,8 @@
-"""`copier run | check-config | status | halt | resume | report | replay`.
+"""`copier run | check-config | status | halt | resume | report | replay | probe`.
 
-Exit codes: 0 ok, 1 acceptance/verdict failure or runtime error, 2 bad configuration or usage.
+Exit codes: 0 ok, 1 acceptance/verdict failure, runtime error or an unreachable endpoint (probe), 2 bad
+configuration or usage, 3 the venue's geoblock endpoint refuses this host or could not be asked (a live `run`
+does not start; `probe` reports it).
 """
 from __future__ import annotations
 
@@ -56,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="run the real coalescer/decision/risk on a recorded history")
     add_replay_args(p)
+
+    p = sub.add_parser("probe", help="DNS/connect/TLS/first-byte medians to every endpoint, and the geoblock verdict")
+    _config_arg(p)
+    p.add_argument("--samples", type=int, default=5, help="fresh connections per endpoint (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per step (default %(default)s)")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -88,9 +96,28 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"config ok: {args.config}")
         return 0
     if args.command == "run":
+        secrets = load_secrets(cfg, env_file=args.env_file)
+        if not cfg.execution.dry_run:
+            from copier.clock import LiveClock
+            from copier.probe import EXIT_BLOCKED, geoblock_refusal
+
+            refusal = geoblock_refusal(cfg.endpoints.geoblock, sleep=LiveClock().sleep)
+            if refusal:
+                print(f"copier: refusing to trade live: {refusal}", file=sys.stderr)
+                return EXIT_BLOCKED
         from copier.runtime import run
 
-        return run(cfg, load_secrets(cfg, env_file=args.env_file))
+        return run(cfg, secrets)
+    if args.command == "probe":
+        from copier.clock import LiveClock
+        from copier.probe import run_probe
+
+        if not 1 <= args.samples <= 100 or not 0 < args.timeout <= 60:
+            print("copier probe: --samples must be in [1, 100] and --timeout in (0, 60]", file=sys.stderr)
+            return 2
+        text, code = run_probe(cfg, samples=args.samples, timeout_s=args.timeout, clock=LiveClock(), as_json=args.json)
+        print(text)
+        return code
 
     store = _open_store(cfg)
     try:

@@ -111,6 +111,7 @@ class EndpointsConfig:
     data_api: str = "https://data-api.polymarket.com"
     gamma: str = "https://gamma-api.polymarket.com"
     polygon_ws: str = ""
+    geoblock: str = "https://polymarket.com/api/geoblock"   # asked before a live start: the venue's verdict on our IP
     chain_id: int = 137
 
 
@@ -126,9 +127,10 @@ class TelemetryConfig:
     statsd_port: int = 8125
     statsd_prefix: str = "copier"
     log_level: str = "INFO"
-    ntp_server: str = "127.0.0.1"
-    ntp_check_interval_s: float = 600.0
-    max_clock_offset_ms: float = 100.0
+    ntp_server: str = "127.0.0.1"             # the chronyd whose tracking state is read (chronyc -h); "" = no check
+    ntp_check_interval_s: float = 30.0
+    max_clock_offset_ms: float = 100.0        # alert when chronyd's error bound on the clock exceeds this
+    max_unsynchronised_s: float = 300.0       # refuse new orders once the clock has been untrusted this long
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,10 @@ def _validate(cfg: Config) -> None:
     _require(t.log_level in ("DEBUG", "INFO", "WARNING", "ERROR"), "telemetry.log_level",
              "must be DEBUG, INFO, WARNING or ERROR")
     _require(0 < t.statsd_port < 65536, "telemetry.statsd_port", "must be a port number")
-    for name in ("clob", "data_api", "gamma"):
+    _require(0 < t.ntp_check_interval_s <= 3600, "telemetry.ntp_check_interval_s", "must be in (0, 3600]")
+    _require(t.max_clock_offset_ms > 0, "telemetry.max_clock_offset_ms", "must be > 0")
+    _require(0 <= t.max_unsynchronised_s <= 86400, "telemetry.max_unsynchronised_s", "must be in [0, 86400]")
+    for name in ("clob", "data_api", "gamma", "geoblock"):
         url = getattr(cfg.endpoints, name)
         _require(url.startswith(("http://", "https://")), f"endpoints.{name}", "must be an http(s) URL")
     for name in ("rtds_ws", "market_ws", "user_ws"):

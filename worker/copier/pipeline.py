@@ -43,11 +43,13 @@ Dispatch = Callable[[OrderIntent, Batch, MarketMeta], object]      # what it ret
 class Pipeline:
     def __init__(self, cfg: Config, *, exposure: ExposureBook, markets: Markets, books: Books, store: Store,
                  metrics: Metrics, clock: Clock, dispatch: Dispatch, detection: Detection | None = None,
-                 halted: Callable[[], bool] = lambda: False, time_resolution_s: float = 0.0):
+                 halted: Callable[[], bool] = lambda: False, time_resolution_s: float = 0.0,
+                 clock_block: Callable[[], str | None] = lambda: None):
         """books: the order books orders are priced on. dispatch: takes each order decided (its exposure already
         reserved). detection: the confirmation gate's view of which fills are confirmed (None: every fill counts as
         confirmed). halted: whether trading is halted (decisions refuse; the executor's gate reads the halt itself).
-        time_resolution_s: see Coalescer."""
+        time_resolution_s: see Coalescer. clock_block: why the clock cannot be trusted for new orders now, or None
+        (timesync.ClockWatch)."""
         self.cfg = cfg
         self.exposure = exposure
         self.markets = markets
@@ -60,6 +62,7 @@ class Pipeline:
         self.gate = ConfirmationGate(detection, cfg.feeds.mempool_may_trigger, self.coalescer) \
             if detection is not None else None
         self.halted = halted
+        self.clock_block = clock_block
         self._held: list[Batch] = []
 
     # ---- the two ways in ---------------------------------------------------------------------------------
@@ -117,6 +120,10 @@ class Pipeline:
 
     def _act(self, batch: Batch) -> None:
         t0 = self.clock.monotonic()
+        clock_block = self.clock_block()
+        if clock_block is not None and not self.halted():      # a halt, the operator's, is the reason it keeps
+            self._refuse(batch, "clock_untrusted", clock_block)
+            return
         market = self._market(batch)
         if market is not None and any(not NEAR_EDGE < f.price < 1 - NEAR_EDGE for f in batch.fills):
             tick = self.markets.fresh_tick(batch.asset)

@@ -375,8 +375,10 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
 
     order_step = OrderStep(cfg, executor=executor, store=store, exposure=exposure, markets=catalog, books=books,
                            metrics=metrics, alerts=alerts, clock=clock, on_report=judge)
+    clock_watch = ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts)
     pipeline = Pipeline(cfg, exposure=exposure, markets=catalog, books=books, store=store, metrics=metrics,
-                        clock=clock, dispatch=orders.put, detection=detection, halted=switch.is_on)
+                        clock=clock, dispatch=orders.put, detection=detection, halted=switch.is_on,
+                        clock_block=lambda: clock_watch.block_reason(clock.monotonic()))
 
     fill_feeds: list[Feed] = list(RtdsFeed.for_config(cfg, detection=detection, on_fill=intake.put, clock=clock,
                                                       metrics=metrics, alerts=alerts))
@@ -398,7 +400,6 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
         catalog.refresh()
         books.watch(catalog.assets())
 
-    clock_watch = ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts)
     periodic = [Periodic("markets", cfg.markets.refresh_s, warm),
                 Periodic("detection", DETECTION_S, detection.step),
                 Periodic("keep_warm", KEEP_WARM_S, executor.keep_warm),

@@ -103,8 +103,9 @@ def copier_config(urls: dict, store_path: Path, *, dry_run: bool = True, source_
                   "use_mempool": bool(urls.get("rpc_ws"))},
         "endpoints": {"clob": urls["clob"], "rtds_ws": urls["rtds"], "market_ws": urls["market_ws"],
                       "user_ws": urls["user_ws"], "data_api": urls["data_api"], "gamma": urls["gamma"],
-                      "polygon_ws": urls.get("rpc_ws") or ""},
-        "telemetry": {"statsd_port": statsd_port, "ntp_server": "127.0.0.1", "max_clock_offset_ms": 1000.0},
+                      "polygon_ws": urls.get("rpc_ws") or "", "geoblock": urls["geoblock"]},
+        # No chronyd to ask on a development machine: the clock check is off (the lab host has one).
+        "telemetry": {"statsd_port": statsd_port, "ntp_server": ""},
         "store": {"path": str(store_path)},
     }
     for section, values in (overrides or {}).items():

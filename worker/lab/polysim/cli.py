@@ -38,7 +38,8 @@ async def serve(args) -> None:
                       "market_ws": f"ws://{h}:{ports['clob']}/ws/market",
                       "user_ws": f"ws://{h}:{ports['clob']}/ws/user", "rpc_ws": f"ws://{h}:{ports['rpc']}/",
                       "rpc_http": f"http://{h}:{ports['rpc']}/", "relayer": f"http://{h}:{ports['relayer']}",
-                      "control": f"http://{h}:{ports['clob']}/_sim", "ground_truth": args.ground_truth,
+                      "control": f"http://{h}:{ports['clob']}/_sim",
+                      "geoblock": f"http://{h}:{ports['clob']}/api/geoblock", "ground_truth": args.ground_truth,
                       "chain_id": 137}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

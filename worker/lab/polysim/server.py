@@ -23,6 +23,7 @@ from polysim.exchange import Exchange
 from polysim.faults import Faults, run_schedule
 from polysim.gamma import Gamma
 from polysim.gamma import gamma_app as _gamma_app
+from polysim.geoblock import Geoblock, geoblock_routes
 from polysim.ledger import Ledger
 from polysim.market_ws import MarketWs
 from polysim.node import Node
@@ -84,6 +85,7 @@ class Sim:
         if scenario.markets.auto_redeem:
             self.hub.subscribe(MARKET_STATE, self._auto_redeem_later)
         self.control = Control(self)
+        self.geoblock = Geoblock()
         self.malformed_sent = 0
         self._tasks: list[asyncio.Task] = []
         self._rng = rng("sim")
@@ -171,6 +173,7 @@ def clob_app(sim: Sim) -> web.Application:
     app.router.add_get("/ws/market", sim.market_ws.handler)
     app.router.add_get("/ws/user", sim.user_ws.handler)
     control_routes(app, sim.control)
+    geoblock_routes(app, sim.geoblock)
     app.on_shutdown.append(lambda _: close_all([*sim.market_ws.subs, *sim.user_ws.subs]))
     return app
 
