@@ -34,6 +34,7 @@ from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 from copier.errors import MalformedMessage, TemporaryError
+from copier.schemas import loads
 
 if TYPE_CHECKING:
     from copier.clock import Clock
@@ -175,11 +176,14 @@ class RelayerApi(Protocol):
 
 
 def _json(resp: httpx.Response) -> object:
-    """The answer's JSON; a 4xx that is not JSON keeps its text as the error, anything else unusable is None."""
+    """The answer's JSON (strict, bounded size and nesting); a 4xx that is not JSON keeps its text as the error,
+    anything else unusable is None."""
     try:
-        return resp.json()
-    except (ValueError, RecursionError):
-        return None if resp.status_code >= 500 or resp.status_code < 400 else {"error": resp.text[:200]}
+        return loads(resp.content, "relayer answer")
+    except MalformedMessage:
+        if 400 <= resp.status_code < 500:
+            return {"error": resp.content[:200].decode("utf-8", "replace")}
+        return None
 
 
 class HttpRpc:
@@ -198,8 +202,8 @@ class HttpRpc:
         except httpx.HTTPError as exc:
             raise TemporaryError(f"{method}: {type(exc).__name__}") from None
         try:
-            doc = resp.json()
-        except (ValueError, RecursionError):
+            doc = loads(resp.content, f"{method} answer")
+        except MalformedMessage:
             raise TemporaryError(f"{method}: HTTP {resp.status_code}, not JSON") from None
         if not isinstance(doc, dict):
             raise TemporaryError(f"{method}: HTTP {resp.status_code}, not a JSON-RPC answer")
@@ -293,6 +297,7 @@ class _Pending:
     delay: float = RECHECK_MIN_S
     nonce_used_since: float | None = None
     alerted_stuck: bool = False
+    alerted_refused: bool = False
 
 
 class Redeemer:
@@ -531,6 +536,7 @@ class Redeemer:
                 done = False
             if done:
                 self._pending.pop(row["action_id"], None)
+                self._next_pass = min(self._next_pass, now)     # an approval mined, or more than one batch's worth
                 continue
             p.due = now + p.delay
             p.delay = min(RECHECK_MAX_S, p.delay * 2)
@@ -562,7 +568,8 @@ class Redeemer:
             else:
                 # Not in the pool (e.g. insufficient funds for gas): the same bytes go again later.
                 self._update(row, now, attempts=row["attempts"] + 1, error=exc.message[:300])
-                if row["attempts"] == 1:
+                if not p.alerted_refused:
+                    p.alerted_refused = True
                     self.alerts.alert("redemption_not_sent", f"redemption {row['action_id'][:60]} refused by the "
                                       f"node: {exc.message[:200]}; sent again later (same transaction)")
                 return False
