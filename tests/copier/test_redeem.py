@@ -5,6 +5,7 @@ Against hand-written stubs of the node and the relayer (tests/copier/chain_stub.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,11 +17,12 @@ from hypothesis import strategies as st
 
 from copier.clock import FakeClock
 from copier.config import AccountConfig, Config, ExecutionConfig, RedeemConfig
-from copier.errors import TemporaryError
+from copier.errors import MalformedMessage, TemporaryError
 from copier.metrics import NullMetrics
 from copier.redeem import (
     ActionStatus,
     CallKind,
+    GammaTokens,
     HttpRelayer,
     HttpRpc,
     Planned,
@@ -55,8 +57,8 @@ class Alerts:
 
 
 class Markets:
-    def lookup(self, condition_id, asset):
-        return market(cid=condition_id, tokens=TOKENS[condition_id], end_ts=1_700_000_000.0)
+    def tokens(self, condition_id, asset):
+        return TOKENS[condition_id]
 
 
 class Crash(BaseException):
@@ -563,3 +565,43 @@ def test_store_bought_markets_lists_filled_buys_of_ended_markets_only(tmp_path):
     assert store.bought_markets(now - 3600, now) == [(CIDS[0], "7")]
     assert store.bought_markets(now - 3600, now - 200) == []              # not ended by then
     assert store.bought_markets(now - 10, now) == []                       # decided before the lookback
+
+
+RECORDED = json.loads((Path(__file__).parents[1] / "payloads" / "polymarket" /
+                       "gamma_event_btc_updown_15m_trimmed_fixture.json").read_text())
+RECORDED_CID = RECORDED["markets"][0]["conditionId"]
+
+
+class Catalog:
+    def __init__(self, known=()):
+        self.known = {t: m for m in known for t in m.token_ids}
+
+    def by_asset(self, asset):
+        return self.known.get(asset)
+
+
+def test_gamma_tokens_ask_for_closed_markets_once_and_prefer_the_catalog():
+    asked = []
+
+    def gamma(req):
+        asked.append(dict(req.url.params))
+        closed = {**RECORDED["markets"][0], "closed": True}
+        return httpx.Response(200, json=[closed] if req.url.params["condition_ids"] == RECORDED_CID else [])
+    tokens = GammaTokens(Catalog([market(cid=CIDS[0], tokens=TOKENS[CIDS[0]])]), "http://gamma",
+                         client=_stub_http(gamma))
+    assert tokens.tokens(CIDS[0], TOKENS[CIDS[0]][0]) == TOKENS[CIDS[0]] and asked == []
+    assert tokens.tokens(RECORDED_CID, "up-token") == ("up-token", "down-token")
+    assert tokens.tokens(RECORDED_CID, "up-token") == ("up-token", "down-token")
+    assert asked == [{"condition_ids": RECORDED_CID, "closed": "true"}]          # closed ones too; kept after
+    assert tokens.tokens(CIDS[1], "x") is None
+
+
+@pytest.mark.parametrize("reply", [lambda req: httpx.Response(500, text="<html>"),
+                                   lambda req: httpx.Response(200, text="<html>"),
+                                   lambda req: httpx.Response(200, json={"markets": "nope"})])
+def test_gamma_tokens_unusable_answers_are_temporary_or_unknown_never_fatal(reply):
+    tokens = GammaTokens(Catalog(), "http://gamma", client=_stub_http(reply))
+    try:
+        assert tokens.tokens(RECORDED_CID, "up-token") is None
+    except (TemporaryError, MalformedMessage):
+        pass

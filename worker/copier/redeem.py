@@ -34,7 +34,7 @@ from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 from copier.errors import MalformedMessage, TemporaryError
-from copier.schemas import loads
+from copier.schemas import loads, parse_gamma
 
 if TYPE_CHECKING:
     from copier.clock import Clock
@@ -165,6 +165,39 @@ class RpcAnswerError(Exception):
 class Rpc(Protocol):
     def call(self, method: str, *params: object) -> object:
         """The result; raises RpcAnswerError for an error object, TemporaryError when there is no usable answer."""
+
+
+class TokenLookup(Protocol):
+    def tokens(self, condition_id: str, asset: str) -> tuple[str, ...] | None:
+        """The market's ERC1155 position ids by outcome index, or None when nobody could say (asked again later)."""
+
+
+class GammaTokens:
+    """Position ids of a market, from the catalog when it still has it, else from Gamma asking for closed markets
+    too (`/markets` hides closed ones by default, and every market we redeem is closed). Kept: they never change."""
+
+    def __init__(self, catalog: Markets, gamma_url: str, client: httpx.Client | None = None) -> None:
+        self._catalog = catalog
+        self._http = client or httpx.Client(base_url=gamma_url, timeout=RPC_TIMEOUT_S)
+        self._known: dict[str, tuple[str, ...]] = {}
+
+    def tokens(self, condition_id: str, asset: str) -> tuple[str, ...] | None:
+        known = self._known.get(condition_id)
+        if known is not None:
+            return known
+        meta = self._catalog.by_asset(asset)
+        if meta is None or meta.condition_id != condition_id:
+            try:
+                resp = self._http.get("/markets", params={"condition_ids": condition_id, "closed": "true"})
+            except httpx.HTTPError as exc:
+                raise TemporaryError(f"gamma market {condition_id[:12]}: {type(exc).__name__}") from None
+            if resp.status_code != 200:
+                raise TemporaryError(f"gamma market {condition_id[:12]}: HTTP {resp.status_code}")
+            meta = next((m for m in parse_gamma(resp.content).markets if m.condition_id == condition_id), None)
+        if meta is None:
+            return None
+        self._known[condition_id] = meta.token_ids
+        return meta.token_ids
 
 
 class RelayerApi(Protocol):
@@ -302,7 +335,7 @@ class _Pending:
 
 class Redeemer:
     def __init__(self, cfg: Config, *, private_key: str, store: Store, rpc: Rpc, relayer: RelayerApi | None,
-                 markets: Markets, clock: Clock, metrics: Metrics, alerts: Alerts) -> None:
+                 markets: TokenLookup, clock: Clock, metrics: Metrics, alerts: Alerts) -> None:
         self.cfg = cfg
         self.rc = cfg.redeem
         self._account = Account.from_key(private_key)
@@ -321,6 +354,7 @@ class Redeemer:
         self._settled: set[str] = set()          # resolved, nothing of ours left to redeem: not read again
         self._short_pol = False
         self._alerted: set[str] = set()
+        self._failing_since: float | None = None
         self.redeemable_units = 0                # resolved winnings not yet paid (the funds check counts them)
 
     @classmethod
@@ -331,7 +365,8 @@ class Redeemer:
         if cfg.account.signature_type == 3:
             relayer = HttpRelayer(cfg.endpoints.relayer, secrets.relayer_api_key, secrets.relayer_api_key_address)
         return cls(cfg, private_key=secrets.private_key, store=store, rpc=HttpRpc(polygon_rpc(cfg, secrets)),
-                   relayer=relayer, markets=markets, clock=clock, metrics=metrics, alerts=alerts)
+                   relayer=relayer, markets=GammaTokens(markets, cfg.endpoints.gamma), clock=clock, metrics=metrics,
+                   alerts=alerts)
 
     # ---- triggers ----------------------------------------------------------------------------------------
     def on_resolved(self, event: MarketResolved) -> None:
@@ -353,20 +388,37 @@ class Redeemer:
         if now < self._next_pass:
             return
         self._next_pass = now + self.rc.interval_s
-        self.plan_and_send(now)
+        try:
+            self.plan_and_send(now)
+        except (TemporaryError, MalformedMessage, RpcAnswerError) as exc:
+            # The node, Gamma or the relayer gave no usable answer: nothing was signed; the next pass asks again.
+            self.metrics.incr("redeem.errors")
+            log.warning("redeem: pass skipped: %s: %s", type(exc).__name__, str(exc)[:200])
+            self._next_pass = now + min(self.rc.interval_s, RECHECK_MIN_S * 5)
+            if self._failing_since is None:
+                self._failing_since = now
+            elif now - self._failing_since > self.rc.stuck_alert_s:
+                self._alert_once("redeem_unavailable", f"redemption passes failing for "
+                                 f"{now - self._failing_since:.0f}s: {type(exc).__name__}")
+            return
+        self._failing_since = None
+        self._alerted.discard("redeem_unavailable")
 
     # ---- planning ----------------------------------------------------------------------------------------
-    def _read_chain(self, now: float) -> tuple[dict[str, tuple[int, ...]], dict[str, Resolution]]:
+    def _read_chain(self, now: float, covered: set[str]) -> tuple[dict[str, tuple[int, ...]],
+                                                                  dict[str, Resolution]]:
+        """Our tokens and the payouts of every market we bought in that may still need a call (a market with a
+        redemption in flight or done is not read again)."""
         holdings: dict[str, tuple[int, ...]] = {}
         resolutions: dict[str, Resolution] = {}
         since = now - self.rc.lookback_hours * 3600
         for cid, asset in self.store.bought_markets(since, None if self.rc.merge_full_sets else now):
-            if cid in self._settled or cid in holdings:
+            if cid in self._settled or cid in holdings or cid in covered:
                 continue
-            meta = self.markets.lookup(cid, asset)
-            if meta is None or len(meta.token_ids) != 2:
+            token_ids = self.markets.tokens(cid, asset)
+            if token_ids is None or len(token_ids) != 2:
                 continue
-            units = self._balances(meta.token_ids)
+            units = self._balances(token_ids)
             holdings[cid] = units
             res = self._resolution(cid)
             if res is not None:
@@ -404,8 +456,8 @@ class Redeemer:
 
     def plan_and_send(self, now: float) -> int:
         """One planning pass -> how many calls were written and sent."""
-        holdings, resolutions = self._read_chain(now)
         covered, merging, failures = self._coverage()
+        holdings, resolutions = self._read_chain(now, covered)
         planned = select(holdings, resolutions, covered, merging, failures, self.rc)
         self.redeemable_units = sum(r.payout_units(holdings[c]) for c, r in resolutions.items() if c in holdings)
         self.metrics.gauge("redeem.redeemable_usd", self.redeemable_usd())
