@@ -459,6 +459,7 @@ class Redeemer:
         covered, merging, failures = self._coverage()
         holdings, resolutions = self._read_chain(now, covered)
         planned = select(holdings, resolutions, covered, merging, failures, self.rc)
+        # Kept until the next pass: what it selects stays counted while in flight, and a confirmation passes again.
         self.redeemable_units = sum(r.payout_units(holdings[c]) for c, r in resolutions.items() if c in holdings)
         self.metrics.gauge("redeem.redeemable_usd", self.redeemable_usd())
         if not planned:

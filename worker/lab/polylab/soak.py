@@ -51,7 +51,7 @@ DOWNTIME_S = {"kill9": 5.0, "kill9_redeem": 5.0, "stop_start": 7.0}
 MIN_RESOLUTIONS = 20            # market resolutions the compressed run must span
 PUSD = "0xc011a7e12a19f7b1f670d46f03b03f3342e82dfb"
 ADAPTER = "0xada100db00ca00073811820692005400218fce1f"
-REDEEM_WAIT_S = 25.0            # how long a kill9_redeem waits for a redemption in flight (under a window)
+REDEEM_WAIT_WINDOWS = 2.5       # how long a kill9_redeem waits for a redemption in flight: a window may hold no winner
 
 
 def parse_duration(text: str) -> float:
@@ -230,7 +230,7 @@ def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random
         # The node applies the next send and loses its answer: the copier holds a signed, unconfirmed redemption a
         # little longer, and the kill lands then.
         sim.faults(rpc_lost_answer={"count": 1})
-        eventually(lambda: redemption_in_flight(WORKDIR / "copier.sqlite"), REDEEM_WAIT_S, 0.02,
+        eventually(lambda: redemption_in_flight(WORKDIR / "copier.sqlite"), REDEEM_WAIT_WINDOWS * sim.window_s, 0.02,
                    "a redemption in flight to kill")
         os.kill(eventually(sup.pid, 15, 0.2, "a running copier to kill"), signal.SIGKILL)
     elif kind == "kill9":
@@ -349,11 +349,14 @@ def end_state(sim: SimProcess, wallet: str) -> dict:
 
 
 def settle(sim: SimProcess, wallet: str, limit_s: float) -> None:
-    """After the source stops: until every market we hold is resolved and nothing is left redeemable (bounded)."""
+    """After the source stops: until the run spans MIN_RESOLUTIONS resolutions, every market we hold is resolved and
+    nothing is left redeemable (bounded)."""
     end = time.time() + limit_s
     while time.time() < end:
         state = end_state(sim, wallet)
-        if not state["redeemable"] and not state["unresolved"]:
+        resolved = {e["condition_id"] for e in sim.ground_truth_events()
+                    if e["kind"] == "market" and e["state"] == "resolved"}
+        if not state["redeemable"] and not state["unresolved"] and len(resolved) >= MIN_RESOLUTIONS:
             return
         time.sleep(1.0)
 
@@ -511,7 +514,7 @@ def compressed(duration: float, seed: int, slippage_bps: int = 300) -> int:
         stop.set()
         streamer.join(30)
         time.sleep(duration * 0.1)           # let the last fills arrive, gap-fill and settle
-        settle(sim, wallet, 2 * sim.window_s)  # the last windows resolve and are redeemed
+        settle(sim, wallet, 3 * sim.window_s)  # the last windows resolve and are redeemed
         final = end_state(sim, wallet)
     finally:
         sup.shutdown()
