@@ -594,6 +594,7 @@ def test_gamma_tokens_ask_for_closed_markets_once_and_prefer_the_catalog():
     assert tokens.tokens(RECORDED_CID, "up-token") == ("up-token", "down-token")
     assert asked == [{"condition_ids": RECORDED_CID, "closed": "true"}]          # closed ones too; kept after
     assert tokens.tokens(CIDS[1], "x") is None
+    assert asked[1:] == [{"condition_ids": CIDS[1], "closed": "true"}, {"condition_ids": CIDS[1], "closed": "false"}]
 
 
 @pytest.mark.parametrize("reply", [lambda req: httpx.Response(500, text="<html>"),

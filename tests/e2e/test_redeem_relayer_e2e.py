@@ -98,3 +98,58 @@ def test_deposit_wallet_redemption_through_the_relayer_once_despite_a_lost_answe
     assert len(accepted) == 1 and reds[0]["relayer_id"] == accepted[0]["relayer_id"] == action["relayer_id"]
     assert [json.loads(action["calls"])[i]["kind"] for i in range(2)] == ["approve", "redeem"]
     assert [a["status"] for a in store.chain_actions()] == ["CONFIRMED"]
+
+
+EOA_KEY = "0x" + "c5" * 32
+
+
+def test_eoa_merges_full_sets_back_to_pusd_when_configured(tmp_path):
+    """redeem.merge_full_sets: an EOA holding both outcomes of an open market merges the full sets (approval first),
+    once, and pays the gas itself."""
+    sim = SimProcess(tmp_path / "sim", speed=6.0, seed=32, extra_args=("--block-time", "0.5"))
+    me = Account.from_key(EOA_KEY).address.lower()
+    try:
+        market = _open_market(sim)
+        c = ClobClient(sim.urls["clob"], chain_id=137, key=EOA_KEY)
+        c.set_api_creds(c.create_or_derive_api_key())
+        tokens = json.loads(market["clobTokenIds"])
+        for token in tokens:
+            out = c.create_and_post_market_order(MarketOrderArgs(token_id=token, amount=6, side="BUY", price=0.99),
+                                                 order_type=OrderType.FAK)
+            assert out["success"] and out["status"] == "matched", out
+
+        def units():
+            held = {p["token_id"]: p["units"] for p in httpx.get(f"{sim.urls['control']}/wallets/{me}").json()
+                    ["positions"]}
+            return [held.get(t, 0) for t in tokens] if all(held.get(t, 0) > 0 for t in tokens) else None
+        held = eventually(units, 15, 0.2, "both outcomes held")
+        store = Store.open(str(tmp_path / "copier.sqlite"))
+        now = time.time()
+        for n, token in enumerate(tokens):
+            intent = OrderIntent(intent_id=f"i{n}", condition_id=market["conditionId"], asset=token, outcome="x",
+                                 side=Side.BUY, size=6, price_cap=0.99, notional=6, source_price=0.5,
+                                 fill_keys=(f"k{n}",), kind="single", decided_at=now - 5, opening=True,
+                                 market_end_ts=now + 600)
+            store.record_remainder(intent, int(now * 1e9), int(now * 1e9))
+            store.record_signed(f"i{n}", f"0xh{n}", "{}", int(now * 1e9))
+            store.update_order(f"i{n}", int(now * 1e9), filled_size=6.0, status="MATCHED")
+        cfg = Config(execution=ExecutionConfig(dry_run=False),
+                     endpoints=EndpointsConfig(gamma=sim.urls["gamma"], polygon_rpc=sim.urls["rpc_http"]),
+                     redeem=RedeemConfig(interval_s=1.0, merge_full_sets=True))
+        redeemer = Redeemer.from_config(cfg, Secrets(private_key=EOA_KEY), store=store, markets=NoCatalog(),
+                                        clock=LiveClock(), metrics=NullMetrics(), alerts=NullAlerts())
+
+        def merged():
+            redeemer.tick()
+            return [a for a in store.chain_actions() if '"merge"' in a["calls"] and a["status"] == "CONFIRMED"]
+        eventually(merged, 40, 0.3, "the merge confirmed")
+        for _ in range(5):
+            redeemer.tick()
+            time.sleep(0.3)
+        events = sim.ground_truth_events()
+    finally:
+        sim.stop()
+    merges = [e for e in events if e["kind"] == "merge" and e["wallet"] == me]
+    assert [(e["amount_units"], e["via"]) for e in merges] == [(min(held), "eoa")]
+    assert int(merges[0]["gas_paid_wei"]) > 0
+    assert [json.loads(a["calls"])[0]["kind"] for a in store.chain_actions()] == ["approve", "merge"]

@@ -186,18 +186,23 @@ class GammaTokens:
         if known is not None:
             return known
         meta = self._catalog.by_asset(asset)
-        if meta is None or meta.condition_id != condition_id:
-            try:
-                resp = self._http.get("/markets", params={"condition_ids": condition_id, "closed": "true"})
-            except httpx.HTTPError as exc:
-                raise TemporaryError(f"gamma market {condition_id[:12]}: {type(exc).__name__}") from None
-            if resp.status_code != 200:
-                raise TemporaryError(f"gamma market {condition_id[:12]}: HTTP {resp.status_code}")
-            meta = next((m for m in parse_gamma(resp.content).markets if m.condition_id == condition_id), None)
-        if meta is None:
-            return None
-        self._known[condition_id] = meta.token_ids
-        return meta.token_ids
+        token_ids = meta.token_ids if meta is not None and meta.condition_id == condition_id else None
+        for closed in ("true", "false"):        # closed: what is redeemed; open: what a merge may take
+            if token_ids is None:
+                token_ids = self._ask(condition_id, closed)
+        if token_ids is not None:
+            self._known[condition_id] = token_ids
+        return token_ids
+
+    def _ask(self, condition_id: str, closed: str) -> tuple[str, ...] | None:
+        try:
+            resp = self._http.get("/markets", params={"condition_ids": condition_id, "closed": closed})
+        except httpx.HTTPError as exc:
+            raise TemporaryError(f"gamma market {condition_id[:12]}: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise TemporaryError(f"gamma market {condition_id[:12]}: HTTP {resp.status_code}")
+        meta = next((m for m in parse_gamma(resp.content).markets if m.condition_id == condition_id), None)
+        return meta.token_ids if meta is not None else None
 
 
 class RelayerApi(Protocol):
