@@ -37,7 +37,7 @@ from copier.pipeline import OrderStep, Pipeline, our_delay_ms
 from copier.ports import Alerts, Executor, Feed, Metrics
 from copier.risk import funding_refusals
 from copier.store import Store
-from copier.types import Batch, ExecutionReport, MarketMeta, OrderIntent, SourceFill
+from copier.types import Batch, ExecutionReport, MarketMeta, MarketResolved, OrderIntent, SourceFill
 
 log = logging.getLogger("copier.runtime")
 
@@ -51,6 +51,7 @@ KEEP_WARM_S = 15.0          # under the idle timeouts of common HTTP front ends 
 FUNDS_S = 60.0              # balance-allowance is rate limited at 200 / 10 s; a minute is plenty to notice
 CHECKPOINT_S = 30.0         # the first write after a checkpoint pays ~0.5-1 ms re-reading pages: keep them rare
 DETECTION_S = 0.25          # confirm / retract timers and the sightings' writes
+REDEEM_TICK_S = 1.0         # the redeemer's own clock decides when a pass is due (see redeem.py)
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,9 @@ class Runtime:
     def __init__(self, cfg: Config, *, clock: Clock, store: Store, metrics: Metrics, alerts: Alerts,
                  executor: Executor, pipeline: Pipeline, order_step: OrderStep, detection: Detection, intake: Intake,
                  orders: Orders, switch: HaltSwitch, feeds: list[Feed], periodic: list[Periodic],
-                 warm: Callable[[], None], stopping: Event):
-        """warm: fetch the markets of the next windows and watch their books (also a Periodic task)."""
+                 warm: Callable[[], None], stopping: Event, redeemable_usd: Callable[[], float] = lambda: 0.0):
+        """warm: fetch the markets of the next windows and watch their books (also a Periodic task);
+        redeemable_usd: resolved winnings not yet redeemed (the funds check counts them)."""
         self.cfg = cfg
         self.clock = clock
         self.store = store
@@ -163,6 +165,7 @@ class Runtime:
                          Periodic("funds", FUNDS_S, self.check_funds, at_start=True),
                          Periodic("control", CONTROL_S, self.control, at_start=True)]
         self.warm = warm
+        self.redeemable_usd = redeemable_usd
         self.stopping = stopping
         self.group = Group()
         self.exit_code = 0
@@ -305,7 +308,7 @@ class Runtime:
         if funds is None:
             return
         self.metrics.gauge("funds.balance_usd", funds.balance_usd)
-        refusals = dict(funding_refusals(funds, self.cfg))
+        refusals = dict(funding_refusals(funds, self.cfg, redeemable_usd=self.redeemable_usd()))
         for reason, detail in refusals.items():
             log.warning("funding: %s", detail)
             if reason not in self._funding_short:
@@ -340,6 +343,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     from copier.markets import MarketCatalog
     from copier.metrics import DEFER_S
     from copier.metrics import Metrics as StatsdMetrics
+    from copier.redeem import build_redeemer
     from copier.timesync import ClockWatch
     from copier.watcher import GapFiller, RtdsFeed
 
@@ -353,8 +357,16 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     stopping = Event()
     switch = HaltSwitch(store, clock, metrics, alerts)
     catalog = MarketCatalog(cfg, clock=clock, metrics=metrics, alerts=alerts)
+    redeemer = build_redeemer(cfg, secrets, store=store, markets=catalog, clock=clock, metrics=metrics,
+                              alerts=alerts)
+
+    def on_resolved(event: MarketResolved) -> None:
+        catalog.on_resolved(event)
+        if redeemer is not None:
+            redeemer.on_resolved(event)
+
     books = BookCache(cfg, clock=clock, metrics=metrics, alerts=alerts, on_tick_size=catalog.on_tick_size_change,
-                      on_resolved=catalog.on_resolved)
+                      on_resolved=on_resolved)
     logs_feed: ChainLogFeed | None = None
     detection = Detection(Deduper(), cfg.feeds, clock=clock, metrics=metrics, alerts=alerts, store=store,
                           logs_live_since=lambda: logs_feed.live_since if logs_feed is not None else None)
@@ -405,9 +417,12 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
                 Periodic("keep_warm", KEEP_WARM_S, executor.keep_warm),
                 Periodic("checkpoint", CHECKPOINT_S, store.checkpoint),
                 Periodic("clock", cfg.telemetry.ntp_check_interval_s, clock_watch.check, at_start=True)]
+    if redeemer is not None:
+        periodic.append(Periodic("redeem", REDEEM_TICK_S, redeemer.tick))
     return Runtime(cfg, clock=clock, store=store, metrics=metrics, alerts=alerts, executor=executor,
                    pipeline=pipeline, order_step=order_step, detection=detection, intake=intake, orders=orders,
-                   switch=switch, feeds=feeds, periodic=periodic, warm=warm, stopping=stopping)
+                   switch=switch, feeds=feeds, periodic=periodic, warm=warm, stopping=stopping,
+                   redeemable_usd=redeemer.redeemable_usd if redeemer is not None else lambda: 0.0)
 
 
 def run(cfg: Config, secrets: Secrets) -> int:

@@ -130,6 +130,29 @@ class AliasRow(_Model):
         table_name = "tx_aliases"
 
 
+class ChainActionRow(_Model):
+    """A redemption, merge or approval sent on chain (write-ahead, like orders): one EOA transaction or one relayer
+    batch, its signed bytes recorded before it is sent (see redeem.py)."""
+    action_id = pw.CharField(unique=True)
+    via = pw.CharField()                       # eoa | relayer
+    calls = pw.TextField()                     # JSON [{kind, condition_id, amount_units, payout_units}]
+    nonce = pw.BigIntegerField()
+    payload = pw.TextField()                   # the raw signed transaction (hex) or the signed relayer request
+    tx_hash = pw.CharField(default="", index=True)
+    relayer_id = pw.CharField(default="")
+    deadline = pw.FloatField(default=0.0)      # a relayer batch's signed deadline
+    status = pw.CharField(index=True)
+    attempts = pw.IntegerField(default=0)
+    error = pw.TextField(default="")
+    gas_used = pw.BigIntegerField(default=0)
+    gas_price = pw.BigIntegerField(default=0)  # wei per gas, as the receipt says
+    created_ns = pw.BigIntegerField()
+    updated_ns = pw.BigIntegerField()
+
+    class Meta:
+        table_name = "chain_actions"
+
+
 class KV(_Model):
     key = pw.CharField(primary_key=True)
     value = pw.TextField()
@@ -152,10 +175,11 @@ class _Tables:
     SightingRow: Any
     FillEventRow: Any
     AliasRow: Any
+    ChainActionRow: Any
     KV: Any
 
     def __init__(self, database: pw.SqliteDatabase) -> None:
-        for model in (FillRow, IntentRow, OrderRow, SightingRow, FillEventRow, AliasRow, KV):
+        for model in (FillRow, IntentRow, OrderRow, SightingRow, FillEventRow, AliasRow, ChainActionRow, KV):
             meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
             setattr(self, model.__name__, type(model.__name__, (model,), {"Meta": meta, "__module__": __name__}))
 
@@ -178,6 +202,11 @@ def _migration_3(database: pw.SqliteDatabase, t: _Tables) -> None:
     database.create_tables([t.AliasRow])
 
 
+def _migration_4(database: pw.SqliteDatabase, t: _Tables) -> None:
+    """Redemptions and merges on chain (write-ahead)."""
+    database.create_tables([t.ChainActionRow])
+
+
 def _add_columns(database: pw.SqliteDatabase, table: str, columns: tuple[str, ...]) -> None:
     """Columns a store made by an older copier lacks (migration 1 creates the tables as the models are now)."""
     have = {row[1] for row in database.execute_sql(f'PRAGMA table_info("{table}")')}
@@ -188,7 +217,7 @@ def _add_columns(database: pw.SqliteDatabase, table: str, columns: tuple[str, ..
 
 Row = dict[str, Any]     # one table row, column name -> value
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3]   # append only; index + 1 = schema version
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]   # append only; index + 1 = schema version
 
 
 class _Insert:
@@ -391,6 +420,38 @@ class Store:
         t.OrderRow.insert(intent_id=intent_id, order_hash=f"none:{intent_id}", body="",
                           status=OrderStatus.ABANDONED.value, signed_ns=now_ns, updated_ns=now_ns,
                           error=reason).on_conflict_ignore().execute()
+
+    # ---- redemptions (write-ahead) --------------------------------------------------------------------------
+    def record_chain_actions(self, rows: list[Row]) -> None:
+        """Signed transactions or relayer requests, all or none, BEFORE any is sent."""
+        t = self.t
+        with self.db.atomic():
+            for row in rows:
+                t.ChainActionRow.insert(**row).execute()
+
+    def chain_actions(self, statuses: Iterable[str] = ()) -> list[Row]:
+        t = self.t
+        q = t.ChainActionRow.select()
+        wanted = [str(s) for s in statuses]
+        if wanted:
+            q = q.where(t.ChainActionRow.status.in_(wanted))
+        return list(q.order_by(t.ChainActionRow.id).dicts())
+
+    def update_chain_action(self, action_id: str, now_ns: int, **fields: Any) -> None:
+        t = self.t
+        t.ChainActionRow.update(updated_ns=now_ns, **fields).where(t.ChainActionRow.action_id == action_id).execute()
+
+    def bought_markets(self, since: float, ended_by: float | None) -> list[tuple[str, str]]:
+        """(condition id, asset) of every market we bought in (an order with a fill) decided since `since` (and
+        ended by `ended_by` when given): what may hold tokens to redeem or merge."""
+        t = self.t
+        q = (t.IntentRow.select(t.IntentRow.condition_id, t.IntentRow.asset)
+             .join(t.OrderRow, on=(t.IntentRow.intent_id == t.OrderRow.intent_id))
+             .where((t.IntentRow.decision == "order") & (t.IntentRow.side == Side.BUY.value)
+                    & (t.IntentRow.decided_at >= since) & (t.OrderRow.filled_size > 0)
+                    & (t.IntentRow.market_end_ts <= (ended_by if ended_by is not None else float("inf"))))
+             .distinct().tuples())
+        return [(cid, asset) for cid, asset in q]
 
     # ---- restart state -----------------------------------------------------------------------------------
     def seen_keys(self, since: float) -> list[str]:
