@@ -12,7 +12,7 @@ CSTAMP := $(CVENV)/.installed
 NODE_DIR := tests/conformance/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: venv demo test conformance lint bench bench-sim bench-signing soak provision lab-up lab-down clean
+.PHONY: venv demo test conformance lint bench bench-sim bench-signing bench-week soak provision lab-up lab-down clean
 
 # Two distributions: worker/ is the product (what runs on the VPS), worker/lab/ the simulator and the lab tools.
 $(STAMP): requirements.txt requirements-dev.txt worker/pyproject.toml worker/lab/pyproject.toml
@@ -62,6 +62,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m polylab.bench $(BENCH_ARGS)
+
+# A week's store written through the copier's own Store API (WEEK_ARGS: --scale 10, --no-retention, --days N), its
+# growth per day, and `copier report --since 7d` timed on it (fails over 2 s); docs/perf/README.md has the figures.
+bench-week: $(STAMP)
+	$(PY) -m polylab.weekstore $(WEEK_ARGS)
 
 # The simulator's own throughput (order POSTs/s, RTDS frames/s) on this machine; reports what it measured.
 bench-sim: $(STAMP)

@@ -268,3 +268,47 @@ def test_copier_role_accepts_only_a_sentry_dsn(dsn, accepted):
     """Without a DSN, restarts, halts and an untrusted clock alert nobody: the role refuses to deploy one."""
     shape = yaml.safe_load((REPO / "roles/copier/vars/main.yml").read_text())["copier_sentry_dsn_shape"]
     assert bool(re.match(shape, dsn)) is accepted
+
+
+_SIZE_UNITS = {"": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}
+LOG_BUDGET_BYTES = 600 * 1024 ** 2       # what README promises the copier's logs never exceed
+
+
+def _supervisor_bytes(text: str) -> int:
+    m = re.fullmatch(r"(\d+)\s*(KB|MB|GB)?", str(text).strip(), re.IGNORECASE)
+    assert m, f"not a supervisor byte size: {text!r}"
+    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").upper()]
+
+
+def test_every_log_the_copier_programs_write_rotates_within_the_stated_budget():
+    """Static: each log file the deployed supervisor program file names has a maximum size and a number of backups,
+    and together they stay inside the bound README states."""
+    import configparser
+
+    defaults = yaml.safe_load((REPO / "roles/copier/defaults/main.yml").read_text())
+    variables = {**defaults, "copier_user": "copier", "copier_current_dir": "/opt/copier/current",
+                 "copier_config_dir": "/etc/copier", "copier_state_dir": "/var/lib/copier",
+                 "copier_log_dir": "/var/log/copier"}
+    conf = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"))
+    conf.read_string(_render(REPO / "templates/supervisor-copier.conf.j2", variables))
+    total, logs = 0, []
+    for name in conf.sections():
+        section = conf[name]
+        for stream in ("stdout", "stderr"):
+            path = section.get(f"{stream}_logfile")
+            if path is None or path.upper() == "NONE" or (stream == "stderr" and section.get("redirect_stderr")
+                                                         == "true"):
+                continue
+            maxbytes = _supervisor_bytes(section.get(f"{stream}_logfile_maxbytes", "0"))
+            backups = int(section.get(f"{stream}_logfile_backups", "0"))
+            assert maxbytes > 0 and backups >= 1, f"{name} {stream}: {path} does not rotate"
+            total += maxbytes * (backups + 1)
+            logs.append(path)
+    assert "/var/log/copier/copier.log" in logs and "/var/log/copier/alert-listener.log" in logs
+    assert total <= LOG_BUDGET_BYTES, f"logs may reach {total / 1024 ** 2:.0f} MiB"
+    assert "about 570 MB" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("text, expected", [("50MB", 50 * 1024 ** 2), ("5mb", 5 * 1024 ** 2), ("100", 100)])
+def test_supervisor_byte_sizes_parse_as_supervisord_reads_them(text, expected):
+    assert _supervisor_bytes(text) == expected

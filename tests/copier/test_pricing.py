@@ -103,6 +103,22 @@ def test_a_sell_walks_the_bids_down_to_its_floor():
 
 
 @settings(max_examples=300, deadline=None)
+@given(held=st.floats(1, 400), source=st.integers(5, 95), bids=st.lists(st.tuples(st.integers(1, 99),
+       st.floats(0.01, 800)), min_size=1, max_size=6))
+def test_a_sell_priced_up_the_bids_stays_inside_the_per_order_cap(held, source, bids):
+    book = ExposureBook()
+    buy = decide(book, _batch(fill(1, size=40, price=0.5)), market(), T0 - 60, CFG)
+    book.reserve(buy)
+    book.settle(buy.intent_id, held, 0.5)
+    ordered = tuple(sorted(((p / 100, s) for p, s in bids), reverse=True))
+    d = decide(book, _batch(fill(2, side=Side.SELL, size=held, price=source / 100)), market(), T0, CFG,
+               book=BookTop(UP, ordered, (), received_at=T0))
+    if isinstance(d, OrderIntent):
+        assert d.size * d.price_cap <= CFG.sizing.max_notional_per_order_usd + 1e-6
+        assert d.notional <= CFG.sizing.max_notional_per_order_usd + 1e-6
+
+
+@settings(max_examples=300, deadline=None)
 @given(side=st.sampled_from([Side.BUY, Side.SELL]), source=st.integers(2, 98), bps=st.integers(0, 1000),
        ticks=st.integers(0, 3), size=st.floats(1, 500),
        levels=st.lists(st.tuples(st.integers(1, 99), st.floats(0.01, 800)), max_size=8))

@@ -7,8 +7,10 @@ does not start; `probe` reports it).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from copier.config import Config, load_config, load_secrets, warnings
@@ -24,9 +26,17 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help="copier YAML (default %(default)s)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from copier.replay import add_replay_args
+def _replay_args(p: argparse.ArgumentParser) -> None:
+    """Here and not in copier.replay: every command builds the parser, and importing the pipeline for it would add
+    about half a second to `copier report` and `copier status`."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--fills", help="Data API /trades rows (v1 or v2), JSON array or JSON lines")
+    source.add_argument("--recorded", help="a copier store (sqlite): replay the arrivals it recorded")
+    p.add_argument("--markets", required=True, help="Gamma market/event JSON (object, array or JSON lines)")
+    p.add_argument("--config", default=None, help="copier YAML (default: built-in defaults)")
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="copier", description="Polymarket copy-trading bot")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -51,13 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="copy rate, delays, outcomes and refusals from the store")
     _config_arg(p)
-    p.add_argument("--since", default=None, help="epoch seconds or ISO-8601 instant")
+    p.add_argument("--since", default=None, help="epoch seconds, an ISO-8601 instant or a span back from now (7d, 12h)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--acceptance", action="store_true",
                    help="also judge the PRD acceptance criteria; exit 1 on failure")
+    p.add_argument("--html", metavar="FILE", default=None,
+                   help="also write the figures (delays, copy rate per day, orders per burst, refusals) as one HTML "
+                        "file; needs the `report` extra (pip install 'polycopier[report]')")
 
     p = sub.add_parser("replay", help="run the real coalescer/decision/risk on a recorded history")
-    add_replay_args(p)
+    _replay_args(p)
 
     p = sub.add_parser("probe", help="DNS/connect/TLS/first-byte medians to every endpoint, and the geoblock verdict")
     _config_arg(p)
@@ -119,6 +132,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(text)
         return code
 
+    if args.command == "report" and args.html:
+        from copier.report_html import MISSING_EXTRA, plotting_available
+
+        if not plotting_available():
+            print(MISSING_EXTRA, file=sys.stderr)
+            return 2
     store = _open_store(cfg)
     try:
         if args.command == "halt":
@@ -138,10 +157,25 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(json.dumps(info, indent=None if args.json else 2, sort_keys=True))
             return 0
         if args.command == "report":
+            from copier.clock import LiveClock
             from copier.report import build_report, parse_since, render_text
 
-            rep = build_report(store, cfg, since=parse_since(args.since))
+            store.map_for_reading()
+            # Some 200k row dicts, none in a cycle: the collector's passes over them were a third of the run.
+            gc.disable()
+            since = parse_since(args.since, LiveClock().now())
+            rep = build_report(store, cfg, since=since)
             print(json.dumps(rep, sort_keys=True) if args.json else render_text(rep))
+            if args.html:
+                from copier.report_html import html_data, render_html
+
+                page = render_html(rep, html_data(store, since or 0.0), title=f"copier report: {cfg.store.path}")
+                try:
+                    Path(args.html).write_text(page)
+                except OSError as exc:
+                    print(f"copier report: cannot write {args.html}: {exc.strerror}", file=sys.stderr)
+                    return 2
+                print(f"html report: {args.html}", file=sys.stderr)
             return 1 if args.acceptance and not rep["acceptance"]["passed"] else 0
     finally:
         store.close()

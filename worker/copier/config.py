@@ -153,6 +153,11 @@ class RedeemConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "var/copier.sqlite"
+    dedupe_retention_s: float = 172_800.0     # sightings and transaction aliases (what only dedupe and the detection
+                                              #   report read) older than this are deleted; fills, intents and orders
+                                              #   are the record and are kept
+    maintenance_interval_s: float = 300.0     # prune, incremental vacuum and the WAL size check, this often
+    wal_truncate_bytes: int = 67_108_864      # a WAL file larger than this is checkpointed and truncated
 
 
 @dataclass(frozen=True)
@@ -321,6 +326,25 @@ def _validate(cfg: Config) -> None:
     _require(1 <= rd.gas_limit_margin <= 5, "redeem.gas_limit_margin", "must be in [1, 5]")
     _require(60 <= rd.relayer_deadline_s <= 86_400, "redeem.relayer_deadline_s", "must be in [60, 86400]")
     _require(rd.stuck_alert_s > 0, "redeem.stuck_alert_s", "must be > 0")
+    horizon = replay_horizon_s(cfg)
+    _require(cfg.store.dedupe_retention_s >= horizon, "store.dedupe_retention_s",
+             f"must be >= {horizon:g} s, the longest a source fill can come back to the dedupe (its seed window, "
+             f"copy.max_signal_age_s + feeds.gap_fill_overlap_s, feeds.confirm_timeout_s, feeds.reinclude_timeout_s)")
+    _require(10 <= cfg.store.maintenance_interval_s <= 86_400, "store.maintenance_interval_s",
+             "must be in [10, 86400]")
+    _require(cfg.store.wal_truncate_bytes >= 1_048_576, "store.wal_truncate_bytes", "must be >= 1048576 (1 MiB)")
+
+
+DEDUPE_SEED_S = 86_400.0        # the dedupe memory a restart reloads from the store, and the oldest fill any feed
+                                #   may bring (schemas.MATCH_TS_HORIZON_S)
+
+
+def replay_horizon_s(cfg: Config) -> float:
+    """The longest time after which a source fill can still reach the dedupe, on any path: the seed a restart loads
+    (and the edge's age limit), the gap-fill's look-back (signal age plus overlap), a mempool fill's wait for
+    confirmation, a reorged log's wait for re-inclusion. Rows only the dedupe needs are safe to delete past it."""
+    c, f = cfg.copy, cfg.feeds
+    return max(DEDUPE_SEED_S, c.max_signal_age_s + f.gap_fill_overlap_s, f.confirm_timeout_s, f.reinclude_timeout_s)
 
 
 TYPICAL_TICK = 0.01             # the 15-minute markets' tick over most of their range (0.001 only near 0 and 1)

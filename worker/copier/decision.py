@@ -110,7 +110,7 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
                                                f"{e.max_slippage_bps} of the source price {source_price:g}"))
     # Every cap counts cost: shares x price cap + the largest taker fee a fill inside the cap can pay.
     fee = worst_fee_per_share(cap, market.fee_rate, market.fee_exponent) if opening else 0.0
-    unit = cap + fee
+    unit = cap + fee if opening else _sell_unit(cap, book, now, cfg)
     s = cfg.sizing
     want = s.fixed_notional_usd if s.mode == "fixed" else abs(net) * s.size_multiplier * unit
     if s.mode == "proportional" and want > s.max_notional_per_order_usd + EPS:
@@ -149,6 +149,15 @@ def _unit(side: Side, price: float, market: MarketMeta) -> float:
     return price + (worst_fee_per_share(price, market.fee_rate, market.fee_exponent) if side is Side.BUY else 0.0)
 
 
+def _sell_unit(cap: float, book: BookTop | None, now: float, cfg: Config) -> float:
+    """What one share of a SELL may bring: a SELL sized at its floor and priced up the bids would sell more
+    notional than its caps allow, so it is sized at the best bid of a book fresh enough to price on (at its floor
+    without one, where its limit is the floor too)."""
+    if book is None or not book.bids or now - book.received_at > cfg.execution.max_book_age_s:
+        return cap
+    return max(cap, book.bids[0][0])
+
+
 def _priced(side: Side, size: float, cap: float, book: BookTop | None, market: MarketMeta, now: float,
             cfg: Config) -> float | tuple[str, str]:
     """The order's limit (the book's price for the size, or the cap), or a refusal when the book within the
@@ -176,7 +185,7 @@ def remainder(parent: OrderIntent, filled: float, n: int, market: MarketMeta, bo
     cap = price_cap(parent.side, parent.source_price, market.tick_size, e.max_slippage_bps, e.max_slippage_ticks)
     if cap is None:
         return "no_price_within_budget", "the tick moved past the budget"
-    unit = _unit(parent.side, cap, market)
+    unit = _unit(parent.side, cap, market) if parent.opening else _sell_unit(cap, book, now, cfg)
     size = floor_size(parent.size - filled)
     for _, room in cap_rooms(exposure, market, now, cfg, parent.opening):
         if size * unit > room + EPS:

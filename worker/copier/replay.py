@@ -32,14 +32,6 @@ from copier.store import Store, book_from_json
 from copier.types import BookTop, ExecutionReport, Feed, Funds, MarketMeta, OrderIntent, OrderStatus, Side, SourceFill
 
 
-def add_replay_args(p: argparse.ArgumentParser) -> None:
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--fills", help="Data API /trades rows (v1 or v2), JSON array or JSON lines")
-    source.add_argument("--recorded", help="a copier store (sqlite): replay the arrivals it recorded")
-    p.add_argument("--markets", required=True, help="Gamma market/event JSON (object, array or JSON lines)")
-    p.add_argument("--config", default=None, help="copier YAML (default: built-in defaults)")
-
-
 def _load_json_docs(path: str) -> list:
     try:
         text = Path(path).read_text()

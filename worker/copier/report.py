@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -42,17 +43,29 @@ UNRESOLVED_STATUSES = {s.value for s in UNRESOLVED}
 FILLED_TARGET_PCT = 90.0    # filled / intended notional the acceptance asks for (at a budget of 300 bps)
 
 
-def parse_since(text: str | None) -> float | None:
+_AGO = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str | None, now: float = 0.0) -> float | None:
+    """Epoch seconds, an ISO-8601 instant, or a span back from `now` (7d, 12h, 30m, 90s)."""
     if text is None:
         return None
+    if m := _AGO.fullmatch(text.strip()):
+        return now - float(m.group(1)) * _UNIT_S[m.group(2)]
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if math.isfinite(value):
+            return value
+        raise ConfigError(f"--since: expected a finite instant, got {text!r}")
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"--since: expected epoch seconds or an ISO-8601 instant, got {text!r}") from None
+        raise ConfigError(f"--since: expected epoch seconds, an ISO-8601 instant or a span such as 7d, 12h, 30m, "
+                          f"got {text!r}") from None
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
@@ -145,8 +158,9 @@ def build_report(store: Store, cfg: Config, since: float | None = None) -> dict[
     statuses = Counter(o["status"] for o in orders)
     sent = [o for o in orders if o["submit_ns"]]
     killed = [o for o in sent if o["status"] in KILLED or (o["status"] in ANSWERED and not o["filled_size"])]
-    partial = [o for o in sent if o["filled_size"] and o["filled_size"] < intents[o["intent_id"]]["size"] - 1e-9
-               if o["intent_id"] in intents]
+    # An order signed just after `since` may belong to an intent decided just before it: not in `intents`.
+    partial = [o for o in sent if o["intent_id"] in intents
+               and o["filled_size"] and o["filled_size"] < intents[o["intent_id"]]["size"] - 1e-9]
     n_orders = len(orders)
     rep: dict[str, Any] = {
         "since": since,

@@ -7,8 +7,8 @@
 
 One pipeline greenlet owns the coalescer and the exposure book, so every risk decision sees every in-flight order.
 Everything else that runs on a clock (the market catalog, reconciliation, keep-warm, funds, the WAL checkpoint, the
-halt flag and heartbeat, detection timers, the clock check) is a Periodic task under one driver with one error
-policy: an exception in one pass is logged, counted and alerted, and the next pass runs.
+halt flag and heartbeat, detection timers, the clock check, the store's upkeep) is a Periodic task under one driver
+with one error policy: an exception in one pass is logged, counted and alerted, and the next pass runs.
 """
 from __future__ import annotations
 
@@ -345,6 +345,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     from copier.metrics import Metrics as StatsdMetrics
     from copier.redeem import build_redeemer
     from copier.timesync import ClockWatch
+    from copier.upkeep import StoreUpkeep
     from copier.watcher import GapFiller, RtdsFeed
 
     clock = clock or LiveClock()
@@ -412,10 +413,12 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
         catalog.refresh()
         books.watch(catalog.assets())
 
+    upkeep = StoreUpkeep(store, cfg.store, clock=clock, metrics=metrics, pause=lambda: gevent.sleep(0))
     periodic = [Periodic("markets", cfg.markets.refresh_s, warm),
                 Periodic("detection", DETECTION_S, detection.step),
                 Periodic("keep_warm", KEEP_WARM_S, executor.keep_warm),
                 Periodic("checkpoint", CHECKPOINT_S, store.checkpoint),
+                Periodic("store_upkeep", cfg.store.maintenance_interval_s, upkeep.run),
                 Periodic("clock", cfg.telemetry.ntp_check_interval_s, clock_watch.check, at_start=True)]
     if redeemer is not None:
         periodic.append(Periodic("redeem", REDEEM_TICK_S, redeemer.tick))

@@ -6,6 +6,7 @@ look it up by hash instead of signing a new one. Schema changes are explicit, nu
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -202,11 +203,6 @@ def _migration_3(database: pw.SqliteDatabase, t: _Tables) -> None:
     database.create_tables([t.AliasRow])
 
 
-def _migration_4(database: pw.SqliteDatabase, t: _Tables) -> None:
-    """Redemptions and merges on chain (write-ahead)."""
-    database.create_tables([t.ChainActionRow])
-
-
 def _add_columns(database: pw.SqliteDatabase, table: str, columns: tuple[str, ...]) -> None:
     """Columns a store made by an older copier lacks (migration 1 creates the tables as the models are now)."""
     have = {row[1] for row in database.execute_sql(f'PRAGMA table_info("{table}")')}
@@ -215,9 +211,28 @@ def _add_columns(database: pw.SqliteDatabase, table: str, columns: tuple[str, ..
             database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN {column}')
 
 
+def _migration_4(database: pw.SqliteDatabase, t: _Tables) -> None:
+    """Bounded growth: an index for every report query's `since` bound (orders had none), and incremental auto-vacuum
+    so the pages that pruning frees go back to the file system. auto_vacuum changes only with a VACUUM (one rewrite
+    of the file, done once, at the upgrade), and a VACUUM cannot run in a transaction: this migration runs outside one
+    and is idempotent, so a crash inside it re-runs it."""
+    database.execute_sql('CREATE INDEX IF NOT EXISTS "orders_signed_ns" ON "orders" ("signed_ns")')
+    if database.execute_sql("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
+        database.execute_sql(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
+        database.execute_sql("VACUUM")
+
+
+def _migration_5(database: pw.SqliteDatabase, t: _Tables) -> None:
+    """Redemptions and merges on chain (write-ahead)."""
+    database.create_tables([t.ChainActionRow])
+
+
+_INCREMENTAL = 2                # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
+
 Row = dict[str, Any]     # one table row, column name -> value
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]   # append only; index + 1 = schema version
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5]   # append only; index + 1 = version
+_OUTSIDE_TRANSACTION = {_migration_4}          # idempotent migrations that sqlite cannot run inside a transaction
 
 
 class _Insert:
@@ -315,7 +330,7 @@ class Store:
             raise OperationalError(f"store {self.path} has schema v{version}, newer than this copier "
                                    f"(v{len(MIGRATIONS)}): upgrade the copier")
         for n in range(version, len(MIGRATIONS)):
-            with self.db.atomic():
+            with contextlib.nullcontext() if MIGRATIONS[n] in _OUTSIDE_TRANSACTION else self.db.atomic():
                 MIGRATIONS[n](self.db, self.t)
                 self.db.execute_sql(f"PRAGMA user_version = {n + 1}")
 
@@ -473,19 +488,27 @@ class Store:
                 for r in q]
 
     # ---- report queries ----------------------------------------------------------------------------------
+    # Plain cursor reads: peewee's per-value conversion cost ~20 us a row, most of `copier report` on a week's store.
+    # Each query searches the index on its `since` column (tests/copier/test_upkeep.py checks the plans).
+    def _rows_since(self, table: str, column: str, since: float, order: str) -> list[Row]:
+        cur = self.db.execute_sql(f'SELECT * FROM "{table}" WHERE "{column}" >= ? ORDER BY {order}',
+                                  (int(since * 1e9),))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def map_for_reading(self, max_bytes: int = 1 << 30) -> None:
+        """Read the file through a memory map (a report's reads walk indexes in a random order: a quarter faster
+        than through sqlite's page cache on a week's store). For a reading process, not for the running copier."""
+        self.db.execute_sql(f"PRAGMA mmap_size = {int(max_bytes)}")
+
     def fills_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return t.FillRow.select().where(t.FillRow.recv_ns >= int(since * 1e9)).order_by(t.FillRow.recv_ns).dicts()
+        return self._rows_since("fills", "recv_ns", since, '"recv_ns"')
 
     def intents_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return (t.IntentRow.select().where(t.IntentRow.decided_ns >= int(since * 1e9))
-                .order_by(t.IntentRow.decided_ns, t.IntentRow.id).dicts())
+        return self._rows_since("intents", "decided_ns", since, '"decided_ns", "id"')
 
     def orders_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return t.OrderRow.select().where(t.OrderRow.signed_ns >= int(since * 1e9)) \
-            .order_by(t.OrderRow.signed_ns).dicts()
+        return self._rows_since("orders", "signed_ns", since, '"signed_ns"')
 
     # ---- detection (sightings per feed, confirm / retract) -----------------------------------------------
     def record_sightings(self, rows: list[Row]) -> None:
@@ -519,14 +542,10 @@ class Store:
                 .dicts().first())
 
     def sightings_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return t.SightingRow.select().where(t.SightingRow.recv_ns >= int(since * 1e9)) \
-            .order_by(t.SightingRow.recv_ns).dicts()
+        return self._rows_since("sightings", "recv_ns", since, '"recv_ns"')
 
     def fill_events_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return t.FillEventRow.select().where(t.FillEventRow.at_ns >= int(since * 1e9)) \
-            .order_by(t.FillEventRow.at_ns).dicts()
+        return self._rows_since("fill_events", "at_ns", since, '"at_ns"')
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str) -> Any:
@@ -568,6 +587,47 @@ class Store:
 
     def size_bytes(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    # ---- bounded growth (copier.upkeep drives these) -----------------------------------------------------
+    def prune_dedupe_rows(self, before_ns: int, limit: int) -> int:
+        """Delete up to `limit` sightings and `limit` transaction aliases recorded before `before_ns`: rows only
+        the dedupe and the detection report read. Fills, intents, orders and fill events are the record: never."""
+        deleted = 0
+        with self.db.atomic():
+            for table, column in (("sightings", "recv_ns"), ("tx_aliases", "at_ns")):
+                cur = self.db.execute_sql(f'DELETE FROM "{table}" WHERE rowid IN (SELECT rowid FROM "{table}" '
+                                          f'WHERE "{column}" < ? LIMIT ?)', (before_ns, limit))
+                deleted += cur.rowcount
+        return deleted
+
+    def incremental_vacuum(self, pages: int) -> int:
+        """Give up to `pages` free pages back to the file system; the free pages left."""
+        self.db.execute_sql(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+        return int(self.db.execute_sql("PRAGMA freelist_count").fetchone()[0])
+
+    def wal_bytes(self) -> int:
+        wal = self.path + "-wal"
+        return os.path.getsize(wal) if self.path != ":memory:" and os.path.exists(wal) else 0
+
+    def truncate_wal(self) -> bool:
+        """Checkpoint everything and cut the WAL file to zero, from a native thread (see checkpoint). True if it
+        did; False if a reader or writer held it back (the next pass tries again)."""
+        if self.path == ":memory:":
+            return True
+        busy = gevent.get_hub().threadpool.apply(_truncate_checkpoint, (self.path,))
+        return not busy
+
+
+TRUNCATE_BUSY_S = 0.2          # a truncating checkpoint waits this long for readers, then gives up until next time
+
+
+def _truncate_checkpoint(path: str) -> bool:
+    """True if the checkpoint was held back (SQLITE_BUSY)."""
+    con = sqlite3.connect(path, timeout=TRUNCATE_BUSY_S)
+    try:
+        return bool(con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+    finally:
+        con.close()
 
 
 def _passive_checkpoint(path: str) -> None:
