@@ -9,6 +9,12 @@ the current book, never beyond the budget around the source's price (`execution.
 a machine-readable reason, never an exception. A reducing batch whose shares are still being bought by our own
 orders in flight is a Hold: decided again once they settle. `remainder` prices one more order for what a killed or
 partly filled FAK left, by the same rules.
+
+Exits (`sizing.exit_rule`): with `fraction` (the default) a net SELL of the source sells the same fraction of our
+position as it sold of its own (its shares before the batch, `source_held`, tracked by the pipeline), floored to the
+venue's size precision and still subject to the per-order cap and the minimum order; our sizes are capped and the
+source's are not, so its share count says nothing about ours. With `size` the SELL is sized from the source's shares
+like a BUY and capped by what we hold.
 """
 from __future__ import annotations
 
@@ -84,8 +90,17 @@ def refuse(batch: Batch, refusal: tuple[str, str], now: float, size: float = 0.0
                 source_price=source_price, book=book)
 
 
+def exit_fraction(source_held: float | None, sold: float) -> float:
+    """The fraction of its position the source sold: 1 when it sold at least what we saw it hold (or we saw none)."""
+    if source_held is None or source_held <= sold + EPS:
+        return 1.0
+    return sold / source_held
+
+
 def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now: float, cfg: Config,
-           halted: bool = False, book: BookTop | None = None) -> OrderIntent | Skip | Hold:
+           halted: bool = False, book: BookTop | None = None,
+           source_held: float | None = None) -> OrderIntent | Skip | Hold:
+    """source_held: the source's shares of the batch's token before the batch (None: not known)."""
     keys = tuple(sorted(f.dedupe_key for f in batch.fills))
     iid = intent_id_for(keys)
     net = batch.net_size
@@ -112,8 +127,17 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
     fee = worst_fee_per_share(cap, market.fee_rate, market.fee_exponent) if opening else 0.0
     unit = cap + fee
     s = cfg.sizing
-    want = s.fixed_notional_usd if s.mode == "fixed" else abs(net) * s.size_multiplier * unit
-    if s.mode == "proportional" and want > s.max_notional_per_order_usd + EPS:
+    fraction = exit_fraction(source_held, -net) if not opening and s.exit_rule == "fraction" else None
+    if fraction is not None:
+        held = exposure.position(batch.asset)
+        if exposure.buying(batch.asset):
+            return Hold(iid, batch.asset, f"SELL of {fraction:.1%} waits for in-flight BUYs (holding {held:g})")
+        if held < EPS:
+            return skip(("no_position", "SELL is reduce-only and we hold none of this outcome"))
+        want = held * fraction * unit
+    else:
+        want = s.fixed_notional_usd if s.mode == "fixed" else abs(net) * s.size_multiplier * unit
+    if s.mode == "proportional" and fraction is None and want > s.max_notional_per_order_usd + EPS:
         # Plain proportional copies the source's size or nothing: a cap that would shrink it refuses it.
         return skip(("max_notional_per_order", f"{want:.2f} > sizing.max_notional_per_order_usd "
                                                f"{s.max_notional_per_order_usd:g}"), notional=want)
@@ -122,7 +146,10 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
         if cost > room + EPS:
             cost, capped_by = max(0.0, room), name
     size = floor_size(cost / unit)
-    if not opening:
+    if fraction is not None:
+        # The same fraction of ours, never more than we hold (floor_size of a product can round up by a hair).
+        size = min(size, floor_size(exposure.position(batch.asset)))
+    elif not opening:
         held = exposure.position(batch.asset)
         if size > held + EPS and exposure.buying(batch.asset):
             return Hold(iid, batch.asset, f"SELL of {size:g} waits for in-flight BUYs (holding {held:g})")

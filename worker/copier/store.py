@@ -130,6 +130,35 @@ class AliasRow(_Model):
         table_name = "tx_aliases"
 
 
+class ResolutionRow(_Model):
+    """A market's winner, as first learned (market channel, Gamma or the positions endpoint)."""
+    condition_id = pw.CharField(unique=True)
+    winning_asset = pw.CharField()
+    resolved_at = pw.FloatField()
+    origin = pw.CharField()
+
+    class Meta:
+        table_name = "resolutions"
+
+
+class PnlSnapshotRow(_Model):
+    """One position's valuation at one instant (the runtime writes every open or resolved position periodically)."""
+    at = pw.FloatField(index=True)
+    day = pw.IntegerField()                    # UTC day (epoch s of its midnight)
+    condition_id = pw.CharField()
+    asset = pw.CharField()
+    outcome = pw.CharField()
+    size = pw.FloatField()
+    cost = pw.FloatField()
+    mark = pw.FloatField(null=True)            # null: no book to mark it on
+    realized = pw.FloatField()                 # the market's realised PnL so far
+    unrealized = pw.FloatField()
+    redeemable = pw.BooleanField(default=False)
+
+    class Meta:
+        table_name = "pnl_snapshots"
+
+
 class KV(_Model):
     key = pw.CharField(primary_key=True)
     value = pw.TextField()
@@ -152,10 +181,13 @@ class _Tables:
     SightingRow: Any
     FillEventRow: Any
     AliasRow: Any
+    ResolutionRow: Any
+    PnlSnapshotRow: Any
     KV: Any
 
     def __init__(self, database: pw.SqliteDatabase) -> None:
-        for model in (FillRow, IntentRow, OrderRow, SightingRow, FillEventRow, AliasRow, KV):
+        for model in (FillRow, IntentRow, OrderRow, SightingRow, FillEventRow, AliasRow, ResolutionRow,
+                      PnlSnapshotRow, KV):
             meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
             setattr(self, model.__name__, type(model.__name__, (model,), {"Meta": meta, "__module__": __name__}))
 
@@ -178,6 +210,11 @@ def _migration_3(database: pw.SqliteDatabase, t: _Tables) -> None:
     database.create_tables([t.AliasRow])
 
 
+def _migration_4(database: pw.SqliteDatabase, t: _Tables) -> None:
+    """Positions and PnL: the markets' winners, and the periodic valuation of every position."""
+    database.create_tables([t.ResolutionRow, t.PnlSnapshotRow])
+
+
 def _add_columns(database: pw.SqliteDatabase, table: str, columns: tuple[str, ...]) -> None:
     """Columns a store made by an older copier lacks (migration 1 creates the tables as the models are now)."""
     have = {row[1] for row in database.execute_sql(f'PRAGMA table_info("{table}")')}
@@ -188,7 +225,7 @@ def _add_columns(database: pw.SqliteDatabase, table: str, columns: tuple[str, ..
 
 Row = dict[str, Any]     # one table row, column name -> value
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3]   # append only; index + 1 = schema version
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]   # append only; index + 1 = schema version
 
 
 class _Insert:
@@ -466,6 +503,52 @@ class Store:
         t = self.t
         return t.FillEventRow.select().where(t.FillEventRow.at_ns >= int(since * 1e9)) \
             .order_by(t.FillEventRow.at_ns).dicts()
+
+    # ---- positions and PnL ------------------------------------------------------------------------------
+    def own_fills(self) -> list[Row]:
+        """Every order of ours that filled shares (live or on paper), oldest first, with its intent's market, side
+        and fee schedule; `at` is when the venue answered (epoch s)."""
+        t = self.t
+        q = (t.OrderRow.select(t.OrderRow.intent_id, t.OrderRow.filled_size, t.OrderRow.avg_price,
+                               t.OrderRow.submit_ns, t.OrderRow.ack_ns, t.OrderRow.updated_ns, t.IntentRow.condition_id,
+                               t.IntentRow.asset, t.IntentRow.outcome, t.IntentRow.side, t.IntentRow.fee_rate,
+                               t.IntentRow.fee_exponent)
+             .join(t.IntentRow, on=(t.IntentRow.intent_id == t.OrderRow.intent_id))
+             .where(t.OrderRow.filled_size > 0).order_by(t.OrderRow.updated_ns, t.OrderRow.id).dicts())
+        return [dict(r, at=(r["ack_ns"] or r["submit_ns"] or r["updated_ns"]) / 1e9) for r in q]
+
+    def source_fills(self, since: float = 0.0) -> list[Row]:
+        """The source's fills as decided (every fill the copier saw, copied or not), oldest first."""
+        t = self.t
+        return list(t.FillRow.select(t.FillRow.condition_id, t.FillRow.asset, t.FillRow.outcome, t.FillRow.side,
+                                     t.FillRow.price, t.FillRow.size, t.FillRow.match_ts)
+                    .where(t.FillRow.match_ts >= since).order_by(t.FillRow.match_ts, t.FillRow.id).dicts())
+
+    def record_resolution(self, condition_id: str, winning_asset: str, at: float, origin: str) -> bool:
+        """False when the market's winner was already known (the first word stands)."""
+        t = self.t
+        return bool(t.ResolutionRow.insert(condition_id=condition_id, winning_asset=winning_asset, resolved_at=at,
+                                           origin=origin).on_conflict_ignore().execute())
+
+    def resolutions(self) -> list[Row]:
+        t = self.t
+        return list(t.ResolutionRow.select().order_by(t.ResolutionRow.resolved_at).dicts())
+
+    def record_pnl_snapshot(self, rows: list[Row]) -> None:
+        t = self.t
+        with self.db.atomic():
+            t.PnlSnapshotRow.insert_many(rows).execute()
+
+    def latest_pnl_snapshot(self) -> list[Row]:
+        t = self.t
+        last = t.PnlSnapshotRow.select(pw.fn.MAX(t.PnlSnapshotRow.at)).scalar()
+        if last is None:
+            return []
+        return list(t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.at == last).dicts())
+
+    def pnl_snapshots_since(self, since: float) -> Iterable[Row]:
+        t = self.t
+        return t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.at >= since).order_by(t.PnlSnapshotRow.at).dicts()
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str) -> Any:
