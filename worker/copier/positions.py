@@ -237,3 +237,16 @@ def holdings_from_fills(rows: Iterable[Mapping[str, object]]) -> dict[str, float
         size = float(r["size"])  # type: ignore[arg-type]
         held[str(r["asset"])] = max(0.0, held.get(str(r["asset"]), 0.0) + sign * size)
     return held
+
+
+def own_events(fills: Iterable[Mapping[str, object]], resolutions: Iterable[Mapping[str, object]]) -> list[Event]:
+    """Our settled orders (store.own_fills rows) and the known winners (store.resolutions rows), in time order."""
+    events: list[Event] = [
+        own_trade(str(r["condition_id"]), str(r["asset"]), str(r["outcome"]), Side(r["side"]),
+                  float(r["filled_size"]), float(r["avg_price"]), float(r["fee_rate"]),  # type: ignore[arg-type]
+                  float(r["fee_exponent"]), float(r["at"]))  # type: ignore[arg-type]
+        for r in fills]
+    events += [Resolution(str(r["condition_id"]), str(r["winning_asset"]),
+                          float(r["resolved_at"]), ResolutionOrigin(r["origin"]))  # type: ignore[arg-type]
+               for r in resolutions]
+    return sorted(events, key=lambda e: e.at)

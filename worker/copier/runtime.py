@@ -37,7 +37,7 @@ from copier.pipeline import OrderStep, Pipeline, our_delay_ms
 from copier.ports import Alerts, Executor, Feed, Metrics
 from copier.risk import funding_refusals
 from copier.store import Store
-from copier.types import Batch, ExecutionReport, MarketMeta, OrderIntent, SourceFill
+from copier.types import Batch, ExecutionReport, MarketMeta, MarketResolved, OrderIntent, SourceFill
 
 log = logging.getLogger("copier.runtime")
 
@@ -144,8 +144,9 @@ class Runtime:
     def __init__(self, cfg: Config, *, clock: Clock, store: Store, metrics: Metrics, alerts: Alerts,
                  executor: Executor, pipeline: Pipeline, order_step: OrderStep, detection: Detection, intake: Intake,
                  orders: Orders, switch: HaltSwitch, feeds: list[Feed], periodic: list[Periodic],
-                 warm: Callable[[], None], stopping: Event):
-        """warm: fetch the markets of the next windows and watch their books (also a Periodic task)."""
+                 warm: Callable[[], None], stopping: Event, prepare: Callable[[], None] | None = None):
+        """warm: fetch the markets of the next windows and watch their books (also a Periodic task). prepare: what
+        must be known before the first decision (the source's holdings, for the exit rule)."""
         self.cfg = cfg
         self.clock = clock
         self.store = store
@@ -163,6 +164,7 @@ class Runtime:
                          Periodic("funds", FUNDS_S, self.check_funds, at_start=True),
                          Periodic("control", CONTROL_S, self.control, at_start=True)]
         self.warm = warm
+        self.prepare = prepare
         self.stopping = stopping
         self.group = Group()
         self.exit_code = 0
@@ -174,6 +176,8 @@ class Runtime:
         now = self.clock.now()
         self.pipeline.exposure.restore(self.store.exposure_rows(now - DAY_S))
         self.warm()                     # the gate before a repost needs each market's state
+        if self.prepare is not None:
+            self.prepare()
         try:
             for report in self.executor.recover():
                 self.order_step.settle(report)
@@ -340,6 +344,8 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     from copier.markets import MarketCatalog
     from copier.metrics import DEFER_S
     from copier.metrics import Metrics as StatsdMetrics
+    from copier.position_watch import PositionsClient, PositionWatch
+    from copier.positions import SourceHoldings
     from copier.timesync import ClockWatch
     from copier.watcher import GapFiller, RtdsFeed
 
@@ -353,8 +359,15 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     stopping = Event()
     switch = HaltSwitch(store, clock, metrics, alerts)
     catalog = MarketCatalog(cfg, clock=clock, metrics=metrics, alerts=alerts)
+    watch: PositionWatch | None = None
+
+    def on_resolved(event: MarketResolved) -> None:
+        catalog.on_resolved(event)
+        if watch is not None:
+            watch.on_resolved(event)
+
     books = BookCache(cfg, clock=clock, metrics=metrics, alerts=alerts, on_tick_size=catalog.on_tick_size_change,
-                      on_resolved=catalog.on_resolved)
+                      on_resolved=on_resolved)
     logs_feed: ChainLogFeed | None = None
     detection = Detection(Deduper(), cfg.feeds, clock=clock, metrics=metrics, alerts=alerts, store=store,
                           logs_live_since=lambda: logs_feed.live_since if logs_feed is not None else None)
@@ -363,6 +376,12 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     executor = executor_cls.from_config(cfg, secrets, store=store, clock=clock, metrics=metrics, books=books,
                                         gate=gate)
     exposure = ExposureBook(cfg.markets.window_seconds)
+    # Our own wallet on the venue: the funder, or the signer for an EOA; on paper the venue holds nothing of ours.
+    our_address = "" if not isinstance(executor, ClobExecutor) else (cfg.account.funder or executor.signer.address)
+    watch = PositionWatch(cfg, store=store, books=books, clock=clock, metrics=metrics, alerts=alerts,
+                          client=PositionsClient(cfg.endpoints.data_api, metrics=metrics, alerts=alerts, clock=clock),
+                          our_address=our_address)
+    source = SourceHoldings()
     orders = Orders(clock)
     intake = Intake(metrics, stopping, orders)
     breaker = CircuitBreaker(cfg.risk)
@@ -376,7 +395,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     order_step = OrderStep(cfg, executor=executor, store=store, exposure=exposure, markets=catalog, books=books,
                            metrics=metrics, alerts=alerts, clock=clock, on_report=judge)
     pipeline = Pipeline(cfg, exposure=exposure, markets=catalog, books=books, store=store, metrics=metrics,
-                        clock=clock, dispatch=orders.put, detection=detection, halted=switch.is_on)
+                        clock=clock, dispatch=orders.put, detection=detection, halted=switch.is_on, source=source)
 
     fill_feeds: list[Feed] = list(RtdsFeed.for_config(cfg, detection=detection, on_fill=intake.put, clock=clock,
                                                       metrics=metrics, alerts=alerts))
@@ -403,10 +422,14 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
                 Periodic("detection", DETECTION_S, detection.step),
                 Periodic("keep_warm", KEEP_WARM_S, executor.keep_warm),
                 Periodic("checkpoint", CHECKPOINT_S, store.checkpoint),
-                Periodic("clock", cfg.telemetry.ntp_check_interval_s, clock_watch.check, at_start=True)]
+                Periodic("clock", cfg.telemetry.ntp_check_interval_s, clock_watch.check, at_start=True),
+                Periodic("pnl_snapshot", cfg.positions.snapshot_interval_s, watch.snapshot, at_start=True),
+                Periodic("positions_reconcile", cfg.positions.reconcile_interval_s, watch.reconcile, at_start=True),
+                Periodic("resolutions", cfg.positions.resolution_check_s, watch.check_resolutions)]
     return Runtime(cfg, clock=clock, store=store, metrics=metrics, alerts=alerts, executor=executor,
                    pipeline=pipeline, order_step=order_step, detection=detection, intake=intake, orders=orders,
-                   switch=switch, feeds=feeds, periodic=periodic, warm=warm, stopping=stopping)
+                   switch=switch, feeds=feeds, periodic=periodic, warm=warm, stopping=stopping,
+                   prepare=lambda: watch.seed_source(source, cfg.copy.source_wallet))
 
 
 def run(cfg: Config, secrets: Secrets) -> int:

@@ -506,15 +506,16 @@ class Store:
 
     # ---- positions and PnL ------------------------------------------------------------------------------
     def own_fills(self) -> list[Row]:
-        """Every order of ours that filled shares (live or on paper), oldest first, with its intent's market, side
-        and fee schedule; `at` is when the venue answered (epoch s)."""
+        """Every order of ours that filled shares (live or on paper) and is final, oldest first, with its intent's
+        market, side, fee schedule and market end; `at` is when the venue answered (epoch s)."""
         t = self.t
         q = (t.OrderRow.select(t.OrderRow.intent_id, t.OrderRow.filled_size, t.OrderRow.avg_price,
                                t.OrderRow.submit_ns, t.OrderRow.ack_ns, t.OrderRow.updated_ns, t.IntentRow.condition_id,
                                t.IntentRow.asset, t.IntentRow.outcome, t.IntentRow.side, t.IntentRow.fee_rate,
-                               t.IntentRow.fee_exponent)
+                               t.IntentRow.fee_exponent, t.IntentRow.market_end_ts)
              .join(t.IntentRow, on=(t.IntentRow.intent_id == t.OrderRow.intent_id))
-             .where(t.OrderRow.filled_size > 0).order_by(t.OrderRow.updated_ns, t.OrderRow.id).dicts())
+             .where((t.OrderRow.filled_size > 0) & t.OrderRow.status.not_in(_UNRESOLVED))
+             .order_by(t.OrderRow.updated_ns, t.OrderRow.id).dicts())
         return [dict(r, at=(r["ack_ns"] or r["submit_ns"] or r["updated_ns"]) / 1e9) for r in q]
 
     def source_fills(self, since: float = 0.0) -> list[Row]:
@@ -545,10 +546,6 @@ class Store:
         if last is None:
             return []
         return list(t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.at == last).dicts())
-
-    def pnl_snapshots_since(self, since: float) -> Iterable[Row]:
-        t = self.t
-        return t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.at >= since).order_by(t.PnlSnapshotRow.at).dicts()
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str) -> Any:
