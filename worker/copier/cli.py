@@ -1,4 +1,4 @@
-"""`copier run | check-config | status | halt | resume | report | replay`.
+"""`copier run | check-config | status | halt | resume | report | positions | replay`.
 
 Exit codes: 0 ok, 1 acceptance/verdict failure or runtime error, 2 bad configuration or usage.
 """
@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--acceptance", action="store_true",
                    help="also judge the PRD acceptance criteria; exit 1 on failure")
+
+    p = sub.add_parser("positions", help="positions held: size, cost, mark, unrealised PnL, redeemable")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("replay", help="run the real coalescer/decision/risk on a recorded history")
     add_replay_args(p)
@@ -116,6 +120,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             rep = build_report(store, cfg, since=parse_since(args.since))
             print(json.dumps(rep, sort_keys=True) if args.json else render_text(rep))
             return 1 if args.acceptance and not rep["acceptance"]["passed"] else 0
+        if args.command == "positions":
+            from copier.pnl_report import positions_table, render_positions
+
+            rows = positions_table(store)
+            print(json.dumps(rows, sort_keys=True) if args.json else render_positions(rows))
+            return 0
     finally:
         store.close()
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices

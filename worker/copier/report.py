@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from copier.config import Config
 from copier.errors import ConfigError
 from copier.exposure import DAY_S, bucket, fill_cost
+from copier.pnl_report import pnl_section, render_pnl
 from copier.types import UNRESOLVED, Side
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ def build_report(store: Store, cfg: Config, since: float | None = None) -> dict[
     rep["detection_lag_ms"] = rep["detection"]["first_arrival_lag_ms"] if rep["detection"]["fills"] else \
         _dist(detection_ms)
     rep["acceptance"] = judge(rep, fills, intents, orders_by_intent, accounts, cfg)
+    rep["pnl"] = pnl_section(store, since)
     return rep
 
 
@@ -430,6 +432,7 @@ def render_text(rep: dict[str, Any]) -> str:
         f"detection lag ms    {ms(rep['detection_lag_ms'])}   (source match -> first arrival on any feed)",
         f"refusals            {json.dumps(rep['refusals'], sort_keys=True)}",
         *render_detection(rep["detection"], ms),
+        *render_pnl(rep["pnl"]),
     ]
     acc = rep["acceptance"]
     lines.append(f"acceptance          {'PASS' if acc['passed'] else 'FAIL'}")
