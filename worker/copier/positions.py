@@ -147,7 +147,11 @@ def _realize(ledger: Ledger, condition_id: str, at: float, amount: float) -> dic
 
 
 def _trade(ledger: Ledger, t: Trade) -> Ledger:
-    p = ledger.positions.get(t.asset) or Position(t.condition_id, t.asset, t.outcome)
+    p = ledger.positions.get(t.asset)
+    if p is None:
+        winner = ledger.winners.get(t.condition_id)
+        p = Position(t.condition_id, t.asset, t.outcome,
+                     payout=None if winner is None else float(winner == t.asset))
     realized = ledger.realized
     if t.side is Side.BUY:
         paid = -t.cash
