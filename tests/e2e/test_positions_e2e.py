@@ -6,6 +6,7 @@ import signal
 import sqlite3
 
 from eth_account import Account
+
 from polylab.harness import (
     SIM_PRIVATE_KEY,
     copier_config,
