@@ -265,7 +265,7 @@ def test_check_resolutions_asks_gamma_only_for_held_markets_past_their_end(world
     assert [r.url.params["condition_ids"] for r in venue.requests] == [CID]
 
 
-def test_snapshot_marks_on_the_book_and_writes_one_row_per_position(world):
+def test_snapshot_marks_on_the_book_and_writes_a_row_when_the_valuation_changes(world):
     venue, store, clock, metrics, alerts, watch, books = world
     filled(store, "a")
     filled(store, "b", side=Side.SELL, size=4.0, price=0.6, at=T0 + 1, n=77)
@@ -275,6 +275,20 @@ def test_snapshot_marks_on_the_book_and_writes_one_row_per_position(world):
     assert r["size"] == 6.0 and r["mark"] == 0.55 and math.isclose(r["cost"], 2.4)
     assert math.isclose(r["unrealized"], 6 * 0.55 - 2.4) and math.isclose(r["realized"], 4 * 0.6 - 1.6)
     assert math.isclose(metrics.gauges["pnl.realized_usd"], 0.8)
+    clock.advance(60)
+    watch.snapshot()                                            # nothing moved: nothing written
+    assert [r["at"] for r in store.latest_pnl_snapshot()] == [T0]
+    books.books[UP] = BookTop(UP, ((0.58, 10),), ((0.60, 10),))
+    clock.advance(60)
+    watch.snapshot()
+    (r,) = store.latest_pnl_snapshot()
+    assert r["at"] == T0 + 120 and r["mark"] == 0.59
+    store.record_resolution(CID, DOWN, clock.now(), "market_ws")
+    clock.advance(60)
+    watch.snapshot()
+    (r,) = store.latest_pnl_snapshot()
+    assert r["mark"] == 0.0 and r["unrealized"] == 0 and math.isclose(r["realized"], 0.8 - 2.4)
+    assert metrics.gauges["positions.open"] == 0
 
 
 def test_seed_source_from_the_endpoint_or_else_from_the_stored_fills(world):
@@ -288,3 +302,20 @@ def test_seed_source_from_the_endpoint_or_else_from_the_stored_fills(world):
     venue.body = b"<html>down</html>"
     watch.seed_source(holdings, SOURCE)
     assert holdings.held(UP) == 40.0
+
+
+def test_refresh_incremental_passes_agree_with_one_fold_of_the_whole_store(world):
+    venue, store, clock, metrics, alerts, watch, _ = world
+    filled(store, "a", at=clock.now())
+    watch.refresh()
+    clock.advance(1)
+    filled(store, "b", side=Side.SELL, size=3.0, price=0.5, at=clock.now(), n=51)
+    filled(store, "c", asset=DOWN, size=5.0, price=0.6, at=clock.now(), n=52)
+    watch.refresh()
+    clock.advance(1)
+    store.record_resolution(CID, UP, clock.now(), "market_ws")
+    watch.refresh()
+    whole = ledger_from_store(store)
+    assert watch.refresh().positions == whole.positions
+    assert math.isclose(watch.ledger.realized_total(), whole.realized_total())
+    assert math.isclose(whole.realized_total(), (3 * 0.5 - 1.2) + (7 * 1.0 - 2.8) + (0 - 3.0))

@@ -65,7 +65,7 @@ def pnl_section(store: Store, since: float = 0.0) -> dict[str, Any]:
         "realized_usd": round(ours.realized_total(), 6),
         "fees_usd": round(ours.fees, 6),
         "unrealized_usd": round(sum(r["unrealized"] for r in snapshot), 6),
-        "unrealized_at": snapshot[0]["at"] if snapshot else None,
+        "unrealized_at": max((r["at"] for r in snapshot), default=None),
         "redeemable_shares": round(sum(p.size for p in ours.positions.values() if p.redeemable), 6),
         "by_day": by_day,
         "markets": markets,

@@ -38,6 +38,7 @@ from copier.types import MarketResolved, VenuePosition
 log = logging.getLogger("copier.positions")
 
 PAGE = 500                  # the positions endpoint's largest page
+OVERLAP_NS = 5_000_000_000  # re-read orders updated this long before the newest seen (applied ones are skipped)
 MAX_PAGES = 20              # 10,000 positions: beyond that the answer is not used (the offset limit is 10,000)
 
 
@@ -107,20 +108,26 @@ class PositionWatch:
         self.gamma_edge = EdgeErrors("gamma", metrics=metrics, alerts=alerts, clock=clock, logger=log)
         self.ledger = Ledger()
         self._applied: set[str] = set()             # intent ids of orders already in the ledger
+        self._updated_ns = 0                        # the newest update of an order in the ledger
+        self._resolution_id = 0                     # the last resolution row in the ledger
         self._market_end: dict[str, float] = {}     # condition id -> market end (of the markets we traded)
         self._last_trade: dict[str, float] = {}     # asset -> our last fill
         self._drifting: set[str] = set()            # assets alerted for drift and not yet back in agreement
+        self._written: dict[str, Row] = {}          # asset -> the valuation last written to the snapshots
 
     # ---- the ledger --------------------------------------------------------------------------------------
     def refresh(self) -> Ledger:
         """Apply what the store learned since the last pass: settled orders and winners, in time order."""
-        fresh = [r for r in self.store.own_fills() if r["intent_id"] not in self._applied]
-        known = set(self.ledger.winners)
-        winners = [r for r in self.store.resolutions() if r["condition_id"] not in known]
+        # Re-read a little before the newest update seen: two orders can settle within one clock tick.
+        fresh = [r for r in self.store.own_fills(max(0, self._updated_ns - OVERLAP_NS))
+                 if r["intent_id"] not in self._applied]
+        winners = self.store.resolutions(self._resolution_id)
         for event in own_events(fresh, winners):
             self.ledger = apply(self.ledger, event)
+        self._resolution_id = max((r["id"] for r in winners), default=self._resolution_id)
         for r in fresh:
             self._applied.add(r["intent_id"])
+            self._updated_ns = max(self._updated_ns, r["updated_ns"])
             self._market_end[r["condition_id"]] = r["market_end_ts"]
             self._last_trade[r["asset"]] = max(self._last_trade.get(r["asset"], 0.0), r["at"])
         return self.ledger
@@ -133,29 +140,33 @@ class PositionWatch:
 
     # ---- periodic tasks ----------------------------------------------------------------------------------
     def snapshot(self) -> None:
-        """Mark every position held and write one PnL snapshot row per position; gauge the totals."""
+        """Mark every position on its book and write a PnL snapshot row for each one whose valuation changed since
+        the last row written (an open position every pass, as its mark moves; a closed or resolved one once);
+        gauge the totals."""
         ledger = self.refresh()
         now = self.clock.now()
         realized = ledger.realized_by_market()
         rows: list[Row] = []
         unrealized_total = redeemable_usd = 0.0
+        held = 0
         for asset, p in ledger.positions.items():
-            if p.size <= DUST:
-                continue
             mark = p.mark(book_mark(self.books.top(asset)))
             unrealized = p.unrealized(mark)
             unrealized_total += unrealized
             redeemable_usd += p.size if p.redeemable else 0.0
-            rows.append(dict(at=now, day=bucket(now, DAY_S), condition_id=p.condition_id, asset=asset,
-                             outcome=p.outcome, size=p.size, cost=p.cost, mark=mark,
-                             realized=realized.get(p.condition_id, 0.0), unrealized=unrealized,
-                             redeemable=p.redeemable))
+            held += 1 if p.size > DUST and not p.resolved else 0
+            row = dict(condition_id=p.condition_id, asset=asset, outcome=p.outcome, size=p.size, cost=p.cost,
+                       mark=mark, realized=realized.get(p.condition_id, 0.0), unrealized=unrealized,
+                       redeemable=p.redeemable)
+            if self._written.get(asset) != row:
+                self._written[asset] = row
+                rows.append(dict(row, at=now, day=bucket(now, DAY_S)))
         if rows:
             self.store.record_pnl_snapshot(rows)
         self.metrics.gauge("pnl.realized_usd", ledger.realized_total())
         self.metrics.gauge("pnl.realized_today_usd", ledger.realized_by_day().get(bucket(now, DAY_S), 0.0))
         self.metrics.gauge("pnl.unrealized_usd", unrealized_total)
-        self.metrics.gauge("positions.open", len(rows))
+        self.metrics.gauge("positions.open", held)
         self.metrics.gauge("positions.redeemable_usd", redeemable_usd)
 
     def check_resolutions(self) -> None:

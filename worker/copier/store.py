@@ -142,7 +142,8 @@ class ResolutionRow(_Model):
 
 
 class PnlSnapshotRow(_Model):
-    """One position's valuation at one instant (the runtime writes every open or resolved position periodically)."""
+    """One position's valuation at one instant (the runtime writes a row when it changes: an open position's mark
+    moves, a fill, a resolution)."""
     at = pw.FloatField(index=True)
     day = pw.IntegerField()                    # UTC day (epoch s of its midnight)
     condition_id = pw.CharField()
@@ -505,16 +506,18 @@ class Store:
             .order_by(t.FillEventRow.at_ns).dicts()
 
     # ---- positions and PnL ------------------------------------------------------------------------------
-    def own_fills(self) -> list[Row]:
+    def own_fills(self, updated_from_ns: int = 0) -> list[Row]:
         """Every order of ours that filled shares (live or on paper) and is final, oldest first, with its intent's
-        market, side, fee schedule and market end; `at` is when the venue answered (epoch s)."""
+        market, side, fee schedule and market end; `at` is when the venue answered (epoch s). updated_from_ns: only
+        orders last updated at or after this instant (the runtime's incremental pass)."""
         t = self.t
-        q = (t.OrderRow.select(t.OrderRow.intent_id, t.OrderRow.filled_size, t.OrderRow.avg_price,
+        q = (t.OrderRow.select(t.OrderRow.intent_id, t.OrderRow.filled_size, t.OrderRow.avg_price, t.OrderRow.status,
                                t.OrderRow.submit_ns, t.OrderRow.ack_ns, t.OrderRow.updated_ns, t.IntentRow.condition_id,
                                t.IntentRow.asset, t.IntentRow.outcome, t.IntentRow.side, t.IntentRow.fee_rate,
                                t.IntentRow.fee_exponent, t.IntentRow.market_end_ts)
              .join(t.IntentRow, on=(t.IntentRow.intent_id == t.OrderRow.intent_id))
-             .where((t.OrderRow.filled_size > 0) & t.OrderRow.status.not_in(_UNRESOLVED))
+             .where((t.OrderRow.filled_size > 0) & t.OrderRow.status.not_in(_UNRESOLVED)
+                    & (t.OrderRow.updated_ns >= updated_from_ns))
              .order_by(t.OrderRow.updated_ns, t.OrderRow.id).dicts())
         return [dict(r, at=(r["ack_ns"] or r["submit_ns"] or r["updated_ns"]) / 1e9) for r in q]
 
@@ -531,9 +534,10 @@ class Store:
         return bool(t.ResolutionRow.insert(condition_id=condition_id, winning_asset=winning_asset, resolved_at=at,
                                            origin=origin).on_conflict_ignore().execute())
 
-    def resolutions(self) -> list[Row]:
+    def resolutions(self, after_id: int = 0) -> list[Row]:
+        """Winners in the order they were recorded; after_id: only those recorded after that row."""
         t = self.t
-        return list(t.ResolutionRow.select().order_by(t.ResolutionRow.resolved_at).dicts())
+        return list(t.ResolutionRow.select().where(t.ResolutionRow.id > after_id).order_by(t.ResolutionRow.id).dicts())
 
     def record_pnl_snapshot(self, rows: list[Row]) -> None:
         t = self.t
@@ -541,11 +545,11 @@ class Store:
             t.PnlSnapshotRow.insert_many(rows).execute()
 
     def latest_pnl_snapshot(self) -> list[Row]:
+        """The newest row of every position (a row is written when its valuation changes)."""
         t = self.t
-        last = t.PnlSnapshotRow.select(pw.fn.MAX(t.PnlSnapshotRow.at)).scalar()
-        if last is None:
-            return []
-        return list(t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.at == last).dicts())
+        newest = (t.PnlSnapshotRow.select(pw.fn.MAX(t.PnlSnapshotRow.id).alias("last"))
+                  .group_by(t.PnlSnapshotRow.asset))
+        return list(t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.id.in_(newest)).dicts())
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str) -> Any:
