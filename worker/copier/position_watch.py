@@ -20,7 +20,7 @@ from copier.clock import Clock
 from copier.config import Config
 from copier.errors import MalformedMessage
 from copier.exposure import DAY_S, bucket
-from copier.ports import Alerts, Books, Metrics
+from copier.ports import Alerts, Books, Metrics, PositionsIndex
 from copier.positions import (
     DUST,
     Ledger,
@@ -92,7 +92,7 @@ class PositionsClient:
 
 
 class PositionWatch:
-    def __init__(self, cfg: Config, *, store: Store, books: Books, client: PositionsClient, clock: Clock,
+    def __init__(self, cfg: Config, *, store: Store, books: Books, client: PositionsIndex, clock: Clock,
                  metrics: Metrics, alerts: Alerts, our_address: str, gamma: httpx.Client | None = None) -> None:
         """our_address: the wallet our orders trade for (the funder, or the signer for an EOA); "" on paper, where
         the venue holds nothing of ours and there is nothing to reconcile."""
