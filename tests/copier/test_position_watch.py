@@ -319,3 +319,35 @@ def test_refresh_incremental_passes_agree_with_one_fold_of_the_whole_store(world
     assert watch.refresh().positions == whole.positions
     assert math.isclose(watch.ledger.realized_total(), whole.realized_total())
     assert math.isclose(whole.realized_total(), (3 * 0.5 - 1.2) + (7 * 1.0 - 2.8) + (0 - 3.0))
+
+
+@pytest.mark.parametrize("status", [404, 429, 500, 503])
+def test_positions_client_an_error_status_gives_none_and_is_counted(status):
+    client = PositionsClient("http://x", metrics=RecordingMetrics(), alerts=None, clock=FakeClock(), http=httpx.Client(
+        transport=httpx.MockTransport(lambda r: httpx.Response(status, text="<html>no</html>")), base_url="http://x"))
+    assert client.fetch(OURS) is None and client.metrics.counts["positions.fetch_errors"] == 1
+
+
+def test_check_resolutions_a_hostile_gamma_answer_is_counted_and_records_nothing(world):
+    venue, store, clock, metrics, alerts, watch, _ = world
+    filled(store, "a")
+    clock.advance(1000)
+    for gamma in ("<html>", [{"conditionId": CID, "closed": True, "clobTokenIds": "[", "outcomePrices": "[1, 0]"}],
+                  [{"conditionId": CID, "closed": True, "clobTokenIds": json.dumps([UP, DOWN]),
+                    "outcomePrices": json.dumps(["1", "1"])}]):
+        venue.gamma = gamma
+        watch.check_resolutions()
+    assert store.resolutions() == [] and metrics.counts["feed.malformed"] >= 1
+
+
+def test_positions_client_pages_until_a_short_page(world):
+    venue, store, clock, metrics, alerts, watch, _ = world
+    venue.positions[OURS] = [row(asset=str(1000 + n), size=1.0) for n in range(501)]
+
+    def paged(request):
+        rows = venue.positions[OURS]
+        offset, limit = int(request.url.params["offset"]), int(request.url.params["limit"])
+        return httpx.Response(200, json=rows[offset:offset + limit])
+    client = PositionsClient("http://x", metrics=metrics, alerts=None, clock=clock,
+                             http=httpx.Client(transport=httpx.MockTransport(paged), base_url="http://x"))
+    assert len(client.fetch(OURS)) == 501
