@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from copier.position_watch import ledger_from_store
-from copier.positions import DUST, Ledger, Resolution, ResolutionOrigin, Trade, fold
+from copier.positions import DUST, Ledger, Resolution, ResolutionOrigin, Trade, fold, own_events
 from copier.types import Side
 
 if TYPE_CHECKING:
@@ -41,14 +41,16 @@ def _ret(pnl: float, notional: float) -> float | None:
 
 
 def pnl_section(store: Store, since: float = 0.0) -> dict[str, Any]:
-    ours, theirs = ledger_from_store(store), source_ledger(store)
+    # One read of our orders serves the fold and the market order: a running copier may add fills meanwhile.
+    fills = store.own_fills()
+    ours, theirs = fold(own_events(fills, store.resolutions())), source_ledger(store)
     snapshot = store.latest_pnl_snapshot()
     ours_realized, ours_bought = ours.realized_by_market(), ours.bought_by_market()
     src_realized, src_bought = theirs.realized_by_market(), theirs.bought_by_market()
     first_day = int(since // 86400) * 86400
     markets = []
     errors = []
-    first_traded = list(dict.fromkeys(r["condition_id"] for r in store.own_fills()))
+    first_traded = list(dict.fromkeys(r["condition_id"] for r in fills))
     for cid in first_traded:
         resolved = cid in ours.winners
         ours_ret, src_ret = _ret(ours_realized.get(cid, 0.0), ours_bought[cid]), \
