@@ -203,14 +203,15 @@ def test_reconcile_drift_is_alerted_once_and_never_overwritten(world):
     venue.positions[OURS] = [row(size=7.0), row(asset=DOWN, size=3.0)]
     watch.reconcile()
     watch.reconcile()
-    kinds = [a[0] for a in alerts.sent]
-    assert kinds == ["position_drift", "position_drift"]       # one per token, not one per pass
+    (alert,) = alerts.sent                                     # one per pass that found new drift, not per pass
+    assert alert[0] == "position_drift" and "on 2 token(s)" in alert[1] and "store 10.000000 / venue 7.000000" \
+        in alert[1]
     assert metrics.gauges["positions.drift_tokens"] == 2 and metrics.counts["positions.drift"] == 2
     assert watch.ledger.positions[UP].size == 10.0             # the store's account stands
     assert ledger_from_store(store).positions[UP].size == 10.0
     venue.positions[OURS] = [row(size=10.0)]
     watch.reconcile()
-    assert metrics.gauges["positions.drift_tokens"] == 0 and len(alerts.sent) == 2
+    assert metrics.gauges["positions.drift_tokens"] == 0 and len(alerts.sent) == 1
 
 
 def test_reconcile_skips_tokens_traded_within_the_grace_and_redeemed_winners(world):

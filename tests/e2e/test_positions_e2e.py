@@ -108,3 +108,43 @@ def test_live_copies_exit_by_fraction_and_report_pnl_equals_the_ground_truth(sim
     # The reconciliation ran against the venue's index for our address all along and found it agreeing.
     log = (tmp_path / "copier.log").read_text()
     assert "position drift" not in log and "market " + btc["condition_id"] + " resolved" in log
+
+
+def test_live_drift_from_the_venue_index_is_alerted_to_sentry_and_the_store_kept(sim, tmp_path):
+    """The store says we hold 10 shares the venue's index does not list (a store restored from another wallet's
+    backup, say): the reconciliation at start alerts it through Sentry, and the store's account is not touched."""
+    import time
+
+    from copier.store import Store
+    from copier.types import OrderIntent, OrderStatus, Side, SourceFill
+    from polylab.soak import SentrySink
+
+    db = tmp_path / "copier.sqlite"
+    cid, token, at = "0x" + "cd" * 32, "987654321", time.time() - 2000
+    store = Store.open(str(db))
+    fill = SourceFill(tx_hash="0x" + "ee" * 32, asset=token, condition_id=cid, outcome="Up", outcome_index=0,
+                      side=Side.BUY, price=0.5, size=10.0, match_ts=at, recv_ns=int(at * 1e9), feed="rtds.trades")
+    intent = OrderIntent(intent_id="restored", condition_id=cid, asset=token, outcome="Up", side=Side.BUY, size=10.0,
+                         price_cap=0.5, notional=5.0, source_price=0.5, fill_keys=(fill.dedupe_key,), kind="single",
+                         decided_at=at, opening=True, market_end_ts=at + 900)
+    store.record_decision([fill], intent, int(at * 1e9))
+    store.record_signed("restored", "0x" + "ab" * 32, "{}", int(at * 1e9))
+    store.update_order("restored", int(at * 1e9), status=OrderStatus.MATCHED, filled_size=10.0, avg_price=0.5,
+                       submit_ns=int(at * 1e9), ack_ns=int(at * 1e9))
+    store.close()
+    envelopes = tmp_path / "sentry.envelopes"
+    envelopes.touch()
+    sentry = SentrySink(envelopes)
+    config = write_config(tmp_path / "copier.yaml", copier_config(sim.urls, db, dry_run=False,
+                                                                  speed=900 / sim.window_s))
+    env = write_env_file(tmp_path / "copier.env", {"POLY_PRIVATE_KEY": SIM_PRIVATE_KEY, "SENTRY_DSN": sentry.dsn})
+    proc = start_copier(config, tmp_path / "copier.log", env)
+    try:
+        eventually(lambda: b"position_drift" in envelopes.read_bytes(), 30, 0.3, "the drift alert")
+        positions = run_copier("positions", "--config", str(config), "--json")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    (alert,) = [e for e in envelopes.read_bytes().split(b"\n") if b"position_drift" in e]
+    assert b"store 10.000000 / venue 0.000000" in alert
+    assert [(p["asset"], p["size"]) for p in json.loads(positions.stdout)] == [(token, 10.0)]

@@ -206,13 +206,17 @@ class PositionWatch:
         drift = _drift(ledger, theirs, self._last_trade, now, self.cfg.positions.reconcile_grace_s,
                        self.cfg.positions.drift_tolerance_shares)
         self.metrics.gauge("positions.drift_tokens", len(drift))
-        for asset, (ours, venue_size) in drift.items():
-            if asset not in self._drifting:
-                detail = (f"position drift on token {asset[:16]}: the store says {ours:.6f} shares, the venue's "
-                          f"index {venue_size:.6f}")
-                log.error(detail)
-                self.metrics.incr("positions.drift")
-                self.alerts.alert("position_drift", detail, asset=asset)
+        new = {asset: sizes for asset, sizes in drift.items() if asset not in self._drifting}
+        for asset, (ours, venue_size) in new.items():
+            log.error("position drift on token %s: the store says %.6f shares, the venue's index %.6f", asset, ours,
+                      venue_size)
+            self.metrics.incr("positions.drift")
+        if new:
+            # One alert per pass naming every token that started to drift (alerts are rate limited per kind).
+            lines = [f"{asset[:16]}… store {ours:.6f} / venue {venue_size:.6f}"
+                     for asset, (ours, venue_size) in sorted(new.items())]
+            self.alerts.alert("position_drift", f"position drift on {len(new)} token(s): {'; '.join(lines[:10])}",
+                              assets=sorted(new)[:10])
         for asset in self._drifting - set(drift):
             log.info("position on token %s agrees with the venue again", asset[:16])
         self._drifting = set(drift)
