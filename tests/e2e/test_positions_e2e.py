@@ -4,9 +4,12 @@ simulator's ground truth for our wallet (same run)."""
 import json
 import signal
 import sqlite3
+import time
 
 from eth_account import Account
 
+from copier.store import Store
+from copier.types import OrderIntent, OrderStatus, Side, SourceFill
 from polylab.harness import (
     SIM_PRIVATE_KEY,
     copier_config,
@@ -16,6 +19,7 @@ from polylab.harness import (
     write_config,
     write_env_file,
 )
+from polylab.soak import SentrySink
 
 OUR_WALLET = Account.from_key(SIM_PRIVATE_KEY).address.lower()
 CENT = 0.01
@@ -113,12 +117,6 @@ def test_live_copies_exit_by_fraction_and_report_pnl_equals_the_ground_truth(sim
 def test_live_drift_from_the_venue_index_is_alerted_to_sentry_and_the_store_kept(sim, tmp_path):
     """The store says we hold 10 shares the venue's index does not list (a store restored from another wallet's
     backup, say): the reconciliation at start alerts it through Sentry, and the store's account is not touched."""
-    import time
-
-    from copier.store import Store
-    from copier.types import OrderIntent, OrderStatus, Side, SourceFill
-    from polylab.soak import SentrySink
-
     db = tmp_path / "copier.sqlite"
     cid, token, at = "0x" + "cd" * 32, "987654321", time.time() - 2000
     store = Store.open(str(db))
