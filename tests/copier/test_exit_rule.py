@@ -70,14 +70,14 @@ def test_fraction_rule_with_nothing_held_is_refused_reduce_only():
 @given(held=st.floats(0.01, 2000.0).map(floor_size), source_held=st.floats(0.01, 1e6),
        sold_share=st.floats(0.001, 1.5), price=st.sampled_from([0.05, 0.2, 0.5, 0.77, 0.95]),
        per_order=st.sampled_from([5.0, 25.0, 1e4]), min_notional=st.sampled_from([0.0, 1.0]),
-       min_size=st.sampled_from([0.0, 5.0]))
+       min_size=st.sampled_from([0.0, 5.0]), mode=st.sampled_from(["capped_proportional", "proportional", "fixed"]))
 def test_fraction_rule_sells_the_source_fraction_after_caps_and_minimums_never_more_than_held(
-        held, source_held, sold_share, price, per_order, min_notional, min_size):
+        held, source_held, sold_share, price, per_order, min_notional, min_size, mode):
     book = holding(held, price)
     sold = source_held * sold_share
     cfg = Config(sizing=SizingConfig(max_notional_per_order_usd=per_order, min_order_notional_usd=min(1.0, per_order),
                                      max_notional_per_market_usd=1e6, max_total_notional_per_15m_window_usd=1e6))
-    cfg = replace(cfg, sizing=replace(cfg.sizing, min_order_notional_usd=min_notional))
+    cfg = replace(cfg, sizing=replace(cfg.sizing, min_order_notional_usd=min_notional, mode=mode))
     m = market(min_size=min_size)
     d = decide(book, batch(fill(1, side=Side.SELL, size=sold, price=price)), m, T0, cfg, source_held=source_held)
     fraction = min(1.0, sold / source_held)
