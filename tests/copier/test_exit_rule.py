@@ -135,3 +135,24 @@ def test_source_holdings_follow_fills_after_the_seed_and_ignore_older_ones():
     assert h.held("1111") == 80.0
     h.apply([fill(4, side=Side.SELL, size=500, t=T0 + 3)])
     assert h.held("1111") == 0.0 and h.held("2222") == 0.0
+
+
+def test_replay_of_a_recorded_store_starts_from_the_source_holdings_the_run_started_from(tmp_path):
+    from copier.replay import replay_recorded
+    from copier.store import Store
+    from copier.types import Skip
+
+    store = Store.open(str(tmp_path / "run.sqlite"))
+    store.record_source_seed(T0 - 10, {UP: 100.0})        # the source held 100 when the run started
+    buy, sell = fill(1, size=100.0, t=T0), fill(2, side=Side.SELL, size=50.0, t=T0 + 5)
+    for f in (buy, sell):
+        assert store.record_decision([f], Skip(f"run-{f.side.value}", CID, UP, "Up", f.side, "x", "",
+                                               (f.dedupe_key,), "single", f.match_ts), f.recv_ns)
+    store.record_sightings([dict(dedupe_key=f.dedupe_key, feed="rtds.trades", stream="rtds-a", recv_ns=f.recv_ns,
+                                 match_ts=f.match_ts, first=True) for f in (buy, sell)])
+    lines = replay_recorded(store, [market()], Config())
+    store.close()
+    orders = [x for x in lines if x["action"] == "order"]
+    assert [x["side"] for x in orders] == ["BUY", "SELL"]
+    # 200 held before the SELL of 50: a quarter (without the seed it would be a half)
+    assert orders[1]["size"] == floor_size(orders[0]["size"] * 0.25)

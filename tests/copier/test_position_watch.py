@@ -352,3 +352,13 @@ def test_positions_client_pages_until_a_short_page(world):
     client = PositionsClient("http://x", metrics=metrics, alerts=None, clock=clock,
                              http=httpx.Client(transport=httpx.MockTransport(paged), base_url="http://x"))
     assert len(client.fetch(OURS)) == 501
+
+
+def test_seed_source_is_recorded_for_replay(world):
+    venue, store, clock, metrics, alerts, watch, _ = world
+    venue.positions[SOURCE] = [row(size=300.0), row(asset=DOWN, size=0.0)]
+    watch.seed_source(SourceHoldings(), SOURCE)
+    clock.advance(5)
+    venue.positions[SOURCE] = []
+    watch.seed_source(SourceHoldings(), SOURCE)
+    assert store.source_seeds() == [{"at": T0, "held": {UP: 300.0}}, {"at": T0 + 5, "held": {}}]

@@ -228,13 +228,15 @@ class PositionWatch:
         now = self.clock.now()
         venue = self.client.fetch(source_wallet)
         if venue is not None:
-            holdings.seed({v.asset: v.size for v in venue}, now)
-            log.info("source holdings seeded from the positions endpoint: %d tokens", len(venue))
-            return
-        held = holdings_from_fills(self.store.source_fills(since=now - DAY_S))
+            held = {v.asset: v.size for v in venue if v.size > DUST}
+            log.info("source holdings seeded from the positions endpoint: %d tokens", len(held))
+        else:
+            held = {a: s for a, s in holdings_from_fills(self.store.source_fills(since=now - DAY_S)).items()
+                    if s > DUST}
+            log.warning("source holdings seeded from the store's fills (the positions endpoint did not answer): %d "
+                        "tokens", len(held))
         holdings.seed(held, now)
-        log.warning("source holdings seeded from the store's fills (the positions endpoint did not answer): %d "
-                    "tokens", sum(1 for s in held.values() if s > DUST))
+        self.store.record_source_seed(now, held)
 
 
 def _drift(ledger: Ledger, theirs: Mapping[str, VenuePosition], last_trade: Mapping[str, float], now: float,

@@ -551,6 +551,16 @@ class Store:
                   .group_by(t.PnlSnapshotRow.asset))
         return list(t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.id.in_(newest)).dicts())
 
+    def record_source_seed(self, at: float, held: dict[str, float]) -> None:
+        """The source's holdings the copier started from (replay starts from the same ones at the same instant)."""
+        seeds = self._get("source_seeds") or []
+        self._put("source_seeds", [*seeds, {"at": at, "held": held}])
+
+    def source_seeds(self) -> list[Row]:
+        """Every start's seed, oldest first: {at, held: {asset: shares}}."""
+        seeds: list[Row] = self._get("source_seeds") or []
+        return seeds
+
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str) -> Any:
         t = self.t
