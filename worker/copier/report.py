@@ -336,6 +336,8 @@ def _size_miss(run: list[dict[str, Any]], intents: dict[str, Any], cfg: Config) 
     mine = [intents[i] for i in {f["intent_id"] for f in run} if i in intents]
     if any(i["capped_by"] or (i["decision"] == "skip" and i["reason"] not in RESIDUAL_SKIPS) for i in mine):
         return None
+    if s.exit_rule == "fraction" and any(i["side"] == "SELL" for i in mine):
+        return None                      # an exit sells a fraction of our position, not the source's shares
     intended = s.size_multiplier * sum((1 if f["side"] == "BUY" else -1) * f["size"] for f in run)
     sent = sum((1 if i["side"] == "BUY" else -1) * i["size"] for i in mine if i["decision"] == "order")
     slack = s.size_tolerance * abs(intended) + 0.01 * len(mine)     # plus the venue's 0.01-share size precision
