@@ -10,6 +10,10 @@ so it moves cash, not PnL. Realised PnL is kept per market and per UTC day of th
 
 Unrealised PnL is `size x mark - cost` for an open position; the mark is the book's mid (the caller's), and 1 or 0
 once the market resolved.
+
+Redemptions are not events of this fold: a redeemed winner keeps its `size` here (its PnL is already realised), so
+`redeemable` means "winning tokens our fills bought", until the redeemer's records are folded in as an event that
+clears the tokens of a market without touching its PnL.
 """
 from __future__ import annotations
 
