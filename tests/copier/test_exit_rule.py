@@ -10,7 +10,7 @@ from copier.config import Config, SizingConfig
 from copier.decision import decide, exit_fraction, floor_size
 from copier.exposure import ExposureBook
 from copier.positions import SourceHoldings
-from copier.types import Batch, Hold, OrderIntent, Side, Skip
+from copier.types import Batch, BookTop, Hold, OrderIntent, Side, Skip
 
 
 def batch(*fills, at=T0):
@@ -70,20 +70,25 @@ def test_fraction_rule_with_nothing_held_is_refused_reduce_only():
 @given(held=st.floats(0.01, 2000.0).map(floor_size), source_held=st.floats(0.01, 1e6),
        sold_share=st.floats(0.001, 1.5), price=st.sampled_from([0.05, 0.2, 0.5, 0.77, 0.95]),
        per_order=st.sampled_from([5.0, 25.0, 1e4]), min_notional=st.sampled_from([0.0, 1.0]),
-       min_size=st.sampled_from([0.0, 5.0]), mode=st.sampled_from(["capped_proportional", "proportional", "fixed"]))
+       min_size=st.sampled_from([0.0, 5.0]), mode=st.sampled_from(["capped_proportional", "proportional", "fixed"]),
+       bids=st.none() | st.lists(st.tuples(st.integers(-5, 8), st.floats(1.0, 500.0)), min_size=1, max_size=6))
 def test_fraction_rule_sells_the_source_fraction_after_caps_and_minimums_never_more_than_held(
-        held, source_held, sold_share, price, per_order, min_notional, min_size, mode):
+        held, source_held, sold_share, price, per_order, min_notional, min_size, mode, bids):
     book = holding(held, price)
     sold = source_held * sold_share
     cfg = Config(sizing=SizingConfig(max_notional_per_order_usd=per_order, min_order_notional_usd=min(1.0, per_order),
                                      max_notional_per_market_usd=1e6, max_total_notional_per_15m_window_usd=1e6))
     cfg = replace(cfg, sizing=replace(cfg.sizing, min_order_notional_usd=min_notional, mode=mode))
     m = market(min_size=min_size)
-    d = decide(book, batch(fill(1, side=Side.SELL, size=sold, price=price)), m, T0, cfg, source_held=source_held)
+    top = None if bids is None else BookTop(UP, tuple(sorted({(round(min(0.99, max(0.01, price + 0.01 * k)), 2), n)
+                                                              for k, n in bids}, reverse=True)), (), received_at=T0)
+    d = decide(book, batch(fill(1, side=Side.SELL, size=sold, price=price)), m, T0, cfg, source_held=source_held,
+               book=top)
     fraction = min(1.0, sold / source_held)
     wanted = floor_size(held * fraction)
     if isinstance(d, OrderIntent):
         assert d.side is Side.SELL and d.size <= held + 1e-9            # never more than we hold
+        assert d.notional <= per_order + 1e-6                           # the per-order cap, at the order's limit
         if d.capped_by == "":
             assert d.size == wanted                                     # the same fraction, to the size precision
             assert abs(d.size / held - fraction) <= 0.01 / held + 1e-9
@@ -92,7 +97,8 @@ def test_fraction_rule_sells_the_source_fraction_after_caps_and_minimums_never_m
             assert d.size < wanted and d.size * d.price_cap <= per_order + 1e-6
     else:
         assert isinstance(d, Skip)
-        assert d.reason in ("below_min_notional", "below_min_size", "max_notional_per_order"), d
+        assert d.reason in ("below_min_notional", "below_min_size", "max_notional_per_order",
+                            "no_liquidity_within_budget"), d
         if d.reason == "below_min_size":
             assert d.size < min_size
         elif d.reason == "below_min_notional":

@@ -125,7 +125,9 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
                                                f"{e.max_slippage_bps} of the source price {source_price:g}"))
     # Every cap counts cost: shares x price cap + the largest taker fee a fill inside the cap can pay.
     fee = worst_fee_per_share(cap, market.fee_rate, market.fee_exponent) if opening else 0.0
-    unit = cap + fee
+    # Caps are judged on the highest price the order can carry (a SELL priced on the book may sell above its cap);
+    # minimums on the lowest (the cap), so nothing below them is sent.
+    unit, least_unit = max(cap + fee, _highest_sell_limit(side, book, now, cfg)), cap + fee
     s = cfg.sizing
     fraction = exit_fraction(source_held, -net) if not opening and s.exit_rule == "fraction" else None
     if fraction is not None:
@@ -157,18 +159,27 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
             return skip(("no_position", "SELL is reduce-only and we hold none of this outcome"))
         if size > held:
             size, capped_by = floor_size(held), "position"
-    refusal = size_refusal(size, size * unit, capped_by, market, cfg)
+    refusal = size_refusal(size, size * least_unit, capped_by, market, cfg)
     if refusal:
-        return skip(refusal, size=size, notional=size * unit)
+        return skip(refusal, size=size, notional=size * least_unit)
     priced = _priced(side, size, cap, book, market, now, cfg)
     if isinstance(priced, tuple):
-        return skip(priced, size=size, notional=size * unit)
+        return skip(priced, size=size, notional=size * least_unit)
     return OrderIntent(intent_id=iid, condition_id=market.condition_id, asset=batch.asset, outcome=batch.outcome,
                        side=side, size=size, price_cap=priced, notional=round(size * _unit(side, priced, market), 6),
                        source_price=source_price, fill_keys=keys, kind=batch.kind, decided_at=now,
                        opening=opening, capped_by=capped_by, source_ts=min(f.match_ts for f in batch.fills),
                        market_end_ts=market.end_ts, fee_rate=market.fee_rate, fee_exponent=market.fee_exponent,
                        book=book)
+
+
+def _highest_sell_limit(side: Side, book: BookTop | None, now: float, cfg: Config) -> float:
+    """The highest limit pricing can give a SELL: the best bid of a book fresh enough to price on (0 otherwise, and
+    for a BUY). A SELL is sized against it, so its notional (size x limit) stays inside the caps whatever level of
+    the book it is priced at."""
+    if side is Side.BUY or book is None or not book.bids or now - book.received_at > cfg.execution.max_book_age_s:
+        return 0.0
+    return book.bids[0][0]
 
 
 def _unit(side: Side, price: float, market: MarketMeta) -> float:
@@ -203,14 +214,15 @@ def remainder(parent: OrderIntent, filled: float, n: int, market: MarketMeta, bo
     cap = price_cap(parent.side, parent.source_price, market.tick_size, e.max_slippage_bps, e.max_slippage_ticks)
     if cap is None:
         return "no_price_within_budget", "the tick moved past the budget"
-    unit = _unit(parent.side, cap, market)
+    least_unit = _unit(parent.side, cap, market)
+    unit = max(least_unit, _highest_sell_limit(parent.side, book, now, cfg))
     size = floor_size(parent.size - filled)
     for _, room in cap_rooms(exposure, market, now, cfg, parent.opening):
         if size * unit > room + EPS:
             size = floor_size(max(0.0, room) / unit)
     if not parent.opening:
         size = min(size, floor_size(exposure.position(parent.asset)))
-    refusal = size_refusal(size, size * unit, "", market, cfg)
+    refusal = size_refusal(size, size * least_unit, "", market, cfg)
     if refusal:
         return refusal
     priced = _priced(parent.side, size, cap, book, market, now, cfg)
