@@ -78,7 +78,11 @@ class Venue:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         if request.url.path == "/markets":
-            return httpx.Response(200, json=self.gamma)
+            # Gamma lists only open markets unless closed=true is asked for (its default since 2026-04).
+            closed = request.url.params.get("closed", "false") == "true"
+            rows = [m for m in self.gamma if not isinstance(m, dict) or m.get("closed", False) == closed] \
+                if isinstance(self.gamma, list) else self.gamma
+            return httpx.Response(200, json=rows)
         if self.body is not None:
             return httpx.Response(200, content=self.body)
         return httpx.Response(200, json=self.positions.get(request.url.params["user"], []))

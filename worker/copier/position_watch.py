@@ -178,7 +178,8 @@ class PositionWatch:
                    if p.size > DUST and not p.resolved and 0 < self._market_end.get(p.condition_id, 0.0) < now}
         for cid in sorted(pending):
             try:
-                resp = self.gamma.get("/markets", params={"condition_ids": cid})
+                # closed=true: Gamma's /markets lists only open markets unless asked otherwise.
+                resp = self.gamma.get("/markets", params={"condition_ids": cid, "closed": "true"})
                 resp.raise_for_status()
                 doc = loads(resp.content, "gamma answer", 8 * 1024 * 1024)
                 for m in doc if isinstance(doc, list) else [doc]:

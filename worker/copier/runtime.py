@@ -425,7 +425,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
                 Periodic("clock", cfg.telemetry.ntp_check_interval_s, clock_watch.check, at_start=True),
                 Periodic("pnl_snapshot", cfg.positions.snapshot_interval_s, watch.snapshot, at_start=True),
                 Periodic("positions_reconcile", cfg.positions.reconcile_interval_s, watch.reconcile, at_start=True),
-                Periodic("resolutions", cfg.positions.resolution_check_s, watch.check_resolutions)]
+                Periodic("resolutions", cfg.positions.resolution_check_s, watch.check_resolutions, at_start=True)]
     return Runtime(cfg, clock=clock, store=store, metrics=metrics, alerts=alerts, executor=executor,
                    pipeline=pipeline, order_step=order_step, detection=detection, intake=intake, orders=orders,
                    switch=switch, feeds=feeds, periodic=periodic, warm=warm, stopping=stopping,
