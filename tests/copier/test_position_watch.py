@@ -366,3 +366,13 @@ def test_seed_source_is_recorded_for_replay(world):
     venue.positions[SOURCE] = []
     watch.seed_source(SourceHoldings(), SOURCE)
     assert store.source_seeds() == [{"at": T0, "held": {UP: 300.0}}, {"at": T0 + 5, "held": {}}]
+
+
+def test_held_assets_are_the_open_positions_only(world):
+    venue, store, clock, metrics, alerts, watch, _ = world
+    filled(store, "a")
+    filled(store, "b", asset=DOWN, size=5.0, n=61)
+    filled(store, "c", asset=DOWN, side=Side.SELL, size=5.0, n=62, at=T0 + 1)
+    assert watch.held_assets() == [UP]
+    store.record_resolution(CID, UP, clock.now(), "market_ws")
+    assert watch.held_assets() == []

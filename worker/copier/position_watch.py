@@ -132,6 +132,11 @@ class PositionWatch:
             self._last_trade[r["asset"]] = max(self._last_trade.get(r["asset"], 0.0), r["at"])
         return self.ledger
 
+    def held_assets(self) -> list[str]:
+        """Tokens of the open positions: their books mark them, and their channel says when they resolve (after a
+        restart they may lie outside the windows the catalog warms)."""
+        return [a for a, p in self.refresh().positions.items() if p.size > DUST and not p.resolved]
+
     def on_resolved(self, event: MarketResolved) -> None:
         """The market channel's `market_resolved` (a callback of the book cache)."""
         if self.store.record_resolution(event.market, event.winning_asset, self.clock.now(),

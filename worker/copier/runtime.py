@@ -416,6 +416,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     def warm() -> None:
         catalog.refresh()
         books.watch(catalog.assets())
+        books.watch(watch.held_assets())
 
     clock_watch = ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts)
     periodic = [Periodic("markets", cfg.markets.refresh_s, warm),
