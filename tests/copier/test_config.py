@@ -54,6 +54,11 @@ def test_config_prd_example_parses_to_frozen_defaults(tmp_path):
     ({"sizing": {"min_order_notional_usd": 30}}, "sizing.min_order_notional_usd"),
     ({"account": {"signature_type": 3}}, "account.funder"),
     ({"endpoints": {"rtds_ws": "http://x"}}, "endpoints.rtds_ws"),
+    ({"sizing": {"exit_rule": "all"}}, "sizing.exit_rule"),
+    ({"positions": {"reconcile_interval_s": 0}}, "positions.reconcile_interval_s"),
+    ({"positions": {"drift_tolerance_shares": float("nan")}}, "positions.drift_tolerance_shares"),
+    ({"positions": {"reconcile_grace_s": -1}}, "positions.reconcile_grace_s"),
+    ({"positions": {"snapshot_interval_s": 1e9}}, "positions.snapshot_interval_s"),
 ])
 def test_parse_config_bad_value_raises_naming_the_key(data, key):
     with pytest.raises(ConfigError) as err:

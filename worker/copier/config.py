@@ -46,6 +46,8 @@ class SizingConfig:
     max_notional_per_market_usd: float = 150.0
     max_total_notional_per_15m_window_usd: float = 400.0
     size_tolerance: float = 0.05              # burst acceptance: |our net - intended net| / intended net
+    exit_rule: str = "fraction"               # fraction: a source SELL of x% of its position sells x% of ours |
+                                              #   size: the source's shares, sized like a BUY (capped by our position)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,15 @@ class RedeemConfig:
 
 
 @dataclass(frozen=True)
+class PositionsConfig:
+    reconcile_interval_s: float = 60.0        # our positions vs the Data API positions endpoint for our address
+    drift_tolerance_shares: float = 0.05      # a larger difference in one token is alerted (never overwritten)
+    reconcile_grace_s: float = 180.0          # a token we traded this recently is not compared (the index lags)
+    snapshot_interval_s: float = 60.0         # PnL snapshots (per position) written to the store
+    resolution_check_s: float = 30.0          # ask Gamma for the winner of held markets past their end
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     path: str = "var/copier.sqlite"
     dedupe_retention_s: float = 172_800.0     # sightings and transaction aliases (what only dedupe and the detection
@@ -173,6 +184,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     redeem: RedeemConfig = field(default_factory=RedeemConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    positions: PositionsConfig = field(default_factory=PositionsConfig)
 
 
 @dataclass(frozen=True)
@@ -274,6 +286,7 @@ def _validate(cfg: Config) -> None:
     _require(s.max_total_notional_per_15m_window_usd >= s.max_notional_per_order_usd,
              "sizing.max_total_notional_per_15m_window_usd", "must be >= sizing.max_notional_per_order_usd")
     _require(0 <= s.size_tolerance < 1, "sizing.size_tolerance", "must be in [0, 1)")
+    _require(s.exit_rule in ("fraction", "size"), "sizing.exit_rule", "must be fraction or size")
     _require(e.order_type == "marketable_limit", "execution.order_type", "only marketable_limit is supported")
     _require(0 <= e.max_slippage_bps <= 5000, "execution.max_slippage_bps", "must be in [0, 5000]")
     _require(0 <= e.max_slippage_ticks <= 50, "execution.max_slippage_ticks", "must be in [0, 50]")
@@ -333,6 +346,12 @@ def _validate(cfg: Config) -> None:
     _require(10 <= cfg.store.maintenance_interval_s <= 86_400, "store.maintenance_interval_s",
              "must be in [10, 86400]")
     _require(cfg.store.wal_truncate_bytes >= 1_048_576, "store.wal_truncate_bytes", "must be >= 1048576 (1 MiB)")
+
+    p = cfg.positions
+    for name in ("reconcile_interval_s", "snapshot_interval_s", "resolution_check_s"):
+        _require(1.0 <= getattr(p, name) <= 86400.0, f"positions.{name}", "must be in [1, 86400]")
+    _require(0 < p.drift_tolerance_shares <= 1e6, "positions.drift_tolerance_shares", "must be in (0, 1e6]")
+    _require(0 <= p.reconcile_grace_s <= 86400.0, "positions.reconcile_grace_s", "must be in [0, 86400]")
 
 
 DEDUPE_SEED_S = 86_400.0        # the dedupe memory a restart reloads from the store, and the oldest fill any feed

@@ -154,6 +154,36 @@ class ChainActionRow(_Model):
         table_name = "chain_actions"
 
 
+class ResolutionRow(_Model):
+    """A market's winner, as first learned (market channel, Gamma or the positions endpoint)."""
+    condition_id = pw.CharField(unique=True)
+    winning_asset = pw.CharField()
+    resolved_at = pw.FloatField()
+    origin = pw.CharField()
+
+    class Meta:
+        table_name = "resolutions"
+
+
+class PnlSnapshotRow(_Model):
+    """One position's valuation at one instant (the runtime writes a row when it changes: an open position's mark
+    moves, a fill, a resolution)."""
+    at = pw.FloatField(index=True)
+    day = pw.IntegerField()                    # UTC day (epoch s of its midnight)
+    condition_id = pw.CharField()
+    asset = pw.CharField()
+    outcome = pw.CharField()
+    size = pw.FloatField()
+    cost = pw.FloatField()
+    mark = pw.FloatField(null=True)            # null: no book to mark it on
+    realized = pw.FloatField()                 # the market's realised PnL so far
+    unrealized = pw.FloatField()
+    redeemable = pw.BooleanField(default=False)
+
+    class Meta:
+        table_name = "pnl_snapshots"
+
+
 class KV(_Model):
     key = pw.CharField(primary_key=True)
     value = pw.TextField()
@@ -177,10 +207,13 @@ class _Tables:
     FillEventRow: Any
     AliasRow: Any
     ChainActionRow: Any
+    ResolutionRow: Any
+    PnlSnapshotRow: Any
     KV: Any
 
     def __init__(self, database: pw.SqliteDatabase) -> None:
-        for model in (FillRow, IntentRow, OrderRow, SightingRow, FillEventRow, AliasRow, ChainActionRow, KV):
+        for model in (FillRow, IntentRow, OrderRow, SightingRow, FillEventRow, AliasRow, ChainActionRow, ResolutionRow,
+                      PnlSnapshotRow, KV):
             meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
             setattr(self, model.__name__, type(model.__name__, (model,), {"Meta": meta, "__module__": __name__}))
 
@@ -227,11 +260,17 @@ def _migration_5(database: pw.SqliteDatabase, t: _Tables) -> None:
     database.create_tables([t.ChainActionRow])
 
 
+def _migration_6(database: pw.SqliteDatabase, t: _Tables) -> None:
+    """Positions and PnL: the markets' winners, and the periodic valuation of every position."""
+    database.create_tables([t.ResolutionRow, t.PnlSnapshotRow])
+
+
 _INCREMENTAL = 2                # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
 
 Row = dict[str, Any]     # one table row, column name -> value
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5]   # append only; index + 1 = version
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+              _migration_6]   # append only; index + 1 = schema version
 _OUTSIDE_TRANSACTION = {_migration_4}          # idempotent migrations that sqlite cannot run inside a transaction
 
 
@@ -546,6 +585,62 @@ class Store:
 
     def fill_events_since(self, since: float) -> Iterable[Row]:
         return self._rows_since("fill_events", "at_ns", since, '"at_ns"')
+
+    # ---- positions and PnL ------------------------------------------------------------------------------
+    def own_fills(self, updated_from_ns: int = 0) -> list[Row]:
+        """Every order of ours that filled shares (live or on paper) and is final, oldest first, with its intent's
+        market, side, fee schedule and market end; `at` is when the venue answered (epoch s). updated_from_ns: only
+        orders last updated at or after this instant (the runtime's incremental pass)."""
+        t = self.t
+        q = (t.OrderRow.select(t.OrderRow.intent_id, t.OrderRow.filled_size, t.OrderRow.avg_price, t.OrderRow.status,
+                               t.OrderRow.submit_ns, t.OrderRow.ack_ns, t.OrderRow.updated_ns, t.IntentRow.condition_id,
+                               t.IntentRow.asset, t.IntentRow.outcome, t.IntentRow.side, t.IntentRow.fee_rate,
+                               t.IntentRow.fee_exponent, t.IntentRow.market_end_ts)
+             .join(t.IntentRow, on=(t.IntentRow.intent_id == t.OrderRow.intent_id))
+             .where((t.OrderRow.filled_size > 0) & t.OrderRow.status.not_in(_UNRESOLVED)
+                    & (t.OrderRow.updated_ns >= updated_from_ns))
+             .order_by(t.OrderRow.updated_ns, t.OrderRow.id).dicts())
+        return [dict(r, at=(r["ack_ns"] or r["submit_ns"] or r["updated_ns"]) / 1e9) for r in q]
+
+    def source_fills(self, since: float = 0.0) -> list[Row]:
+        """The source's fills as decided (every fill the copier saw, copied or not), oldest first."""
+        t = self.t
+        return list(t.FillRow.select(t.FillRow.condition_id, t.FillRow.asset, t.FillRow.outcome, t.FillRow.side,
+                                     t.FillRow.price, t.FillRow.size, t.FillRow.match_ts)
+                    .where(t.FillRow.match_ts >= since).order_by(t.FillRow.match_ts, t.FillRow.id).dicts())
+
+    def record_resolution(self, condition_id: str, winning_asset: str, at: float, origin: str) -> bool:
+        """False when the market's winner was already known (the first word stands)."""
+        t = self.t
+        return bool(t.ResolutionRow.insert(condition_id=condition_id, winning_asset=winning_asset, resolved_at=at,
+                                           origin=origin).on_conflict_ignore().execute())
+
+    def resolutions(self, after_id: int = 0) -> list[Row]:
+        """Winners in the order they were recorded; after_id: only those recorded after that row."""
+        t = self.t
+        return list(t.ResolutionRow.select().where(t.ResolutionRow.id > after_id).order_by(t.ResolutionRow.id).dicts())
+
+    def record_pnl_snapshot(self, rows: list[Row]) -> None:
+        t = self.t
+        with self.db.atomic():
+            t.PnlSnapshotRow.insert_many(rows).execute()
+
+    def latest_pnl_snapshot(self) -> list[Row]:
+        """The newest row of every position (a row is written when its valuation changes)."""
+        t = self.t
+        newest = (t.PnlSnapshotRow.select(pw.fn.MAX(t.PnlSnapshotRow.id).alias("last"))
+                  .group_by(t.PnlSnapshotRow.asset))
+        return list(t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.id.in_(newest)).dicts())
+
+    def record_source_seed(self, at: float, held: dict[str, float]) -> None:
+        """The source's holdings the copier started from (replay starts from the same ones at the same instant)."""
+        seeds = self._get("source_seeds") or []
+        self._put("source_seeds", [*seeds, {"at": at, "held": held}])
+
+    def source_seeds(self) -> list[Row]:
+        """Every start's seed, oldest first: {at, held: {asset: shares}}."""
+        seeds: list[Row] = self._get("source_seeds") or []
+        return seeds
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str) -> Any:
