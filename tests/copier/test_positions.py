@@ -1,10 +1,12 @@
 """The positions fold: cost basis with fees, realised PnL on SELLs and at resolution, per market and per UTC day."""
+import json
 import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from copier.positions import Ledger, Resolution, Trade, apply, book_mark, fold, own_trade
+from copier.positions import Ledger, Redemption, Resolution, Trade, apply, book_mark, fold, own_events, own_trade
+from copier.store import Store
 from copier.types import BookTop, Side
 
 A, B = "0x" + "aa" * 32, "0x" + "bb" * 32
@@ -38,6 +40,34 @@ def test_positions_resolution_realises_size_times_payout_minus_cost_redeemed_or_
     # learned again from Gamma: the first word stands, nothing realised twice
     again = apply(ledger, Resolution(A, DOWN, DAY + 950.0))
     assert again == ledger
+
+
+def test_positions_a_confirmed_redemption_burns_the_markets_tokens_and_leaves_pnl_alone():
+    resolved = fold([buy(10, 0.40), buy(4, 0.55, asset=DOWN), buy(3, 0.5, asset=UP_B, cid=B),
+                     Resolution(A, UP, DAY + 900.0)])
+    redeemed = apply(resolved, Redemption(A, DAY + 960.0))
+    assert [p.size for p in (redeemed.positions[UP], redeemed.positions[DOWN])] == [0.0, 0.0]
+    assert not redeemed.positions[UP].redeemable and redeemed.positions[UP_B].size == 3
+    assert redeemed.realized == resolved.realized and redeemed.winners == resolved.winners
+    # a redemption recorded before the ledger learned the winner changes nothing: the tokens stay counted
+    assert apply(fold([buy(3, 0.5, asset=UP_B, cid=B)]), Redemption(B, DAY + 960.0)).positions[UP_B].size == 3
+
+
+def test_store_redeemed_markets_are_the_confirmed_redeem_calls_only(tmp_path):
+    store = Store.open(str(tmp_path / "s.sqlite"))
+    calls = [{"kind": "approve", "condition_id": ""}, {"kind": "redeem", "condition_id": A},
+             {"kind": "redeem", "condition_id": B}]
+    rows = [dict(action_id=f"a{n}", via="eoa", calls=json.dumps(c), nonce=n, payload="0x", status=status,
+                 created_ns=n, updated_ns=int((DAY + n) * 1e9))
+            for n, (c, status) in enumerate([(calls, "CONFIRMED"), ([{"kind": "redeem", "condition_id": "c"}], "SENT"),
+                                             ([{"kind": "merge", "condition_id": "m"}], "CONFIRMED"),
+                                             ([{"kind": "redeem", "condition_id": "f"}], "FAILED")])]
+    store.record_chain_actions(rows)
+    got = store.redeemed_markets()
+    assert [(cid, at) for _, cid, at in got] == [(A, DAY + 0.0), (B, DAY + 0.0)]
+    assert store.redeemed_markets(after_id=got[-1][0]) == []
+    events = own_events([], [], [(cid, at) for _, cid, at in got])
+    assert events == [Redemption(A, DAY + 0.0), Redemption(B, DAY + 0.0)]
 
 
 def test_positions_realised_pnl_is_booked_on_the_utc_day_of_the_event():

@@ -43,7 +43,8 @@ def _ret(pnl: float, notional: float) -> float | None:
 def pnl_section(store: Store, since: float = 0.0) -> dict[str, Any]:
     # One read of our orders serves the fold and the market order: a running copier may add fills meanwhile.
     fills = store.own_fills()
-    ours, theirs = fold(own_events(fills, store.resolutions())), source_ledger(store)
+    redeemed = [(cid, at) for _, cid, at in store.redeemed_markets()]
+    ours, theirs = fold(own_events(fills, store.resolutions(), redeemed)), source_ledger(store)
     snapshot = store.latest_pnl_snapshot()
     ours_realized, ours_bought = ours.realized_by_market(), ours.bought_by_market()
     src_realized, src_bought = theirs.realized_by_market(), theirs.bought_by_market()

@@ -110,6 +110,7 @@ class PositionWatch:
         self._applied: set[str] = set()             # intent ids of orders already in the ledger
         self._updated_ns = 0                        # the newest update of an order in the ledger
         self._resolution_id = 0                     # the last resolution row in the ledger
+        self._redemption_id = 0                     # the last confirmed redemption row in the ledger
         self._market_end: dict[str, float] = {}     # condition id -> market end (of the markets we traded)
         self._last_trade: dict[str, float] = {}     # asset -> our last fill
         self._drifting: set[str] = set()            # assets alerted for drift and not yet back in agreement
@@ -122,9 +123,11 @@ class PositionWatch:
         fresh = [r for r in self.store.own_fills(max(0, self._updated_ns - OVERLAP_NS))
                  if r["intent_id"] not in self._applied]
         winners = self.store.resolutions(self._resolution_id)
-        for event in own_events(fresh, winners):
+        redeemed = self.store.redeemed_markets(self._redemption_id)
+        for event in own_events(fresh, winners, [(cid, at) for _, cid, at in redeemed]):
             self.ledger = apply(self.ledger, event)
         self._resolution_id = max((r["id"] for r in winners), default=self._resolution_id)
+        self._redemption_id = max((row_id for row_id, _, _ in redeemed), default=self._redemption_id)
         for r in fresh:
             self._applied.add(r["intent_id"])
             self._updated_ns = max(self._updated_ns, r["updated_ns"])
@@ -266,6 +269,7 @@ def _drift(ledger: Ledger, theirs: Mapping[str, VenuePosition], last_trade: Mapp
 def ledger_from_store(store: Store) -> Ledger:
     """The whole ledger, folded once from the store (`copier positions`, `copier report`)."""
     ledger = Ledger()
-    for event in own_events(store.own_fills(), store.resolutions()):
+    redeemed = [(cid, at) for _, cid, at in store.redeemed_markets()]
+    for event in own_events(store.own_fills(), store.resolutions(), redeemed):
         ledger = apply(ledger, event)
     return ledger

@@ -11,9 +11,9 @@ so it moves cash, not PnL. Realised PnL is kept per market and per UTC day of th
 Unrealised PnL is `size x mark - cost` for an open position; the mark is the book's mid (the caller's), and 1 or 0
 once the market resolved.
 
-Redemptions are not events of this fold: a redeemed winner keeps its `size` here (its PnL is already realised), so
-`redeemable` means "winning tokens our fills bought", until the redeemer's records are folded in as an event that
-clears the tokens of a market without touching its PnL.
+A confirmed redemption (redeem.py's record) is an event too: it burns the resolved market's tokens, so their size
+goes to zero, and it leaves PnL alone (realised at the resolution). Merges of full sets (off by default) are not
+folded in.
 """
 from __future__ import annotations
 
@@ -62,7 +62,14 @@ class Resolution:
     origin: ResolutionOrigin = ResolutionOrigin.MARKET_WS
 
 
-Event = Trade | Resolution
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """A market's tokens redeemed on chain (a confirmed transaction or relayer batch)."""
+    condition_id: str
+    at: float                       # epoch s: when its confirmation was recorded
+
+
+Event = Trade | Resolution | Redemption
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +138,8 @@ class Ledger:
 def apply(ledger: Ledger, event: Event) -> Ledger:
     if isinstance(event, Resolution):
         return _resolve(ledger, event)
+    if isinstance(event, Redemption):
+        return _redeem(ledger, event)
     return _trade(ledger, event)
 
 
@@ -191,6 +200,16 @@ def _resolve(ledger: Ledger, r: Resolution) -> Ledger:
     return replace(ledger, positions=positions, realized=realized, winners=winners)
 
 
+def _redeem(ledger: Ledger, r: Redemption) -> Ledger:
+    """The market's resolved tokens leave the wallet; a market whose winner the ledger has not learned yet keeps
+    them (its PnL is realised when it does, and the tokens stay counted until then)."""
+    if r.condition_id not in ledger.winners:
+        return ledger
+    positions = {asset: replace(p, size=0.0) if p.condition_id == r.condition_id else p
+                 for asset, p in ledger.positions.items()}
+    return replace(ledger, positions=positions)
+
+
 def book_mark(book: BookTop | None) -> float | None:
     """The mid of the best bid and ask; one side alone when the other is empty; None without a book."""
     if book is None:
@@ -247,8 +266,10 @@ def holdings_from_fills(rows: Iterable[Mapping[str, object]]) -> dict[str, float
     return held
 
 
-def own_events(fills: Iterable[Mapping[str, object]], resolutions: Iterable[Mapping[str, object]]) -> list[Event]:
-    """Our settled orders (store.own_fills rows) and the known winners (store.resolutions rows), in time order."""
+def own_events(fills: Iterable[Mapping[str, object]], resolutions: Iterable[Mapping[str, object]],
+               redemptions: Iterable[tuple[str, float]] = ()) -> list[Event]:
+    """Our settled orders (store.own_fills rows), the known winners (store.resolutions rows) and the markets
+    redeemed ((condition id, at): store.redeemed_markets), in time order."""
     events: list[Event] = [
         own_trade(str(r["condition_id"]), str(r["asset"]), str(r["outcome"]), Side(r["side"]),
                   float(r["filled_size"]), float(r["avg_price"]), float(r["fee_rate"]),  # type: ignore[arg-type]
@@ -257,4 +278,5 @@ def own_events(fills: Iterable[Mapping[str, object]], resolutions: Iterable[Mapp
     events += [Resolution(str(r["condition_id"]), str(r["winning_asset"]),
                           float(r["resolved_at"]), ResolutionOrigin(r["origin"]))  # type: ignore[arg-type]
                for r in resolutions]
+    events += [Redemption(condition_id, at) for condition_id, at in redemptions]
     return sorted(events, key=lambda e: e.at)

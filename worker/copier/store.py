@@ -491,6 +491,16 @@ class Store:
             q = q.where(t.ChainActionRow.status.in_(wanted))
         return list(q.order_by(t.ChainActionRow.id).dicts())
 
+    def redeemed_markets(self, after_id: int = 0) -> list[tuple[int, str, float]]:
+        """(row id, condition id, confirmed at epoch s) of every redemption confirmed on chain; after_id: only rows
+        after that one."""
+        t = self.t
+        rows = (t.ChainActionRow.select(t.ChainActionRow.id, t.ChainActionRow.calls, t.ChainActionRow.updated_ns)
+                .where((t.ChainActionRow.status == "CONFIRMED") & (t.ChainActionRow.id > after_id))
+                .order_by(t.ChainActionRow.id).tuples())
+        return [(row_id, call["condition_id"], updated_ns / 1e9) for row_id, calls, updated_ns in rows
+                for call in json.loads(calls) if call.get("kind") == "redeem"]
+
     def update_chain_action(self, action_id: str, now_ns: int, **fields: Any) -> None:
         t = self.t
         t.ChainActionRow.update(updated_ns=now_ns, **fields).where(t.ChainActionRow.action_id == action_id).execute()
