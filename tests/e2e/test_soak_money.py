@@ -6,7 +6,7 @@ import json
 import pytest
 
 from copier.store import Store
-from polylab.soak import judge_money, money_verdict
+from polylab.soak import judge_money, money_verdict, pnl_against_venue
 
 ME = "0x" + "aa" * 20
 A, B = "0x" + "01" * 32, "0x" + "02" * 32
@@ -93,3 +93,24 @@ def test_money_verdict_fails_what_it_must(tmp_path, case, problem):
 def test_money_verdict_names_a_transaction_the_store_never_signed(tmp_path):
     money = money_verdict(_events(), _store(tmp_path, (("0xa", A, 10_000_000, 1000),)), ME, _final())
     assert money["unknown_transactions"] == ["0xb"] and "redemption_unknown_transactions" in judge_money(money)
+
+
+def _report(a_pnl, b_pnl, b_resolved=True):
+    return {"pnl": {"markets": [{"condition_id": A, "resolved": True, "realized_usd": a_pnl},
+                                {"condition_id": B, "resolved": b_resolved, "realized_usd": b_pnl}]}}
+
+
+def test_pnl_against_venue_agrees_with_the_venues_books(clean):
+    # A: 10 winning tokens bought for 5.1 with the fee; B: 4 for 2.05 (the FAILED trade moved nothing)
+    assert clean["venue_pnl_by_market"] == {A: pytest.approx(4.9), B: pytest.approx(1.95)}
+    pnl = pnl_against_venue(_report(4.9, 1.95), clean)
+    assert pnl["markets"] == 2 and pnl["max_market_diff_usd"] < 1e-9
+    assert list(judge_money(clean, pnl)) == ["too_few_resolutions"]
+
+
+@pytest.mark.parametrize("report, problem", [
+    (_report(4.9, 1.96), "pnl_report_vs_venue"),                   # a cent off on one market
+    (_report(4.9, 0.0, b_resolved=False), "pnl_resolution_unknown_to_report"),
+])
+def test_pnl_against_venue_fails_what_it_must(clean, report, problem):
+    assert problem in judge_money(clean, pnl_against_venue(report, clean))

@@ -414,7 +414,16 @@ def money_verdict(events: list[dict], db_path: Path, wallet: str, final: dict) -
     expected = initial + realised - fees + open_cash                  # open_cash: cost of what is still open
     gas = sum(int(t["gas_paid_wei"]) for t in txs)
     store_gas = sum(gu * gp for _, status, _, gu, gp in actions if status in ("CONFIRMED", "FAILED"))
+    # Realised PnL per resolved market, as the venue booked it: the cash our fills moved (fees included) plus
+    # 1 pUSD per winning token held, redeemed or not (the copier's report counts it at the resolution).
+    venue_pnl: dict[str, int] = defaultdict(int)
+    for f in fills:
+        if f["condition_id"] in winners:
+            venue_pnl[f["condition_id"]] += round(float(f["cash"]) * 1e6)
+    for cid, held in winning.items():
+        venue_pnl[cid] += held
     return {"resolutions": len(winners), "winning_positions": len(winning), "redeemed": len(by_market),
+            "venue_pnl_by_market": {cid: units / 1e6 for cid, units in venue_pnl.items()},
             "not_redeemed": not_redeemed, "redeemed_twice": twice, "wrong_payout": wrong_payout,
             "left_redeemable": final["redeemable"], "left_unresolved": final["unresolved"],
             "unknown_transactions": unknown_tx, "store_redeemed_twice": store_twice,
@@ -425,8 +434,27 @@ def money_verdict(events: list[dict], db_path: Path, wallet: str, final: dict) -
             "pol_diff_wei": final["pol_wei"] - (initial_pol - gas), "store_gas_diff_wei": store_gas - gas}
 
 
-def judge_money(money: dict) -> dict[str, list]:
+def pnl_against_venue(store_rep: dict, money: dict) -> dict:
+    """`copier report`'s realised PnL per market next to the venue's (money_verdict), on the markets both know
+    resolved; a market the venue resolved and the report did not is named."""
+    venue = money["venue_pnl_by_market"]
+    ours = {m["condition_id"]: m for m in store_rep["pnl"]["markets"]}
+    both = sorted(cid for cid in venue if cid in ours and ours[cid]["resolved"])
+    diffs = {cid: ours[cid]["realized_usd"] - venue[cid] for cid in both}
+    return {"markets": len(both), "report_usd": round(sum(ours[c]["realized_usd"] for c in both), 6),
+            "venue_usd": round(sum(venue[c] for c in both), 6),
+            "max_market_diff_usd": round(max(map(abs, diffs.values()), default=0.0), 6),
+            "unresolved_in_report": sorted(cid for cid in venue if cid in ours and not ours[cid]["resolved"])}
+
+
+def judge_money(money: dict, pnl: dict | None = None) -> dict[str, list]:
     problems: dict[str, list] = {}
+    if pnl is not None:
+        if pnl["unresolved_in_report"]:
+            problems["pnl_resolution_unknown_to_report"] = pnl["unresolved_in_report"]
+        if pnl["max_market_diff_usd"] >= 0.01 or abs(pnl["report_usd"] - pnl["venue_usd"]) >= 0.01:
+            problems["pnl_report_vs_venue"] = [f"report {pnl['report_usd']} vs venue {pnl['venue_usd']} USD "
+                                               f"(max per market {pnl['max_market_diff_usd']})"]
     if money["resolutions"] < MIN_RESOLUTIONS:
         problems["too_few_resolutions"] = [f"{money['resolutions']} < {MIN_RESOLUTIONS}"]
     for key in ("not_redeemed", "redeemed_twice", "wrong_payout", "left_redeemable", "unknown_transactions",
@@ -567,8 +595,9 @@ def judge_run(store_rep: dict, gt: dict) -> dict[str, list]:
 def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: int, envelopes: int,
             sent: int, bad_input: int, money: dict | None = None) -> int:
     problems = judge_run(store_rep, gt)
+    pnl = pnl_against_venue(store_rep, money) if money is not None else None
     if money is not None:
-        problems.update(judge_money(money))
+        problems.update(judge_money(money, pnl))
     short = {k: n for k, n in Chaos.PLAN.items() if chaos.done[k] < n}
     if short:
         problems["chaos_not_applied"] = [f"{k}: {chaos.done[k]}/{n}" for k, n in short.items()]
@@ -590,6 +619,9 @@ def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: 
               f"on chain {money['final_pusd']:.6f} (off by {money['pusd_diff_units']} units); gas "
               f"{money['gas_pol']:.6f} POL (POL off by {money['pol_diff_wei']} wei, store "
               f"{money['store_gas_diff_wei']} wei)")
+    if pnl is not None:
+        print(f"realised PnL        report {pnl['report_usd']:.6f} vs venue {pnl['venue_usd']:.6f} USD over "
+              f"{pnl['markets']} resolved markets (max per market {pnl['max_market_diff_usd']:.6f})")
     print(f"telemetry           {packets} StatsD packets, {envelopes} Sentry envelopes, {sent} source fills sent; "
           f"{bad_input} malformed messages counted and skipped; secret grep: {'clean' if not leaks else 'LEAK'}")
     print(f"SOAK VERDICT        {'PASS' if not problems else 'FAIL'}")
