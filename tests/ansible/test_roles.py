@@ -110,8 +110,8 @@ def test_role_variables_in_use_are_defined(role):
     # Facts a task sets, and a task's own vars.
     defined |= {k for _, t in role_tasks(role) for k in (t.get("ansible.builtin.set_fact") or {})}
     defined |= {k for _, t in role_tasks(role) for k in (t.get("vars") or {})}
-    defined |= set(yaml.safe_load((role / "vars/main.yml").read_text()).get(f"{role.name}_vault_names", [])
-                   if (role / "vars/main.yml").is_file() else [])
+    role_vars = yaml.safe_load((role / "vars/main.yml").read_text()) if (role / "vars/main.yml").is_file() else {}
+    defined |= {*role_vars.get(f"{role.name}_vault_names", []), *role_vars.get(f"{role.name}_vault_optional_names", [])}
     sources = [*role.glob("tasks/*.yml"), *role.glob("handlers/*.yml"), *role.glob("templates/*.j2")]
     if role.name == "copier":
         sources += list((REPO / "templates").glob("*.j2"))
@@ -142,7 +142,8 @@ def test_env_template_holds_only_vault_values():
     """What reaches copier.env comes from the vault alone: never a default that could end up in a repo."""
     text = (REPO / "templates/copier.env.j2").read_text()
     values = re.findall(r"^[A-Z_]+=(.*)$", text, re.MULTILINE)
-    assert values and all(re.fullmatch(r"\{\{ copier_vault_\w+ \}\}", v) for v in values), values
+    # Optional secrets (redemption's node URL and relayer key) default to empty, never to a value.
+    assert values and all(re.fullmatch(r"\{\{ copier_vault_\w+( \| default\(''\))? \}\}", v) for v in values), values
 
 
 def _packages_in(section: str) -> set[str]:
@@ -222,14 +223,17 @@ def test_vault_defines_every_secret_the_role_needs(inventory, password, tmp_path
 
 
 @pytest.mark.parametrize("inventory", ["production", "lab"])
-def test_deployment_templates_render_a_config_the_copier_accepts(inventory, tmp_path):
+@pytest.mark.parametrize("redeem", [{}, {"enabled": False, "merge_full_sets": True, "max_fee_gwei": 300.0}],
+                         ids=["copier-defaults", "settings"])
+def test_deployment_templates_render_a_config_the_copier_accepts(inventory, redeem, tmp_path):
     """The inventory's settings through templates/ give a copier.yaml and copier.env that `copier check-config`
     accepts, before any host is involved."""
     defaults = yaml.safe_load((REPO / "roles/copier/defaults/main.yml").read_text())
     group_vars = yaml.safe_load((REPO / f"inventories/{inventory}/group_vars/copier_hosts/main.yml").read_text())
     variables = {**defaults, **{k: v for k, v in group_vars.items() if k.startswith("copier_")},
                  "copier_statsd_host": "127.0.0.1", "copier_statsd_port": 8125, "copier_statsd_prefix": "copier",
-                 "copier_user": "copier", "lab_simulator_port_base": group_vars.get("lab_simulator_port_base", 0)}
+                 "copier_user": "copier", "lab_simulator_port_base": group_vars.get("lab_simulator_port_base", 0),
+                 "copier_redeem": redeem}
     # Endpoints may reference other inventory variables: one more pass resolves them.
     variables["copier_endpoints"] = yaml.safe_load(_render_text(yaml.safe_dump(variables["copier_endpoints"]),
                                                                 variables))
@@ -243,7 +247,8 @@ def test_deployment_templates_render_a_config_the_copier_accepts(inventory, tmp_
     check = subprocess.run([str(REPO / ".venv/bin/copier"), "check-config", "--config", str(config),
                             "--env-file", str(env)], capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0, check.stderr
-    assert yaml.safe_load(config.read_text())["execution"]["dry_run"] is True
+    rendered = yaml.safe_load(config.read_text())
+    assert rendered["execution"]["dry_run"] is True and rendered.get("redeem", {}) == redeem
 
 
 def _render_text(text: str, variables: dict) -> str:

@@ -57,6 +57,49 @@ def quiet_sim(tmp_path_factory):
     urls["proc"].wait(10)
 
 
+@pytest.fixture(scope="session")
+def life_sim(tmp_path_factory):
+    """Markets the tests resolve themselves (four assets, so that every test has its own), a fast relayer, the
+    positions index a second behind the chain."""
+    work = tmp_path_factory.mktemp("life")
+    scenario = work / "scenario.json"
+    scenario.write_text(json.dumps({
+        "name": "conformance-life", "seed": 31, "speed": 4, "markets": {"assets": ["btc", "eth", "sol", "xrp"]},
+        "feeds": {"data_api_cache_s": 0, "mined_after_s": 0.3, "confirmed_after_s": 0.6,
+                  "positions_redeemable_lag_s": 4},
+        "chain": {"relayer_delay_s": 0.2}}))
+    urls = serve(work, "--scenario", str(scenario), "--block-time", "0.5", "--logs-delay", "0.6")
+    yield urls
+    urls["proc"].send_signal(signal.SIGTERM)
+    urls["proc"].wait(10)
+
+
+_USED: set[str] = set()
+
+
+def open_market(urls) -> dict:
+    """A Gamma market accepting orders for a while yet that no other test took (each test resolves its own)."""
+    def pick():
+        for m in httpx.get(f"{urls['gamma']}/markets", params={"closed": "false"}, timeout=5).json():
+            end = calendar.timegm(time.strptime(m["endDate"], "%Y-%m-%dT%H:%M:%SZ"))
+            if m["acceptingOrders"] and m["conditionId"] not in _USED and end - time.time() > 20:
+                _USED.add(m["conditionId"])
+                return m
+        return None
+    return eventually(pick, 60, 0.5, "an unused market accepting orders")
+
+
+def resolve(urls, market: dict, winner: str | None = None) -> str:
+    body = {"condition_id": market["conditionId"], **({"winner": winner} if winner else {})}
+    out = httpx.post(f"{urls['control']}/resolve", json=body, timeout=5)
+    assert out.status_code == 200, out.text
+    return out.json()["winner"]
+
+
+def wallet(urls, address: str) -> dict:
+    return httpx.get(f"{urls['control']}/wallets/{address}", timeout=5).json()
+
+
 def state(urls) -> dict:
     return httpx.get(f"{urls['control']}/state", timeout=5).json()
 
@@ -80,13 +123,14 @@ def tokens(market: dict) -> list[str]:
 
 
 def environment(urls):
-    """The official SDK pointed at polysim: its own environment type with our URLs, nothing patched."""
+    """The official SDK pointed at polysim: its own environment type with our URLs, nothing patched (the relayer and
+    the Polygon node over HTTP included; the relayer is polled every 0.25 s instead of 2 s)."""
     from polymarket._internal.environment import PRODUCTION_CONFIG, create_environment
-    dead = "http://127.0.0.1:9"                      # relayer, RFQ, RPC-over-HTTP: not simulated, never reached
+    dead = "http://127.0.0.1:9"                      # RFQ: not simulated, never reached
     return create_environment(name="polysim", config=dataclasses.replace(
         PRODUCTION_CONFIG, clob_url=urls["clob"], gamma_url=urls["gamma"], data_url=urls["data_api"],
         clob_market_ws_url=urls["market_ws"], clob_user_ws_url=urls["user_ws"], rtds_ws_url=urls["rtds"],
-        relayer_url=dead, rfq_url=dead, rpc_url=dead))
+        relayer_url=urls["relayer"], rfq_url=dead, rpc_url=urls["rpc_http"], relayer_poll_frequency_ms=250))
 
 
 def node(script: str, config: dict, timeout: float = 60) -> list[dict]:

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from conftest import KEY_A, KEY_B, current_market, environment, state, tokens
+from conftest import KEY_A, KEY_B, current_market, environment, open_market, resolve, state, tokens, wallet
 from eth_account import Account
 from polymarket import AsyncSecureClient, SecureClient
 from polymarket.errors import RequestRejectedError
@@ -269,3 +269,79 @@ def test_polymarket_client_rtds_chainlink_prices(a, sim):
     events = asyncio.run(run())
     assert all(isinstance(e, CryptoPricesChainlinkEvent) and e.payload.symbol == "btc/usd" for e in events), events
     assert all(e.payload.value > 0 for e in events) and events[0].payload.timestamp <= events[1].payload.timestamp
+
+
+# ---- after the resolution: redeem and merge, from an EOA (node) and from a deposit wallet (relayer) ----------
+KEY_EOA = "0x" + "a7" * 32
+KEY_OWNER = "0x" + "a8" * 32
+
+
+def _approve_adapter(client) -> None:
+    """The one approval a redemption needs: the CTF's operator approval of the collateral adapter."""
+    from polymarket._internal.environment import PRODUCTION_CONFIG
+    from polymarket.calls import erc1155_set_approval_for_all_call
+    call = erc1155_set_approval_for_all_call(token_address=PRODUCTION_CONFIG.conditional_tokens,
+                                             operator=PRODUCTION_CONFIG.collateral_adapter)
+    assert client.execute_transaction(calls=[call]).wait().transaction_hash
+
+
+def test_polymarket_client_eoa_merges_and_redeems_through_the_node(life_sim):
+    s = life_sim
+    me = Account.from_key(KEY_EOA).address
+    eoa = SecureClient.create(private_key=KEY_EOA, wallet=me, environment=environment(s))
+    m = open_market(s)
+    up, down = tokens(m)
+    for token in (up, down):
+        assert eoa.place_market_order(asset_id=token, side="BUY", amount="5", max_price=CAP,
+                                      order_type="FAK").status == "matched"
+    held = {p["token_id"]: p["units"] for p in wallet(s, me)["positions"]}
+    sets = min(held[up], held[down])
+    _approve_adapter(eoa)
+    before = wallet(s, me)
+    merged = eoa.merge_positions(condition_id=m["conditionId"], amount="max").wait()
+    assert merged.transaction_hash and merged.transaction_id is None            # sent by the wallet itself
+    after_merge = wallet(s, me)
+    assert after_merge["pusd_units"] == before["pusd_units"] + sets
+    assert int(after_merge["pol_wei"]) < int(before["pol_wei"])                   # it paid the gas
+    winner = resolve(s, m)
+    redeemed = eoa.redeem_positions(condition_id=m["conditionId"]).wait()
+    left = {p["token_id"]: p["units"] for p in wallet(s, me)["positions"]}
+    assert left == {up: 0, down: 0} and redeemed.transaction_hash
+    won = held[up if winner == "Up" else down] - sets
+    assert wallet(s, me)["pusd_units"] == after_merge["pusd_units"] + won
+    closed = eoa.list_positions(user=me, condition_id=m["conditionId"], status="CLOSED").first_page().items
+    assert {p.asset_id for p in closed} == {up, down} and all(p.current_size == 0 for p in closed)
+    eoa.close()
+
+
+def test_polymarket_client_deposit_wallet_redeems_gas_free_through_the_relayer(life_sim):
+    from polymarket._internal.environment import PRODUCTION_CONFIG
+    from polymarket._internal.wallet import derive_beacon_deposit_wallet_address
+    from polymarket.auth import RelayerApiKey
+    s = life_sim
+    owner = Account.from_key(KEY_OWNER).address
+    deposit_wallet = derive_beacon_deposit_wallet_address(owner, PRODUCTION_CONFIG.wallet_derivation)
+    httpx.post(f"{s['control']}/wallets/fund", json={"address": deposit_wallet, "owner": owner, "pusd": 50},
+               timeout=5)
+    # The SDK's own flow: no wallet given, so it derives the owner's deposit wallet and asks the relayer about it.
+    dw = SecureClient.create(private_key=KEY_OWNER, environment=environment(s),
+                             api_key=RelayerApiKey(key="00000000-0000-4000-8000-0000000000a8", address=owner))
+    assert str(dw._ctx.wallet).lower() == deposit_wallet.lower() and dw._ctx.wallet_type == "DEPOSIT_WALLET"
+    m = open_market(s)
+    up, _ = tokens(m)
+    bought = dw.place_market_order(asset_id=up, side="BUY", amount="5", max_price=CAP, order_type="FAK")
+    assert bought.status == "matched"
+    held = next(p["units"] for p in wallet(s, deposit_wallet)["positions"] if p["token_id"] == up)
+    _approve_adapter(dw)
+    resolve(s, m, "Up")
+    # The positions index sees the resolution a little later; then the SDK's typed Position says redeemable.
+    (row,) = eventually(lambda: dw.list_positions(user=deposit_wallet, status="REDEEMABLE").first_page().items,
+                        15, 0.3, "the position to be redeemable")
+    assert row.asset_id == up and row.redeemable is True and row.current_price == 1
+    before = wallet(s, deposit_wallet)
+    outcome = dw.redeem_positions(condition_id=m["conditionId"]).wait()
+    assert outcome.transaction_id and outcome.transaction_hash                  # the relayer's id and its tx
+    after = wallet(s, deposit_wallet)
+    assert after["pusd_units"] == before["pusd_units"] + held and after["pol_wei"] == before["pol_wei"] == "0"
+    assert after["deposit_wallet"]["nonce"] == before["deposit_wallet"]["nonce"] + 1
+    dw.close()

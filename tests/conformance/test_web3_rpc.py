@@ -1,13 +1,16 @@
-"""web3.py (a standard Ethereum client) on polysim's Polygon JSON-RPC websocket: subscriptions (newHeads, logs,
-newPendingTransactions), blocks, logs, receipts and transactions of the settlement of a match, decoded with the
-exchange's real event ABI."""
+"""web3.py (a standard Ethereum client) on polysim's Polygon JSON-RPC: over the websocket, subscriptions (newHeads,
+logs, newPendingTransactions), blocks, logs, receipts and transactions of the settlement of a match, decoded with the
+exchange's real event ABI; over HTTP, a wallet's redemption that web3 builds, signs and sends like any transaction."""
 import asyncio
 import json
 from pathlib import Path
 
 import httpx
-from conftest import current_market
-from web3 import AsyncWeb3, WebSocketProvider
+from conftest import current_market, environment, open_market, resolve, tokens
+from eth_account import Account
+from polymarket import SecureClient
+from web3 import AsyncWeb3, HTTPProvider, Web3, WebSocketProvider
+from web3.logs import DISCARD
 
 ABI = [e for e in json.loads((Path(__file__).parents[1] / "payloads" / "polymarket" / "orderfilled_event_abi.json")
                              .read_text()) if e.get("type") == "event"]
@@ -76,3 +79,81 @@ def test_web3_subscriptions_blocks_logs_and_receipts_of_a_settlement(sim):
     token = int(fill["token_id"])
     assert any(d["args"]["tokenId"] == token and d["args"]["side"] == 0 and d["args"]["makerAmountFilled"] > 0
                for d in mine), mine
+
+
+# ---- a standard client redeems: web3.py builds, signs and sends the transactions, then decodes the receipts ----
+ERC20_ABI = [{"type": "function", "name": "balanceOf", "stateMutability": "view",
+              "inputs": [{"name": "owner", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]}]
+CTF_ABI = [
+    {"type": "function", "name": "setApprovalForAll", "stateMutability": "nonpayable",
+     "inputs": [{"name": "operator", "type": "address"}, {"name": "approved", "type": "bool"}], "outputs": []},
+    {"type": "function", "name": "balanceOf", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}, {"name": "id", "type": "uint256"}],
+     "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "payoutDenominator", "stateMutability": "view",
+     "inputs": [{"name": "conditionId", "type": "bytes32"}], "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "event", "name": "TransferBatch", "anonymous": False,
+     "inputs": [{"name": "operator", "type": "address", "indexed": True},
+                {"name": "from", "type": "address", "indexed": True},
+                {"name": "to", "type": "address", "indexed": True},
+                {"name": "ids", "type": "uint256[]", "indexed": False},
+                {"name": "values", "type": "uint256[]", "indexed": False}]},
+    {"type": "event", "name": "PayoutRedemption", "anonymous": False,
+     "inputs": [{"name": "redeemer", "type": "address", "indexed": True},
+                {"name": "collateralToken", "type": "address", "indexed": True},
+                {"name": "parentCollectionId", "type": "bytes32", "indexed": True},
+                {"name": "conditionId", "type": "bytes32", "indexed": False},
+                {"name": "indexSets", "type": "uint256[]", "indexed": False},
+                {"name": "payout", "type": "uint256", "indexed": False}]},
+]
+ADAPTER_ABI = [{"type": "function", "name": "redeemPositions", "stateMutability": "nonpayable",
+                "inputs": [{"name": "collateralToken", "type": "address"},
+                           {"name": "parentCollectionId", "type": "bytes32"},
+                           {"name": "conditionId", "type": "bytes32"}, {"name": "indexSets", "type": "uint256[]"}],
+                "outputs": []}]
+PUSD = "0xC011a7E12a19f7B1f670d46F03B03f3342E82DFB"
+CTF = "0x4D97DCd97eC945f40cF65F87097ACe5EA0476045"
+ADAPTER = "0xAdA100Db00Ca00073811820692005400218FcE1f"
+KEY_W3 = "0x" + "a6" * 32
+
+
+def test_web3_signs_and_sends_a_redemption_through_the_collateral_adapter(life_sim):
+    s = life_sim
+    acct = Account.from_key(KEY_W3)
+    trader = SecureClient.create(private_key=KEY_W3, wallet=acct.address, environment=environment(s))
+    m = open_market(s)
+    up, down = tokens(m)
+    assert trader.place_market_order(asset_id=down, side="BUY", amount="4", max_price="0.99",
+                                     order_type="FAK").status == "matched"
+    trader.close()
+    w3 = Web3(HTTPProvider(s["rpc_http"]))
+    assert w3.eth.chain_id == 137 and w3.eth.get_balance(acct.address) > 0
+    pusd = w3.eth.contract(address=PUSD, abi=ERC20_ABI)
+    ctf = w3.eth.contract(address=CTF, abi=CTF_ABI)
+    adapter = w3.eth.contract(address=ADAPTER, abi=ADAPTER_ABI)
+    held = ctf.functions.balanceOf(acct.address, int(down)).call()
+    assert held > 0 and ctf.functions.balanceOf(acct.address, int(up)).call() == 0
+    cid = bytes.fromhex(m["conditionId"][2:])
+
+    def send(fn) -> dict:
+        """web3's own transaction building: nonce, gas estimate, EIP-1559 fees from the node; signed locally."""
+        tx = fn.build_transaction({"from": acct.address, "nonce": w3.eth.get_transaction_count(acct.address)})
+        signed = acct.sign_transaction(tx)
+        return w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction), timeout=20,
+                                                   poll_latency=0.2)
+
+    approval = send(ctf.functions.setApprovalForAll(ADAPTER, True))
+    assert approval["status"] == 1 and approval["type"] == 2
+    resolve(s, m, "Down")
+    assert ctf.functions.payoutDenominator(cid).call() == 1
+    before_pusd, before_pol = pusd.functions.balanceOf(acct.address).call(), w3.eth.get_balance(acct.address)
+    redeemed = send(adapter.functions.redeemPositions(PUSD, b"\x00" * 32, cid, [1, 2]))
+    assert redeemed["status"] == 1
+    (payout,) = ctf.events.PayoutRedemption().process_receipt(redeemed, errors=DISCARD)
+    (pulled,) = [e for e in ctf.events.TransferBatch().process_receipt(redeemed, errors=DISCARD)
+                 if e["args"]["from"] == acct.address]
+    assert payout["args"]["conditionId"] == cid and payout["args"]["payout"] == held
+    assert payout["args"]["redeemer"] == ADAPTER and pulled["args"]["values"] == [0, held]
+    assert pusd.functions.balanceOf(acct.address).call() == before_pusd + held
+    assert ctf.functions.balanceOf(acct.address, int(down)).call() == 0
+    assert w3.eth.get_balance(acct.address) == before_pol - redeemed["gasUsed"] * redeemed["effectiveGasPrice"]

@@ -54,6 +54,11 @@ def test_config_prd_example_parses_to_frozen_defaults(tmp_path):
     ({"sizing": {"min_order_notional_usd": 30}}, "sizing.min_order_notional_usd"),
     ({"account": {"signature_type": 3}}, "account.funder"),
     ({"endpoints": {"rtds_ws": "http://x"}}, "endpoints.rtds_ws"),
+    ({"sizing": {"exit_rule": "all"}}, "sizing.exit_rule"),
+    ({"positions": {"reconcile_interval_s": 0}}, "positions.reconcile_interval_s"),
+    ({"positions": {"drift_tolerance_shares": float("nan")}}, "positions.drift_tolerance_shares"),
+    ({"positions": {"reconcile_grace_s": -1}}, "positions.reconcile_grace_s"),
+    ({"positions": {"snapshot_interval_s": 1e9}}, "positions.snapshot_interval_s"),
 ])
 def test_parse_config_bad_value_raises_naming_the_key(data, key):
     with pytest.raises(ConfigError) as err:
@@ -113,3 +118,54 @@ def test_cli_check_config_valid_exits_0(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "copier", "check-config", "--config", str(path)],
                           capture_output=True, text=True, timeout=60, env={**os.environ, "POLY_PRIVATE_KEY": ""})
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("data,key", [
+    ({"redeem": {"interval_s": 0.5}}, "redeem.interval_s"),
+    ({"redeem": {"max_per_batch": 0}}, "redeem.max_per_batch"),
+    ({"redeem": {"max_failures": 0}}, "redeem.max_failures"),
+    ({"redeem": {"merge_full_sets": "yes"}}, "redeem.merge_full_sets"),
+    ({"redeem": {"merge_min_sets": 0}}, "redeem.merge_min_sets"),
+    ({"redeem": {"max_fee_gwei": -1}}, "redeem.max_fee_gwei"),
+    ({"redeem": {"gas_limit_margin": 0.9}}, "redeem.gas_limit_margin"),
+    ({"redeem": {"relayer_deadline_s": 10}}, "redeem.relayer_deadline_s"),
+    ({"redeem": {"lookback_hours": 0}}, "redeem.lookback_hours"),
+    ({"redeem": {"unknown": 1}}, "redeem.unknown"),
+    ({"endpoints": {"polygon_rpc": "ws://node"}}, "endpoints.polygon_rpc"),
+    ({"endpoints": {"relayer": "relayer.example"}}, "endpoints.relayer"),
+])
+def test_parse_config_bad_redeem_value_raises_naming_the_key(data, key):
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        parse_config(data)
+
+
+KEY_HEX = "ab" * 32
+
+
+def test_live_redemption_needs_a_json_rpc_url_and_for_a_deposit_wallet_relayer_credentials():
+    live = parse_config({"execution": {"dry_run": False}})
+    with pytest.raises(ConfigError, match="^endpoints.polygon_rpc:"):
+        load_secrets(live, environ={"POLY_PRIVATE_KEY": KEY_HEX})
+    url = "https://polygon.example/v2/provider-key-456"
+    secrets = load_secrets(live, environ={"POLY_PRIVATE_KEY": KEY_HEX, "POLYGON_RPC_URL": url})
+    assert url in secrets.values() and url not in repr(secrets)
+    assert load_secrets(parse_config({"execution": {"dry_run": False}, "redeem": {"enabled": False}}),
+                        environ={"POLY_PRIVATE_KEY": KEY_HEX}).private_key == KEY_HEX
+    assert load_secrets(parse_config({}), environ={}).polygon_rpc_url == ""          # dry run needs nothing
+    dw = parse_config({"execution": {"dry_run": False}, "account": {"signature_type": 3, "funder": "0x" + "d1" * 20},
+                       "endpoints": {"polygon_rpc": "http://127.0.0.1:8545"}})
+    with pytest.raises(ConfigError, match="^RELAYER_API_KEY:"):
+        load_secrets(dw, environ={"POLY_PRIVATE_KEY": KEY_HEX})
+    with pytest.raises(ConfigError, match="^RELAYER_API_KEY:"):
+        load_secrets(dw, environ={"POLY_PRIVATE_KEY": KEY_HEX, "RELAYER_API_KEY": "k",
+                                  "RELAYER_API_KEY_ADDRESS": "not-an-address"})
+    secrets = load_secrets(dw, environ={"POLY_PRIVATE_KEY": KEY_HEX, "RELAYER_API_KEY": "relayer-secret-1",
+                                        "RELAYER_API_KEY_ADDRESS": "0x" + "d1" * 20})
+    assert "relayer-secret-1" in secrets.values() and "relayer-secret-1" not in repr(secrets)
+
+
+def test_config_warns_that_proxy_and_safe_wallets_are_not_redeemed():
+    from copier.config import warnings
+    cfg = parse_config({"account": {"signature_type": 2, "funder": "0x" + "d1" * 20}})
+    assert any(line.startswith("redeem.enabled: signature type 2") for line in warnings(cfg))
+    assert not any("redeem" in line for line in warnings(parse_config({})))

@@ -1,5 +1,7 @@
 """Order truth: no answer never becomes FAILED. A matrix of what a lookup (and the trade history) can be answered
 with, against a venue whose own log says what it executed; the store must end where the venue's log is."""
+import json
+
 import pytest
 from helpers import T0, market
 from test_executor import CREDS, KEY, _crashed_after_persisting, _decided
@@ -105,3 +107,41 @@ def test_the_trade_history_proves_a_fill_the_order_index_does_not_show(venue):
     d = _decided(store)
     r = ex.submit(d, market())
     assert r.status is OrderStatus.MATCHED and r.filled_size == d.size and app.trade_reads == 1
+
+
+class LimitPricedLookups(ScriptedClob):
+    """The venue's order record gives the order's limit as its price (GET /data/order), as the CLOB does; the fills
+    happened at a better price, which only the trade history shows."""
+
+    def _execute(self, body, fraction=1.0):
+        answer = super()._execute(body, fraction)
+        self.fill_price = self.orders[answer["orderID"]]["price"]
+        self.orders[answer["orderID"]]["price"] = "0.99" if json.loads(body)["order"]["side"] == "BUY" else "0.01"
+        return answer
+
+    def truthful_trades(self):
+        doc = super().truthful_trades()
+        for row in doc["data"]:
+            row["price"] = self.fill_price
+        return doc
+
+
+def test_a_recovered_fill_is_priced_from_the_trade_history_not_the_order_limit(tmp_path):
+    app = LimitPricedLookups([("200 OK", None, "take_then_hang"), ("502 Bad Gateway", "")])
+    server = serve(app)
+    try:
+        clock = FakeClock(T0 + 5)
+        cfg = Config(execution=ExecutionConfig(post_timeout_s=0.3, retry_backoff_s=0.01, retry_budget_s=0.05))
+        store = Store.open(str(tmp_path / "copier.sqlite"))
+        signer = OrderSigner(KEY, 137, 0, "", CREDS.api_key)
+        transport = ClobTransport(f"http://127.0.0.1:{server.server_port}", CREDS, signer.address, clock=clock,
+                                  timeout_s=0.3)
+        ex = ClobExecutor(cfg, signer=signer, transport=transport, store=store, clock=clock, metrics=NullMetrics())
+        d = _decided(store)
+        r = ex.submit(d, market())
+        assert r.status is OrderStatus.MATCHED and r.filled_size == d.size
+        assert abs(r.avg_price - float(app.fill_price)) < 1e-9 and r.avg_price != 0.99
+        assert store.order_for(d.intent_id)["avg_price"] == r.avg_price
+        store.close()
+    finally:
+        server.stop()

@@ -300,7 +300,9 @@ def _write(tmp_path, cfg: dict) -> tuple[Path, Path]:
 
 def test_cli_run_live_from_a_blocked_region_exits_3_with_one_line_and_no_store(stub, tmp_path):
     s = stub({"/api/geoblock": (200, {}, RECORDED)})
-    config, env = _write(tmp_path, _config(s.url, dry_run=False))
+    live = _config(s.url, dry_run=False)
+    live["endpoints"]["polygon_rpc"] = s.url          # a live EOA redeems through a node
+    config, env = _write(tmp_path, live)
     done = subprocess.run([sys.executable, "-m", "copier", "run", "--config", str(config), "--env-file", str(env)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 3

@@ -139,3 +139,13 @@ def test_copied_means_filled_partial_fills_by_their_fraction_and_no_liquidity_st
     assert rep["copied_fills"] == 1.0 and rep["eligible_fills"] == 3
     assert "filled_below_90pct" in rep["acceptance"]["failures"]
     assert "copied (filled)     50.0% of the intended notional" in render_text(rep)
+
+
+def test_size_miss_a_sell_burst_is_judged_on_shares_only_under_the_size_exit_rule():
+    from copier.config import Config, SizingConfig
+    from copier.report import _size_miss
+
+    run = [{"intent_id": "s", "side": "SELL", "size": 10.0} for _ in range(5)]
+    intents = {"s": {"capped_by": "", "decision": "order", "reason": "", "side": "SELL", "size": 12.5}}
+    assert _size_miss(run, intents, Config()) is None                       # fraction: 12.5 of ours is right
+    assert "intended -50" in _size_miss(run, intents, Config(sizing=SizingConfig(exit_rule="size")))

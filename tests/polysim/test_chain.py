@@ -227,7 +227,8 @@ def test_json_rpc_answers_and_error_objects(rpc):
         ws.send(json.dumps({"id": 7, "method": "eth_chainId"}))
         assert json.loads(ws.recv()) == {"jsonrpc": "2.0", "id": 7, "error": {"code": -32600,
                                                                               "message": "invalid request"}}
-        assert _call(ws, "eth_getBalance", [SOURCE, "latest"])["error"]["code"] == -32601
+        assert _call(ws, "eth_getBalance", [SOURCE, "latest"])["result"] == "0x0"       # no POL
+        assert _call(ws, "debug_traceTransaction", ["0x" + "00" * 32])["error"]["code"] == -32601
         assert _call(ws, "eth_subscribe", ["logs", {"address": "0x12"}])["error"]["code"] == -32602
         assert _call(ws, "eth_subscribe", ["syncing"])["error"]["code"] == -32602
         sub = _call(ws, "eth_subscribe", ["newPendingTransactions"])["result"]

@@ -143,7 +143,7 @@ def test_the_tick_refines_to_a_thousandth_once_the_price_leaves_the_middle(venue
     ex.validate(order(ex, "0xapi", "Up", "BUY", 0.975, 10, api=True), T0)           # 0.975 is on the new grid
 
 
-def test_a_window_closes_cancels_resting_orders_then_resolves_and_pays_the_winners(venue):
+def test_a_window_closes_cancels_resting_orders_then_resolves_and_pays_nobody_until_a_redemption(venue):
     ex, seen = venue
     m = ex.market_for("btc", T0)
     resting = order(ex, "0xapi", "Up", "BUY", 0.40, 10, api=True)
@@ -159,7 +159,14 @@ def test_a_window_closes_cancels_resting_orders_then_resolves_and_pays_the_winne
     ex.tick(m.window_end + 0.1 * 900)
     assert m.state == "resolved" and [s for slug, s in seen[MARKET_STATE] if slug == m.slug] == [
         "trading", "closed", "resolved"]
-    assert ex.wallets["0xapi"].balance == pytest.approx(before + (20 if m.winner == 0 else 0))
+    # Resolution pays nobody (the real venue needs an on-chain redeem); the redemption pays 1 per winning token.
+    assert ex.wallets["0xapi"].balance == before and ex.wallets["0xapi"].held(m.token_ids[0]) == 20
+    assert m.winner == (0 if m.end_price >= m.start_price else 1)
+    done = ex.redeem("0xapi", m)
+    assert done.burned == [20, 0] and done.payout == (20 if m.winner == 0 else 0)
+    assert ex.wallets["0xapi"].balance == pytest.approx(before + done.payout) and ex.wallets["0xapi"].held(
+        m.token_ids[0]) == 0
+    assert ex.redeem("0xapi", m).payout == 0                        # a second redemption finds nothing
 
 
 def test_a_gtd_order_expires_a_minute_before_its_expiration(venue):

@@ -77,8 +77,9 @@ class BookCache(ReconnectingFeed):
                     fresh = [a for a in self._watched if a not in subscribed]
                     for a in fresh:
                         self.snapshot(a)
-                    msg = {"assets_ids": fresh, "type": "market"} if not subscribed else \
-                        {"assets_ids": fresh, "operation": "subscribe"}
+                    # custom_feature_enabled: without it the channel never sends `market_resolved`.
+                    msg = {"assets_ids": fresh, "type": "market", "custom_feature_enabled": True} \
+                        if not subscribed else {"assets_ids": fresh, "operation": "subscribe"}
                     ws.send(json.dumps(msg))
                     subscribed.update(fresh)
                 data = self._recv(ws)

@@ -1,4 +1,4 @@
-"""`copier run | check-config | status | halt | resume | report | replay | probe`.
+"""`copier run | check-config | status | halt | resume | report | positions | replay | probe`.
 
 Exit codes: 0 ok, 1 acceptance/verdict failure, runtime error or an unreachable endpoint (probe), 2 bad
 configuration or usage, 3 the venue's geoblock endpoint refuses this host or could not be asked (a live `run`
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="FILE", default=None,
                    help="also write the figures (delays, copy rate per day, orders per burst, refusals) as one HTML "
                         "file; needs the `report` extra (pip install 'polycopier[report]')")
+
+    p = sub.add_parser("positions", help="positions held: size, cost, mark, unrealised PnL, redeemable")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("replay", help="run the real coalescer/decision/risk on a recorded history")
     _replay_args(p)
@@ -177,6 +181,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                     return 2
                 print(f"html report: {args.html}", file=sys.stderr)
             return 1 if args.acceptance and not rep["acceptance"]["passed"] else 0
+        if args.command == "positions":
+            from copier.pnl_report import positions_table, render_positions
+
+            rows = positions_table(store)
+            print(json.dumps(rows, sort_keys=True) if args.json else render_positions(rows))
+            return 0
     finally:
         store.close()
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices

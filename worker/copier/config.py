@@ -46,6 +46,8 @@ class SizingConfig:
     max_notional_per_market_usd: float = 150.0
     max_total_notional_per_15m_window_usd: float = 400.0
     size_tolerance: float = 0.05              # burst acceptance: |our net - intended net| / intended net
+    exit_rule: str = "fraction"               # fraction: a source SELL of x% of its position sells x% of ours |
+                                              #   size: the source's shares, sized like a BUY (capped by our position)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class EndpointsConfig:
     gamma: str = "https://gamma-api.polymarket.com"
     polygon_ws: str = ""
     geoblock: str = "https://polymarket.com/api/geoblock"   # asked before a live start: the venue's verdict on our IP
+    polygon_rpc: str = ""                     # JSON-RPC over HTTP(S): balances, resolutions, redemptions (EOA)
+    relayer: str = "https://relayer-v2.polymarket.com"     # deposit-wallet redemptions (signature type 3)
     chain_id: int = 137
 
 
@@ -131,6 +135,30 @@ class TelemetryConfig:
     ntp_check_interval_s: float = 30.0
     max_clock_offset_ms: float = 100.0        # alert when chronyd's error bound on the clock exceeds this
     max_unsynchronised_s: float = 300.0       # refuse new orders once the clock has been untrusted this long
+
+
+@dataclass(frozen=True)
+class RedeemConfig:
+    enabled: bool = True                      # redeem resolved winning positions automatically (live only)
+    interval_s: float = 30.0                  # the periodic pass; `market_resolved` triggers one within a second
+    lookback_hours: float = 72.0              # markets bought in this long ago are checked on chain
+    max_per_batch: int = 10                   # calls per pass (EOA: one transaction each; relayer: one batch)
+    max_failures: int = 3                     # failed redemptions of one market before it is left to the operator
+    merge_full_sets: bool = False             # merge full sets (one of each outcome) of open markets back to pUSD
+    merge_min_sets: float = 1.0               # ... when at least this many sets are held
+    max_fee_gwei: float = 500.0               # EOA: no redemption is sent while gas costs more than this
+    gas_limit_margin: float = 1.3             # EOA: gas limit = estimate x this
+    relayer_deadline_s: float = 600.0         # a relayer batch's signed deadline
+    stuck_alert_s: float = 600.0              # alert for a redemption still unresolved this long after signing
+
+
+@dataclass(frozen=True)
+class PositionsConfig:
+    reconcile_interval_s: float = 60.0        # our positions vs the Data API positions endpoint for our address
+    drift_tolerance_shares: float = 0.05      # a larger difference in one token is alerted (never overwritten)
+    reconcile_grace_s: float = 180.0          # a token we traded this recently is not compared (the index lags)
+    snapshot_interval_s: float = 60.0         # PnL snapshots (per position) written to the store
+    resolution_check_s: float = 30.0          # ask Gamma for the winner of held markets past their end
 
 
 @dataclass(frozen=True)
@@ -154,7 +182,9 @@ class Config:
     endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
     account: AccountConfig = field(default_factory=AccountConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    redeem: RedeemConfig = field(default_factory=RedeemConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    positions: PositionsConfig = field(default_factory=PositionsConfig)
 
 
 @dataclass(frozen=True)
@@ -166,11 +196,15 @@ class Secrets:
     api_passphrase: str = field(default="", repr=False)
     sentry_dsn: str = field(default="", repr=False)
     polygon_ws_url: str = field(default="", repr=False)   # node URLs usually embed the provider's API key
+    polygon_rpc_url: str = field(default="", repr=False)
+    relayer_api_key: str = field(default="", repr=False)
+    relayer_api_key_address: str = field(default="", repr=False)
 
     def values(self) -> tuple[str, ...]:
         """Every non-empty secret, for scrubbing logs, metrics and alerts."""
         return tuple(v for v in (self.private_key, self.api_key, self.api_secret, self.api_passphrase,
-                                 self.sentry_dsn, self.polygon_ws_url) if v)
+                                 self.sentry_dsn, self.polygon_ws_url, self.polygon_rpc_url, self.relayer_api_key)
+                     if v)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -252,6 +286,7 @@ def _validate(cfg: Config) -> None:
     _require(s.max_total_notional_per_15m_window_usd >= s.max_notional_per_order_usd,
              "sizing.max_total_notional_per_15m_window_usd", "must be >= sizing.max_notional_per_order_usd")
     _require(0 <= s.size_tolerance < 1, "sizing.size_tolerance", "must be in [0, 1)")
+    _require(s.exit_rule in ("fraction", "size"), "sizing.exit_rule", "must be fraction or size")
     _require(e.order_type == "marketable_limit", "execution.order_type", "only marketable_limit is supported")
     _require(0 <= e.max_slippage_bps <= 5000, "execution.max_slippage_bps", "must be in [0, 5000]")
     _require(0 <= e.max_slippage_ticks <= 50, "execution.max_slippage_ticks", "must be in [0, 50]")
@@ -291,6 +326,19 @@ def _validate(cfg: Config) -> None:
     _require(cfg.feeds.confirm_timeout_s > 0, "feeds.confirm_timeout_s", "must be > 0")
     _require(cfg.feeds.reinclude_timeout_s > 0, "feeds.reinclude_timeout_s", "must be > 0")
     _require(bool(cfg.store.path), "store.path", "must not be empty")
+    _require(cfg.endpoints.polygon_rpc == "" or cfg.endpoints.polygon_rpc.startswith(("http://", "https://")),
+             "endpoints.polygon_rpc", "must be empty or an http(s) URL")
+    _require(cfg.endpoints.relayer.startswith(("http://", "https://")), "endpoints.relayer", "must be an http(s) URL")
+    rd = cfg.redeem
+    _require(rd.interval_s >= 1, "redeem.interval_s", "must be >= 1")
+    _require(rd.lookback_hours > 0, "redeem.lookback_hours", "must be > 0")
+    _require(1 <= rd.max_per_batch <= 50, "redeem.max_per_batch", "must be in [1, 50]")
+    _require(rd.max_failures >= 1, "redeem.max_failures", "must be >= 1")
+    _require(rd.merge_min_sets > 0, "redeem.merge_min_sets", "must be > 0")
+    _require(0 < rd.max_fee_gwei <= 100_000, "redeem.max_fee_gwei", "must be in (0, 100000]")
+    _require(1 <= rd.gas_limit_margin <= 5, "redeem.gas_limit_margin", "must be in [1, 5]")
+    _require(60 <= rd.relayer_deadline_s <= 86_400, "redeem.relayer_deadline_s", "must be in [60, 86400]")
+    _require(rd.stuck_alert_s > 0, "redeem.stuck_alert_s", "must be > 0")
     horizon = replay_horizon_s(cfg)
     _require(cfg.store.dedupe_retention_s >= horizon, "store.dedupe_retention_s",
              f"must be >= {horizon:g} s, the longest a source fill can come back to the dedupe (its seed window, "
@@ -298,6 +346,12 @@ def _validate(cfg: Config) -> None:
     _require(10 <= cfg.store.maintenance_interval_s <= 86_400, "store.maintenance_interval_s",
              "must be in [10, 86400]")
     _require(cfg.store.wal_truncate_bytes >= 1_048_576, "store.wal_truncate_bytes", "must be >= 1048576 (1 MiB)")
+
+    p = cfg.positions
+    for name in ("reconcile_interval_s", "snapshot_interval_s", "resolution_check_s"):
+        _require(1.0 <= getattr(p, name) <= 86400.0, f"positions.{name}", "must be in [1, 86400]")
+    _require(0 < p.drift_tolerance_shares <= 1e6, "positions.drift_tolerance_shares", "must be in (0, 1e6]")
+    _require(0 <= p.reconcile_grace_s <= 86400.0, "positions.reconcile_grace_s", "must be in [0, 86400]")
 
 
 DEDUPE_SEED_S = 86_400.0        # the dedupe memory a restart reloads from the store, and the oldest fill any feed
@@ -326,6 +380,9 @@ def warnings(cfg: Config) -> list[str]:
                    f"price below {below:.2f}: there a BUY never pays more than the source did, and once the level "
                    f"the source took is gone the order is refused or killed; execution.max_slippage_ticks 1 allows "
                    f"one tick whatever the price")
+    if cfg.redeem.enabled and cfg.account.signature_type in (1, 2):
+        out.append(f"redeem.enabled: signature type {cfg.account.signature_type} (proxy / Safe wallet) is not redeemed "
+                   f"automatically; redeem resolved positions yourself or use an EOA (0) or a deposit wallet (3)")
     return out
 
 
@@ -357,6 +414,9 @@ ENV_NAMES = {
     "api_passphrase": "POLY_API_PASSPHRASE",
     "sentry_dsn": "SENTRY_DSN",
     "polygon_ws_url": "POLYGON_WS_URL",
+    "polygon_rpc_url": "POLYGON_RPC_URL",
+    "relayer_api_key": "RELAYER_API_KEY",
+    "relayer_api_key_address": "RELAYER_API_KEY_ADDRESS",
 }
 
 
@@ -380,7 +440,22 @@ def load_secrets(cfg: Config, environ: Mapping[str, str] = os.environ, env_file:
     _require(not (cfg.feeds.use_chain_logs or cfg.feeds.use_mempool) or bool(polygon_ws(cfg, secrets)),
              "endpoints.polygon_ws", "(or POLYGON_WS_URL in the environment) is required when feeds.use_chain_logs "
              "or feeds.use_mempool is true")
+    _require(secrets.polygon_rpc_url == "" or secrets.polygon_rpc_url.startswith(("http://", "https://")),
+             "POLYGON_RPC_URL", "must be an http(s) URL")
+    redeeming = cfg.redeem.enabled and not cfg.execution.dry_run
+    _require(not redeeming or cfg.account.signature_type not in (0, 3) or bool(polygon_rpc(cfg, secrets)),
+             "endpoints.polygon_rpc", "(or POLYGON_RPC_URL in the environment) is required when redeem.enabled is "
+             "true and execution.dry_run is false (balances and resolutions are read on chain)")
+    _require(not redeeming or cfg.account.signature_type != 3 or
+             bool(secrets.relayer_api_key and _HEX_ADDRESS.match(secrets.relayer_api_key_address)),
+             "RELAYER_API_KEY", "RELAYER_API_KEY and RELAYER_API_KEY_ADDRESS (a 0x address) are required for "
+             "redemptions through the relayer (signature type 3, redeem.enabled true)")
     return secrets
+
+
+def polygon_rpc(cfg: Config, secrets: Secrets) -> str:
+    """The Polygon JSON-RPC HTTP URL: POLYGON_RPC_URL (it usually carries an API key) over endpoints.polygon_rpc."""
+    return secrets.polygon_rpc_url or cfg.endpoints.polygon_rpc
 
 
 def polygon_ws(cfg: Config, secrets: Secrets) -> str:

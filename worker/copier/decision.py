@@ -9,6 +9,12 @@ the current book, never beyond the budget around the source's price (`execution.
 a machine-readable reason, never an exception. A reducing batch whose shares are still being bought by our own
 orders in flight is a Hold: decided again once they settle. `remainder` prices one more order for what a killed or
 partly filled FAK left, by the same rules.
+
+Exits (`sizing.exit_rule`): with `fraction` (the default) a net SELL of the source sells the same fraction of our
+position as it sold of its own (its shares before the batch, `source_held`, tracked by the pipeline), floored to the
+venue's size precision and still subject to the per-order cap and the minimum order; our sizes are capped and the
+source's are not, so its share count says nothing about ours. With `size` the SELL is sized from the source's shares
+like a BUY and capped by what we hold.
 """
 from __future__ import annotations
 
@@ -84,8 +90,17 @@ def refuse(batch: Batch, refusal: tuple[str, str], now: float, size: float = 0.0
                 source_price=source_price, book=book)
 
 
+def exit_fraction(source_held: float | None, sold: float) -> float:
+    """The fraction of its position the source sold: 1 when it sold at least what we saw it hold (or we saw none)."""
+    if source_held is None or source_held <= sold + EPS:
+        return 1.0
+    return sold / source_held
+
+
 def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now: float, cfg: Config,
-           halted: bool = False, book: BookTop | None = None) -> OrderIntent | Skip | Hold:
+           halted: bool = False, book: BookTop | None = None,
+           source_held: float | None = None) -> OrderIntent | Skip | Hold:
+    """source_held: the source's shares of the batch's token before the batch (None: not known)."""
     keys = tuple(sorted(f.dedupe_key for f in batch.fills))
     iid = intent_id_for(keys)
     net = batch.net_size
@@ -110,10 +125,21 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
                                                f"{e.max_slippage_bps} of the source price {source_price:g}"))
     # Every cap counts cost: shares x price cap + the largest taker fee a fill inside the cap can pay.
     fee = worst_fee_per_share(cap, market.fee_rate, market.fee_exponent) if opening else 0.0
-    unit = cap + fee if opening else _sell_unit(cap, book, now, cfg)
+    # Caps are judged on the highest price the order can carry (a SELL priced on the book may sell above its cap);
+    # minimums on the lowest (the cap), so nothing below them is sent.
+    unit, least_unit = max(cap + fee, _highest_sell_limit(side, book, now, cfg)), cap + fee
     s = cfg.sizing
-    want = s.fixed_notional_usd if s.mode == "fixed" else abs(net) * s.size_multiplier * unit
-    if s.mode == "proportional" and want > s.max_notional_per_order_usd + EPS:
+    fraction = exit_fraction(source_held, -net) if not opening and s.exit_rule == "fraction" else None
+    if fraction is not None:
+        held = exposure.position(batch.asset)
+        if exposure.buying(batch.asset):
+            return Hold(iid, batch.asset, f"SELL of {fraction:.1%} waits for in-flight BUYs (holding {held:g})")
+        if held < EPS:
+            return skip(("no_position", "SELL is reduce-only and we hold none of this outcome"))
+        want = held * fraction * unit
+    else:
+        want = s.fixed_notional_usd if s.mode == "fixed" else abs(net) * s.size_multiplier * unit
+    if s.mode == "proportional" and fraction is None and want > s.max_notional_per_order_usd + EPS:
         # Plain proportional copies the source's size or nothing: a cap that would shrink it refuses it.
         return skip(("max_notional_per_order", f"{want:.2f} > sizing.max_notional_per_order_usd "
                                                f"{s.max_notional_per_order_usd:g}"), notional=want)
@@ -122,7 +148,10 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
         if cost > room + EPS:
             cost, capped_by = max(0.0, room), name
     size = floor_size(cost / unit)
-    if not opening:
+    if fraction is not None:
+        # The same fraction of ours, never more than we hold (floor_size of a product can round up by a hair).
+        size = min(size, floor_size(exposure.position(batch.asset)))
+    elif not opening:
         held = exposure.position(batch.asset)
         if size > held + EPS and exposure.buying(batch.asset):
             return Hold(iid, batch.asset, f"SELL of {size:g} waits for in-flight BUYs (holding {held:g})")
@@ -130,12 +159,12 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
             return skip(("no_position", "SELL is reduce-only and we hold none of this outcome"))
         if size > held:
             size, capped_by = floor_size(held), "position"
-    refusal = size_refusal(size, size * unit, capped_by, market, cfg)
+    refusal = size_refusal(size, size * least_unit, capped_by, market, cfg)
     if refusal:
-        return skip(refusal, size=size, notional=size * unit)
+        return skip(refusal, size=size, notional=size * least_unit)
     priced = _priced(side, size, cap, book, market, now, cfg)
     if isinstance(priced, tuple):
-        return skip(priced, size=size, notional=size * unit)
+        return skip(priced, size=size, notional=size * least_unit)
     return OrderIntent(intent_id=iid, condition_id=market.condition_id, asset=batch.asset, outcome=batch.outcome,
                        side=side, size=size, price_cap=priced, notional=round(size * _unit(side, priced, market), 6),
                        source_price=source_price, fill_keys=keys, kind=batch.kind, decided_at=now,
@@ -144,18 +173,18 @@ def decide(exposure: ExposureBook, batch: Batch, market: MarketMeta | None, now:
                        book=book)
 
 
+def _highest_sell_limit(side: Side, book: BookTop | None, now: float, cfg: Config) -> float:
+    """The highest limit pricing can give a SELL: the best bid of a book fresh enough to price on (0 otherwise, and
+    for a BUY). A SELL is sized against it, so its notional (size x limit) stays inside the caps whatever level of
+    the book it is priced at."""
+    if side is Side.BUY or book is None or not book.bids or now - book.received_at > cfg.execution.max_book_age_s:
+        return 0.0
+    return book.bids[0][0]
+
+
 def _unit(side: Side, price: float, market: MarketMeta) -> float:
     """What one share commits: its price, plus for a BUY the largest taker fee a fill at or inside it can pay."""
     return price + (worst_fee_per_share(price, market.fee_rate, market.fee_exponent) if side is Side.BUY else 0.0)
-
-
-def _sell_unit(cap: float, book: BookTop | None, now: float, cfg: Config) -> float:
-    """What one share of a SELL may bring: a SELL sized at its floor and priced up the bids would sell more
-    notional than its caps allow, so it is sized at the best bid of a book fresh enough to price on (at its floor
-    without one, where its limit is the floor too)."""
-    if book is None or not book.bids or now - book.received_at > cfg.execution.max_book_age_s:
-        return cap
-    return max(cap, book.bids[0][0])
 
 
 def _priced(side: Side, size: float, cap: float, book: BookTop | None, market: MarketMeta, now: float,
@@ -185,14 +214,15 @@ def remainder(parent: OrderIntent, filled: float, n: int, market: MarketMeta, bo
     cap = price_cap(parent.side, parent.source_price, market.tick_size, e.max_slippage_bps, e.max_slippage_ticks)
     if cap is None:
         return "no_price_within_budget", "the tick moved past the budget"
-    unit = _unit(parent.side, cap, market) if parent.opening else _sell_unit(cap, book, now, cfg)
+    least_unit = _unit(parent.side, cap, market)
+    unit = max(least_unit, _highest_sell_limit(parent.side, book, now, cfg))
     size = floor_size(parent.size - filled)
     for _, room in cap_rooms(exposure, market, now, cfg, parent.opening):
         if size * unit > room + EPS:
             size = floor_size(max(0.0, room) / unit)
     if not parent.opening:
         size = min(size, floor_size(exposure.position(parent.asset)))
-    refusal = size_refusal(size, size * unit, "", market, cfg)
+    refusal = size_refusal(size, size * least_unit, "", market, cfg)
     if refusal:
         return refusal
     priced = _priced(parent.side, size, cap, book, market, now, cfg)

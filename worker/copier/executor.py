@@ -296,6 +296,16 @@ class ClobExecutor:
             shares, price = self._traded(order_hash, signed_ns)
             if shares > 0:
                 found = VenueRecord(OrderStatus.MATCHED, shares, price)
+        elif found.matched > 0 and not found.status.unresolved:
+            # The order record's price is its limit, not what it filled at: the trade history has the average.
+            # Without an answer from it the limit stands: the worst price the order could have filled at.
+            try:
+                shares, price = self._traded(order_hash, signed_ns)
+            except UnknownOutcome as exc:
+                log.warning("fill price of %s: %s; the order's limit is used", order_hash, exc)
+                shares, price = 0.0, 0.0
+            if shares > 0:
+                found = VenueRecord(found.status, found.matched, price)
         return found
 
     def _resolve(self, intent_id: str, order_hash: str, signed_ns: int, submit_ns: int, attempts: int,

@@ -25,6 +25,7 @@ from copier.errors import OperationalError
 from copier.exposure import ExposureBook
 from copier.logs import batch_fields, fill_cid
 from copier.ports import Alerts, Books, Executor, Markets, Metrics
+from copier.positions import SourceHoldings
 from copier.store import Store
 from copier.types import Batch, BookTop, ExecutionReport, Hold, MarketMeta, OrderIntent, OrderStatus, Skip, SourceFill
 
@@ -44,12 +45,13 @@ class Pipeline:
     def __init__(self, cfg: Config, *, exposure: ExposureBook, markets: Markets, books: Books, store: Store,
                  metrics: Metrics, clock: Clock, dispatch: Dispatch, detection: Detection | None = None,
                  halted: Callable[[], bool] = lambda: False, time_resolution_s: float = 0.0,
-                 clock_block: Callable[[], str | None] = lambda: None):
+                 clock_block: Callable[[], str | None] = lambda: None, source: SourceHoldings | None = None):
         """books: the order books orders are priced on. dispatch: takes each order decided (its exposure already
         reserved). detection: the confirmation gate's view of which fills are confirmed (None: every fill counts as
         confirmed). halted: whether trading is halted (decisions refuse; the executor's gate reads the halt itself).
         time_resolution_s: see Coalescer. clock_block: why the clock cannot be trusted for new orders now, or None
-        (timesync.ClockWatch)."""
+        (timesync.ClockWatch). source: the source's shares per token, for the exit rule (seeded by the caller; every
+        batch decided moves it)."""
         self.cfg = cfg
         self.exposure = exposure
         self.markets = markets
@@ -63,6 +65,7 @@ class Pipeline:
             if detection is not None else None
         self.halted = halted
         self.clock_block = clock_block
+        self.source = source or SourceHoldings()
         self._held: list[Batch] = []
 
     # ---- the two ways in ---------------------------------------------------------------------------------
@@ -133,12 +136,13 @@ class Pipeline:
             market = replace(market, tick_size=tick)
         # Decided at the coalescer's release instant: the same arrivals give the same decisions, live or replayed.
         decision = decide(self.exposure, batch, market, batch.released_at, self.cfg, halted=self.halted(),
-                          book=self.books.top(batch.asset))
+                          book=self.books.top(batch.asset), source_held=self.source.held(batch.asset))
         self.metrics.timing("stage.decide_ms", (self.clock.monotonic() - t0) * 1000)
         if isinstance(decision, Hold):
             self.metrics.incr("decisions.hold")
             self._held.append(batch)
             return
+        self.source.apply(batch.fills)
         fields = {**batch_fields(decision.intent_id, decision.fill_keys), "kind": batch.kind}
         if isinstance(decision, OrderIntent):
             assert market is not None               # decide orders only on a known market
@@ -151,6 +155,7 @@ class Pipeline:
             self._record_skip(batch, decision)
 
     def _refuse(self, batch: Batch, reason: str, detail: str) -> None:
+        self.source.apply(batch.fills)
         self._record_skip(batch, refuse(batch, (reason, detail), batch.released_at))
 
     def _record_skip(self, batch: Batch, skip: Skip) -> None:

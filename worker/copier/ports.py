@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from copier.types import BookTop, ExecutionReport, Funds, MarketMeta, OrderIntent
+from copier.types import BookTop, ExecutionReport, Funds, MarketMeta, OrderIntent, VenuePosition
 
 Refusal = tuple[str, str]
 
@@ -35,6 +35,12 @@ class Markets(Protocol):
 class Books(Protocol):
     """The order books the copier follows (the market channel): the freshest it has, or None."""
     def top(self, asset: str) -> BookTop | None: ...
+
+
+class PositionsIndex(Protocol):
+    """The venue's index of what a wallet holds (the Data API positions endpoint)."""
+    def fetch(self, address: str) -> list[VenuePosition] | None:
+        """Every position of the address, or None when no complete, well-formed answer came."""
 
 
 class OrderGate(Protocol):

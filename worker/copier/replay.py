@@ -221,11 +221,16 @@ def replay_recorded(store: Store, markets: list[MarketMeta], cfg: Config) -> lis
     fills = {f["dedupe_key"]: f for f in store.fills_since(0)}
     r = Replay(cfg, markets, detection=True, books=RecordedBooks.of(store, FakeClock(0.0)))
     assert r.detection is not None
+    seeds = store.source_seeds()        # the source's holdings each start of the run began from (the exit rule)
     for s in store.sightings_since(0):
         row = fills.get(s["dedupe_key"])
         if row is None:
             continue                    # seen, never decided: nothing to replay it from
         t = s["recv_ns"] / 1e9
+        while seeds and seeds[0]["at"] <= t:
+            seed = seeds.pop(0)
+            r.at(max(seed["at"], r.clock.now()))
+            r.pipeline.source.seed(seed["held"], seed["at"])
         r.at(t)
         fill = SourceFill(tx_hash=row["tx_hash"], asset=row["asset"], condition_id=row["condition_id"],
                           outcome=row["outcome"], outcome_index=999, side=Side(row["side"]), price=row["price"],

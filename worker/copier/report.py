@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from copier.config import Config
 from copier.errors import ConfigError
 from copier.exposure import DAY_S, bucket, fill_cost
+from copier.pnl_report import pnl_section, render_pnl
 from copier.types import UNRESOLVED, Side
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ def build_report(store: Store, cfg: Config, since: float | None = None) -> dict[
     rep["detection_lag_ms"] = rep["detection"]["first_arrival_lag_ms"] if rep["detection"]["fills"] else \
         _dist(detection_ms)
     rep["acceptance"] = judge(rep, fills, intents, orders_by_intent, accounts, cfg)
+    rep["pnl"] = pnl_section(store, since)
     return rep
 
 
@@ -348,6 +350,8 @@ def _size_miss(run: list[dict[str, Any]], intents: dict[str, Any], cfg: Config) 
     mine = [intents[i] for i in {f["intent_id"] for f in run} if i in intents]
     if any(i["capped_by"] or (i["decision"] == "skip" and i["reason"] not in RESIDUAL_SKIPS) for i in mine):
         return None
+    if s.exit_rule == "fraction" and any(i["side"] == "SELL" for i in mine):
+        return None                      # an exit sells a fraction of our position, not the source's shares
     intended = s.size_multiplier * sum((1 if f["side"] == "BUY" else -1) * f["size"] for f in run)
     sent = sum((1 if i["side"] == "BUY" else -1) * i["size"] for i in mine if i["decision"] == "order")
     slack = s.size_tolerance * abs(intended) + 0.01 * len(mine)     # plus the venue's 0.01-share size precision
@@ -444,6 +448,7 @@ def render_text(rep: dict[str, Any]) -> str:
         f"detection lag ms    {ms(rep['detection_lag_ms'])}   (source match -> first arrival on any feed)",
         f"refusals            {json.dumps(rep['refusals'], sort_keys=True)}",
         *render_detection(rep["detection"], ms),
+        *render_pnl(rep["pnl"]),
     ]
     acc = rep["acceptance"]
     lines.append(f"acceptance          {'PASS' if acc['passed'] else 'FAIL'}")

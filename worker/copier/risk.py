@@ -85,14 +85,16 @@ def size_refusal(size: float, notional: float, capped_by: str, market: MarketMet
     return None
 
 
-def funding_refusals(funds: Funds, cfg: Config) -> list[Refusal]:
+def funding_refusals(funds: Funds, cfg: Config, redeemable_usd: float = 0.0) -> list[Refusal]:
     """Funding that cannot cover one order of `max_notional_per_order_usd`: the venue rejects such a BUY with
-    `not enough balance / allowance`. Reported (alerted), not a halt: smaller orders and SELLs still go."""
+    `not enough balance / allowance`. Reported (alerted), not a halt: smaller orders and SELLs still go. Resolved
+    winnings not yet redeemed count: the redeemer turns them into pUSD within a pass."""
     need = cfg.sizing.max_notional_per_order_usd
     out = []
-    if funds.balance_usd < need:
+    if funds.balance_usd + redeemable_usd < need:
+        more = f" + {redeemable_usd:.2f} redeemable" if redeemable_usd else ""
         out.append(("low_balance",
-                    f"pUSD balance {funds.balance_usd:.2f} < sizing.max_notional_per_order_usd {need:g}"))
+                    f"pUSD balance {funds.balance_usd:.2f}{more} < sizing.max_notional_per_order_usd {need:g}"))
     short = [addr for addr, usd in funds.allowances_usd if usd < need]
     if short:
         out.append(("low_allowance", f"pUSD allowance below {need:g} for exchange(s) {', '.join(short)}"))

@@ -37,7 +37,7 @@ from copier.pipeline import OrderStep, Pipeline, our_delay_ms
 from copier.ports import Alerts, Executor, Feed, Metrics
 from copier.risk import funding_refusals
 from copier.store import Store
-from copier.types import Batch, ExecutionReport, MarketMeta, OrderIntent, SourceFill
+from copier.types import Batch, ExecutionReport, MarketMeta, MarketResolved, OrderIntent, SourceFill
 
 log = logging.getLogger("copier.runtime")
 
@@ -51,6 +51,7 @@ KEEP_WARM_S = 15.0          # under the idle timeouts of common HTTP front ends 
 FUNDS_S = 60.0              # balance-allowance is rate limited at 200 / 10 s; a minute is plenty to notice
 CHECKPOINT_S = 30.0         # the first write after a checkpoint pays ~0.5-1 ms re-reading pages: keep them rare
 DETECTION_S = 0.25          # confirm / retract timers and the sightings' writes
+REDEEM_TICK_S = 1.0         # the redeemer's own clock decides when a pass is due (see redeem.py)
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,11 @@ class Runtime:
     def __init__(self, cfg: Config, *, clock: Clock, store: Store, metrics: Metrics, alerts: Alerts,
                  executor: Executor, pipeline: Pipeline, order_step: OrderStep, detection: Detection, intake: Intake,
                  orders: Orders, switch: HaltSwitch, feeds: list[Feed], periodic: list[Periodic],
-                 warm: Callable[[], None], stopping: Event):
-        """warm: fetch the markets of the next windows and watch their books (also a Periodic task)."""
+                 warm: Callable[[], None], stopping: Event, redeemable_usd: Callable[[], float] = lambda: 0.0,
+                 prepare: Callable[[], None] | None = None):
+        """warm: fetch the markets of the next windows and watch their books (also a Periodic task);
+        redeemable_usd: resolved winnings not yet redeemed (the funds check counts them). prepare: what must be known
+        before the first decision (the source's holdings, for the exit rule)."""
         self.cfg = cfg
         self.clock = clock
         self.store = store
@@ -163,6 +167,8 @@ class Runtime:
                          Periodic("funds", FUNDS_S, self.check_funds, at_start=True),
                          Periodic("control", CONTROL_S, self.control, at_start=True)]
         self.warm = warm
+        self.redeemable_usd = redeemable_usd
+        self.prepare = prepare
         self.stopping = stopping
         self.group = Group()
         self.exit_code = 0
@@ -174,6 +180,8 @@ class Runtime:
         now = self.clock.now()
         self.pipeline.exposure.restore(self.store.exposure_rows(now - DAY_S))
         self.warm()                     # the gate before a repost needs each market's state
+        if self.prepare is not None:
+            self.prepare()
         try:
             for report in self.executor.recover():
                 self.order_step.settle(report)
@@ -305,7 +313,7 @@ class Runtime:
         if funds is None:
             return
         self.metrics.gauge("funds.balance_usd", funds.balance_usd)
-        refusals = dict(funding_refusals(funds, self.cfg))
+        refusals = dict(funding_refusals(funds, self.cfg, redeemable_usd=self.redeemable_usd()))
         for reason, detail in refusals.items():
             log.warning("funding: %s", detail)
             if reason not in self._funding_short:
@@ -340,6 +348,9 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     from copier.markets import MarketCatalog
     from copier.metrics import DEFER_S
     from copier.metrics import Metrics as StatsdMetrics
+    from copier.position_watch import PositionsClient, PositionWatch
+    from copier.positions import SourceHoldings
+    from copier.redeem import build_redeemer
     from copier.timesync import ClockWatch
     from copier.upkeep import StoreUpkeep
     from copier.watcher import GapFiller, RtdsFeed
@@ -354,8 +365,19 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     stopping = Event()
     switch = HaltSwitch(store, clock, metrics, alerts)
     catalog = MarketCatalog(cfg, clock=clock, metrics=metrics, alerts=alerts)
+    redeemer = build_redeemer(cfg, secrets, store=store, markets=catalog, clock=clock, metrics=metrics,
+                              alerts=alerts)
+    watch: PositionWatch | None = None
+
+    def on_resolved(event: MarketResolved) -> None:
+        catalog.on_resolved(event)
+        if watch is not None:
+            watch.on_resolved(event)
+        if redeemer is not None:
+            redeemer.on_resolved(event)
+
     books = BookCache(cfg, clock=clock, metrics=metrics, alerts=alerts, on_tick_size=catalog.on_tick_size_change,
-                      on_resolved=catalog.on_resolved)
+                      on_resolved=on_resolved)
     logs_feed: ChainLogFeed | None = None
     detection = Detection(Deduper(), cfg.feeds, clock=clock, metrics=metrics, alerts=alerts, store=store,
                           logs_live_since=lambda: logs_feed.live_since if logs_feed is not None else None)
@@ -364,6 +386,12 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     executor = executor_cls.from_config(cfg, secrets, store=store, clock=clock, metrics=metrics, books=books,
                                         gate=gate)
     exposure = ExposureBook(cfg.markets.window_seconds)
+    # Our own wallet on the venue: the funder, or the signer for an EOA; on paper the venue holds nothing of ours.
+    our_address = "" if not isinstance(executor, ClobExecutor) else (cfg.account.funder or executor.signer.address)
+    watch = PositionWatch(cfg, store=store, books=books, clock=clock, metrics=metrics, alerts=alerts,
+                          client=PositionsClient(cfg.endpoints.data_api, metrics=metrics, alerts=alerts, clock=clock),
+                          our_address=our_address)
+    source = SourceHoldings()
     orders = Orders(clock)
     intake = Intake(metrics, stopping, orders)
     breaker = CircuitBreaker(cfg.risk)
@@ -379,7 +407,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     clock_watch = ClockWatch(cfg.telemetry, clock=clock, metrics=metrics, alerts=alerts)
     pipeline = Pipeline(cfg, exposure=exposure, markets=catalog, books=books, store=store, metrics=metrics,
                         clock=clock, dispatch=orders.put, detection=detection, halted=switch.is_on,
-                        clock_block=lambda: clock_watch.block_reason(clock.monotonic()))
+                        clock_block=lambda: clock_watch.block_reason(clock.monotonic()), source=source)
 
     fill_feeds: list[Feed] = list(RtdsFeed.for_config(cfg, detection=detection, on_fill=intake.put, clock=clock,
                                                       metrics=metrics, alerts=alerts))
@@ -400,6 +428,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     def warm() -> None:
         catalog.refresh()
         books.watch(catalog.assets())
+        books.watch(watch.held_assets())
 
     upkeep = StoreUpkeep(store, cfg.store, clock=clock, metrics=metrics, pause=lambda: gevent.sleep(0))
     periodic = [Periodic("markets", cfg.markets.refresh_s, warm),
@@ -407,10 +436,17 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
                 Periodic("keep_warm", KEEP_WARM_S, executor.keep_warm),
                 Periodic("checkpoint", CHECKPOINT_S, store.checkpoint),
                 Periodic("store_upkeep", cfg.store.maintenance_interval_s, upkeep.run),
-                Periodic("clock", cfg.telemetry.ntp_check_interval_s, clock_watch.check, at_start=True)]
+                Periodic("clock", cfg.telemetry.ntp_check_interval_s, clock_watch.check, at_start=True),
+                Periodic("pnl_snapshot", cfg.positions.snapshot_interval_s, watch.snapshot, at_start=True),
+                Periodic("positions_reconcile", cfg.positions.reconcile_interval_s, watch.reconcile, at_start=True),
+                Periodic("resolutions", cfg.positions.resolution_check_s, watch.check_resolutions, at_start=True)]
+    if redeemer is not None:
+        periodic.append(Periodic("redeem", REDEEM_TICK_S, redeemer.tick))
     return Runtime(cfg, clock=clock, store=store, metrics=metrics, alerts=alerts, executor=executor,
                    pipeline=pipeline, order_step=order_step, detection=detection, intake=intake, orders=orders,
-                   switch=switch, feeds=feeds, periodic=periodic, warm=warm, stopping=stopping)
+                   switch=switch, feeds=feeds, periodic=periodic, warm=warm, stopping=stopping,
+                   redeemable_usd=redeemer.redeemable_usd if redeemer is not None else lambda: 0.0,
+                   prepare=lambda: watch.seed_source(source, cfg.copy.source_wallet))
 
 
 def run(cfg: Config, secrets: Secrets) -> int:

@@ -36,6 +36,7 @@ from copier.types import (
     MarketMeta,
     MarketResolved,
     OrderLookup,
+    PositionsAnswer,
     PostOrderAnswer,
     PriceChange,
     Refused,
@@ -44,6 +45,7 @@ from copier.types import (
     TickSizeChange,
     TradesOfOrder,
     TradesPage,
+    VenuePosition,
 )
 
 MAX_FRAME_BYTES = 64 * 1024                  # an RTDS frame or one REST object
@@ -630,3 +632,54 @@ def parse_trades_of_order(data: Untrusted, order_hash: str) -> TradesOfOrder:
         shares, cost = shares + size, cost + size * price
     cursor = body.get("next_cursor")
     return TradesOfOrder(shares, cost / shares if shares else 0.0, cursor if isinstance(cursor, str) else "")
+
+
+# ---- the Data API positions endpoint, and a resolution on Gamma -------------------------------------------------
+MAX_SHARES = 1e12                # far above any position anyone holds; a larger number is a broken answer
+
+
+def parse_venue_position(row: Untrusted) -> VenuePosition:
+    """One row of GET /positions (camelCase, as the docs' OpenAPI names the fields)."""
+    r = json_object(row, "position")
+    redeemable = r.get("redeemable", False)
+    if not isinstance(redeemable, bool):
+        raise MalformedMessage("position redeemable is not a boolean")
+    index = r.get("outcomeIndex", 0)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1000:
+        raise MalformedMessage("position outcomeIndex is not a small integer")
+    return VenuePosition(
+        asset=_ident(_field(r, "asset"), "position asset"),
+        condition_id=_hex32(_field(r, "conditionId"), "position conditionId"),
+        size=_number(_field(r, "size"), "position size", hi=MAX_SHARES),
+        avg_price=_number(r.get("avgPrice", 0), "position avgPrice", hi=1.0),
+        cur_price=_number(r.get("curPrice", 0), "position curPrice", hi=1.0),
+        redeemable=redeemable, outcome=_optional_text(r, "outcome"), outcome_index=index)
+
+
+def parse_positions(data: Untrusted) -> PositionsAnswer:
+    """A GET /positions answer (a JSON array of rows) -> the rows that parsed and the ones refused."""
+    doc = _document(data, "positions answer", MAX_DOCUMENT_BYTES)
+    if not isinstance(doc, list):
+        raise MalformedMessage(f"positions answer is a JSON {_kind(doc)}, not an array")
+    positions, refused = [], []
+    for row in doc:
+        try:
+            positions.append(parse_venue_position(row))
+        except MalformedMessage as exc:
+            refused.append(Refused(exc.reason, str(exc)))
+    return PositionsAnswer(tuple(positions), tuple(refused))
+
+
+def parse_gamma_winner(m: Untrusted) -> tuple[str, str] | None:
+    """(condition id, winning token) of a resolved Gamma market, or None while it is not resolved: `closed` and
+    `outcomePrices` of exactly one "1" and otherwise "0" (a market in dispute keeps fractional prices)."""
+    m = json_object(m, "gamma market")
+    if m.get("closed") is not True:
+        return None
+    cid = _hex32(m.get("conditionId"), "gamma market conditionId")
+    ids = m.get("positionIds") if m.get("version") == "v2" and m.get("positionIds") else m.get("clobTokenIds")
+    token_ids = [_ident(t, "token id") for t in _json_list(ids, "clobTokenIds")]
+    prices = [_number(p, "outcomePrices", hi=1.0) for p in _json_list(m.get("outcomePrices"), "outcomePrices")]
+    if len(prices) != len(token_ids) or sorted(prices) != [0.0] * (len(prices) - 1) + [1.0]:
+        return None
+    return cid, token_ids[prices.index(1.0)]

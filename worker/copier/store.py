@@ -131,6 +131,59 @@ class AliasRow(_Model):
         table_name = "tx_aliases"
 
 
+class ChainActionRow(_Model):
+    """A redemption, merge or approval sent on chain (write-ahead, like orders): one EOA transaction or one relayer
+    batch, its signed bytes recorded before it is sent (see redeem.py)."""
+    action_id = pw.CharField(unique=True)
+    via = pw.CharField()                       # eoa | relayer
+    calls = pw.TextField()                     # JSON [{kind, condition_id, amount_units, payout_units}]
+    nonce = pw.BigIntegerField()
+    payload = pw.TextField()                   # the raw signed transaction (hex) or the signed relayer request
+    tx_hash = pw.CharField(default="", index=True)
+    relayer_id = pw.CharField(default="")
+    deadline = pw.FloatField(default=0.0)      # a relayer batch's signed deadline
+    status = pw.CharField(index=True)
+    attempts = pw.IntegerField(default=0)
+    error = pw.TextField(default="")
+    gas_used = pw.BigIntegerField(default=0)
+    gas_price = pw.BigIntegerField(default=0)  # wei per gas, as the receipt says
+    created_ns = pw.BigIntegerField()
+    updated_ns = pw.BigIntegerField()
+
+    class Meta:
+        table_name = "chain_actions"
+
+
+class ResolutionRow(_Model):
+    """A market's winner, as first learned (market channel, Gamma or the positions endpoint)."""
+    condition_id = pw.CharField(unique=True)
+    winning_asset = pw.CharField()
+    resolved_at = pw.FloatField()
+    origin = pw.CharField()
+
+    class Meta:
+        table_name = "resolutions"
+
+
+class PnlSnapshotRow(_Model):
+    """One position's valuation at one instant (the runtime writes a row when it changes: an open position's mark
+    moves, a fill, a resolution)."""
+    at = pw.FloatField(index=True)
+    day = pw.IntegerField()                    # UTC day (epoch s of its midnight)
+    condition_id = pw.CharField()
+    asset = pw.CharField()
+    outcome = pw.CharField()
+    size = pw.FloatField()
+    cost = pw.FloatField()
+    mark = pw.FloatField(null=True)            # null: no book to mark it on
+    realized = pw.FloatField()                 # the market's realised PnL so far
+    unrealized = pw.FloatField()
+    redeemable = pw.BooleanField(default=False)
+
+    class Meta:
+        table_name = "pnl_snapshots"
+
+
 class KV(_Model):
     key = pw.CharField(primary_key=True)
     value = pw.TextField()
@@ -153,10 +206,14 @@ class _Tables:
     SightingRow: Any
     FillEventRow: Any
     AliasRow: Any
+    ChainActionRow: Any
+    ResolutionRow: Any
+    PnlSnapshotRow: Any
     KV: Any
 
     def __init__(self, database: pw.SqliteDatabase) -> None:
-        for model in (FillRow, IntentRow, OrderRow, SightingRow, FillEventRow, AliasRow, KV):
+        for model in (FillRow, IntentRow, OrderRow, SightingRow, FillEventRow, AliasRow, ChainActionRow, ResolutionRow,
+                      PnlSnapshotRow, KV):
             meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
             setattr(self, model.__name__, type(model.__name__, (model,), {"Meta": meta, "__module__": __name__}))
 
@@ -198,11 +255,22 @@ def _migration_4(database: pw.SqliteDatabase, t: _Tables) -> None:
         database.execute_sql("VACUUM")
 
 
+def _migration_5(database: pw.SqliteDatabase, t: _Tables) -> None:
+    """Redemptions and merges on chain (write-ahead)."""
+    database.create_tables([t.ChainActionRow])
+
+
+def _migration_6(database: pw.SqliteDatabase, t: _Tables) -> None:
+    """Positions and PnL: the markets' winners, and the periodic valuation of every position."""
+    database.create_tables([t.ResolutionRow, t.PnlSnapshotRow])
+
+
 _INCREMENTAL = 2                # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
 
 Row = dict[str, Any]     # one table row, column name -> value
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]   # append only; index + 1 = schema version
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+              _migration_6]   # append only; index + 1 = schema version
 _OUTSIDE_TRANSACTION = {_migration_4}          # idempotent migrations that sqlite cannot run inside a transaction
 
 
@@ -407,6 +475,48 @@ class Store:
                           status=OrderStatus.ABANDONED.value, signed_ns=now_ns, updated_ns=now_ns,
                           error=reason).on_conflict_ignore().execute()
 
+    # ---- redemptions (write-ahead) --------------------------------------------------------------------------
+    def record_chain_actions(self, rows: list[Row]) -> None:
+        """Signed transactions or relayer requests, all or none, BEFORE any is sent."""
+        t = self.t
+        with self.db.atomic():
+            for row in rows:
+                t.ChainActionRow.insert(**row).execute()
+
+    def chain_actions(self, statuses: Iterable[str] = ()) -> list[Row]:
+        t = self.t
+        q = t.ChainActionRow.select()
+        wanted = [str(s) for s in statuses]
+        if wanted:
+            q = q.where(t.ChainActionRow.status.in_(wanted))
+        return list(q.order_by(t.ChainActionRow.id).dicts())
+
+    def redeemed_markets(self, after_id: int = 0) -> list[tuple[int, str, float]]:
+        """(row id, condition id, confirmed at epoch s) of every redemption confirmed on chain; after_id: only rows
+        after that one."""
+        t = self.t
+        rows = (t.ChainActionRow.select(t.ChainActionRow.id, t.ChainActionRow.calls, t.ChainActionRow.updated_ns)
+                .where((t.ChainActionRow.status == "CONFIRMED") & (t.ChainActionRow.id > after_id))
+                .order_by(t.ChainActionRow.id).tuples())
+        return [(row_id, call["condition_id"], updated_ns / 1e9) for row_id, calls, updated_ns in rows
+                for call in json.loads(calls) if call.get("kind") == "redeem"]
+
+    def update_chain_action(self, action_id: str, now_ns: int, **fields: Any) -> None:
+        t = self.t
+        t.ChainActionRow.update(updated_ns=now_ns, **fields).where(t.ChainActionRow.action_id == action_id).execute()
+
+    def bought_markets(self, since: float, ended_by: float | None) -> list[tuple[str, str]]:
+        """(condition id, asset) of every market we bought in (an order with a fill) decided since `since` (and
+        ended by `ended_by` when given): what may hold tokens to redeem or merge."""
+        t = self.t
+        q = (t.IntentRow.select(t.IntentRow.condition_id, t.IntentRow.asset)
+             .join(t.OrderRow, on=(t.IntentRow.intent_id == t.OrderRow.intent_id))
+             .where((t.IntentRow.decision == "order") & (t.IntentRow.side == Side.BUY.value)
+                    & (t.IntentRow.decided_at >= since) & (t.OrderRow.filled_size > 0)
+                    & (t.IntentRow.market_end_ts <= (ended_by if ended_by is not None else float("inf"))))
+             .distinct().tuples())
+        return [(cid, asset) for cid, asset in q]
+
     # ---- restart state -----------------------------------------------------------------------------------
     def seen_keys(self, since: float) -> list[str]:
         t = self.t
@@ -485,6 +595,62 @@ class Store:
 
     def fill_events_since(self, since: float) -> Iterable[Row]:
         return self._rows_since("fill_events", "at_ns", since, '"at_ns"')
+
+    # ---- positions and PnL ------------------------------------------------------------------------------
+    def own_fills(self, updated_from_ns: int = 0) -> list[Row]:
+        """Every order of ours that filled shares (live or on paper) and is final, oldest first, with its intent's
+        market, side, fee schedule and market end; `at` is when the venue answered (epoch s). updated_from_ns: only
+        orders last updated at or after this instant (the runtime's incremental pass)."""
+        t = self.t
+        q = (t.OrderRow.select(t.OrderRow.intent_id, t.OrderRow.filled_size, t.OrderRow.avg_price, t.OrderRow.status,
+                               t.OrderRow.submit_ns, t.OrderRow.ack_ns, t.OrderRow.updated_ns, t.IntentRow.condition_id,
+                               t.IntentRow.asset, t.IntentRow.outcome, t.IntentRow.side, t.IntentRow.fee_rate,
+                               t.IntentRow.fee_exponent, t.IntentRow.market_end_ts)
+             .join(t.IntentRow, on=(t.IntentRow.intent_id == t.OrderRow.intent_id))
+             .where((t.OrderRow.filled_size > 0) & t.OrderRow.status.not_in(_UNRESOLVED)
+                    & (t.OrderRow.updated_ns >= updated_from_ns))
+             .order_by(t.OrderRow.updated_ns, t.OrderRow.id).dicts())
+        return [dict(r, at=(r["ack_ns"] or r["submit_ns"] or r["updated_ns"]) / 1e9) for r in q]
+
+    def source_fills(self, since: float = 0.0) -> list[Row]:
+        """The source's fills as decided (every fill the copier saw, copied or not), oldest first."""
+        t = self.t
+        return list(t.FillRow.select(t.FillRow.condition_id, t.FillRow.asset, t.FillRow.outcome, t.FillRow.side,
+                                     t.FillRow.price, t.FillRow.size, t.FillRow.match_ts)
+                    .where(t.FillRow.match_ts >= since).order_by(t.FillRow.match_ts, t.FillRow.id).dicts())
+
+    def record_resolution(self, condition_id: str, winning_asset: str, at: float, origin: str) -> bool:
+        """False when the market's winner was already known (the first word stands)."""
+        t = self.t
+        return bool(t.ResolutionRow.insert(condition_id=condition_id, winning_asset=winning_asset, resolved_at=at,
+                                           origin=origin).on_conflict_ignore().execute())
+
+    def resolutions(self, after_id: int = 0) -> list[Row]:
+        """Winners in the order they were recorded; after_id: only those recorded after that row."""
+        t = self.t
+        return list(t.ResolutionRow.select().where(t.ResolutionRow.id > after_id).order_by(t.ResolutionRow.id).dicts())
+
+    def record_pnl_snapshot(self, rows: list[Row]) -> None:
+        t = self.t
+        with self.db.atomic():
+            t.PnlSnapshotRow.insert_many(rows).execute()
+
+    def latest_pnl_snapshot(self) -> list[Row]:
+        """The newest row of every position (a row is written when its valuation changes)."""
+        t = self.t
+        newest = (t.PnlSnapshotRow.select(pw.fn.MAX(t.PnlSnapshotRow.id).alias("last"))
+                  .group_by(t.PnlSnapshotRow.asset))
+        return list(t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.id.in_(newest)).dicts())
+
+    def record_source_seed(self, at: float, held: dict[str, float]) -> None:
+        """The source's holdings the copier started from (replay starts from the same ones at the same instant)."""
+        seeds = self._get("source_seeds") or []
+        self._put("source_seeds", [*seeds, {"at": at, "held": held}])
+
+    def source_seeds(self) -> list[Row]:
+        """Every start's seed, oldest first: {at, held: {asset: shares}}."""
+        seeds: list[Row] = self._get("source_seeds") or []
+        return seeds
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str) -> Any:

@@ -367,3 +367,22 @@ class OrderLookup:
     matched_size: float             # shares
     price: float
     original_size: float
+
+
+@dataclass(frozen=True, slots=True)
+class VenuePosition:
+    """One row of the Data API positions endpoint: what the venue's index says a wallet holds."""
+    asset: str
+    condition_id: str
+    size: float                     # shares
+    avg_price: float
+    cur_price: float                # the index's mark: 1 or 0 once it has seen the resolution
+    redeemable: bool
+    outcome: str
+    outcome_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class PositionsAnswer:
+    positions: tuple[VenuePosition, ...]
+    refused: tuple[Refused, ...]

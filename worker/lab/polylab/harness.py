@@ -103,7 +103,10 @@ def copier_config(urls: dict, store_path: Path, *, dry_run: bool = True, source_
                   "use_mempool": bool(urls.get("rpc_ws"))},
         "endpoints": {"clob": urls["clob"], "rtds_ws": urls["rtds"], "market_ws": urls["market_ws"],
                       "user_ws": urls["user_ws"], "data_api": urls["data_api"], "gamma": urls["gamma"],
-                      "polygon_ws": urls.get("rpc_ws") or "", "geoblock": urls["geoblock"]},
+                      "polygon_ws": urls.get("rpc_ws") or "", "polygon_rpc": urls.get("rpc_http") or "",
+                      "relayer": urls.get("relayer") or "https://relayer-v2.polymarket.com",
+                      "geoblock": urls["geoblock"]},
+        "redeem": {"interval_s": max(1.0, round(30.0 / speed, 1))},
         # No chronyd to ask on a development machine: the clock check is off (the lab host has one).
         "telemetry": {"statsd_port": statsd_port, "ntp_server": ""},
         "store": {"path": str(store_path)},

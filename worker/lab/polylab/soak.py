@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from eth_account import Account
+
 from copier.report import FILLED_TARGET_PCT, NO_LIQUIDITY, render_text
 from polylab.harness import (
     SIM_PRIVATE_KEY,
@@ -45,7 +47,11 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 ACCEPTED_AT_VENUE = {"matched", "live", "delayed", "unmatched"}
 # How long a chaos event keeps the copier from seeing anything (to name the cause of a fill it never saw): a kill -9
 # until supervisord has it running again, a stop for the 2 s the soak waits plus the start.
-DOWNTIME_S = {"kill9": 5.0, "stop_start": 7.0}
+DOWNTIME_S = {"kill9": 5.0, "kill9_redeem": 5.0, "stop_start": 7.0}
+MIN_RESOLUTIONS = 20            # market resolutions the compressed run must span
+PUSD = "0xc011a7e12a19f7b1f670d46f03b03f3342e82dfb"
+ADAPTER = "0xada100db00ca00073811820692005400218fce1f"
+REDEEM_WAIT_WINDOWS = 2.5       # how long a kill9_redeem waits for a redemption in flight: a window may hold no winner
 
 
 def parse_duration(text: str) -> float:
@@ -175,7 +181,7 @@ stderr_logfile={(workdir / 'alert-listener.err').resolve()}
 class Chaos:
     """Random instants for every required fault; counts what was actually done."""
 
-    PLAN = {"kill9": 22, "rtds_drop": 30, "rtds_stall": 22, "clob_5xx": 6, "clob_429": 5,
+    PLAN = {"kill9": 22, "kill9_redeem": 4, "rtds_drop": 30, "rtds_stall": 22, "clob_5xx": 6, "clob_429": 5,
             "post_timeout_after_accept": 5, "engine_restart": 1, "halt_resume": 1, "stop_start": 1,
             "malformed": 8, "clob_garbage": 4}
 
@@ -206,8 +212,28 @@ def source_stream(sim: SimProcess, rng: random.Random, stop: threading.Event, se
         stop.wait(rng.uniform(2.5, 6.0))
 
 
+def redemption_in_flight(db_path: Path) -> bool:
+    """The store has a redemption signed and not yet confirmed or failed."""
+    try:
+        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = con.execute("select calls from chain_actions where status in ('SIGNED', 'SENT')").fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:        # the table does not exist yet, or the file is busy
+        return False
+    return any('"redeem"' in calls for (calls,) in rows)
+
+
 def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random.Random) -> None:
-    if kind == "kill9":
+    if kind == "kill9_redeem":
+        # The node applies the next send and loses its answer: the copier holds a signed, unconfirmed redemption a
+        # little longer, and the kill lands then.
+        sim.faults(rpc_lost_answer={"count": 1})
+        eventually(lambda: redemption_in_flight(WORKDIR / "copier.sqlite"), REDEEM_WAIT_WINDOWS * sim.window_s, 0.02,
+                   "a redemption in flight to kill")
+        os.kill(eventually(sup.pid, 15, 0.2, "a running copier to kill"), signal.SIGKILL)
+    elif kind == "kill9":
         pid = eventually(sup.pid, 15, 0.2, "a running copier to kill")
         os.kill(pid, signal.SIGKILL)
     elif kind == "rtds_drop":
@@ -308,6 +334,141 @@ def ground_truth_verdict(events: list[dict], db_path: Path,
             "copied_pct": round(100.0 * filled / intended, 3) if intended else None}
 
 
+def end_state(sim: SimProcess, wallet: str) -> dict:
+    """The copier's wallet when the run ends, read from the chain (pUSD by eth_call, POL) and the venue."""
+    def rpc(method: str, *params: object) -> str:
+        doc = sim.http.post(sim.urls["rpc_http"], json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                                         "params": list(params)}).json()
+        return doc["result"]
+    data = "0x70a08231" + wallet[2:].rjust(64, "0")                 # balanceOf(address)
+    doc = sim.http.get(f"{sim.urls['control']}/wallets/{wallet}").json()
+    return {"pusd_units": int(rpc("eth_call", {"to": PUSD, "data": data}, "latest"), 16),
+            "pol_wei": int(rpc("eth_getBalance", wallet, "latest"), 16),
+            "redeemable": [p["token_id"] for p in doc.get("positions", []) if p.get("redeemable")],
+            "unresolved": [p["token_id"] for p in doc.get("positions", []) if p["size"] > 0 and not p["resolved"]]}
+
+
+def settle(sim: SimProcess, wallet: str, limit_s: float) -> None:
+    """After the source stops: until the run spans MIN_RESOLUTIONS resolutions, every market we hold is resolved and
+    nothing is left redeemable (bounded)."""
+    end = time.time() + limit_s
+    while time.time() < end:
+        state = end_state(sim, wallet)
+        resolved = {e["condition_id"] for e in sim.ground_truth_events()
+                    if e["kind"] == "market" and e["state"] == "resolved"}
+        if not state["redeemable"] and not state["unresolved"] and len(resolved) >= MIN_RESOLUTIONS:
+            return
+        time.sleep(1.0)
+
+
+def money_verdict(events: list[dict], db_path: Path, wallet: str, final: dict) -> dict:
+    """Redemptions and the wallet's money, from the simulator's ground truth, against the store and the chain.
+
+    Every winning position (its tokens from our fills of trades not FAILED) must be redeemed by exactly one
+    transaction, paying exactly its tokens; the store must know every transaction our wallet sent and have one
+    redemption per market; and final pUSD = initial + realised PnL - fees, to the cent, where realised PnL counts
+    sells, buys and redemption payouts of resolved markets (fees apart); gas is paid in POL: final POL = initial -
+    gas, to the wei, and the store's receipts account for the same gas."""
+    wallet = wallet.lower()
+    orphaned = {h for e in events if e["kind"] == "chain_reorg" for h in e.get("block_hashes", [])}
+    failed = {e["trade_id"] for e in events if e["kind"] == "trade" and e.get("status") == "FAILED"}
+    fills = [e for e in events if e["kind"] == "fill" and e["wallet"] == wallet and e["trade_id"] not in failed]
+    redemptions = [e for e in events if e["kind"] == "redemption" and e["wallet"] == wallet
+                   and e["block_hash"] not in orphaned]
+    txs = [e for e in events if e["kind"] == "chain_tx" and e["sender"] == wallet and e["block_hash"] not in orphaned]
+    winners = {e["condition_id"]: e["winner"] for e in events if e["kind"] == "market" and e["state"] == "resolved"}
+    units: dict[tuple[str, str], int] = defaultdict(int)            # (condition, outcome) -> tokens held
+    for f in fills:
+        units[(f["condition_id"], f["outcome"])] += round(float(f["size"]) * 1e6) * (1 if f["side"] == "BUY" else -1)
+    winning = {cid: units[(cid, w)] for cid, w in winners.items() if units.get((cid, w), 0) > 0}
+    by_market: dict[str, list[dict]] = defaultdict(list)
+    for r in redemptions:
+        by_market[r["condition_id"]].append(r)
+    not_redeemed = sorted(cid for cid in winning if not by_market.get(cid))
+    twice = sorted(cid for cid, rs in by_market.items() if len(rs) > 1)
+    wrong_payout = sorted(cid for cid, rs in by_market.items()
+                          if sum(r["payout_units"] for r in rs) != winning.get(cid, 0))
+    db = sqlite3.connect(db_path)
+    actions = list(db.execute("select calls, status, tx_hash, gas_used, gas_price from chain_actions"))
+    store_hashes = {h for _, _, h, _, _ in actions if h}
+    unknown_tx = sorted(t["tx_hash"] for t in txs if t["tx_hash"] not in store_hashes)
+    store_redeems: Counter = Counter()
+    store_payout: dict[str, int] = defaultdict(int)
+    for calls, status, *_ in actions:
+        for c in json.loads(calls):
+            if c["kind"] == "redeem" and status == "CONFIRMED":
+                store_redeems[c["condition_id"]] += 1
+                store_payout[c["condition_id"]] += c["payout_units"]
+    store_twice = sorted(cid for cid, n in store_redeems.items() if n > 1)
+    store_vs_venue = sorted(cid for cid in set(store_payout) | set(by_market)
+                            if store_payout.get(cid, 0) != sum(r["payout_units"] for r in by_market.get(cid, [])))
+    initial = sum(round(float(e["pusd"]) * 1e6) for e in events if e["kind"] == "fund" and e["wallet"] == wallet)
+    initial_pol = sum(int(e["pol_wei"]) for e in events if e["kind"] == "fund" and e["wallet"] == wallet)
+    fees = sum(round(float(f["fee"]) * 1e6) for f in fills)
+    resolved_cash = sum(round(float(f["cash"]) * 1e6) + round(float(f["fee"]) * 1e6) for f in fills
+                        if f["condition_id"] in winners)
+    open_cash = sum(round(float(f["cash"]) * 1e6) + round(float(f["fee"]) * 1e6) for f in fills
+                    if f["condition_id"] not in winners)
+    payouts = sum(r["payout_units"] for r in redemptions)
+    realised = resolved_cash + payouts                                # 6-decimal units
+    expected = initial + realised - fees + open_cash                  # open_cash: cost of what is still open
+    gas = sum(int(t["gas_paid_wei"]) for t in txs)
+    store_gas = sum(gu * gp for _, status, _, gu, gp in actions if status in ("CONFIRMED", "FAILED"))
+    # Realised PnL per resolved market, as the venue booked it: the cash our fills moved (fees included) plus
+    # 1 pUSD per winning token held, redeemed or not (the copier's report counts it at the resolution).
+    venue_pnl: dict[str, int] = defaultdict(int)
+    for f in fills:
+        if f["condition_id"] in winners:
+            venue_pnl[f["condition_id"]] += round(float(f["cash"]) * 1e6)
+    for cid, held in winning.items():
+        venue_pnl[cid] += held
+    return {"resolutions": len(winners), "winning_positions": len(winning), "redeemed": len(by_market),
+            "venue_pnl_by_market": {cid: units / 1e6 for cid, units in venue_pnl.items()},
+            "not_redeemed": not_redeemed, "redeemed_twice": twice, "wrong_payout": wrong_payout,
+            "left_redeemable": final["redeemable"], "left_unresolved": final["unresolved"],
+            "unknown_transactions": unknown_tx, "store_redeemed_twice": store_twice,
+            "store_vs_venue_payout": store_vs_venue, "transactions": len(txs),
+            "initial_pusd": initial / 1e6, "realised_pnl": realised / 1e6, "fees": fees / 1e6,
+            "open_cost": -open_cash / 1e6, "gas_pol": gas / 1e18, "expected_pusd": expected / 1e6,
+            "final_pusd": final["pusd_units"] / 1e6, "pusd_diff_units": final["pusd_units"] - expected,
+            "pol_diff_wei": final["pol_wei"] - (initial_pol - gas), "store_gas_diff_wei": store_gas - gas}
+
+
+def pnl_against_venue(store_rep: dict, money: dict) -> dict:
+    """`copier report`'s realised PnL per market next to the venue's (money_verdict), on the markets both know
+    resolved; a market the venue resolved and the report did not is named."""
+    venue = money["venue_pnl_by_market"]
+    ours = {m["condition_id"]: m for m in store_rep["pnl"]["markets"]}
+    both = sorted(cid for cid in venue if cid in ours and ours[cid]["resolved"])
+    diffs = {cid: ours[cid]["realized_usd"] - venue[cid] for cid in both}
+    return {"markets": len(both), "report_usd": round(sum(ours[c]["realized_usd"] for c in both), 6),
+            "venue_usd": round(sum(venue[c] for c in both), 6),
+            "max_market_diff_usd": round(max(map(abs, diffs.values()), default=0.0), 6),
+            "unresolved_in_report": sorted(cid for cid in venue if cid in ours and not ours[cid]["resolved"])}
+
+
+def judge_money(money: dict, pnl: dict | None = None) -> dict[str, list]:
+    problems: dict[str, list] = {}
+    if pnl is not None:
+        if pnl["unresolved_in_report"]:
+            problems["pnl_resolution_unknown_to_report"] = pnl["unresolved_in_report"]
+        if pnl["max_market_diff_usd"] >= 0.01 or abs(pnl["report_usd"] - pnl["venue_usd"]) >= 0.01:
+            problems["pnl_report_vs_venue"] = [f"report {pnl['report_usd']} vs venue {pnl['venue_usd']} USD "
+                                               f"(max per market {pnl['max_market_diff_usd']})"]
+    if money["resolutions"] < MIN_RESOLUTIONS:
+        problems["too_few_resolutions"] = [f"{money['resolutions']} < {MIN_RESOLUTIONS}"]
+    for key in ("not_redeemed", "redeemed_twice", "wrong_payout", "left_redeemable", "unknown_transactions",
+                "store_redeemed_twice", "store_vs_venue_payout"):
+        if money[key]:
+            problems[f"redemption_{key}"] = money[key]
+    if abs(money["pusd_diff_units"]) >= 10_000:                     # a cent
+        problems["pusd_accounting"] = [f"final {money['final_pusd']} vs expected {money['expected_pusd']}"]
+    if money["pol_diff_wei"] or money["store_gas_diff_wei"]:
+        problems["gas_accounting"] = [f"POL off by {money['pol_diff_wei']} wei, store gas off by "
+                                      f"{money['store_gas_diff_wei']} wei"]
+    return problems
+
+
 def _source_groups(events: list[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for e in events:
@@ -341,6 +502,7 @@ def grep_secrets(paths: list[Path], secrets: list[str]) -> list[str]:
 
 def compressed(duration: float, seed: int, slippage_bps: int = 300) -> int:
     rng = random.Random(seed)
+    wallet = Account.from_key(SIM_PRIVATE_KEY).address.lower()
     WORKDIR.mkdir(parents=True, exist_ok=True)
     for p in WORKDIR.iterdir():
         if p.is_file():
@@ -380,6 +542,8 @@ def compressed(duration: float, seed: int, slippage_bps: int = 300) -> int:
         stop.set()
         streamer.join(30)
         time.sleep(duration * 0.1)           # let the last fills arrive, gap-fill and settle
+        settle(sim, wallet, 3 * sim.window_s)  # the last windows resolve and are redeemed
+        final = end_state(sim, wallet)
     finally:
         sup.shutdown()
         sim.stop()
@@ -388,7 +552,8 @@ def compressed(duration: float, seed: int, slippage_bps: int = 300) -> int:
     leaks = grep_secrets([WORKDIR / "copier.log", WORKDIR / "supervisord.log", WORKDIR / "statsd.packets",
                           WORKDIR / "sentry.envelopes"], [SIM_PRIVATE_KEY, SIM_PRIVATE_KEY[2:], creds[1], creds[2]])
     bad_input = counter_total(WORKDIR / "statsd.packets", "copier.feed.malformed")
-    return verdict(store_rep, gt, chaos, leaks, statsd.packets, sentry.envelopes, len(sent), bad_input)
+    money = money_verdict(sim.ground_truth_events(), WORKDIR / "copier.sqlite", wallet, final)
+    return verdict(store_rep, gt, chaos, leaks, statsd.packets, sentry.envelopes, len(sent), bad_input, money)
 
 
 def counter_total(packets: Path, name: str) -> int:
@@ -428,8 +593,11 @@ def judge_run(store_rep: dict, gt: dict) -> dict[str, list]:
 
 
 def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: int, envelopes: int,
-            sent: int, bad_input: int) -> int:
+            sent: int, bad_input: int, money: dict | None = None) -> int:
     problems = judge_run(store_rep, gt)
+    pnl = pnl_against_venue(store_rep, money) if money is not None else None
+    if money is not None:
+        problems.update(judge_money(money, pnl))
     short = {k: n for k, n in Chaos.PLAN.items() if chaos.done[k] < n}
     if short:
         problems["chaos_not_applied"] = [f"{k}: {chaos.done[k]}/{n}" for k, n in short.items()]
@@ -442,6 +610,18 @@ def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: 
     print(render_text(store_rep))
     print(f"ground truth        {json.dumps(gt, sort_keys=True)}")
     print(f"chaos applied       {json.dumps(dict(chaos.done), sort_keys=True)}")
+    if money is not None:
+        print(f"redemptions         {money['resolutions']} markets resolved, {money['winning_positions']} winning "
+              f"positions, {money['redeemed']} redeemed in {money['transactions']} transactions of ours; "
+              f"twice {len(money['redeemed_twice'])}, left redeemable {len(money['left_redeemable'])}")
+        print(f"money               pUSD initial {money['initial_pusd']:.6f} + realised {money['realised_pnl']:.6f} "
+              f"- fees {money['fees']:.6f} - open cost {money['open_cost']:.6f} = {money['expected_pusd']:.6f}; "
+              f"on chain {money['final_pusd']:.6f} (off by {money['pusd_diff_units']} units); gas "
+              f"{money['gas_pol']:.6f} POL (POL off by {money['pol_diff_wei']} wei, store "
+              f"{money['store_gas_diff_wei']} wei)")
+    if pnl is not None:
+        print(f"realised PnL        report {pnl['report_usd']:.6f} vs venue {pnl['venue_usd']:.6f} USD over "
+              f"{pnl['markets']} resolved markets (max per market {pnl['max_market_diff_usd']:.6f})")
     print(f"telemetry           {packets} StatsD packets, {envelopes} Sentry envelopes, {sent} source fills sent; "
           f"{bad_input} malformed messages counted and skipped; secret grep: {'clean' if not leaks else 'LEAK'}")
     print(f"SOAK VERDICT        {'PASS' if not problems else 'FAIL'}")

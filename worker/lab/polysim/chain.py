@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import random
 import time
@@ -41,8 +42,12 @@ from functools import cached_property, partial
 from aiohttp import WSMsgType, web
 from eth_abi import encode
 
-from polysim import crypto
+from polysim import contracts, crypto
 from polysim.events import MATCH, Hub, Match, WalletFill
+from polysim.faults import Faults
+from polysim.ledger import STUB_CODE, Frame
+from polysim.node import BASE_FEE, SUGGESTED_TIP, Node, RpcError, UserTx, intrinsic_gas
+from polysim.truth import GroundTruth
 
 TOPIC_ORDER_FILLED = "0xd543adfd945773f1a62f74f0ee55a5e3b9b1a28262980ba90b1a89f2ea84d8ee"
 TOPIC_ORDERS_MATCHED = "0x174b3811690657c217184f89418266767c87e4805d09680c39fc9c031c0cab7c"
@@ -60,9 +65,9 @@ ZERO32 = b"\x00" * 32
 BLOCK_PRODUCER = "0x" + hashlib.sha256(b"polysim block producer").hexdigest()[:40]
 EMPTY_UNCLES = "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347"
 GAS_PER_TX = 450_000
-BASE_FEE = 30_000_000_000
 BLOCK_TAGS = ("latest", "safe", "finalized", "pending")
 MAX_LOG_BLOCKS = KEPT_BLOCKS
+log = logging.getLogger("polysim.chain")
 
 
 def _units(x: float) -> int:
@@ -108,6 +113,22 @@ class Settlement:
     @cached_property
     def calldata(self) -> str:
         return _calldata(self.match, *_legs(self.match))
+
+    gas_used = GAS_PER_TX
+
+    def tx_fields(self) -> dict:
+        """The operator's transaction as eth_getTransactionByHash shows it (block fields added by the chain)."""
+        return {"from": OPERATOR, "gas": _hex(1_500_000), "gasPrice": _hex(60_000_000_000),
+                "maxFeePerGas": _hex(90_000_000_000), "maxPriorityFeePerGas": _hex(30_000_000_000),
+                "hash": self.tx_hash, "input": self.calldata, "nonce": _hex(self.nonce), "to": self.exchange,
+                "value": "0x0", "type": "0x2", "accessList": [], "chainId": _hex(crypto.CHAIN_ID), "v": "0x0",
+                "yParity": "0x0", "r": "0x" + hashlib.sha256(self.tx_hash.encode()).hexdigest(),
+                "s": "0x" + hashlib.sha256(self.tx_hash.encode() + b"s").hexdigest()}
+
+    def receipt_fields(self) -> dict:
+        return {"from": OPERATOR, "to": self.exchange, "gasUsed": _hex(GAS_PER_TX),
+                "effectiveGasPrice": _hex(BASE_FEE + 30_000_000_000), "contractAddress": None,
+                "status": "0x0" if self.reverted else "0x1", "type": "0x2"}
 
     @cached_property
     def logs(self) -> list[dict]:
@@ -177,7 +198,7 @@ class Block:
     number: int
     hash: str
     timestamp: int
-    txs: list[Settlement]
+    txs: list[Settlement | UserTx]
     parent_hash: str = "0x" + "00" * 32
     logs: list[dict] | None = None       # built when mined if someone subscribed to logs, else on first request
 
@@ -188,18 +209,15 @@ class Block:
                 "transactionsRoot": _h("txroot", self.hash), "stateRoot": _h("state", self.hash),
                 "receiptsRoot": _h("receipts", self.hash), "miner": BLOCK_PRODUCER, "difficulty": "0x1",
                 "totalDifficulty": _hex(self.number), "extraData": "0x", "size": _hex(1024 + 512 * len(self.txs)),
-                "gasLimit": _hex(30_000_000), "gasUsed": _hex(GAS_PER_TX * len(self.txs)),
+                "gasLimit": _hex(30_000_000), "gasUsed": _hex(sum(tx.gas_used for tx in self.txs)),
                 "timestamp": _hex(self.timestamp), "baseFeePerGas": _hex(BASE_FEE), "mixHash": "0x" + "00" * 32}
 
 
-class RpcError(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def _rpc_error(req_id, code: int, message: str) -> dict:
-    return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
+def _rpc_error(req_id, code: int, message: str, data: str | None = None) -> dict:
+    error: dict = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": req_id, "error": error}
 
 
 def _hex(n: int) -> str:
@@ -269,7 +287,8 @@ class _Sub:
 
 class Chain:
     def __init__(self, hub: Hub, *, mempool_delay: float = 0.65, logs_delay: float = 2.2, block_s: float = 2.0,
-                 reorg_rate: float = 0.0, seed: int = 1, clock=time.time):
+                 reorg_rate: float = 0.0, seed: int = 1, clock=time.time, node: Node | None = None,
+                 faults: Faults | None = None, truth: GroundTruth | None = None):
         self.mempool_delay = mempool_delay
         self.logs_delay = logs_delay
         self.block_s = block_s
@@ -288,7 +307,12 @@ class Chain:
         self._lag_at = 0.0
         self._last_announce = 0.0
         self.counters = {"txs": 0, "pending_sent": 0, "pending_skipped": 0, "blocks": 0, "reorgs": 0,
-                         "removed_logs": 0, "dropped_txs": 0}
+                         "removed_logs": 0, "dropped_txs": 0, "rpc_requests": 0, "rpc_faults": 0}
+        self.node = node                     # wallets' transactions (None: settlements only)
+        self.faults = faults or Faults()
+        self.truth = truth or GroundTruth(None, clock)
+        if node is not None:
+            node.announce = self._announce_user
         hub.subscribe(MATCH, self._on_match)
 
     # ---- production ---------------------------------------------------------------------------------------
@@ -339,8 +363,20 @@ class Chain:
         if full is not None:
             self.counters["pending_sent"] += 1
 
-    def _pending_tx(self, s: Settlement) -> dict:
+    def _pending_tx(self, s: Settlement | UserTx) -> dict:
         return self._tx_json(s, None, 0)
+
+    def _announce_user(self, tx: UserTx) -> None:
+        """A wallet's transaction enters the pool: `newPendingTransactions` right away."""
+        if "mempool" in self.silent:
+            return
+        full = None
+        for ws, subs in list(self.clients.items()):
+            for sub_id, sub in subs.items():
+                if sub.kind == "pending":
+                    if sub.full and full is None:
+                        full = self._pending_tx(tx)
+                    self._notify(ws, sub_id, full if sub.full else tx.tx_hash)
 
     async def _block_loop(self) -> None:
         while True:
@@ -357,10 +393,16 @@ class Chain:
         self.epoch += 1
         parent = self.blocks[-1].hash if self.blocks else _h("block", str(self.head - 1))
         block = Block(self.head, "0x" + hashlib.sha256(f"block:{self.head}:{self.epoch}".encode()).hexdigest(),
-                      int(now), ready, parent)
+                      int(now), list(ready), parent)
         for s in ready:
             s.match.block_number = block.number
+        if self.node is not None:
+            # Transactions a reorg just took out come back one block later, like the settlements.
+            block.txs += self.node.mine(block.number, block.hash, block.timestamp,
+                                        hold={tx.tx_hash for tx in orphaned if isinstance(tx, UserTx)})
         self.blocks.append(block)
+        if any(isinstance(tx, UserTx) for tx in block.txs):
+            self.block_logs(block)                   # wallets' receipts are built when mined
         self.counters["blocks"] += 1
         if self._subscribed("heads"):
             self._publish_head(block)
@@ -379,6 +421,10 @@ class Chain:
                                        "transactionIndex": _hex(tx_index), "blockHash": block.hash,
                                        "blockTimestamp": _hex(block.timestamp), "logIndex": _hex(len(block.logs)),
                                        "removed": False})
+                if isinstance(s, UserTx):        # its receipt outlives the blocks the node keeps
+                    s.receipt = (block.hash, block.number, tx_index,
+                                 [log for log in block.logs if log["transactionHash"] == s.tx_hash],
+                                 sum(t.gas_used for t in block.txs[:tx_index + 1]))
         return block.logs
 
     def _publish_head(self, block: Block) -> None:
@@ -388,7 +434,7 @@ class Chain:
                 if sub.kind == "heads":
                     self._notify(ws, sub_id, header)
 
-    def _due_reorg(self) -> list[Settlement]:
+    def _due_reorg(self) -> list[Settlement | UserTx]:
         """Orphan the newest blocks if a reorg is due; returns the transactions taken out of them."""
         depth, drop = 0, set()
         for tx_hash, drop_it in list(self.reorg_requests.items()):
@@ -403,10 +449,12 @@ class Chain:
             depth = 1
         if not depth:
             return []
-        orphaned: list[Settlement] = []
+        orphaned: list[Settlement | UserTx] = []
         removed: list[dict] = []
+        gone: list[Block] = []
         for _ in range(depth):
             block = self.blocks.pop()
+            gone.append(block)
             removed += [{**log, "removed": True} for log in reversed(block.logs or [])]
             orphaned = block.txs + orphaned
         self.head -= depth
@@ -414,13 +462,24 @@ class Chain:
         self._publish_logs(removed)
         self.counters["removed_logs"] += len(removed)
         now = self.clock()
+        users = [tx for tx in orphaned if isinstance(tx, UserTx)]
+        if users and self.node is not None:
+            # What they did is undone, newest first; ground truth readers drop the records of these blocks.
+            for tx in reversed(users):
+                tx.receipt = None
+                self.node.orphan(tx)
+            self.truth.record("chain_reorg", block_hashes=[b.hash for b in gone],
+                              tx_hashes=[tx.tx_hash for tx in users])
         for s in orphaned:
             if s.tx_hash in drop:
                 s.dropped = True
                 self.counters["dropped_txs"] += 1
+                if isinstance(s, UserTx) and self.node is not None:
+                    self.node.pending.get(s.sender, {}).pop(s.nonce, None)
                 continue
-            self.pool.append((now, s))
-            Hub.later(0.05, partial(self._announce, s))
+            if isinstance(s, Settlement):
+                self.pool.append((now, s))
+                Hub.later(0.05, partial(self._announce, s))
         return orphaned
 
     def _publish_logs(self, logs: list[dict]) -> None:
@@ -449,11 +508,51 @@ class Chain:
         req_id, method, params = req.get("id"), req["method"], req.get("params", [])
         if not isinstance(params, list):
             return _rpc_error(req_id, -32602, "invalid params: expected an array")
+        self.counters["rpc_requests"] += 1
         try:
             result = self._dispatch(ws, method, params)
         except RpcError as exc:
-            return _rpc_error(req_id, exc.code, str(exc))
+            return _rpc_error(req_id, exc.code, str(exc), exc.data)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
+            # Hostile input the checks above did not foresee: a clear error, never a dead connection.
+            log.exception("JSON-RPC %s failed", method)
+            return _rpc_error(req_id, -32603, "internal error")
         return {"jsonrpc": "2.0", "id": req_id, "result": result}
+
+    async def _answer(self, ws, body) -> tuple[object | None, bool]:
+        """The answer to one request body (object or batch) with the node faults applied: (answer or None when it
+        is lost, whether the connection should be cut)."""
+        stall = self.faults.take("rpc_stall")
+        if stall is not None:
+            self.counters["rpc_faults"] += 1
+            await asyncio.sleep(float(stall.get("seconds", 30)))
+        if self.faults.take("rpc_5xx") is not None:
+            self.counters["rpc_faults"] += 1
+            return None, False
+        if isinstance(body, list):
+            out: object = [self.call(ws, r) for r in body] if body else _rpc_error(None, -32600, "empty batch")
+        else:
+            out = self.call(ws, body)
+        sends = [r for r in (body if isinstance(body, list) else [body])
+                 if isinstance(r, dict) and r.get("method") == "eth_sendRawTransaction"]
+        if sends and self.faults.take("rpc_lost_answer") is not None:
+            self.counters["rpc_faults"] += 1
+            return None, True
+        return out, False
+
+    async def rpc_http(self, request: web.Request) -> web.Response:
+        """JSON-RPC over HTTP POST (what HTTP providers and the official SDK's EOA path use)."""
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, RecursionError):
+            return web.json_response(_rpc_error(None, -32700, "parse error"))
+        out, cut = await self._answer(None, body)
+        if out is None:
+            status, text = (504, "Gateway Time-out") if cut else (503, "Service Temporarily Unavailable")
+            return web.Response(status=status, content_type="text/html",
+                                text=f"<html><head><title>{status} {text}</title></head><body><center><h1>{status} "
+                                     f"{text}</h1></center></body></html>")
+        return web.json_response(out)
 
     def _dispatch(self, ws, method: str, params: list):
         if method == "eth_chainId":
@@ -461,6 +560,8 @@ class Chain:
         if method == "eth_blockNumber":
             return _hex(self.head)
         if method == "eth_subscribe":
+            if ws is None:
+                raise RpcError(-32601, "notifications not supported")
             if not params or not isinstance(params[0], str):
                 raise RpcError(-32602, "invalid params: missing subscription type")
             if params[0] == "logs":
@@ -502,7 +603,107 @@ class Chain:
             if method == "eth_getTransactionReceipt":
                 return None if block is None else self._receipt(block, index, tx)
             return self._tx_json(tx, block, index)
+        if method == "eth_gasPrice":
+            return _hex(BASE_FEE + SUGGESTED_TIP)
+        if method == "eth_maxPriorityFeePerGas":
+            return _hex(SUGGESTED_TIP)
+        if method == "eth_feeHistory":
+            return self._fee_history(params)
+        if method == "web3_clientVersion":
+            return "bor/v2.2.9-stable/linux-amd64/go1.24 (polysim)"
+        if self.node is not None:
+            return self._state_method(method, params)
         raise RpcError(-32601, f"the method {method} does not exist/is not available")
+
+    # ---- state: balances, calls, wallets' transactions ------------------------------------------------------
+    def _state_method(self, method: str, params: list):
+        node = self.node
+        assert node is not None
+        ledger = node.ledger
+        if method in ("eth_getBalance", "eth_getTransactionCount", "eth_getCode"):
+            if not params or not _is_hex(params[0], 20):
+                raise RpcError(-32602, "invalid argument 0: hex string has length != 40")
+            tag = params[1] if len(params) > 1 else "latest"
+            self._check_block_ref(tag)
+            address = params[0].lower()
+            if method == "eth_getBalance":
+                return _hex(ledger.balance(address))
+            if method == "eth_getCode":
+                return STUB_CODE if ledger.is_contract(address) else "0x"
+            return _hex(node.pending_nonce(address) if tag == "pending" else ledger.nonce(address))
+        if method in ("eth_call", "eth_estimateGas"):
+            call = self._call_object(params)
+            if len(params) > 1:
+                self._check_block_ref(params[1])
+            frame = Frame()
+            try:
+                out = ledger.call(frame, *call)
+            except contracts.Revert as exc:
+                raise RpcError(3, exc.message, exc.data) from None
+            finally:
+                frame.rollback()
+            if method == "eth_call":
+                return "0x" + out.hex()
+            return _hex(intrinsic_gas(call[2]) + frame.gas)
+        if method == "eth_sendRawTransaction":
+            if len(params) != 1:
+                raise RpcError(-32602, "missing value for required argument 0")
+            return node.send_raw(params[0])
+        raise RpcError(-32601, f"the method {method} does not exist/is not available")
+
+    @staticmethod
+    def _check_block_ref(ref) -> None:
+        if isinstance(ref, dict) and ("blockHash" in ref or "blockNumber" in ref):
+            return
+        if ref in BLOCK_TAGS or ref == "earliest":
+            return
+        if isinstance(ref, str) and ref.startswith("0x"):
+            try:
+                int(ref, 16)
+                return
+            except ValueError:
+                pass
+        raise RpcError(-32602, "invalid argument 1: hex string without 0x prefix")
+
+    def _call_object(self, params: list) -> tuple[str, str, bytes, int]:
+        """(from, to, data, value) of an eth_call / eth_estimateGas transaction object."""
+        if not params or not isinstance(params[0], dict):
+            raise RpcError(-32602, "invalid argument 0: json: cannot unmarshal into a transaction call object")
+        obj = params[0]
+        sender = obj.get("from") or contracts.ZERO_ADDRESS
+        to = obj.get("to")
+        if not _is_hex(sender, 20):
+            raise RpcError(-32602, "invalid argument 0: hex string has length != 40")
+        if to is None:
+            raise RpcError(-32000, "polysim: contract creation is not simulated")
+        if not _is_hex(to, 20):
+            raise RpcError(-32602, "invalid argument 0: hex string has length != 40")
+        raw = obj.get("input", obj.get("data")) or "0x"
+        try:
+            if not isinstance(raw, str) or not raw.startswith("0x"):
+                raise ValueError
+            data = bytes.fromhex(raw[2:])
+            value = int(obj.get("value") or "0x0", 16)
+        except (ValueError, TypeError):
+            raise RpcError(-32602, "invalid argument 0: invalid hex string") from None
+        if value and self.node is not None and self.node.ledger.balance(sender) < value:
+            raise RpcError(-32000, "insufficient funds for transfer")
+        return sender.lower(), to.lower(), data, value
+
+    def _fee_history(self, params: list) -> dict:
+        """eth_feeHistory(blockCount, newestBlock, rewardPercentiles): the base fee is constant on this chain."""
+        try:
+            count = int(params[0], 16) if isinstance(params[0], str) else int(params[0])
+            newest = self.head if params[1] in BLOCK_TAGS else int(params[1], 16)
+        except (IndexError, TypeError, ValueError):
+            raise RpcError(-32602, "invalid argument: expected [blockCount, newestBlock, rewardPercentiles]") from None
+        count = max(0, min(count, 1024, newest - FIRST_BLOCK + 1))
+        percentiles = params[2] if len(params) > 2 and isinstance(params[2], list) else None
+        doc: dict = {"oldestBlock": _hex(newest - count + 1), "baseFeePerGas": [_hex(BASE_FEE)] * (count + 1),
+                     "gasUsedRatio": [0.1] * count}
+        if percentiles is not None:
+            doc["reward"] = [[_hex(SUGGESTED_TIP)] * len(percentiles) for _ in range(count)]
+        return doc
 
     # ---- reads ---------------------------------------------------------------------------------------------
     def _block_by_number(self, ref) -> Block | None:
@@ -527,30 +728,34 @@ class Chain:
         txs = [self._tx_json(s, block, i) if full else s.tx_hash for i, s in enumerate(block.txs)]
         return {**block.header(), "transactions": txs, "uncles": []}
 
-    def _tx_json(self, s: Settlement, block: Block | None, index: int) -> dict:
-        """The operator's transaction; block fields are null while it is pending."""
-        return {"blockHash": block.hash if block else None, "blockNumber": _hex(block.number) if block else None,
-                "from": OPERATOR, "gas": _hex(1_500_000), "gasPrice": _hex(60_000_000_000),
-                "maxFeePerGas": _hex(90_000_000_000), "maxPriorityFeePerGas": _hex(30_000_000_000),
-                "hash": s.tx_hash, "input": s.calldata, "nonce": _hex(s.nonce), "to": s.exchange,
-                "transactionIndex": _hex(index) if block else None, "value": "0x0", "type": "0x2",
-                "accessList": [], "chainId": _hex(crypto.CHAIN_ID), "v": "0x0", "yParity": "0x0",
-                "r": "0x" + hashlib.sha256(s.tx_hash.encode()).hexdigest(),
-                "s": "0x" + hashlib.sha256(s.tx_hash.encode() + b"s").hexdigest()}
+    def _tx_json(self, s: Settlement | UserTx, block: Block | None, index: int) -> dict:
+        """A transaction as eth_getTransactionByHash shows it; block fields are null while it is pending."""
+        return {**s.tx_fields(), "blockHash": block.hash if block else None,
+                "blockNumber": _hex(block.number) if block else None,
+                "transactionIndex": _hex(index) if block else None}
 
-    def _receipt(self, block: Block, index: int, s: Settlement) -> dict:
-        logs = [log for log in self.block_logs(block) if log["transactionHash"] == s.tx_hash]
-        return {"transactionHash": s.tx_hash, "transactionIndex": _hex(index), "blockHash": block.hash,
-                "blockNumber": _hex(block.number), "from": OPERATOR, "to": s.exchange,
-                "cumulativeGasUsed": _hex(GAS_PER_TX * (index + 1)), "gasUsed": _hex(GAS_PER_TX),
-                "effectiveGasPrice": _hex(BASE_FEE + 30_000_000_000), "contractAddress": None, "logs": logs,
-                "logsBloom": "0x" + "00" * 256, "status": "0x0" if s.reverted else "0x1", "type": "0x2"}
+    def _receipt(self, block: Block, index: int, s: Settlement | UserTx) -> dict:
+        if isinstance(s, UserTx) and s.receipt is not None:
+            _, _, _, logs, cumulative = s.receipt
+        else:
+            logs = [log for log in self.block_logs(block) if log["transactionHash"] == s.tx_hash]
+            cumulative = sum(t.gas_used for t in block.txs[:index + 1])
+        return {**s.receipt_fields(), "transactionHash": s.tx_hash, "transactionIndex": _hex(index),
+                "blockHash": block.hash, "blockNumber": _hex(block.number), "cumulativeGasUsed": _hex(cumulative),
+                "logs": logs, "logsBloom": "0x" + "00" * 256}
 
-    def _find_tx(self, tx_hash: str) -> tuple[Block | None, int, Settlement] | None:
+    def _find_tx(self, tx_hash: str) -> tuple[Block | None, int, Settlement | UserTx] | None:
         for block in reversed(self.blocks):
             for i, s in enumerate(block.txs):
                 if s.tx_hash == tx_hash:
                     return block, i, s
+        if self.node is not None:
+            tx = self.node.find(tx_hash)
+            if tx is not None and tx.receipt is not None:        # mined in a block the node no longer keeps
+                block_hash, number, index, _, _ = tx.receipt
+                return Block(number, block_hash, 0, []), index, tx
+            if tx is not None and tx.status is None:
+                return None, 0, tx
         pending = next((s for _, s in self.pool if s.tx_hash == tx_hash and not s.dropped), None)
         return (None, 0, pending) if pending is not None else None
 
@@ -596,13 +801,16 @@ class Chain:
                     continue
                 try:
                     req = json.loads(msg.data)
-                except ValueError:
+                except (ValueError, RecursionError):          # not JSON, or nested past any sane depth
                     await ws.send_str(json.dumps(_rpc_error(None, -32700, "parse error")))
                     continue
-                if isinstance(req, list):
-                    out = [self.call(ws, r) for r in req] if req else _rpc_error(None, -32600, "empty batch")
-                else:
-                    out = self.call(ws, req)
+                out, cut = await self._answer(ws, req)
+                if cut:
+                    await ws.close(code=1011, message=b"upstream connection lost")
+                    break
+                if out is None:
+                    out = _rpc_error(req.get("id") if isinstance(req, dict) else None, -32603,
+                                     "internal error: upstream unavailable")
                 await ws.send_str(json.dumps(out))
         finally:
             self.clients.pop(ws, None)
@@ -678,6 +886,7 @@ def chain_app(chain: Chain) -> web.Application:
     app = web.Application()
     app.on_shutdown.append(close_clients)
     app.router.add_get("/", chain.rpc_ws)
+    app.router.add_post("/", chain.rpc_http)
     app.router.add_post("/_chain/reorg", chain.ctl_reorg)
     app.router.add_post("/_chain/faults", chain.ctl_faults)
     app.router.add_get("/_chain/state", chain.ctl_state)

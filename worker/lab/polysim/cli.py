@@ -11,19 +11,21 @@ from aiohttp import web
 
 from polysim import scenario
 from polysim.chain import Chain, chain_app
-from polysim.server import Sim, clob_app, data_app, gamma_app, rtds_app
+from polysim.server import Sim, clob_app, data_app, gamma_app, relayer_app, rtds_app
 
 
 async def serve(args) -> None:
     sim = Sim(args.scenario, ground_truth=args.ground_truth)
     await sim.start_background()
     chain = Chain(sim.hub, mempool_delay=args.mempool_delay, logs_delay=args.logs_delay, block_s=args.block_time,
-                  reorg_rate=args.reorg_rate, seed=args.seed)
+                  reorg_rate=args.reorg_rate, seed=args.seed, node=sim.node, faults=sim.faults, truth=sim.truth)
+    sim.chain = chain
     chain.start()
     ports = {}
     runners = []
     for n, (name, app) in enumerate([("clob", clob_app(sim)), ("gamma", gamma_app(sim)), ("data_api", data_app(sim)),
-                                     ("rtds", rtds_app(sim)), ("rpc", chain_app(chain))]):
+                                     ("rtds", rtds_app(sim)), ("rpc", chain_app(chain)),
+                                     ("relayer", relayer_app(sim))]):
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port_base + n if args.port_base else 0)
@@ -35,6 +37,7 @@ async def serve(args) -> None:
                       "data_api": f"http://{h}:{ports['data_api']}", "rtds": f"ws://{h}:{ports['rtds']}/",
                       "market_ws": f"ws://{h}:{ports['clob']}/ws/market",
                       "user_ws": f"ws://{h}:{ports['clob']}/ws/user", "rpc_ws": f"ws://{h}:{ports['rpc']}/",
+                      "rpc_http": f"http://{h}:{ports['rpc']}/", "relayer": f"http://{h}:{ports['relayer']}",
                       "control": f"http://{h}:{ports['clob']}/_sim",
                       "geoblock": f"http://{h}:{ports['clob']}/api/geoblock", "ground_truth": args.ground_truth,
                       "chain_id": 137}), flush=True)
@@ -73,7 +76,14 @@ def load_scenario(args) -> scenario.Scenario:
     return scenario.load(args.scenario, overrides)
 
 
+# py_ecc (imported by eth-account) raises the recursion limit to 100,000 at import; with that limit a JSON body nested
+# 100,000 deep overflows the 8 MB C stack and kills the process. At 10,000 such a body is a RecursionError (a bad
+# request), while anything a client could mean (thousands deep) still parses.
+RECURSION_LIMIT = 10_000
+
+
 def main(argv=None) -> int:
+    sys.setrecursionlimit(RECURSION_LIMIT)
     p = argparse.ArgumentParser(prog="polysim")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run every simulated Polymarket surface on loopback",

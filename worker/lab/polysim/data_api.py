@@ -234,7 +234,9 @@ class DataApi:
 
     # ---- positions ---------------------------------------------------------------------------------------
     def _held(self, user: str) -> list[tuple[str, Position, SimMarket, int, float]]:
-        """(token, position, market, outcome index, current price) of every position of a wallet still listed."""
+        """(token, position, market, outcome index, current price) of every position of a wallet still listed.
+        The price is the book's mid while the market trades, its last trade once closed, and 1 / 0 once the index
+        has seen the resolution (`positions_redeemable_lag_s` of market time after it)."""
         w = self.ex.wallets.get(user.lower())
         out = []
         for token, p in (w.positions.items() if w else ()):
@@ -242,13 +244,31 @@ class DataApi:
             if m is None:
                 continue
             idx = m.token_ids.index(token)
-            if m.winner is not None:
+            if self.resolved(m):
                 cur = 1.0 if idx == m.winner else 0.0
-            else:
+            elif self.ex.accepting(m, self.now()):
                 bid, ask = best_prices(self.ex, token)
                 cur = round((float(bid) + float(ask)) / 2, 4)
+            else:
+                book = self.ex.books.get(m.condition_id)
+                cur = round(book.last_trade_price[idx], 4) if book else 0.5
             out.append((token, p, m, idx, cur))
         return out
+
+    def resolved(self, m: SimMarket) -> bool:
+        """The positions index has seen the market's resolution (it lags the chain by about a minute)."""
+        lag = self.cfg.positions_redeemable_lag_s * self.ex.window_s / 900.0
+        return m.winner is not None and self.now() >= m.resolved_at + lag
+
+    def _redeemable(self, m: SimMarket, idx: int, p: Position) -> bool:
+        """Winning tokens still held once the index saw the resolution (a losing side pays nothing: not listed as
+        redeemable; UNVERIFIED for the live index)."""
+        return p.size > 1e-9 and self.resolved(m) and idx == m.winner
+
+    def _mergeable(self, user: str, m: SimMarket) -> bool:
+        """Both outcomes held in an unresolved market: full sets a merge turns back into pUSD."""
+        w = self.ex.wallets.get(user.lower())
+        return w is not None and m.winner is None and min(w.held(t) for t in m.token_ids) > 1e-9
 
     async def positions(self, request: web.Request) -> web.Response:
         q = request.query
@@ -257,22 +277,31 @@ class DataApi:
             return web.json_response({"error": "user must be a 0x-prefixed 40-hex-digit address"}, status=400)
         try:
             threshold = float(q.get("sizeThreshold", 1))
+            if not math.isfinite(threshold):
+                raise ValueError
             limit, offset = _int(q, "limit", 100, 0, 500), _int(q, "offset", 0, 0, 10_000)
         except (ValueError, BadParam):
             return web.json_response({"error": "invalid sizeThreshold, limit or offset"}, status=400)
+        markets = {c.lower() for v in q.getall("market", []) for c in v.split(",") if c}
+        flags = {k: q[k].lower() == "true" for k in ("redeemable", "mergeable") if k in q}
         out = []
         for token, p, m, idx, cur in self._held(user):
-            if p.size < max(threshold, 1e-9):
+            if p.size < max(threshold, 1e-9) or (markets and m.condition_id not in markets):
+                continue
+            redeemable, mergeable = self._redeemable(m, idx, p), self._mergeable(user, m)
+            if flags.get("redeemable", redeemable) != redeemable or flags.get("mergeable", mergeable) != mergeable:
                 continue
             avg = p.cost / p.size if p.size else 0.0
             value = p.size * cur
+            fees = p.fees * p.size / p.bought if p.bought > 1e-9 else 0.0
             out.append({"proxyWallet": user.lower(), "asset": token, "conditionId": m.condition_id,
                         "size": p.size, "avgPrice": round(avg, 6), "initialValue": round(p.cost, 6),
+                        "grossInitialValue": round(p.cost + fees, 6),
                         "currentValue": round(value, 6), "cashPnl": round(value - p.cost, 6),
                         "percentPnl": round(100 * (value - p.cost) / p.cost, 4) if p.cost else 0.0,
                         "totalBought": p.bought, "realizedPnl": p.realized,
                         "percentRealizedPnl": round(100 * p.realized / p.cost, 4) if p.cost else 0.0,
-                        "curPrice": cur, "redeemable": m.winner is not None, "mergeable": False, "title": m.title,
+                        "curPrice": cur, "redeemable": redeemable, "mergeable": mergeable, "title": m.title,
                         "slug": m.slug, "icon": ICON.format(m.asset_symbol.upper()), "eventSlug": m.event_slug,
                         "outcome": m.outcomes[idx], "outcomeIndex": idx, "oppositeOutcome": m.outcomes[1 - idx],
                         "oppositeAsset": m.token_ids[1 - idx],
@@ -280,8 +309,9 @@ class DataApi:
         return web.json_response(out[offset:offset + limit])
 
     async def positions_v2(self, request: web.Request) -> web.Response:
-        """/v2/positions (snake_case, cursor pagination; the official SDK's Position model). `status` OPEN (held,
-        market live), REDEEMABLE (held, market resolved) or CLOSED (all sold); without `status` every held one."""
+        """/v2/positions (snake_case, cursor pagination; the official SDK's Position model). `status` OPEN (tokens
+        held: the superset), REDEEMABLE (winning tokens held once the index saw the resolution) or CLOSED (nothing
+        held: sold, merged or redeemed); without `status` every held one."""
         q = request.query
         user = q.get("user", "")
         if not _ADDRESS.match(user):
@@ -292,11 +322,11 @@ class DataApi:
         cids = {c.lower() for raw in q.getall("condition_id", []) for c in raw.split(",") if c}
         rows = []
         for n, (token, p, m, idx, cur) in enumerate(self._held(user)):
-            status = "CLOSED" if p.size <= 1e-9 else "REDEEMABLE" if m.winner is not None else "OPEN"
+            status = "CLOSED" if p.size <= 1e-9 else "REDEEMABLE" if self._redeemable(m, idx, p) else "OPEN"
             if (wanted and status not in wanted) or (not wanted and status == "CLOSED") or \
                     (cids and m.condition_id not in cids):
                 continue
-            rows.append((n, self._position_v2(user, token, p, m, idx, cur, status)))
+            rows.append((n, self._position_v2(user, token, p, m, idx, cur, status, self._mergeable(user, m))))
         try:
             limit = _int(q, "limit", 100, 1, 1000)
             after = int(base64.urlsafe_b64decode(q["cursor"]).decode()) if q.get("cursor") else -1
@@ -309,7 +339,8 @@ class DataApi:
                                   "pagination": {"has_more": more, "limit": limit, "next_cursor": cursor}})
 
     @staticmethod
-    def _position_v2(user: str, token: str, p: Position, m: SimMarket, idx: int, cur: float, status: str) -> dict:
+    def _position_v2(user: str, token: str, p: Position, m: SimMarket, idx: int, cur: float, status: str,
+                     mergeable: bool) -> dict:
         avg = p.cost / p.size if p.size > 1e-9 else 0.0
         value = p.size * cur
         unrealized = value - p.cost
@@ -322,7 +353,7 @@ class DataApi:
                 "total_pnl": round(unrealized + p.realized, 6),
                 "percent_pnl": round(100 * unrealized / p.cost, 4) if p.cost else 0.0,
                 "percent_realized_pnl": round(100 * p.realized / p.cost, 4) if p.cost else 0.0,
-                "status": status, "redeemable": status == "REDEEMABLE", "mergeable": False,
+                "status": status, "redeemable": status == "REDEEMABLE", "mergeable": mergeable,
                 "negative_risk": m.neg_risk, "archived": False, "verified": True, "title": m.title, "slug": m.slug,
                 "icon": ICON.format(m.asset_symbol.upper()), "event_slug": m.event_slug, "outcome": m.outcomes[idx],
                 "opposite_outcome": m.outcomes[1 - idx], "name": prof["name"], "profile_image": "",

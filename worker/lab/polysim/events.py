@@ -42,6 +42,8 @@ class SimMarket:
     taker_delay_ms: float = 50.0  # itode: marketable orders wait this long before matching
     seconds_delay: float = 0.0   # sd: marketable orders answer `delayed` and match after this long
     resolved_at: float = 0.0
+    start_price: float | None = None     # the oracle's price to beat (TWAP at the window start)
+    end_price: float | None = None       # the settlement price (TWAP at the window end)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Match:
     trade_id: str = ""
     block_number: int = 0        # set by the chain surface when the tx is mined
     will_fail: bool = False      # the settlement tx reverts (trade goes RETRYING -> FAILED, balances restored)
+    moves: list = field(default_factory=list)    # exchange.Moved of each accounted wallet, to undo a failure exactly
 
     def fills(self) -> list[WalletFill]:
         return [self.taker, *self.makers]
@@ -111,6 +114,7 @@ BOOK = "book"                         # BookUpdate
 ORDER = "order"                       # OrderUpdate
 TRADE = "trade"                       # TradeStatus
 TICK_SIZE = "tick_size"               # (SimMarket, token_id, old, new)
+WALLET_CREATED = "wallet.created"     # exchange Wallet: a wallet we account for (an API wallet) appears
 
 
 class Hub:

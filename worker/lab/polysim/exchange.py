@@ -23,6 +23,7 @@ from polysim.events import (
     MATCH,
     ORDER,
     TICK_SIZE,
+    WALLET_CREATED,
     BookUpdate,
     Hub,
     Match,
@@ -118,6 +119,28 @@ class Position:
     last_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class Moved:
+    """What one fill changed in an accounted wallet (each field a difference), so a failed trade is undone exactly."""
+    wallet: str
+    token: str
+    cash: float                  # pUSD balance
+    size: float
+    cost: float
+    realized: float
+    bought: float
+    fees: float
+
+
+@dataclass
+class Settled:
+    """What a redemption or merge did to one wallet's position in a market (kept to undo it on a reorg)."""
+    burned: list[float] = field(default_factory=lambda: [0.0, 0.0])     # tokens per outcome
+    costs: list[float] = field(default_factory=lambda: [0.0, 0.0])      # cost basis that left, per outcome
+    realized: list[float] = field(default_factory=lambda: [0.0, 0.0])   # realized PnL added, per outcome
+    payout: float = 0.0                                                 # pUSD paid to the wallet
+
+
 @dataclass(eq=False)
 class Wallet:
     address: str
@@ -171,13 +194,14 @@ class Exchange:
         for m in list(self.markets.values()):
             if m.state == "created" and now >= m.window_start:
                 m.state = "trading"
-                self.oracle.mark_start(m.asset_symbol, m.window_start)
+                m.start_price = self.oracle.mark_start(m.asset_symbol, m.window_start)
                 self.hub.publish(MARKET_STATE, m)
             if m.state == "trading" and now >= m.window_end:
                 self._close(m, now)
             if m.state == "closed" and now >= m.window_end + self.window_s * self.cfg.resolve_after:
                 self._resolve(m, now)
-            if m.state == "resolved" and now >= m.window_end + self.window_s * KEEP_RESOLVED_WINDOWS:
+            if m.state == "resolved" and now >= m.window_end + self.window_s * KEEP_RESOLVED_WINDOWS \
+                    and not self._held_by_api_wallet(m):
                 self._forget(m)
         while self._expiries and self._expiries[0][0] <= now:
             _, h = heapq.heappop(self._expiries)
@@ -209,6 +233,9 @@ class Exchange:
 
     def _close(self, m: SimMarket, now: float) -> None:
         m.state = "closed"
+        if m.start_price is None:                    # closed before it ever traded (a forced resolution)
+            m.start_price = self.oracle.mark_start(m.asset_symbol, m.window_start)
+        m.end_price = self.oracle.twap(m.asset_symbol, min(now, m.window_end))
         book = self.books[m.condition_id]
         for o in list(book.bids.orders()) + list(book.asks.orders()):
             self.cancel(o, now, publish_book=False)
@@ -216,22 +243,30 @@ class Exchange:
         self.hub.publish(MARKET_STATE, m)
         self.truth.record("market", slug=m.slug, condition_id=m.condition_id, state="closed")
 
-    def _resolve(self, m: SimMarket, now: float) -> None:
+    def _resolve(self, m: SimMarket, now: float, winner: int | None = None) -> None:
+        """The oracle reports the payout: Up wins when the settlement TWAP is at or above the price to beat (or
+        `winner`, forced). Nobody is paid here: winning tokens are worth 1 pUSD each once redeemed on chain."""
         m.state = "resolved"
         m.resolved_at = now
-        m.winner = 0 if self.oracle.up_wins(m.asset_symbol, m.window_start) else 1
-        if self.cfg.auto_redeem:
-            for w in self.wallets.values():
-                for i, t in enumerate(m.token_ids):
-                    p = w.positions.get(t)
-                    if p and p.size > EPS:
-                        payout = p.size if i == m.winner else 0.0
-                        w.balance = round(w.balance + payout, 6)
-                        p.realized = round(p.realized + payout - p.cost, 6)
-                        p.size, p.cost = 0.0, 0.0
+        assert m.start_price is not None and m.end_price is not None
+        m.winner = winner if winner is not None else 0 if m.end_price >= m.start_price else 1
         self.hub.publish(MARKET_STATE, m)
         self.truth.record("market", slug=m.slug, condition_id=m.condition_id, state="resolved",
-                          winner=m.outcomes[m.winner])
+                          winner=m.outcomes[m.winner], start_price=m.start_price, end_price=m.end_price,
+                          forced=winner is not None)
+
+    def resolve_now(self, m: SimMarket, now: float, winner: int | None = None) -> None:
+        """Close (if still open) and resolve a market at once; `winner` forces the outcome index."""
+        if m.state == "resolved":
+            raise ValueError(f"{m.slug} is already resolved")
+        if m.state in ("created", "trading"):
+            self._close(m, now)
+        self._resolve(m, now, winner)
+
+    def _held_by_api_wallet(self, m: SimMarket) -> bool:
+        """A resolved market stays known while an API wallet still holds its tokens: a redemption has no deadline.
+        (Not the simulated source wallet: it holds tokens of nearly every market and never redeems.)"""
+        return any(w.held(t) > EPS for w in self.wallets.values() if w.checked for t in m.token_ids)
 
     def _forget(self, m: SimMarket) -> None:
         del self.markets[m.slug]
@@ -257,10 +292,73 @@ class Exchange:
             else:                     # the source (tracked) and background traders: funds never run out
                 w = Wallet(a, 1e12, checked=False, tracked=a == self.source_wallet)
             self.wallets[a] = w
+            if api:
+                self.hub.publish(WALLET_CREATED, w)
         elif api and not w.checked:
             w.checked = w.tracked = True
             w.balance = self.api_balance
+            self.hub.publish(WALLET_CREATED, w)
         return w
+
+    def fund(self, address: str, pusd: float) -> Wallet:
+        """Add pUSD to a wallet we account for (created empty if new: it starts with what it is funded)."""
+        a = address.lower()
+        w = self.wallets.get(a)
+        if w is None or not w.checked:
+            w = self.wallets[a] = Wallet(a, 0.0, checked=True, tracked=True, positions=w.positions if w else {})
+        w.balance = round(w.balance + pusd, 6)
+        return w
+
+    # ---- on-chain position actions (the collateral adapters' effects; the chain decides when they happen) ----
+    def redeem(self, address: str, m: SimMarket) -> Settled:
+        """Burn every token of a resolved market the wallet holds, pay 1 pUSD per winning token.
+        Nothing held: nothing burned, nothing paid."""
+        assert m.winner is not None
+        out = Settled()
+        w = self.wallets.get(address.lower())
+        if w is None or not w.tracked:
+            return out
+        for i, t in enumerate(m.token_ids):
+            p = w.positions.get(t)
+            if p is None or p.size <= EPS:
+                continue
+            paid = p.size if i == m.winner else 0.0
+            out.burned[i], out.costs[i], out.realized[i] = p.size, p.cost, round(paid - p.cost, 6)
+            out.payout = round(out.payout + paid, 6)
+            p.realized = round(p.realized + out.realized[i], 6)
+            p.size, p.cost = 0.0, 0.0
+        w.balance = round(w.balance + out.payout, 6)
+        return out
+
+    def merge(self, address: str, m: SimMarket, amount: float) -> Settled:
+        """Burn `amount` of each outcome (one full set per unit) and pay 1 pUSD per set; the caller checked the
+        holdings. Each side's cost basis leaves at its average and the pUSD is split between the sides in
+        proportion to it (evenly when neither side cost anything)."""
+        w = self.wallets[address.lower()]
+        held = [w.positions[t] for t in m.token_ids]
+        avgs = [p.cost / p.size if p.size > EPS else 0.0 for p in held]
+        total = sum(avgs)
+        out = Settled(payout=round(amount, 6))
+        for i, (p, avg) in enumerate(zip(held, avgs, strict=True)):
+            share = amount * (avg / total if total > 0 else 0.5)
+            out.burned[i], out.costs[i] = amount, round(min(p.cost, amount * avg), 6)
+            out.realized[i] = round(share - out.costs[i], 6)
+            p.realized = round(p.realized + out.realized[i], 6)
+            p.cost = round(p.cost - out.costs[i], 6)
+            p.size = round(p.size - amount, 6)
+        w.balance = round(w.balance + out.payout, 6)
+        return out
+
+    def undo(self, address: str, m: SimMarket, done: Settled) -> None:
+        """Reverse a redemption or merge whose block was orphaned (its transaction goes back to the pool)."""
+        w = self.wallets[address.lower()]
+        for i, t in enumerate(m.token_ids):
+            if done.burned[i] > EPS:
+                p = w.positions.setdefault(t, Position())
+                p.size = round(p.size + done.burned[i], 6)
+                p.cost = round(p.cost + done.costs[i], 6)
+                p.realized = round(p.realized - done.realized[i], 6)
+        w.balance = round(w.balance - done.payout, 6)
 
     def fee(self, m: SimMarket, size: float, price: float) -> float:
         return size * m.fee_rate * (price * (1.0 - price)) ** m.fee_exponent
@@ -396,12 +494,15 @@ class Exchange:
         tx = "0x" + hashlib.sha256(f"tx:{self.matches}:{taker.order_hash}".encode()).hexdigest()
         trade_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         makers, qty_t, cost_t, fee_t = [], 0.0, 0.0, 0.0
+        cash: list[tuple[WalletFill, float, float, Moved]] = []   # (fill, notional, fee, moved): accounted wallets
         for mk, qty in fills:
             mk.trade_ids.append(trade_id)
             makers.append(WalletFill(wallet=mk.wallet, role="maker", order_hash=mk.order_hash, side=mk.side,
                                      token_id=mk.token_id, outcome=mk.outcome, outcome_index=mk.outcome_index,
                                      price=mk.price, size=qty, owner=mk.owner))
-            self._move(mk.wallet, mk.token_id, mk.side, qty, qty * mk.price, 0.0, now, resting=mk)
+            moved = self._move(mk.wallet, mk.token_id, mk.side, qty, qty * mk.price, 0.0, now, resting=mk)
+            if moved is not None:
+                cash.append((makers[-1], qty * mk.price, 0.0, moved))
             p = mk.price if mk.token_id == taker.token_id else round(1.0 - mk.price, 6)
             qty_t += qty
             cost_t += qty * p
@@ -409,7 +510,7 @@ class Exchange:
             if mk.api:
                 self._order_event(mk, "UPDATE", now)
         fee_t = round(fee_t, 5)
-        self._move(taker.wallet, taker.token_id, taker.side, qty_t, cost_t, fee_t, now)
+        taker_moved = self._move(taker.wallet, taker.token_id, taker.side, qty_t, cost_t, fee_t, now)
         taker.trade_ids.append(trade_id)
         avg = round(cost_t / qty_t, 6)
         book = self.books[m.condition_id]
@@ -418,6 +519,8 @@ class Exchange:
         tfill = WalletFill(wallet=taker.wallet, role="taker", order_hash=taker.order_hash, side=taker.side,
                            token_id=taker.token_id, outcome=taker.outcome, outcome_index=taker.outcome_index,
                            price=avg, size=round(qty_t, 6), fee=fee_t, owner=taker.owner)
+        if taker_moved is not None:
+            cash.append((tfill, cost_t, fee_t, taker_moved))
         api_owned = taker.api or any(mk.api for mk, _ in fills)
         will_fail = False
         if api_owned and self.force_fail > 0:
@@ -426,7 +529,8 @@ class Exchange:
         elif api_owned and self.trade_fail_rate:
             will_fail = self.rng.random() < self.trade_fail_rate
         match = Match(tx_hash=tx, match_time=now, market=m, taker=tfill, makers=makers, trade_id=trade_id,
-                      will_fail=will_fail)
+                      will_fail=will_fail, moves=[mv for *_, mv in cash])
+        self._record_fills(match, cash)
         for f in match.fills():
             if f.wallet == self.source_wallet:
                 self.truth.record("source_fill", tx_hash=tx, token_id=f.token_id, side=f.side, price=round(f.price, 6),
@@ -435,15 +539,31 @@ class Exchange:
         self.hub.publish(MATCH, match)
         return match
 
+    def _record_fills(self, match: Match, cash: list[tuple[WalletFill, float, float, Moved]]) -> None:
+        """Ground truth of every fill of a wallet we check (API wallets): `cash` is exactly what its pUSD balance
+        moved (BUY: -(notional + fee), SELL: notional - fee). A trade that later fails is reverted (kind `trade`)."""
+        m = match.market
+        for f, notional, fee, moved in cash:
+            w = self.wallets[f.wallet]
+            if not w.checked:
+                continue
+            delta = moved.cash
+            self.truth.record("fill", trade_id=match.trade_id, tx_hash=match.tx_hash, wallet=f.wallet, role=f.role,
+                              side=f.side, token_id=f.token_id, condition_id=m.condition_id, slug=m.slug,
+                              outcome=f.outcome, price=round(f.price, 6), size=round(f.size, 6),
+                              notional=round(notional, 6), fee=round(fee, 6), cash=round(delta, 6),
+                              order_hash=f.order_hash, match_time=match.match_time, will_fail=match.will_fail)
+
     def _move(self, address: str, token: str, side: str, qty: float, notional: float, fee: float, now: float,
-              resting: Order | None = None) -> None:
-        """Cash and shares for one fill. Background wallets are not accounted."""
+              resting: Order | None = None) -> Moved | None:
+        """Cash and shares for one fill -> exactly what changed (None for background wallets: not accounted)."""
         w = self.wallets.get(address)
         if w is None or not w.tracked:
-            return
+            return None
         pos = w.positions.setdefault(token, Position())
         pos.first_at = pos.first_at or now
         pos.last_at = now
+        before = (w.balance, pos.size, pos.cost, pos.realized, pos.bought, pos.fees)
         if side == "BUY":
             w.balance = round(w.balance - notional - fee, 6)
             pos.size = round(pos.size + qty, 6)
@@ -456,27 +576,26 @@ class Exchange:
             pos.realized = round(pos.realized + notional - qty * avg, 6)
             pos.cost = round(max(0.0, pos.cost - qty * avg), 6)
             pos.size = round(pos.size - qty, 6)
+        after = (w.balance, pos.size, pos.cost, pos.realized, pos.bought, pos.fees)
+        moved = Moved(address, token, *(round(a - b, 6) for a, b in zip(after, before, strict=True)))
         if resting is not None and resting.api:
             if resting.side == "BUY":
                 w.locked = round(w.locked - qty * resting.price, 6)
             else:
                 w.locked_shares[token] = round(w.locked_shares.get(token, 0.0) - qty, 6)
+        return moved
 
     def revert(self, match: Match) -> None:
-        """A settlement transaction failed: cash and shares go back (the trade goes FAILED)."""
-        for f in match.fills():
-            w = self.wallets.get(f.wallet)
-            if w is None or not w.tracked:
-                continue
-            pos = w.positions.setdefault(f.token_id, Position())
-            notional = f.size * f.price
-            sign = 1 if f.side == "BUY" else -1
-            w.balance = round(w.balance + sign * notional + f.fee, 6)
-            pos.size = round(pos.size - sign * f.size, 6)
-            pos.cost = round(max(0.0, pos.cost - sign * notional), 6)
-            if f.side == "BUY":
-                pos.bought = round(pos.bought - f.size, 6)
-                pos.fees = round(max(0.0, pos.fees - f.fee), 6)
+        """A settlement transaction failed: cash and shares go back exactly as they moved (the trade goes FAILED)."""
+        for mv in match.moves:
+            w = self.wallets[mv.wallet]
+            pos = w.positions[mv.token]
+            w.balance = round(w.balance - mv.cash, 6)
+            pos.size = round(pos.size - mv.size, 6)
+            pos.cost = round(pos.cost - mv.cost, 6)
+            pos.realized = round(pos.realized - mv.realized, 6)
+            pos.bought = round(pos.bought - mv.bought, 6)
+            pos.fees = round(pos.fees - mv.fees, 6)
 
     def _lock(self, o: Order) -> None:
         if not o.api:

@@ -23,8 +23,11 @@ says otherwise; `speed` shortens the 15-minute market window to 900/speed second
       seconds_delay: 0               # sd > 0: marketable orders answer `delayed` and match after sd seconds
       price_model: static            # static: fair price fixed per market | walk: follows the oracle
       sigma_per_window: 0.002        # oracle volatility over one window (log return std)
-      resolve_after: 0.1             # a window resolves this fraction of a window after it closes
-      auto_redeem: true              # credit winning shares at resolution (the real venue needs an on-chain redeem)
+      resolve_after: 0.1             # a window resolves this fraction of a window after it closes; the winner
+                                     # comes from the oracle's 60 s TWAPs at the window's start and end
+      auto_redeem: true              # the venue's auto-redeem operator redeems the winning tokens of wallets that
+                                     # approved it (CTF setApprovalForAll to 0xa120...), gas-free for them
+      auto_redeem_after: 0.5         # ... this fraction of a window after the resolution
     clob:
       latency_ms: 0                  # added before every CLOB REST answer (network + gateway)
       jitter_ms: 0                   # uniform extra 0..jitter_ms
@@ -44,6 +47,13 @@ says otherwise; `speed` shortens the 15-minute market window to 900/speed second
       mined_after_s: 2.2             # trade status MATCHED -> MINED (transaction hash visible)
       confirmed_after_s: 8.0         # MATCHED -> CONFIRMED
       trade_fail_rate: 0             # share of API-owned trades that go RETRYING -> FAILED and are reverted
+      positions_redeemable_lag_s: 60 # market seconds (divided by speed) from resolution until /positions shows it
+                                     # (curPrice 1/0, redeemable); the real index lags about a minute
+    chain:                           # the Polygon state behind the JSON-RPC and the relayer (wall-clock seconds)
+      pol_balance: 10                # POL (gas money) every new API wallet starts with
+      relayer_delay_s: 1.0           # relayer: accepted (STATE_NEW) -> broadcast (STATE_EXECUTED)
+      relayer_confirmations: 2       # blocks until STATE_CONFIRMED
+      relayer_min_deadline_s: 60     # a batch whose deadline is nearer is refused ("deadline too soon")
     background:                      # the liquidity model; calibration and sources in docs/polysim.md
       enabled: true
       taker_rate: 20                 # background taker orders per second (the RTDS firehose: ~3 frames each)
@@ -109,6 +119,15 @@ FAULT_KINDS = {
     "market_ws_stall": "the market websocket sends nothing for `seconds`",
     "data_api_5xx": "next N Data API requests answer 503 with Retry-After (count, retry_after)",
     "data_api_garbage": "next N Data API requests answer 200 with a truncated JSON body (count)",
+    "rpc_5xx": "next N Polygon JSON-RPC requests fail (HTTP 503 / websocket error -32603), nothing applied (count)",
+    "rpc_stall": "next N Polygon JSON-RPC requests are answered only after `seconds` (count, seconds)",
+    "rpc_lost_answer": "next N eth_sendRawTransaction are accepted, then the answer is lost (HTTP 504 / the "
+                       "websocket closed) (count)",
+    "relayer_5xx": "next N relayer requests answer 503, nothing applied (count)",
+    "relayer_lost_answer": "next N relayer submits are accepted, then the answer is lost (502) (count)",
+    "relayer_stall": "next N accepted relayer batches stay STATE_NEW for `seconds` (past their deadline: "
+                     "STATE_INVALID) (count, seconds)",
+    "adapter_paused": "the collateral adapters revert OnlyUnpaused() for `seconds` (redeem and merge fail) (seconds)",
 }
 
 
@@ -138,6 +157,7 @@ class Markets:
     sigma_per_window: float = 0.002
     resolve_after: float = 0.1
     auto_redeem: bool = True
+    auto_redeem_after: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,15 @@ class Feeds:
     mined_after_s: float = 2.2
     confirmed_after_s: float = 8.0
     trade_fail_rate: float = 0.0
+    positions_redeemable_lag_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Chain:
+    pol_balance: float = 10.0
+    relayer_delay_s: float = 1.0
+    relayer_confirmations: int = 2
+    relayer_min_deadline_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -225,6 +254,7 @@ class Scenario:
     markets: Markets = Markets()
     clob: Clob = Clob()
     feeds: Feeds = Feeds()
+    chain: Chain = Chain()
     background: Background = Background()
     source: Source = Source()
     faults: tuple[FaultStep, ...] = ()
@@ -354,6 +384,8 @@ def _check(s: Scenario) -> Scenario:
     if b.impact_per_share > MAX_IMPACT_PER_SHARE:
         raise ScenarioError(f"background.impact_per_share: at most {MAX_IMPACT_PER_SHARE} (one share moving the "
                             f"price by a cent)")
+    if s.chain.relayer_confirmations < 1:
+        raise ScenarioError("chain.relayer_confirmations: at least 1")
     if s.source.mode == "script" and not s.source.script:
         raise ScenarioError("source.script: script mode needs at least one step")
     w = s.source.wallet

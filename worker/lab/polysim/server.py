@@ -13,17 +13,22 @@ import time
 from aiohttp import web
 
 from polysim.actors import BackgroundTraders, SourceTrader
+from polysim.chain import Chain
 from polysim.clob import ClobApi, clob_routes
 from polysim.control import Control, control_routes
 from polysim.data_api import DataApi
 from polysim.data_api import data_app as _data_app
-from polysim.events import MATCH, Hub
+from polysim.events import MARKET_STATE, MATCH, Hub, SimMarket
 from polysim.exchange import Exchange
 from polysim.faults import Faults, run_schedule
 from polysim.gamma import Gamma
 from polysim.gamma import gamma_app as _gamma_app
 from polysim.geoblock import Geoblock, geoblock_routes
+from polysim.ledger import Ledger
 from polysim.market_ws import MarketWs
+from polysim.node import Node
+from polysim.relayer import Relayer
+from polysim.relayer import relayer_app as _relayer_app
 from polysim.rtds import Rtds
 from polysim.scenario import Scenario
 from polysim.settlement import Settlement
@@ -33,8 +38,10 @@ from polysim.wsconn import close_all
 
 CLOCK_S = 0.25
 COUNT_FAULTS = ("clob_429", "clob_5xx", "clob_garbage", "post_timeout_after_accept", "delay_failure",
-                "rtds_duplicate", "data_api_5xx", "data_api_garbage")
-WINDOW_FAULTS = ("trading_disabled", "cancel_only", "market_ws_stall", "rtds_stall", "clob_latency")
+                "rtds_duplicate", "data_api_5xx", "data_api_garbage", "rpc_5xx", "rpc_stall", "rpc_lost_answer",
+                "relayer_5xx", "relayer_lost_answer", "relayer_stall")
+WINDOW_FAULTS = ("trading_disabled", "cancel_only", "market_ws_stall", "rtds_stall", "clob_latency",
+                 "adapter_paused")
 MALFORMED = ('{"topic":"activity","type":"trades","payload":{"proxyWallet":"{w}","price":"abc"', "x" * 100_000,
              "[1,2,3]", "not json at all",
              '{"topic":"activity","type":"trades","timestamp":1,"payload":{"proxyWallet":"{w}","side":7,"price":[],'
@@ -67,6 +74,16 @@ class Sim:
             self.hub.subscribe(MATCH, self.bg.on_match)          # the makers react to trades after a delay
         self.source = SourceTrader(self.ex, self.bg, scenario.source, rng=rng("source"), now=now,
                                    window_s=scenario.window_s)
+        ch = scenario.chain
+        self.ledger = Ledger(self.hub, self.ex, truth=self.truth, faults=self.faults, now=now,
+                             initial_pol=ch.pol_balance)
+        self.node = Node(self.ledger, truth=self.truth, now=now)
+        self.chain: Chain | None = None          # the JSON-RPC surface, attached by the CLI (it owns the blocks)
+        self.relayer = Relayer(self.node, self.ledger, head=lambda: self.chain.head if self.chain else 0, now=now,
+                               faults=self.faults, truth=self.truth, delay_s=ch.relayer_delay_s,
+                               confirmations=ch.relayer_confirmations, min_deadline_s=ch.relayer_min_deadline_s)
+        if scenario.markets.auto_redeem:
+            self.hub.subscribe(MARKET_STATE, self._auto_redeem_later)
         self.control = Control(self)
         self.geoblock = Geoblock()
         self.malformed_sent = 0
@@ -113,6 +130,11 @@ class Sim:
         while True:
             await asyncio.sleep(self._rng.expovariate(rate))
             self.bg.take_one(self.now())
+
+    def _auto_redeem_later(self, m: SimMarket) -> None:
+        if m.state == "resolved":
+            delay = self.scenario.window_s * self.scenario.markets.auto_redeem_after
+            Hub.later(delay, lambda: self.node.auto_redeem(m))
 
     # ---- faults ------------------------------------------------------------------------------------------
     def apply_fault(self, kind: str, params: dict, origin: str) -> None:
@@ -162,6 +184,10 @@ def gamma_app(sim: Sim) -> web.Application:
 
 def data_app(sim: Sim) -> web.Application:
     return _data_app(sim.data)
+
+
+def relayer_app(sim: Sim) -> web.Application:
+    return _relayer_app(sim.relayer)
 
 
 def rtds_app(sim: Sim) -> web.Application:

@@ -1,0 +1,124 @@
+"""PnL for `copier report` and `copier positions`, from the store alone.
+
+Ours: the ledger folded from our settled orders (fees included) and the markets' winners. Realised PnL counts a
+resolved market at its resolution value (1 per winning token, 0 per losing one) whether or not its winning tokens
+were redeemed yet: redemption turns tokens into pUSD at that value and changes cash, not PnL. The source's: the
+same fold over its fills as the copier saw them, without fees (the feeds do not carry the source's fees), on the
+markets we traded. Return on notional = realised PnL / what was spent on BUYs (fees included); tracking error = the
+root mean square, over resolved markets both traded, of our return minus the source's.
+"""
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from copier.position_watch import ledger_from_store
+from copier.positions import DUST, Ledger, Resolution, ResolutionOrigin, Trade, fold, own_events
+from copier.types import Side
+
+if TYPE_CHECKING:
+    from copier.store import Store
+
+TEXT_MARKETS = 20           # market lines in the text report (the JSON has all of them)
+
+
+def source_ledger(store: Store) -> Ledger:
+    trades: list[Trade | Resolution] = [
+        Trade(r["condition_id"], r["asset"], r["outcome"], Side(r["side"]), r["size"], r["price"], 0.0, r["match_ts"])
+        for r in store.source_fills()]
+    trades += [Resolution(r["condition_id"], r["winning_asset"], r["resolved_at"], ResolutionOrigin(r["origin"]))
+               for r in store.resolutions()]
+    return fold(sorted(trades, key=lambda e: e.at))
+
+
+def _day(day: int) -> str:
+    return datetime.fromtimestamp(day, UTC).strftime("%Y-%m-%d")
+
+
+def _ret(pnl: float, notional: float) -> float | None:
+    return round(100.0 * pnl / notional, 4) if notional > DUST else None
+
+
+def pnl_section(store: Store, since: float = 0.0) -> dict[str, Any]:
+    # One read of our orders serves the fold and the market order: a running copier may add fills meanwhile.
+    fills = store.own_fills()
+    redeemed = [(cid, at) for _, cid, at in store.redeemed_markets()]
+    ours, theirs = fold(own_events(fills, store.resolutions(), redeemed)), source_ledger(store)
+    snapshot = store.latest_pnl_snapshot()
+    ours_realized, ours_bought = ours.realized_by_market(), ours.bought_by_market()
+    src_realized, src_bought = theirs.realized_by_market(), theirs.bought_by_market()
+    first_day = int(since // 86400) * 86400
+    markets = []
+    errors = []
+    first_traded = list(dict.fromkeys(r["condition_id"] for r in fills))
+    for cid in first_traded:
+        resolved = cid in ours.winners
+        ours_ret, src_ret = _ret(ours_realized.get(cid, 0.0), ours_bought[cid]), \
+            _ret(src_realized.get(cid, 0.0), src_bought.get(cid, 0.0))
+        if resolved and ours_ret is not None and src_ret is not None:
+            errors.append(ours_ret - src_ret)
+        markets.append({"condition_id": cid, "resolved": resolved,
+                        "realized_usd": round(ours_realized.get(cid, 0.0), 6),
+                        "bought_usd": round(ours_bought[cid], 6), "return_pct": ours_ret,
+                        "source_realized_usd": round(src_realized.get(cid, 0.0), 6),
+                        "source_bought_usd": round(src_bought.get(cid, 0.0), 6), "source_return_pct": src_ret})
+    by_day = {_day(d): round(v, 6) for d, v in sorted(ours.realized_by_day().items()) if d >= first_day}
+    return {
+        "realized_usd": round(ours.realized_total(), 6),
+        "fees_usd": round(ours.fees, 6),
+        "unrealized_usd": round(sum(r["unrealized"] for r in snapshot), 6),
+        "unrealized_at": max((r["at"] for r in snapshot), default=None),
+        "redeemable_shares": round(sum(p.size for p in ours.positions.values() if p.redeemable), 6),
+        "by_day": by_day,
+        "markets": markets,
+        "tracking_error_pct": round(math.sqrt(sum(e * e for e in errors) / len(errors)), 4) if errors else None,
+        "tracked_markets": len(errors),
+        "note": "realised PnL counts a resolved market at its resolution value, redeemed or not",
+    }
+
+
+def render_pnl(pnl: dict[str, Any]) -> list[str]:
+    lines = [f"pnl realised        {pnl['realized_usd']:.2f} USD (fees {pnl['fees_usd']:.2f} included; resolved "
+             f"markets at their resolution value, redeemed or not), unrealised {pnl['unrealized_usd']:.2f} USD "
+             f"(last snapshot), {pnl['redeemable_shares']:g} winning shares held"]
+    for day, amount in pnl["by_day"].items():
+        lines.append(f"pnl {day}      {amount:+.2f} USD realised")
+    te = pnl["tracking_error_pct"]
+    lines.append(f"tracking error      {'n/a' if te is None else f'{te:.2f} pp'} (RMS of our return on notional "
+                 f"minus the source's, over {pnl['tracked_markets']} resolved markets)")
+    for m in pnl["markets"][-TEXT_MARKETS:]:
+        ours = "n/a" if m["return_pct"] is None else f"{m['return_pct']:+.1f}%"
+        theirs = "n/a" if m["source_return_pct"] is None else f"{m['source_return_pct']:+.1f}%"
+        lines.append(f"  {m['condition_id'][:12]}  {'resolved' if m['resolved'] else 'open    '}  ours "
+                     f"{m['realized_usd']:+.2f} on {m['bought_usd']:.2f} ({ours})   source "
+                     f"{m['source_realized_usd']:+.2f} on {m['source_bought_usd']:.2f} ({theirs})")
+    return lines
+
+
+def positions_table(store: Store) -> list[dict[str, Any]]:
+    """Open positions (and resolved ones whose tokens are still held): size, cost, mark, unrealised PnL, redeemable.
+    The mark is the last snapshot's (the running copier marks on its books), 1 or 0 once resolved."""
+    ledger = ledger_from_store(store)
+    marks = {r["asset"]: r["mark"] for r in store.latest_pnl_snapshot()}
+    out = []
+    for asset, p in ledger.positions.items():
+        if p.size <= DUST:
+            continue
+        mark = p.mark(marks.get(asset))
+        out.append({"condition_id": p.condition_id, "asset": asset, "outcome": p.outcome, "size": round(p.size, 6),
+                    "cost": round(p.cost, 6), "avg_cost": round(p.avg_cost, 6), "mark": mark,
+                    "unrealized": round(p.unrealized(mark), 6), "resolved": p.resolved, "redeemable": p.redeemable})
+    return out
+
+
+def render_positions(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'market':<14}{'outcome':<9}{'size':>10}{'cost':>10}{'mark':>8}{'unrealised':>12}  state"]
+    for r in rows:
+        mark = "n/a" if r["mark"] is None else f"{r['mark']:.3f}"
+        state = "redeemable" if r["redeemable"] else "resolved" if r["resolved"] else "open"
+        lines.append(f"{r['condition_id'][:12]:<14}{r['outcome'][:8]:<9}{r['size']:>10.2f}{r['cost']:>10.2f}"
+                     f"{mark:>8}{r['unrealized']:>+12.2f}  {state}")
+    if not rows:
+        lines.append("(no positions)")
+    return "\n".join(lines)

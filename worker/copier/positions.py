@@ -1,0 +1,282 @@
+"""Positions and PnL from fills: a pure fold, `apply(ledger, event) -> ledger`, shared by the runtime, `copier
+positions` and `copier report`.
+
+Events are trades (one settled order of ours: its filled shares at its average price and the taker fee it paid; or
+a source fill) and resolutions (a market's winning token). The cost basis of a position includes the fees paid to
+open it; a SELL realises its proceeds (after its fee) minus the average cost of the shares it sold; a resolution
+realises `size x payout - cost` (payout 1 for the winning token, 0 for the losing one) at the resolution instant,
+whether or not the winning tokens were redeemed yet: redemption turns tokens into pUSD at the value already counted,
+so it moves cash, not PnL. Realised PnL is kept per market and per UTC day of the event that realised it.
+
+Unrealised PnL is `size x mark - cost` for an open position; the mark is the book's mid (the caller's), and 1 or 0
+once the market resolved.
+
+A confirmed redemption (redeem.py's record) is an event too: it burns the resolved market's tokens, so their size
+goes to zero, and it leaves PnL alone (realised at the resolution). Merges of full sets (off by default) are not
+folded in.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from copier.exposure import DAY_S, bucket
+from copier.fees import taker_fee_per_share
+from copier.types import BookTop, Side, SourceFill
+
+DUST = 1e-6                 # shares: below the venue's 6-decimal precision
+
+
+class ResolutionOrigin(StrEnum):
+    """Where the copier learned a market's winner."""
+    MARKET_WS = "market_ws"         # `market_resolved` on the market channel
+    GAMMA = "gamma"                 # Gamma `closed` with `outcomePrices` of 1 and 0
+    POSITIONS = "positions"         # the Data API positions endpoint: `redeemable` with curPrice 1
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """Shares that changed hands at an average price, and the fee paid on them (pUSD)."""
+    condition_id: str
+    asset: str
+    outcome: str
+    side: Side
+    size: float
+    price: float
+    fee: float
+    at: float                       # epoch s
+
+    @property
+    def cash(self) -> float:
+        """What the trade moved in pUSD: a BUY pays notional + fee, a SELL receives notional - fee."""
+        notional = self.size * self.price
+        return -(notional + self.fee) if self.side is Side.BUY else notional - self.fee
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    condition_id: str
+    winning_asset: str
+    at: float                       # epoch s: when it became known
+    origin: ResolutionOrigin = ResolutionOrigin.MARKET_WS
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """A market's tokens redeemed on chain (a confirmed transaction or relayer batch)."""
+    condition_id: str
+    at: float                       # epoch s: when its confirmation was recorded
+
+
+Event = Trade | Resolution | Redemption
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    condition_id: str
+    asset: str
+    outcome: str
+    size: float = 0.0               # shares held (tokens, redeemed or not after resolution)
+    cost: float = 0.0               # what the shares held cost, fees included (0 once resolved: realised)
+    bought: float = 0.0             # pUSD spent on BUYs in all, fees included (the notional the return is on)
+    payout: float | None = None     # 1.0 or 0.0 once the market resolved
+
+    @property
+    def resolved(self) -> bool:
+        return self.payout is not None
+
+    @property
+    def redeemable(self) -> bool:
+        """Winning tokens still held (a redemption turns them into pUSD)."""
+        return self.payout == 1.0 and self.size > DUST
+
+    @property
+    def avg_cost(self) -> float:
+        return self.cost / self.size if self.size > DUST else 0.0
+
+    def mark(self, book_mark: float | None) -> float | None:
+        """The price the position is valued at: 1 or 0 once resolved, else the book's mark (None: unknown)."""
+        return self.payout if self.payout is not None else book_mark
+
+    def unrealized(self, book_mark: float | None) -> float:
+        """Open positions only; 0 without a mark (valued at cost) and once resolved (realised)."""
+        if self.resolved or book_mark is None:
+            return 0.0
+        return self.size * book_mark - self.cost
+
+
+@dataclass(frozen=True)
+class Ledger:
+    positions: Mapping[str, Position] = field(default_factory=dict)             # asset -> position
+    realized: Mapping[tuple[str, int], float] = field(default_factory=dict)     # (condition id, UTC day) -> pUSD
+    winners: Mapping[str, str] = field(default_factory=dict)                    # condition id -> winning asset
+    fees: float = 0.0                                                           # pUSD paid in taker fees
+
+    def realized_by_market(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for (cid, _), amount in self.realized.items():
+            out[cid] = out.get(cid, 0.0) + amount
+        return out
+
+    def realized_by_day(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for (_, day), amount in self.realized.items():
+            out[day] = out.get(day, 0.0) + amount
+        return out
+
+    def realized_total(self) -> float:
+        return sum(self.realized.values())
+
+    def bought_by_market(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for p in self.positions.values():
+            out[p.condition_id] = out.get(p.condition_id, 0.0) + p.bought
+        return out
+
+
+def apply(ledger: Ledger, event: Event) -> Ledger:
+    if isinstance(event, Resolution):
+        return _resolve(ledger, event)
+    if isinstance(event, Redemption):
+        return _redeem(ledger, event)
+    return _trade(ledger, event)
+
+
+def fold(events: Iterable[Event], ledger: Ledger | None = None) -> Ledger:
+    """Events in time order (a resolution learned before a late fill of the same market is applied first: the fill
+    is realised at once)."""
+    out = ledger or Ledger()
+    for event in events:
+        out = apply(out, event)
+    return out
+
+
+def _realize(ledger: Ledger, condition_id: str, at: float, amount: float) -> dict[tuple[str, int], float]:
+    key = (condition_id, bucket(at, DAY_S))
+    realized = dict(ledger.realized)
+    realized[key] = realized.get(key, 0.0) + amount
+    return realized
+
+
+def _trade(ledger: Ledger, t: Trade) -> Ledger:
+    p = ledger.positions.get(t.asset)
+    if p is None:
+        winner = ledger.winners.get(t.condition_id)
+        p = Position(t.condition_id, t.asset, t.outcome,
+                     payout=None if winner is None else float(winner == t.asset))
+    realized = ledger.realized
+    if t.side is Side.BUY:
+        paid = -t.cash
+        p = replace(p, size=p.size + t.size, cost=p.cost + paid, bought=p.bought + paid)
+        if p.payout is not None:    # a fill settled after the resolution was known: worth its payout already
+            realized = _realize(ledger, t.condition_id, t.at, t.size * p.payout - paid)
+            p = replace(p, cost=0.0)
+    else:
+        sold = min(t.size, p.size)  # never below zero: a SELL of shares the ledger never saw is counted as held
+        basis = p.payout * sold if p.payout is not None else (p.avg_cost * sold if p.size > DUST else 0.0)
+        realized = _realize(ledger, t.condition_id, t.at, t.cash - basis)
+        size = p.size - sold
+        p = replace(p, size=size if size > DUST else 0.0,
+                    cost=(p.cost - p.avg_cost * sold) if size > DUST and p.payout is None else 0.0)
+    positions = dict(ledger.positions)
+    positions[t.asset] = p
+    return replace(ledger, positions=positions, realized=realized, fees=ledger.fees + t.fee)
+
+
+def _resolve(ledger: Ledger, r: Resolution) -> Ledger:
+    if r.condition_id in ledger.winners:
+        return ledger               # learned again (websocket, then Gamma): the first is the one
+    winners = dict(ledger.winners)
+    winners[r.condition_id] = r.winning_asset
+    positions = dict(ledger.positions)
+    realized = ledger.realized
+    for asset, p in ledger.positions.items():
+        if p.condition_id != r.condition_id:
+            continue
+        payout = 1.0 if asset == r.winning_asset else 0.0
+        realized = _realize(replace(ledger, realized=realized), r.condition_id, r.at, p.size * payout - p.cost)
+        positions[asset] = replace(p, cost=0.0, payout=payout)
+    return replace(ledger, positions=positions, realized=realized, winners=winners)
+
+
+def _redeem(ledger: Ledger, r: Redemption) -> Ledger:
+    """The market's resolved tokens leave the wallet; a market whose winner the ledger has not learned yet keeps
+    them (its PnL is realised when it does, and the tokens stay counted until then)."""
+    if r.condition_id not in ledger.winners:
+        return ledger
+    positions = {asset: replace(p, size=0.0) if p.condition_id == r.condition_id else p
+                 for asset, p in ledger.positions.items()}
+    return replace(ledger, positions=positions)
+
+
+def book_mark(book: BookTop | None) -> float | None:
+    """The mid of the best bid and ask; one side alone when the other is empty; None without a book."""
+    if book is None:
+        return None
+    bid = book.bids[0][0] if book.bids else None
+    ask = book.asks[0][0] if book.asks else None
+    if bid is not None and ask is not None:
+        return (bid + ask) / 2
+    return bid if bid is not None else ask
+
+
+def own_trade(condition_id: str, asset: str, outcome: str, side: Side, filled_size: float, avg_price: float,
+              fee_rate: float, fee_exponent: float, at: float) -> Trade:
+    """One settled order of ours as a trade: the taker fee at its average price (as the exposure book counts it)."""
+    fee = filled_size * taker_fee_per_share(avg_price, fee_rate, fee_exponent)
+    return Trade(condition_id, asset, outcome, side, filled_size, avg_price, fee, at)
+
+
+class SourceHoldings:
+    """The source's shares per token, for the exit rule: seeded at start (the positions endpoint for its address,
+    or else its fills in the store), then moved by every source fill the pipeline decides on. A fill matched before
+    the seed's instant is taken as already counted in the seed. Owned by the pipeline greenlet."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, float] = {}
+        self._seed_at = 0.0
+
+    def seed(self, held: Mapping[str, float], at: float) -> None:
+        self._held = {asset: size for asset, size in held.items() if size > DUST}
+        self._seed_at = at
+
+    def held(self, asset: str) -> float:
+        return self._held.get(asset, 0.0)
+
+    def apply(self, fills: Iterable[SourceFill]) -> None:
+        for f in fills:
+            if f.match_ts < self._seed_at:
+                continue
+            size = self._held.get(f.asset, 0.0) + f.side.sign * f.size
+            if size > DUST:
+                self._held[f.asset] = size
+            else:
+                self._held.pop(f.asset, None)
+
+
+def holdings_from_fills(rows: Iterable[Mapping[str, object]]) -> dict[str, float]:
+    """Shares per token from fill rows (asset, side, size), never below zero: what a wallet holds of what it was
+    seen trading."""
+    held: dict[str, float] = {}
+    for r in rows:
+        sign = 1.0 if r["side"] == Side.BUY.value else -1.0
+        size = float(r["size"])  # type: ignore[arg-type]
+        held[str(r["asset"])] = max(0.0, held.get(str(r["asset"]), 0.0) + sign * size)
+    return held
+
+
+def own_events(fills: Iterable[Mapping[str, object]], resolutions: Iterable[Mapping[str, object]],
+               redemptions: Iterable[tuple[str, float]] = ()) -> list[Event]:
+    """Our settled orders (store.own_fills rows), the known winners (store.resolutions rows) and the markets
+    redeemed ((condition id, at): store.redeemed_markets), in time order."""
+    events: list[Event] = [
+        own_trade(str(r["condition_id"]), str(r["asset"]), str(r["outcome"]), Side(r["side"]),
+                  float(r["filled_size"]), float(r["avg_price"]), float(r["fee_rate"]),  # type: ignore[arg-type]
+                  float(r["fee_exponent"]), float(r["at"]))  # type: ignore[arg-type]
+        for r in fills]
+    events += [Resolution(str(r["condition_id"]), str(r["winning_asset"]),
+                          float(r["resolved_at"]), ResolutionOrigin(r["origin"]))  # type: ignore[arg-type]
+               for r in resolutions]
+    events += [Redemption(condition_id, at) for condition_id, at in redemptions]
+    return sorted(events, key=lambda e: e.at)
