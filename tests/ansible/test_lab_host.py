@@ -168,7 +168,8 @@ def test_provision_converges_then_changes_nothing(runs):
 def test_provisioning_ends_with_the_probe_table(runs):
     first, _ = runs
     table = first.output.split("Endpoint latencies and the venue's geoblock verdict", 1)[1]
-    for name in ("clob", "market_ws", "user_ws", "rtds_ws", "data_api", "gamma", "polygon_ws", "geoblock"):
+    for name in ("clob", "market_ws", "user_ws", "rtds_ws", "data_api", "gamma", "polygon_ws", "polygon_rpc",
+                 "geoblock"):
         assert f'"{name} ' in table, f"no {name} row in:\n{table[:2000]}"
     assert '"geoblock: not blocked (ip 127.0.0.1, NL NH)"' in table
 
@@ -451,9 +452,9 @@ def test_copier_probe_prints_the_table_and_a_blocked_region_refuses_a_live_start
     assert probe.returncode == 0, probe.stdout + probe.stderr
     lines = probe.stdout.splitlines()
     assert lines[0].split()[:3] == ["endpoint", "url", "address"]
-    assert [line.split()[0] for line in lines[1:9]] == ["clob", "market_ws", "user_ws", "rtds_ws", "data_api",
-                                                        "gamma", "polygon_ws", "geoblock"]
-    assert all(line.split()[-1] == "3/3" for line in lines[1:9]), probe.stdout
+    assert [line.split()[0] for line in lines[1:10]] == ["clob", "market_ws", "user_ws", "rtds_ws", "data_api",
+                                                         "gamma", "polygon_ws", "polygon_rpc", "geoblock"]
+    assert all(line.split()[-1] == "3/3" for line in lines[1:10]), probe.stdout
     assert lines[-1] == "geoblock: not blocked (ip 127.0.0.1, NL NH)"
 
     live = "/var/lib/copier/lab-live"

@@ -151,7 +151,8 @@ def probe_endpoint(name: str, url: str, *, samples: int, timeout_s: float, clock
 def endpoints_of(cfg: Config) -> list[tuple[str, str]]:
     e = cfg.endpoints
     named = [("clob", e.clob), ("market_ws", e.market_ws), ("user_ws", e.user_ws), ("rtds_ws", e.rtds_ws),
-             ("data_api", e.data_api), ("gamma", e.gamma), ("polygon_ws", e.polygon_ws), ("geoblock", e.geoblock)]
+             ("data_api", e.data_api), ("gamma", e.gamma), ("polygon_ws", e.polygon_ws), ("polygon_rpc", e.polygon_rpc),
+             ("geoblock", e.geoblock)]
     return [(name, url) for name, url in named if url]
 
 
