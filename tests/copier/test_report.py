@@ -71,6 +71,18 @@ def test_a_third_order_held_back_by_the_budget_passes_the_burst_criterion(store)
     assert rep["orders"] == 3 and "bursts" not in rep["acceptance"]["failures"], rep["acceptance"]
 
 
+def test_a_fill_joining_a_held_batch_2_s_after_the_last_is_judged_with_its_burst(store):
+    # The trailing batch waits for the order budget; a fill arriving 2 s after the one before it joins it. The burst
+    # is judged whole (orders net 36 = the source's 36), not split where the 2 s gap falls (36 vs 30).
+    cfg = Config(sizing=SizingConfig(size_tolerance=0.01))
+    sizes = (7, 5, 5, 8, 5, 6)
+    times = (0.0, 1.25, 1.2501, 1.2502, 1.2503, 3.2504)
+    burst = [fill(500 + i, t=T0 + t, size=size) for i, (t, size) in enumerate(zip(times, sizes, strict=True))]
+    _record(store, burst[:1], "leading", 2.0)
+    _record(store, burst[1:], "trailing", 300.0)
+    assert "bursts" not in build_report(store, cfg)["acceptance"]["failures"]
+
+
 def test_a_burst_whose_orders_miss_the_intended_size_fails(store):
     cfg = Config(sizing=SizingConfig(size_tolerance=0.01))
     burst = [fill(400 + i, t=T0 + i * 0.1) for i in range(5)] + [fill(405, t=T0 + 0.5, side=Side.SELL, size=8)]

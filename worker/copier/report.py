@@ -319,10 +319,13 @@ def burst_violations(fills: list[dict[str, Any]], intents: dict[str, Any], order
 
 
 def _clusters(fs: list[dict]) -> list[list[dict]]:
-    """Runs of fills less than the burst window apart: a batch never spans two runs, so each run owns its intents."""
+    """Runs of fills less than the burst window apart, joined with the next run when a batch spans both (a batch
+    the order budget holds takes a fill that arrives 2 s or more after the one before it), so each run owns its
+    intents."""
     runs: list[list[dict]] = []
     for f in fs:
-        if runs and f["recv_ns"] - runs[-1][-1]["recv_ns"] < BURST_WINDOW_S * 1e9:
+        close = runs and f["recv_ns"] - runs[-1][-1]["recv_ns"] < BURST_WINDOW_S * 1e9
+        if close or (runs and f["intent_id"] and f["intent_id"] in {g["intent_id"] for g in runs[-1]}):
             runs[-1].append(f)
         else:
             runs.append([f])
