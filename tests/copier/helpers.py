@@ -20,3 +20,22 @@ def fill(n: int, side: Side = Side.BUY, size: float = 10.0, price: float = 0.5, 
     return SourceFill(tx_hash=tx or f"0x{n:064x}", asset=asset, condition_id=cid, outcome=outcome,
                       outcome_index=0 if outcome == "Up" else 1, side=side, price=price, size=size, match_ts=t,
                       recv_ns=int(t * 1e9), feed="rtds.trades", wallet="0xsource")
+
+
+class RecordingMetrics:
+    """Counters and gauges kept in memory, for tests that read what was sent."""
+
+    def __init__(self):
+        self.counts, self.gauges = {}, {}
+
+    def incr(self, name, n=1):
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def timing(self, name, ms):
+        pass
+
+    def gauge(self, name, value):
+        self.gauges[name] = value
+
+    def flush(self):
+        pass

@@ -6,6 +6,7 @@ import math
 
 import httpx
 import pytest
+from helpers import RecordingMetrics
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,23 +32,6 @@ def row(asset=UP, size=10.0, cur=0.5, redeemable=False, **over):
            "redeemable": redeemable, "mergeable": False, "outcome": "Up", "outcomeIndex": 0, "title": "t"}
     doc.update(over)
     return doc
-
-
-class RecordingMetrics:
-    def __init__(self):
-        self.counts, self.gauges = {}, {}
-
-    def incr(self, name, n=1):
-        self.counts[name] = self.counts.get(name, 0) + n
-
-    def timing(self, name, ms):
-        pass
-
-    def gauge(self, name, value):
-        self.gauges[name] = value
-
-    def flush(self):
-        pass
 
 
 class RecordingAlerts:

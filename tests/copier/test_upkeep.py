@@ -4,7 +4,7 @@ import re
 import sqlite3
 
 import pytest
-from helpers import T0, fill, market
+from helpers import T0, RecordingMetrics, fill, market
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,23 +18,6 @@ from copier.report import build_report, parse_since
 from copier.store import MIGRATIONS, Store
 from copier.types import Batch
 from copier.upkeep import PRUNE_BATCH, StoreUpkeep
-
-
-class NullMetrics:
-    def __init__(self):
-        self.gauges, self.counts = {}, {}
-
-    def incr(self, name, n=1):
-        self.counts[name] = self.counts.get(name, 0) + n
-
-    def timing(self, name, ms):
-        pass
-
-    def gauge(self, name, value):
-        self.gauges[name] = value
-
-    def flush(self):
-        pass
 
 
 @pytest.fixture()
@@ -108,7 +91,7 @@ def test_upkeep_prunes_only_dedupe_rows_past_the_retention_and_keeps_the_record(
                           {"tx_hash": "0xnew2", "original": "0xnew1", "at_ns": int(new * 1e9)}])
     store.record_fill_events([{"dedupe_key": "old", "kind": "retracted", "reason": "never_confirmed", "tx_hash": "0x1",
                                "at_ns": int(old * 1e9), "copied": True, "intent_id": "i"}])
-    metrics = NullMetrics()
+    metrics = RecordingMetrics()
     done = StoreUpkeep(store, StoreConfig(), clock=clock, metrics=metrics, pause=lambda: None).run()
     assert done.pruned == 2
     assert [s["dedupe_key"] for s in store.sightings_since(0)] == ["new"]
@@ -123,7 +106,8 @@ def test_upkeep_prunes_a_backlog_in_batches_yielding_between_them(store):
     n = 2 * PRUNE_BATCH + 7
     store.record_sightings([_sighting(f"k{i}", T0 + i) for i in range(n)])
     pauses = []
-    done = StoreUpkeep(store, StoreConfig(), clock=clock, metrics=NullMetrics(), pause=lambda: pauses.append(1)).run()
+    done = StoreUpkeep(store, StoreConfig(), clock=clock,
+                       metrics=RecordingMetrics(), pause=lambda: pauses.append(1)).run()
     assert done.pruned == n and _counts(store)["sightings"] == 0
     assert len(pauses) == 3              # after each batch that deleted something
 
@@ -135,7 +119,7 @@ def test_upkeep_keeps_exactly_the_sightings_inside_the_retention(tmp_path_factor
     s = Store.open(":memory:")
     now = T0 + 10 * DAY_S
     s.record_sightings([_sighting(f"k{i}", now - age) for i, age in enumerate(ages)])
-    StoreUpkeep(s, StoreConfig(dedupe_retention_s=retention), clock=FakeClock(now), metrics=NullMetrics(),
+    StoreUpkeep(s, StoreConfig(dedupe_retention_s=retention), clock=FakeClock(now), metrics=RecordingMetrics(),
                 pause=lambda: None).run()
     cutoff_ns = int((now - retention) * 1e9)
     expected = sorted(f"k{i}" for i, age in enumerate(ages) if int((now - age) * 1e9) >= cutoff_ns)
@@ -149,7 +133,8 @@ def test_pruned_pages_go_back_to_the_file_system(tmp_path):
     s.record_sightings([_sighting(f"{'k' * 60}{i}", T0 + i) for i in range(20_000)])
     s.truncate_wal()
     full = s.size_bytes()
-    upkeep = StoreUpkeep(s, StoreConfig(), clock=FakeClock(T0 + 3 * DAY_S), metrics=NullMetrics(), pause=lambda: None)
+    upkeep = StoreUpkeep(s, StoreConfig(), clock=FakeClock(T0 + 3 * DAY_S),
+                         metrics=RecordingMetrics(), pause=lambda: None)
     while upkeep.run().free_pages:
         pass
     s.truncate_wal()
@@ -183,7 +168,7 @@ class WalStub:
     (10 << 20, False, 0, False), (100 << 20, False, 1, True), (100 << 20, True, 1, False)])
 def test_upkeep_truncates_the_wal_only_past_its_limit(wal, busy, truncations, truncated):
     stub = WalStub(wal, busy)
-    done = StoreUpkeep(stub, StoreConfig(), clock=FakeClock(), metrics=NullMetrics(), pause=lambda: None).run()
+    done = StoreUpkeep(stub, StoreConfig(), clock=FakeClock(), metrics=RecordingMetrics(), pause=lambda: None).run()
     assert (stub.truncations, done.truncated) == (truncations, truncated)
 
 
