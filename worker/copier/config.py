@@ -135,6 +135,7 @@ class TelemetryConfig:
     ntp_check_interval_s: float = 30.0
     max_clock_offset_ms: float = 100.0        # alert when chronyd's error bound on the clock exceeds this
     max_unsynchronised_s: float = 300.0       # refuse new orders once the clock has been untrusted this long
+    process_interval_s: float = 60.0          # resident memory, open fds and live greenlets gauged this often
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,7 @@ def _validate(cfg: Config) -> None:
              "must be DEBUG, INFO, WARNING or ERROR")
     _require(0 < t.statsd_port < 65536, "telemetry.statsd_port", "must be a port number")
     _require(0 < t.ntp_check_interval_s <= 3600, "telemetry.ntp_check_interval_s", "must be in (0, 3600]")
+    _require(1 <= t.process_interval_s <= 3600, "telemetry.process_interval_s", "must be in [1, 3600]")
     _require(t.max_clock_offset_ms > 0, "telemetry.max_clock_offset_ms", "must be > 0")
     _require(0 <= t.max_unsynchronised_s <= 86400, "telemetry.max_unsynchronised_s", "must be in [0, 86400]")
     for name in ("clob", "data_api", "gamma", "geoblock"):
