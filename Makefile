@@ -12,7 +12,7 @@ CSTAMP := $(CVENV)/.installed
 NODE_DIR := tests/conformance/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: venv demo test conformance lint bench bench-sim bench-signing bench-week soak provision lab-up lab-down clean
+.PHONY: venv demo test conformance lint bench bench-sim bench-signing bench-week soak soak-week provision lab-up lab-down clean
 
 # Two distributions: worker/ is the product (what runs on the VPS), worker/lab/ the simulator and the lab tools.
 $(STAMP): requirements.txt requirements-dev.txt worker/pyproject.toml worker/lab/pyproject.toml
@@ -84,6 +84,10 @@ bench-signing: $(STAMP) $(CSTAMP)
 
 soak: $(STAMP)
 	$(PY) -m polylab.soak $(if $(DURATION),--duration $(DURATION),)
+
+# A week of market time at 200x under supervisord with chaos (about 55 minutes): SOAK_WEEK_ARGS="--ten-x", "--days 1".
+soak-week: $(STAMP)
+	$(PY) -m polylab.soakweek $(SOAK_WEEK_ARGS)
 
 provision: $(STAMP)
 	ansible/bin/provision $(INVENTORY) $(PROVISION_ARGS)

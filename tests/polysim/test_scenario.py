@@ -121,3 +121,28 @@ def test_unattended_run_at_speed_15_writes_ground_truth_and_stops_on_sigterm(tmp
     assert code == 0 and time.monotonic() - t0 < 5
     lines = (tmp_path / "ground_truth.jsonl").read_text().splitlines()
     assert lines and all({"kind", "ts"} <= set(json.loads(x)) for x in lines)
+
+
+def test_a_paused_random_source_trades_no_more_until_resumed_and_bad_requests_are_refused(tmp_path):
+    path = tmp_path / "busy.yaml"
+    path.write_text(yaml.safe_dump({"name": "busy", "source": {"mode": "random", "bursts_per_window": 120,
+                                                                "burst_gap_ms": [10, 30]}}))
+    urls = serve(tmp_path, "--scenario", str(path), "--speed", "15")
+    try:
+        def fills() -> int:
+            return httpx.get(f"{urls['control']}/state").json()["counters"]["source_fills"]
+
+        eventually(lambda: fills() >= 3, 15, 0.1, "the random source trading")
+        for bad in ({"paused": "yes"}, {}, [True]):
+            assert httpx.post(f"{urls['control']}/source", json=bad).status_code == 400
+        assert httpx.post(f"{urls['control']}/source", content=b"\xff{").status_code == 400
+        answer = httpx.post(f"{urls['control']}/source", json={"paused": True}).json()
+        assert answer["paused"] is True
+        time.sleep(0.1)                                     # a fill already matching completes
+        frozen = fills()
+        time.sleep(1.5)                                     # ~3 bursts would start in this time unpaused
+        assert fills() == frozen
+        httpx.post(f"{urls['control']}/source", json={"paused": False}).raise_for_status()
+        eventually(lambda: fills() > frozen, 15, 0.1, "the source trading again")
+    finally:
+        stop(urls)

@@ -15,7 +15,7 @@ import html
 import importlib.util
 import io
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -55,6 +55,7 @@ class Growth:
     at: Sequence[float]
     curves: dict[str, Sequence[float]]
     unit: dict[str, str] = field(default_factory=dict)
+    axis: str = ""                      # when set, `at` are plain numbers on this axis (e.g. a simulated hour)
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,19 @@ class HtmlData:
     burst_peak_2s: Counter[int]         # the most of them in any 2 s (what the PRD bounds at 2) -> bursts
     refusals: Counter[str]
     pnl: list[tuple[float, float]] | None
+    period: str = "UTC day"             # what a row of `days` spans
 
 
 def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
-def html_data(store: Store, since: float, pnl: PnlSource | None = None) -> HtmlData:
-    """The figures' numbers, from the store's record (fills, intents, orders), counted as the text report counts."""
+def html_data(store: Store, since: float, pnl: PnlSource | None = None,
+              period: tuple[str, Callable[[float], str]] = ("UTC day", _day)) -> HtmlData:
+    """The figures' numbers, from the store's record (fills, intents, orders), counted as the text report counts.
+    `period` names the rows of the per-day figures and labels an instant with its row (a soak at accelerated market
+    time passes its simulated days)."""
+    _, day_of = period
     fills = list(store.fills_since(since))
     intents = {i["intent_id"]: i for i in store.intents_since(since)}
     orders_by_intent: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -109,11 +115,11 @@ def html_data(store: Store, since: float, pnl: PnlSource | None = None) -> HtmlD
         if intent["intent_id"] in accounts and answered:
             ms = (answered[0]["submit_ns"] - f["recv_ns"]) / 1e6
             delays.append(ms)
-            delays_by_day[_day(f["recv_ns"] / 1e9)].append(ms)
+            delays_by_day[day_of(f["recv_ns"] / 1e9)].append(ms)
 
     usd: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for iid, a in accounts.items():
-        day = _day(intents[iid]["decided_at"])
+        day = day_of(intents[iid]["decided_at"])
         usd[day][0] += a["intended"] * a["source_price"]
         usd[day][1] += min(a["filled"], a["intended"]) * a["source_price"]
     days = [DayStats(day, len(delays_by_day.get(day, [])), percentile(delays_by_day.get(day, []), 50),
@@ -123,7 +129,7 @@ def html_data(store: Store, since: float, pnl: PnlSource | None = None) -> HtmlD
     total, peak = orders_per_burst(fills, intents, orders_by_intent)
     return HtmlData(since=since, copy_delays_ms=delays, days=days, orders_per_burst=total, burst_peak_2s=peak,
                     refusals=refusals,
-                    pnl=list(pnl.pnl_points(since)) if pnl is not None else None)
+                    pnl=list(pnl.pnl_points(since)) if pnl is not None else None, period=period[0])
 
 
 def orders_per_burst(fills: list[dict[str, Any]], intents: dict[str, Any],
@@ -203,7 +209,7 @@ def render_html(rep: dict[str, Any], data: HtmlData, growth: Growth | None = Non
         "A trailing fill waits for its burst to go quiet (coalesce_ms) by design; the leading order does not.")
 
     days = data.days
-    labels = [d.day[5:] for d in days]
+    labels = [d.day[5:] if data.period == "UTC day" else d.day for d in days]
 
     def per_day(ax: Any) -> None:
         for q, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
@@ -211,7 +217,7 @@ def render_html(rep: dict[str, Any], data: HtmlData, growth: Growth | None = Non
         ax.set_ylabel("copy delay, ms")
         ax.legend(loc="upper left")
 
-    figure("Copy delay per UTC day", per_day, _table(
+    figure(f"Copy delay per {data.period}", per_day, _table(
         ["day", "fills", "p50 ms", "p95 ms", "p99 ms"],
         [[d.day, str(d.delays), _fmt(d.p50), _fmt(d.p95), _fmt(d.p99)] for d in days]))
 
@@ -222,7 +228,7 @@ def render_html(rep: dict[str, Any], data: HtmlData, growth: Growth | None = Non
         ax.set_ylabel("filled / intended notional, %")
         ax.legend(loc="lower left")
 
-    figure("Copy rate per UTC day", rate, _table(
+    figure(f"Copy rate per {data.period}", rate, _table(
         ["day", "intended USD", "filled USD", "copied %"],
         [[d.day, f"{d.intended_usd:.2f}", f"{d.filled_usd:.2f}", _fmt(d.copy_rate_pct, ".2f")] for d in days]))
 
@@ -268,13 +274,19 @@ def render_html(rep: dict[str, Any], data: HtmlData, growth: Growth | None = Non
             unit = growth.unit.get(name, "")
 
             def curve(ax: Any, values: Sequence[float] = values, name: str = name, unit: str = unit) -> None:
-                ax.plot([datetime.fromtimestamp(t, UTC) for t in growth.at], list(values), "o-")
+                xs = list(growth.at) if growth.axis else [datetime.fromtimestamp(t, UTC) for t in growth.at]
+                ax.plot(xs, list(values), "o-", markersize=2)
                 ax.set_ylabel(f"{name} {unit}".strip())
+                if growth.axis:
+                    ax.set_xlabel(growth.axis)
 
-            figure(f"Growth: {name}", curve, _table(
-                ["at", f"{name} {unit}".strip()],
-                [[datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M"), f"{v:,.1f}"]
-                 for t, v in zip(growth.at, values, strict=True)]))
+            def at(t: float) -> str:
+                return f"{t:g}" if growth.axis else datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M")
+
+            step = max(1, len(growth.at) // 24)         # the table: at most ~24 rows, the last always
+            rows = [[at(t), f"{v:,.1f}"] for i, (t, v) in enumerate(zip(growth.at, values, strict=True))
+                    if i % step == 0 or i == len(growth.at) - 1]
+            figure(f"Growth: {name}", curve, _table([growth.axis or "at", f"{name} {unit}".strip()], rows))
 
     head = (f"copied (filled) {rep['filled_pct']}% of the intended notional; {rep['source_fills']} source fills, "
             f"{rep['orders_sent']} orders sent, max orders per intent {rep['orders_per_intent_max']}; "

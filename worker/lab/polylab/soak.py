@@ -225,12 +225,13 @@ def redemption_in_flight(db_path: Path) -> bool:
     return any('"redeem"' in calls for (calls,) in rows)
 
 
-def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random.Random) -> None:
+def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random.Random,
+          db_path: Path = WORKDIR / "copier.sqlite") -> None:
     if kind == "kill9_redeem":
         # The node applies the next send and loses its answer: the copier holds a signed, unconfirmed redemption a
         # little longer, and the kill lands then.
         sim.faults(rpc_lost_answer={"count": 1})
-        eventually(lambda: redemption_in_flight(WORKDIR / "copier.sqlite"), REDEEM_WAIT_WINDOWS * sim.window_s, 0.02,
+        eventually(lambda: redemption_in_flight(db_path), REDEEM_WAIT_WINDOWS * sim.window_s, 0.02,
                    "a redemption in flight to kill")
         os.kill(eventually(sup.pid, 15, 0.2, "a running copier to kill"), signal.SIGKILL)
     elif kind == "kill9":
@@ -598,7 +599,7 @@ def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: 
     pnl = pnl_against_venue(store_rep, money) if money is not None else None
     if money is not None:
         problems.update(judge_money(money, pnl))
-    short = {k: n for k, n in Chaos.PLAN.items() if chaos.done[k] < n}
+    short = {k: n for k, n in chaos.PLAN.items() if chaos.done[k] < n}
     if short:
         problems["chaos_not_applied"] = [f"{k}: {chaos.done[k]}/{n}" for k, n in short.items()]
     if leaks:

@@ -190,6 +190,7 @@ class SourceTrader:
         self.window_s = window_s
         self.wallet = cfg.wallet.lower()
         self.fills = 0
+        self.paused = False                 # POST /_sim/source: the random source starts no burst while set
 
     def fill(self, *, asset: str = "btc", outcome: str = "Up", side: str = "BUY", size: float = 10.0,
              price: float | None = None, role: str = "taker", window: str = "current",
@@ -263,6 +264,8 @@ class SourceTrader:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.rng.expovariate(rate))
+            if self.paused:
+                continue
             now = self.now()
             start = self.ex.window_start(now)
             left = start + self.window_s - now
@@ -288,7 +291,7 @@ class SourceTrader:
             w = self.ex.wallets.get(self.wallet)
             sell = self.rng.random() < c.sell_p and w is not None and w.held(token) >= size
             role = "maker" if self.rng.random() < c.maker_p else "taker"
-            if not self.ex.accepting(m, self.now()):
+            if self.paused or not self.ex.accepting(m, self.now()):
                 return
             self._safe_fill(outcome=outcome, side="SELL" if sell else "BUY", size=size, role=role, market=m)
             await asyncio.sleep(self.rng.uniform(*c.burst_gap_ms) / 1000)

@@ -13,6 +13,8 @@
                            6-decimal units, cost, realized PnL, redeemable), approvals, deposit wallet owner and nonce
   POST /_sim/resolve       {slug | condition_id, winner?: "Up" | "Down"}
                            close (if open) and resolve a market now; without `winner` the oracle decides
+  POST /_sim/source        {paused: bool}  pause or resume the scenario's random source (no new burst, and a
+                           running burst stops at its next fill) -> {paused, source_fills}
 """
 from __future__ import annotations
 
@@ -161,6 +163,16 @@ class Control:
                                   "winning_token_id": m.token_ids[m.winner], "start_price": m.start_price,
                                   "end_price": m.end_price, "resolved_at": m.resolved_at})
 
+    async def source(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("paused"), bool):
+                raise ValueError("a JSON object with a boolean `paused`")
+        except (ValueError, RecursionError) as exc:
+            return web.json_response({"error": f"bad source request: {exc}"}, status=400)
+        self.sim.source.paused = body["paused"]
+        return web.json_response({"paused": self.sim.source.paused, "source_fills": self.sim.source.fills})
+
     async def state(self, request: web.Request) -> web.Response:
         sim = self.sim
         by_owner: dict[str, int] = {}
@@ -188,3 +200,4 @@ def control_routes(app: web.Application, control: Control) -> None:
     app.router.add_post("/_sim/wallets/fund", control.fund)
     app.router.add_get("/_sim/wallets/{address}", control.wallet)
     app.router.add_post("/_sim/resolve", control.resolve)
+    app.router.add_post("/_sim/source", control.source)
