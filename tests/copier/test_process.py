@@ -1,9 +1,9 @@
 import gc
 
 import gevent
+from helpers import RecordingMetrics
 
 from copier.process import Census
-from helpers import RecordingMetrics
 
 
 def test_census_counts_greenlets_spawned_after_start_and_forgets_finished_ones():
