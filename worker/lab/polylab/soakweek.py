@@ -2,19 +2,20 @@
 
 The simulator runs at accelerated market time (default 200x: a 15-minute window lasts 4.5 s, a week 50 minutes) on
 all four assets, each market's fair price fixed as in the compressed soak (a random walk 200 times faster than the
-copier's wall-clock reaction would move the book under every order), with the source wallet trading in the PRD's pattern from the simulator's own random source (bursts
-of 3-12 small BUYs 40-400 ms apart, a quarter of them on both outcomes, one fill in ten a SELL, some bursts in the
-last tenth of a window; `--bursts-per-window`, 6 by default, and `--ten-x`). Every window resolves and the copier
-redeems its winners. The copier runs LIVE under a real supervisord, with the compressed soak's chaos spread over the
-week (kill -9, stop/start, RTDS drops and stalls, 5xx/429, lost answers, malformed input, a halt).
+copier's wall-clock reaction would move the book under every order). The source wallet trades in the PRD's pattern
+from the simulator's own random source: bursts of 3-12 small BUYs 40-400 ms apart, a quarter of them on both
+outcomes, one fill in ten a SELL, some bursts in the last tenth of a window; `--bursts-per-window` (6 by default)
+and `--ten-x` set the rate. Every window resolves and the copier redeems its winners. The copier runs LIVE under a
+real supervisord, with the compressed soak's chaos spread over the week (kill -9, stop/start, RTDS drops and stalls,
+5xx/429, lost answers, malformed input, a halt).
 
 Every simulated hour the run samples the copier: resident memory, open fds, live greenlets (its own gauge), store
 and WAL size, log size, StatsD packets/s and CPU per recorded fill; after the run, copy delay (leading orders and
 every copied fill) and copy rate per simulated hour come from the store. It ends with the compressed soak's two
-verdicts (the store's and the venue's ground truth, money and redemptions) and the growth verdicts: resident memory
-of the last simulated day within 10% of the first, leading-delay p99 of the last day within 20% of the first, store
-size linear in the fills recorded; then times `copier report --since 7d` and writes the HTML report with the growth
-curves (`week.html`) and the samples (`samples.jsonl`) to the work directory.
+verdicts (the store's and the venue's ground truth, money and redemptions), >= 98% copied, and the growth verdicts:
+resident memory of the last simulated day within 10% of the first, leading-delay p99 of the last day within 20% of
+the first, store size linear in the fills recorded; then times `copier report --since 7d` and writes the HTML report
+with the growth curves (`week.html`) and the samples (`samples.jsonl`, `hourly.json`) to the work directory.
 
 Wall-clock horizons do not scale with market time: the dedupe retention (one wall day at least) is never reached
 in an hour, so the sightings grow through the run; `make bench-week` shows the store under retention on a clock
