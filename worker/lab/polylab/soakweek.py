@@ -78,6 +78,7 @@ HOUR_S = 3_600.0
 ASSETS = ["btc", "eth", "sol", "xrp"]
 DEFAULT_SPEED = 200.0
 PRD_BURSTS_PER_WINDOW = 6.0
+WALLET_PUSD = 50_000.0          # the copier's starting pUSD: a week of fees and losses at these caps stays covered
 COPIED_TARGET_PCT = 98.0        # filled / intended notional, by the venue's ground truth
 RSS_TOLERANCE = 0.10             # last simulated day against the first
 LEADING_P99_TOLERANCE = 0.20
@@ -381,6 +382,7 @@ def run_week(args: argparse.Namespace) -> int:
         "name": "soak-week",
         "markets": {"assets": ASSETS, "taker_delay_ms": round(TAKER_DELAY_MS * scale, 2)},
         "feeds": {k: round(v * scale, 4) for k, v in VENUE_DELAYS_S.items()},
+        "clob": {"balance": WALLET_PUSD},
         "chain": {"relayer_delay_s": round(RELAYER_DELAY_S * scale, 4)},
         "background": {k: round(v * scale, 4) for k, v in MAKER_DELAYS_S.items()},
         "source": {"mode": "random", "bursts_per_window": bursts}})
