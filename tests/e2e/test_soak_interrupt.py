@@ -100,20 +100,19 @@ def _soak_cmd(workdir: Path) -> list[str]:
 def _launch(how: str, tmp: Path) -> tuple[subprocess.Popen, int]:
     """The process the test holds and the soak's pid (the same unless a shell sits between them)."""
     env = {**os.environ, MARK: str(tmp)}
-    out, err = open(tmp / "soak.out", "wb"), open(tmp / "soak.err", "wb")
     soak = _soak_cmd(tmp / "soak")
-    if how in ("timeout_kills_group", "parent_shell_killed"):
-        # The shell stays the soak's parent (the command after it keeps bash from exec'ing the soak).
-        shell = ["bash", "-c", " ".join(soak) + '; rc=$?; echo "soak exited $rc"; exit $rc']
-        argv = ["timeout", "-s", "KILL", "600", *shell] if how == "timeout_kills_group" else shell
+    shell = ["bash", "-c", " ".join(soak) + '; rc=$?; echo "soak exited $rc"; exit $rc']
+    # A shell stays the soak's parent (the command after the soak keeps bash from exec'ing it).
+    argv = {"timeout_kills_group": ["timeout", "-s", "KILL", "600", *shell],
+            "parent_shell_killed": shell}.get(how, soak)
+    with open(tmp / "soak.out", "wb") as out, open(tmp / "soak.err", "wb") as err:
         launcher = subprocess.Popen(argv, cwd=tmp, env=env, stdout=out, stderr=err, start_new_session=True)
-        soak_proc = eventually(lambda: next((p for p in _descendants(launcher.pid, _processes(tmp))
-                                             if p.cmdline.startswith(f"{sys.executable} -m polylab.soak")),
-                                            None),
-                               30, 0.1, "the soak under its shell")
-        return launcher, soak_proc.pid
-    launcher = subprocess.Popen(soak, cwd=tmp, env=env, stdout=out, stderr=err, start_new_session=True)
-    return launcher, launcher.pid
+    if argv is soak:
+        return launcher, launcher.pid
+    under = eventually(lambda: next((p for p in _descendants(launcher.pid, _processes(tmp))
+                                     if p.cmdline.startswith(f"{sys.executable} -m polylab.soak")), None),
+                       30, 0.1, "the soak under its shell")
+    return launcher, under.pid
 
 
 def _interrupt(how: str, launcher: subprocess.Popen, soak_pid: int, tmp: Path) -> None:
