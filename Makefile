@@ -82,8 +82,9 @@ bench-signing: $(STAMP) $(CSTAMP)
 	$(PY) -m polylab.bench_signing --path current
 	$(CVENV)/bin/python -P worker/lab/polylab/bench_signing.py --path unified --polysim-python $(CURDIR)/$(PY)
 
+# SOAK_ARGS: more options of the run (--compressed-seconds 60, --workdir DIR, --seed N).
 soak: $(STAMP)
-	$(PY) -m polylab.soak $(if $(DURATION),--duration $(DURATION),)
+	$(PY) -m polylab.soak $(if $(DURATION),--duration $(DURATION),) $(SOAK_ARGS)
 
 # A week of market time at 200x under supervisord with chaos (about 55 minutes): SOAK_WEEK_ARGS="--ten-x", "--days 1".
 soak-week: $(STAMP)

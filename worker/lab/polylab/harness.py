@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
+from polylab import procguard
 from polylab.waiting import eventually  # noqa: F401  (the harness's callers import it from here)
 
 DEFAULT_SOURCE = "0x1d0034134e339a309700ff2d34e99fa2d48b0313"
@@ -34,7 +34,8 @@ class SimProcess:
                 "--ground-truth", str(self.ground_truth), "--source-wallet", source_wallet,
                 "--background" if background else "--no-background", *extra_args]
         self.window_s = 900.0 / speed
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, cwd=self.workdir)
+        # Its own session, and SIGTERM if whatever started it dies: a killed run never leaves a simulator behind.
+        self.proc = procguard.spawn(args, stdout=subprocess.PIPE, stderr=self.log, cwd=self.workdir)
         assert self.proc.stdout is not None     # stdout=PIPE
         line = self.proc.stdout.readline()
         if not line:
@@ -77,13 +78,7 @@ class SimProcess:
         return [json.loads(line) for line in self.ground_truth.read_text().splitlines() if line.strip()]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procguard.stop(self.proc, grace_s=10)
         self.http.close()
         self.log.close()
 
@@ -140,4 +135,5 @@ def start_copier(config: Path, log_path: Path, env_file: Path | None = None) -> 
 
 
 def run_copier(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run(copier_cmd(*args), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(copier_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=procguard.dies_with_me())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copier  # noqa: F401  isort: skip
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -31,6 +32,7 @@ from pathlib import Path
 from eth_account import Account
 
 from copier.report import FILLED_TARGET_PCT, NO_LIQUIDITY, render_text
+from polylab import procguard
 from polylab.harness import (
     SIM_PRIVATE_KEY,
     SimProcess,
@@ -115,9 +117,18 @@ class SentrySink:
 
 # ---- supervisord ----------------------------------------------------------------------------------------------
 class Supervisor:
+    """A real supervisord running the copier and its alert listener (the program and event listener the role
+    deploys, with the soak's paths and restart limits).
+
+    It runs in the foreground as the soak's child (nodaemon), in a session of its own and sent SIGTERM if the soak
+    dies; its programs are exec'd through `polylab.procguard`, so they are sent SIGTERM if supervisord dies."""
+
+    STOP_WAIT_S = 15            # the copier's stopwaitsecs
+
     def __init__(self, workdir: Path, config: Path, env_file: Path):
         self.conf = workdir / "supervisord.conf"
         self.sock = workdir / "supervisor.sock"
+        guard = f"{sys.executable} -m polylab.procguard --"
         cmd = " ".join(copier_cmd("run", "--config", str(config.resolve()), "--env-file", str(env_file.resolve())))
         self.conf.write_text(f"""[unix_http_server]
 file={self.sock.resolve()}
@@ -127,7 +138,8 @@ chmod=0700
 logfile={(workdir / 'supervisord.log').resolve()}
 pidfile={(workdir / 'supervisord.pid').resolve()}
 childlogdir={workdir.resolve()}
-nodaemon=false
+nodaemon=true
+silent=true
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
@@ -136,7 +148,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{self.sock.resolve()}
 
 [program:copier]
-command={cmd}
+command={guard} {cmd}
 directory={Path.cwd()}
 autostart=true
 autorestart=unexpected
@@ -144,7 +156,7 @@ exitcodes=0
 startsecs=1
 startretries=1000
 stopsignal=TERM
-stopwaitsecs=15
+stopwaitsecs={self.STOP_WAIT_S}
 stopasgroup=true
 killasgroup=true
 redirect_stderr=true
@@ -153,7 +165,7 @@ stdout_logfile_maxbytes=50MB
 stdout_logfile_backups=3
 
 [eventlistener:copier-alerts]
-command={sys.executable} -m copier.alert_listener --env-file {env_file.resolve()}
+command={guard} {sys.executable} -m copier.alert_listener --env-file {env_file.resolve()}
 events=PROCESS_STATE_EXITED,PROCESS_STATE_BACKOFF,PROCESS_STATE_FATAL
 autorestart=true
 redirect_stderr=false
@@ -162,19 +174,57 @@ stderr_logfile={(workdir / 'alert-listener.err').resolve()}
         bindir = Path(sys.executable).parent
         self.supervisord = str(bindir / "supervisord")
         self.supervisorctl = str(bindir / "supervisorctl")
-        subprocess.run([self.supervisord, "-c", str(self.conf)], check=True)
+        err = workdir / "supervisord.err"
+        with open(err, "ab") as out:
+            self.proc = procguard.spawn([self.supervisord, "-c", str(self.conf)], stdout=out, stderr=out)
+        eventually(lambda: self._listening(err), 60, 0.1, "supervisord to listen on its socket")
+
+    def _listening(self, err: Path) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"supervisord exited with {self.proc.returncode}; see {err}")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(self.sock))
+            except OSError:             # not created yet, or a stale file of an earlier run
+                return False
+        return True
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([self.supervisorctl, "-c", str(self.conf), *args], capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, preexec_fn=procguard.dies_with_me())
 
     def pid(self) -> int:
         out = self.ctl("pid", "copier").stdout.strip()
         return int(out) if out.isdigit() else 0
 
     def shutdown(self) -> None:
-        self.ctl("stop", "copier")
-        self.ctl("shutdown")
+        """SIGTERM: supervisord stops the copier (stopwaitsecs), then the listener, and exits; whatever is left of
+        its session after that is SIGKILLed.
+
+        supervisord acts on a signal after spawning the programs due in the same turn of its loop, and a child that
+        has not exec'd yet still runs supervisord's own handler: a copier respawned at that moment (the kill -9 chaos
+        respawns it every few seconds) misses the stop and trades on until stopwaitsecs ends in a SIGKILL. A program
+        that had not exec'd when supervisord was signalled is sent SIGTERM here once it has."""
+        if self.proc.poll() is None:
+            settled = {pid for pid in procguard.children_of(self.proc.pid) if self._execed(pid)}
+            self.proc.terminate()
+            resent: set[int] = set()
+            deadline = time.monotonic() + 5
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                for pid in set(procguard.children_of(self.proc.pid)) - settled - resent:
+                    if self._execed(pid):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(pid, signal.SIGTERM)      # the copier's stop signal goes to its group
+                        resent.add(pid)
+                time.sleep(0.05)
+        procguard.stop(self.proc, grace_s=self.STOP_WAIT_S + 10)
+
+    def _execed(self, pid: int) -> bool:
+        """The child runs its program (a forked supervisord that has not exec'd yet has supervisord's cmdline)."""
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes() != Path(f"/proc/{self.proc.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
 
 
 # ---- the run --------------------------------------------------------------------------------------------------
@@ -226,7 +276,7 @@ def redemption_in_flight(db_path: Path) -> bool:
 
 
 def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random.Random,
-          db_path: Path = WORKDIR / "copier.sqlite") -> None:
+          db_path: Path) -> None:
     if kind == "kill9_redeem":
         # The node applies the next send and loses its answer: the copier holds a signed, unconfirmed redemption a
         # little longer, and the kill lands then.
@@ -533,7 +583,7 @@ def compressed(duration: float, seed: int, slippage_bps: int = 300) -> int:
             if delay > 0:
                 time.sleep(delay)
             try:
-                apply(kind, sim, sup, config, rng)
+                apply(kind, sim, sup, config, rng, db_path=WORKDIR / "copier.sqlite")
                 chaos.done[kind] += 1
                 if kind in DOWNTIME_S:
                     chaos.downtime.append((time.time(), time.time() + DOWNTIME_S[kind], kind))
@@ -648,17 +698,24 @@ def production(duration: float, config: str) -> int:
 
 
 def main(argv=None) -> int:
+    global WORKDIR
     p = argparse.ArgumentParser(prog="soak")
     p.add_argument("--duration", default=None, help="production soak length (e.g. 7d); omit for the compressed run")
     p.add_argument("--compressed-seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 300)))
     p.add_argument("--seed", type=int, default=int(os.environ.get("SOAK_SEED", 1)))
     p.add_argument("--config", default="/etc/copier/copier.yaml")
+    p.add_argument("--workdir", type=Path, default=WORKDIR,
+                   help=f"the compressed run's files (default {WORKDIR}); an earlier run's files there are deleted")
     p.add_argument("--slippage-bps", type=int, default=int(os.environ.get("SOAK_SLIPPAGE_BPS", 300)),
                    help="execution.max_slippage_bps of the copier under test (default 300; the PRD's default is 120)")
     args = p.parse_args(argv)
     if args.duration:
-        return production(parse_duration(args.duration), args.config)
-    return compressed(args.compressed_seconds, args.seed, args.slippage_bps)
+        return procguard.run_guarded("soak", lambda: production(parse_duration(args.duration), args.config))
+    if args.workdir.is_dir() and any(args.workdir.iterdir()) and not (args.workdir / "statsd.packets").exists():
+        raise SystemExit(f"--workdir {args.workdir}: not empty and not a soak's directory (the soak deletes the files "
+                         "in it); name a new or an empty one")
+    WORKDIR = args.workdir          # the run's functions read it, as they read the default
+    return procguard.run_guarded("soak", lambda: compressed(args.compressed_seconds, args.seed, args.slippage_bps))
 
 
 if __name__ == "__main__":

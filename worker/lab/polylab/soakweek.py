@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import sqlite3
 import statistics
 import sys
@@ -46,6 +45,7 @@ from eth_account import Account
 from copier.config import parse_config
 from copier.report import NO_LIQUIDITY, percentile
 from copier.store import Store
+from polylab import procguard
 from polylab.harness import (
     SIM_PRIVATE_KEY,
     SimProcess,
@@ -501,8 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-report-s", type=float, default=2.0)
     p.add_argument("--workdir", type=Path, default=WORKDIR)
     args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return run_week(args)
+    return procguard.run_guarded("soak-week", lambda: run_week(args))
 
 
 if __name__ == "__main__":
