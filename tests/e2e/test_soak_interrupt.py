@@ -93,14 +93,18 @@ def _copier_under_supervisord(tmp: Path) -> Proc | None:
     return None
 
 
-def _soak_cmd(workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "polylab.soak", "--compressed-seconds", "40", "--workdir", str(workdir)]
+SOAKS = {"soak": ["polylab.soak", "--compressed-seconds", "40"], "soak-week": ["polylab.soakweek", "--days", "1"]}
 
 
-def _launch(how: str, tmp: Path) -> tuple[subprocess.Popen, int]:
+def _soak_cmd(workdir: Path, which: str = "soak") -> list[str]:
+    module, *args = SOAKS[which]
+    return [sys.executable, "-m", module, *args, "--workdir", str(workdir)]
+
+
+def _launch(how: str, tmp: Path, which: str = "soak") -> tuple[subprocess.Popen, int]:
     """The process the test holds and the soak's pid (the same unless a shell sits between them)."""
     env = {**os.environ, MARK: str(tmp)}
-    soak = _soak_cmd(tmp / "soak")
+    soak = _soak_cmd(tmp / "soak", which)
     shell = ["bash", "-c", " ".join(soak) + '; rc=$?; echo "soak exited $rc"; exit $rc']
     # A shell stays the soak's parent (the command after the soak keeps bash from exec'ing it).
     argv = {"timeout_kills_group": ["timeout", "-s", "KILL", "600", *shell],
@@ -172,6 +176,34 @@ def test_soak_interrupted_leaves_no_process(tmp_path, how):
             assert err.splitlines()[-1] == f"soak: interrupted by {signame}; every process it started is stopped"
         if how in ("sigint_to_group", "sigterm"):
             assert launcher.returncode == -(signal.SIGINT if how == "sigint_to_group" else signal.SIGTERM)
+    finally:
+        _kill_leftovers(tmp_path)
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_soak_week_interrupted_leaves_no_process(tmp_path, how):
+    """The week-long soak runs under the same guard: interrupted once its copier runs, nothing of it is left."""
+    launcher, soak_pid = _launch(how, tmp_path, "soak-week")
+    try:
+        eventually(lambda: _copier_under_supervisord(tmp_path), STARTUP_S, 0.2, "a copier running under supervisord")
+        table = _processes(tmp_path)
+        before = list({*_descendants(launcher.pid, table), *(p for p in table.values() if p.mentions_dir)})
+        assert "supervisord -c" in " | ".join(p.cmdline for p in before)
+        _interrupt(how, launcher, soak_pid, tmp_path)
+        launcher.wait(GONE_S)
+        try:
+            eventually(lambda: not _left(tmp_path, before), GONE_S, 0.2, "every process of the soak to exit")
+        except TimeoutError:
+            pytest.fail(f"still running after {how}: " + "; ".join(f"{p.pid} {p.cmdline[:120]}"
+                                                                   for p in _left(tmp_path, before)))
+        err = (tmp_path / "soak.err").read_text()
+        assert "Traceback" not in err
+        if how == "sigterm":
+            assert err.splitlines()[-1] == "soak-week: interrupted by SIGTERM; every process it started is stopped"
+            assert launcher.returncode == -signal.SIGTERM
     finally:
         _kill_leftovers(tmp_path)
         if launcher.poll() is None:

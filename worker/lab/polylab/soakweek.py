@@ -501,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-report-s", type=float, default=2.0)
     p.add_argument("--workdir", type=Path, default=WORKDIR)
     args = p.parse_args(argv)
+    if args.workdir.is_dir() and any(args.workdir.iterdir()) and not (args.workdir / "statsd.packets").exists():
+        raise SystemExit(f"--workdir {args.workdir}: not empty and not a soak's directory (the soak deletes the files "
+                         "in it); name a new or an empty one")
     return procguard.run_guarded("soak-week", lambda: run_week(args))
 
 
