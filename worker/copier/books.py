@@ -41,15 +41,18 @@ class BookCache(ReconnectingFeed):
         self.on_tick_size = on_tick_size
         self.on_resolved = on_resolved
         self._books: dict[str, BookTop] = {}
-        self._watched: list[str] = []
+        self._watched: dict[str, None] = {}         # an ordered set: the session subscribes in this order
 
     def top(self, asset: str) -> BookTop | None:
         return self._books.get(asset)
 
     def watch(self, asset_ids: Iterable[str]) -> None:
-        for a in asset_ids:
-            if a not in self._watched:
-                self._watched.append(a)
+        """Watch exactly these tokens from now on: new ones are snapshotted and subscribed by the session, and the
+        books of the others are dropped and unsubscribed, so a week of 15-minute windows keeps only the markets in
+        play (every window brings two new tokens; kept, they grew the cache and every resubscription forever)."""
+        self._watched = dict.fromkeys(asset_ids)
+        for asset in [a for a in self._books if a not in self._watched]:
+            del self._books[asset]
 
     def snapshot(self, asset: str) -> None:
         """One REST /book for `asset`. Never raises: a bad answer is counted, a failed request logged."""
@@ -73,8 +76,8 @@ class BookCache(ReconnectingFeed):
         pinger = gevent.spawn(self._keepalive, ws, lambda: "PING")
         try:
             while not stopping.is_set():
-                if len(subscribed) < len(self._watched):
-                    fresh = [a for a in self._watched if a not in subscribed]
+                fresh = [a for a in self._watched if a not in subscribed]
+                if fresh:
                     for a in fresh:
                         self.snapshot(a)
                     # custom_feature_enabled: without it the channel never sends `market_resolved`.
@@ -82,6 +85,10 @@ class BookCache(ReconnectingFeed):
                         if not subscribed else {"assets_ids": fresh, "operation": "subscribe"}
                     ws.send(json.dumps(msg))
                     subscribed.update(fresh)
+                gone = [a for a in subscribed if a not in self._watched]
+                if gone:
+                    ws.send(json.dumps({"assets_ids": gone, "operation": "unsubscribe"}))
+                    subscribed.difference_update(gone)
                 data = self._recv(ws)
                 if data is None:
                     return

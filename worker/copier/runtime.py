@@ -429,8 +429,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
 
     def warm() -> None:
         catalog.refresh()
-        books.watch(catalog.assets())
-        books.watch(watch.held_assets())
+        books.watch([*catalog.assets(), *watch.held_assets()])
 
     upkeep = StoreUpkeep(store, cfg.store, clock=clock, metrics=metrics, pause=lambda: gevent.sleep(0))
     census = Census()
