@@ -4,10 +4,19 @@ import math
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_position_watch import CID, DOWN, T0, UP, filled, intent, source_fill
 
 from copier.config import Config, parse_config
-from copier.pnl_report import pnl_section, positions_table, render_pnl, render_positions, source_ledger
+from copier.pnl_report import (
+    pnl_over_time,
+    pnl_section,
+    positions_table,
+    render_pnl,
+    render_positions,
+    source_ledger,
+)
 from copier.report import build_report, render_text
 from copier.store import Store
 from copier.types import OrderStatus, Side, Skip
@@ -62,7 +71,8 @@ def day(tmp_path_factory):
     redeem = []
     for n, (cid, asset, end) in enumerate(markets):
         if n % 10 and store.record_resolution(cid, asset, end + 30, "market_ws") and n % 3 == 0:
-            redeem.append(dict(action_id=f"r{n}", via="eoa", calls=json.dumps([{"kind": "redeem", "condition_id": cid}]),
+            calls = json.dumps([{"kind": "redeem", "condition_id": cid}])
+            redeem.append(dict(action_id=f"r{n}", via="eoa", calls=calls,
                                nonce=n, payload="0x", status="CONFIRMED", created_ns=int((end + 90) * 1e9),
                                updated_ns=int((end + 90) * 1e9)))
     store.record_chain_actions(redeem)
@@ -111,3 +121,42 @@ def test_own_fills_around_a_record_join_an_order_to_an_intent_decided_before_it(
     assert [r["intent_id"] for r in whole] == ["early", "stepped", "live"]
     assert store.own_fills_with(record) == whole
     store.close()
+
+
+# ---- PnL over time -------------------------------------------------------------------------------------------
+_instant = st.floats(T0 - 2 * 86400, T0 + 2 * 86400, allow_nan=False)
+_amount = st.floats(-500, 500, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(realizations=st.lists(st.tuples(_instant, _amount), max_size=40),
+       marks=st.lists(st.tuples(_instant, st.sampled_from(["u", "d", "x"]), _amount), max_size=20),
+       since=st.one_of(st.just(0.0), _instant))
+def test_pnl_over_time_is_the_running_total_at_each_hours_last_change(realizations, marks, since):
+    points = pnl_over_time(realizations, marks, since)
+    changes = [(at, v, None) for at, v in realizations] + [(at, v, asset) for at, asset, v in marks]
+
+    def state(include):
+        """(realised, unrealised) after every change at an instant `include` accepts; marks in the order given."""
+        shown = sorted((c for c in changes if include(c[0])), key=lambda c: (c[0], c[2] is not None))
+        last = {asset: v for _, v, asset in shown if asset is not None}
+        return math.fsum(v for _, v, asset in shown if asset is None), (math.fsum(last.values()) if last else None)
+
+    def same(point, expected):
+        assert point.realized == pytest.approx(expected[0], abs=1e-6)
+        assert (point.unrealized is None) == (expected[1] is None)
+        assert point.unrealized is None or point.unrealized == pytest.approx(expected[1], abs=1e-6)
+
+    assert [p.at for p in points] == sorted(p.at for p in points) and all(p.at >= since for p in points)
+    later = points
+    if any(at < since for at, _, _ in changes):                          # history before: its value at `since`
+        assert points[0].at == since
+        same(points[0], state(lambda at: at < since))
+        later = points[1:]
+    hours: dict[int, float] = {}
+    for at, _, _ in changes:
+        if at >= since:
+            hours[int(at // 3600)] = max(hours.get(int(at // 3600), at), at)
+    assert [p.at for p in later] == sorted(hours.values())               # each changed hour's last change
+    for p in later:
+        same(p, state(lambda at, p=p: at <= p.at))

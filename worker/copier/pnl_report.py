@@ -10,6 +10,7 @@ root mean square, over resolved markets both traded, of our return minus the sou
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,63 @@ class OwnPnl:
         redeemed = [(cid, at) for _, cid, at in store.redeemed_markets()]
         events = own_events(fills, store.resolutions() if resolutions is None else resolutions, redeemed)
         return cls(fills, *fold_realizations(events))
+
+
+@dataclass(frozen=True)
+class PnlPoint:
+    at: float                       # epoch s
+    realized: float                 # realised PnL so far, USD: every realisation since the store's first order
+    unrealized: float | None        # the open positions' unrealised PnL at the last snapshot by then (None: none yet)
+
+    @property
+    def marked(self) -> float | None:
+        return None if self.unrealized is None else self.realized + self.unrealized
+
+
+def pnl_over_time(realizations: Iterable[tuple[float, float]], marks: Iterable[tuple[float, str, float]],
+                  since: float, step_s: float = PNL_STEP_S) -> list[PnlPoint]:
+    """Our PnL over time from `since` on: realised PnL accumulated from every realisation (instant, USD) and the
+    unrealised PnL of the latest snapshot row of each position (instant, asset, USD), one point at the last change
+    within each `step_s` (UTC-aligned), preceded by the value at `since` when there is history before it."""
+    changes = sorted([(at, 0, amount, "") for at, amount in realizations]
+                     + [(at, 1, unrealized, asset) for at, asset, unrealized in marks], key=lambda c: (c[0], c[1]))
+    realized = 0.0
+    unrealized: dict[str, float] = {}
+    points: list[PnlPoint] = []
+
+    def point(at: float) -> PnlPoint:
+        return PnlPoint(at, realized, sum(unrealized.values()) if unrealized else None)
+
+    last_at, pending, history = 0.0, False, False   # pending: a change at last_at (>= since) not yet in a point
+    for at, kind, value, asset in changes:
+        if pending and at // step_s != last_at // step_s:
+            points.append(point(last_at))
+            pending = False
+        if at >= since and history and not points and not pending:
+            points.append(point(since))     # what the history before `since` left
+        if kind == 0:
+            realized += value
+        else:
+            unrealized[asset] = value
+        last_at, pending, history = at, at >= since, history or at < since
+    if pending:
+        points.append(point(last_at))
+    elif history and not points:
+        points.append(point(since))         # nothing changed from `since` on: the value it had then
+    return points
+
+
+class StorePnl:
+    """`copier report --html`'s PnL over time (report_html's PnlSource), from the store: our ledger's realisations
+    (the PnL section's fold) and the PnL snapshots the running copier writes."""
+
+    def __init__(self, store: Store, record: Record | None = None) -> None:
+        self.store = store
+        self.record = record
+
+    def pnl_points(self, since: float) -> list[PnlPoint]:
+        realizations = OwnPnl.read(self.store, self.record).realizations
+        return pnl_over_time(realizations, self.store.pnl_marks(), since)
 
 
 def ledger_from_store(store: Store) -> Ledger:

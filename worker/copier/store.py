@@ -710,6 +710,11 @@ class Store:
                   .group_by(t.PnlSnapshotRow.asset))
         return list(t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.id.in_(newest)).dicts())
 
+    def pnl_marks(self) -> list[tuple[float, str, float]]:
+        """(instant, asset, unrealised PnL) of every PnL snapshot row, oldest first."""
+        return self.db.execute_sql('SELECT "at", "asset", "unrealized" FROM "pnl_snapshots" ORDER BY "at", "id"'
+                                   ).fetchall()
+
     def record_source_seed(self, at: float, held: dict[str, float]) -> None:
         """The source's holdings the copier started from (replay starts from the same ones at the same instant)."""
         seeds = self._get("source_seeds") or []

@@ -305,6 +305,7 @@ def time_report(exe: Path, config: Path, runs: int, since: str = "7d") -> tuple[
 
 def write_html(path: Path, store_path: Path, cfg: Config, rows: list[DayRow], *, end: float, days: float) -> None:
     """The report's page of the week, with its growth per simulated day beside the figures."""
+    from copier.pnl_report import StorePnl
     from copier.report import build_report
     from copier.report_html import Growth, html_data, render_html
 
@@ -317,7 +318,9 @@ def write_html(path: Path, store_path: Path, cfg: Config, rows: list[DayRow], *,
                                 "fills (kept: the record)": [float(r.fills) for r in rows],
                                 "sightings (pruned past the retention)": [float(r.sightings) for r in rows]},
                         unit={"store file": "MiB"})
-        page = render_html(build_report(store, cfg, since=since), html_data(store, since), growth=growth,
+        record = store.record_since(since)
+        page = render_html(build_report(store, cfg, record=record),
+                           html_data(store, since, pnl=StorePnl(store, record), record=record), growth=growth,
                            title=f"copier report: a generated week ({store_path.name})")
     finally:
         store.close()
