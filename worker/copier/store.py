@@ -581,7 +581,7 @@ class Store:
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         cur = self.db.execute_sql(sql, params)
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur]
+        return [dict(zip(names, row)) for row in cur.fetchall()]     # noqa: B905 (one name per column, by sqlite)
 
     def _rows_since(self, table: str, column: str, since: float, order: str, columns: tuple[str, ...] = ()) \
             -> list[Row]:
