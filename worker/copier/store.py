@@ -201,8 +201,8 @@ _OWN_INTENT_COLUMNS = ("condition_id", "asset", "outcome", "side", "fee_rate", "
 _OWN_FILLS_SQL = (
     "SELECT " + ", ".join([*(f'o."{c}"' for c in _OWN_ORDER_COLUMNS), *(f'i."{c}"' for c in _OWN_INTENT_COLUMNS)])
     + ' FROM "orders" AS o JOIN "intents" AS i ON i."intent_id" = o."intent_id" '
-    f'WHERE o."filled_size" > 0 AND o."status" NOT IN ({", ".join("?" * len(_UNRESOLVED))}) AND o."updated_ns" >= ? '
-    'AND o."signed_ns" < ? ORDER BY o."updated_ns", o."id"')
+    f'WHERE o."filled_size" > 0 AND o."status" NOT IN ({", ".join("?" * len(_UNRESOLVED))}) AND o."updated_ns" >= ?')
+_OWN_FILLS_ORDER = ' ORDER BY o."updated_ns", o."id"'
 
 
 class _Tables:
@@ -277,7 +277,6 @@ def _migration_6(database: pw.SqliteDatabase, t: _Tables) -> None:
 _INCREMENTAL = 2                # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
 
 Row = dict[str, Any]     # one table row, column name -> value
-_MAX_NS = 2 ** 63 - 1
 
 
 _RECORD_FILL_COLUMNS = ("id", "dedupe_key", "asset", "condition_id", "outcome", "side", "price", "size", "match_ts",
@@ -663,8 +662,12 @@ class Store:
         orders last updated at or after this instant (the runtime's incremental pass); signed_before: only orders
         signed before this instant (epoch s)."""
         # A plain cursor, as the report queries: a report folds every order ever settled.
-        before_ns = _MAX_NS if signed_before is None else int(signed_before * 1e9)
-        return [_settled(r) for r in self._rows(_OWN_FILLS_SQL, (*_UNRESOLVED, int(updated_from_ns), before_ns))]
+        if signed_before is None:
+            rows = self._rows(_OWN_FILLS_SQL + _OWN_FILLS_ORDER, (*_UNRESOLVED, int(updated_from_ns)))
+        else:
+            rows = self._rows(_OWN_FILLS_SQL + ' AND o."signed_ns" < ?' + _OWN_FILLS_ORDER,
+                              (*_UNRESOLVED, int(updated_from_ns), int(signed_before * 1e9)))
+        return [_settled(r) for r in rows]
 
     def own_fills_with(self, record: Record) -> list[Row]:
         """`own_fills()`, the record's orders taken from the record: those signed before it are read, the record's
