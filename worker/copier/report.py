@@ -389,17 +389,21 @@ def detection_section(store: Store, since: float) -> dict[str, Any]:
         by_key[arrival[0]].append(arrival)
     per_feed: dict[str, dict] = defaultdict(lambda: {"first": 0, "seen": 0, "lags": []})
     first_lags = []
-    for sightings in by_key.values():
+    for sightings in by_key.values():              # each in receive order
         ref = _match_ref(sightings)
         earliest: dict[str, int] = {}
-        for _, feed, recv_ns, _, _ in sightings:
-            earliest[feed] = min(earliest.get(feed, recv_ns), recv_ns)
-        firsts = [s for s in sightings if s[4]] or [min(sightings, key=lambda s: s[2])]
-        per_feed[firsts[0][1]]["first"] += 1
+        first_feed: str | None = None
+        for _, feed, recv_ns, _, first in sightings:
+            if feed not in earliest:
+                earliest[feed] = recv_ns
+            if first and first_feed is None:
+                first_feed = feed
+        per_feed[sightings[0][1] if first_feed is None else first_feed]["first"] += 1
         for feed, recv_ns in earliest.items():
-            per_feed[feed]["seen"] += 1
-            per_feed[feed]["lags"].append(recv_ns / 1e6 - ref * 1e3)
-        first_lags.append(min(earliest.values()) / 1e6 - ref * 1e3)
+            st = per_feed[feed]
+            st["seen"] += 1
+            st["lags"].append(recv_ns / 1e6 - ref * 1e3)
+        first_lags.append(sightings[0][2] / 1e6 - ref * 1e3)
     n = len(by_key)
     feeds = {feed: {"first": st["first"], "first_share": round(st["first"] / n, 4), "seen": st["seen"],
                     "confirmed_only": st["seen"] - st["first"], "lag_ms": _dist(st["lags"])}
