@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from copier.positions import (
@@ -120,7 +121,7 @@ def source_ledger(store: Store, resolutions: list[Row], record: Record | None = 
         fills = store.source_fills()
     else:
         fills = store.fills_before(record.since) + record.fills
-        fills.sort(key=lambda r: (r["match_ts"], r["id"]))
+        fills.sort(key=itemgetter("match_ts", "id"))
     trades: list[Trade | Resolution] = [
         Trade(r["condition_id"], r["asset"], r["outcome"], _SIDE[r["side"]], r["size"], r["price"], 0.0, r["match_ts"])
         for r in fills]

@@ -12,6 +12,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,8 @@ _NOT_EXECUTED = sorted(s.value for s in NOT_EXECUTED)
 # A settled order of ours as the positions fold reads it: the order's columns, then its intent's ("id": the order's).
 _OWN_ORDER_COLUMNS = ("id", "intent_id", "filled_size", "avg_price", "status", "submit_ns", "ack_ns", "updated_ns")
 _OWN_INTENT_COLUMNS = ("condition_id", "asset", "outcome", "side", "fee_rate", "fee_exponent", "market_end_ts")
+_OWN_COLUMNS = (*_OWN_ORDER_COLUMNS, *_OWN_INTENT_COLUMNS)
+_own_order, _own_intent = itemgetter(*_OWN_ORDER_COLUMNS), itemgetter(*_OWN_INTENT_COLUMNS)
 _OWN_FILLS_SQL = (
     "SELECT " + ", ".join([*(f'o."{c}"' for c in _OWN_ORDER_COLUMNS), *(f'i."{c}"' for c in _OWN_INTENT_COLUMNS)])
     + ' FROM "orders" AS o JOIN "intents" AS i ON i."intent_id" = o."intent_id" '
@@ -680,10 +683,9 @@ class Store:
             intents.update((i["intent_id"], i) for i in self._rows(
                 f'SELECT * FROM "intents" WHERE "intent_id" IN ({", ".join("?" * len(ids))})', tuple(ids)))
         rows = self.own_fills(signed_before=record.since)
-        rows += [_settled({**{c: o[c] for c in _OWN_ORDER_COLUMNS},
-                           **{c: intents[o["intent_id"]][c] for c in _OWN_INTENT_COLUMNS}})
+        rows += [_settled(dict(zip(_OWN_COLUMNS, _own_order(o) + _own_intent(intents[o["intent_id"]]), strict=True)))
                  for o in settled if o["intent_id"] in intents]      # an inner join: no intent row, no fill
-        rows.sort(key=lambda r: (r["updated_ns"], r["id"]))
+        rows.sort(key=itemgetter("updated_ns", "id"))
         return rows
 
     def source_fills(self, since: float = 0.0) -> list[Row]:
