@@ -204,26 +204,28 @@ class _Fold:
         p = self.positions.get(t.asset)
         if p is None:
             winner = self.winners.get(t.condition_id)
-            p = Position(t.condition_id, t.asset, t.outcome,
-                         payout=None if winner is None else float(winner == t.asset))
+            condition_id, outcome, size, cost, bought = t.condition_id, t.outcome, 0.0, 0.0, 0.0
+            payout = None if winner is None else float(winner == t.asset)
             if self._assets_of is not None:
                 self._assets_of.setdefault(t.condition_id, []).append(t.asset)
+        else:
+            condition_id, outcome, size, cost, bought, payout = (p.condition_id, p.outcome, p.size, p.cost, p.bought,
+                                                                 p.payout)
         if t.side is Side.BUY:
             paid = -t.cash
-            p = Position(p.condition_id, p.asset, p.outcome, p.size + t.size, p.cost + paid, p.bought + paid,
-                         p.payout)
-            if p.payout is not None:    # a fill settled after the resolution was known: worth its payout already
-                self._realize(t.condition_id, t.at, t.size * p.payout - paid)
-                p = Position(p.condition_id, p.asset, p.outcome, p.size, 0.0, p.bought, p.payout)
+            size, cost, bought = size + t.size, cost + paid, bought + paid
+            if payout is not None:      # a fill settled after the resolution was known: worth its payout already
+                self._realize(t.condition_id, t.at, t.size * payout - paid)
+                cost = 0.0
         else:
-            sold = min(t.size, p.size)  # never below zero: a SELL of shares the ledger never saw is counted as held
-            basis = p.payout * sold if p.payout is not None else (p.avg_cost * sold if p.size > DUST else 0.0)
+            sold = min(t.size, size)    # never below zero: a SELL of shares the ledger never saw is counted as held
+            avg_cost = cost / size if size > DUST else 0.0
+            basis = payout * sold if payout is not None else (avg_cost * sold if size > DUST else 0.0)
             self._realize(t.condition_id, t.at, t.cash - basis)
-            size = p.size - sold
-            p = Position(p.condition_id, p.asset, p.outcome, size if size > DUST else 0.0,
-                         (p.cost - p.avg_cost * sold) if size > DUST and p.payout is None else 0.0, p.bought,
-                         p.payout)
-        self.positions[t.asset] = p
+            left = size - sold
+            cost = (cost - avg_cost * sold) if left > DUST and payout is None else 0.0
+            size = left if left > DUST else 0.0
+        self.positions[t.asset] = Position(condition_id, t.asset, outcome, size, cost, bought, payout)
         self.fees += t.fee
 
     def _resolve(self, r: Resolution) -> None:
