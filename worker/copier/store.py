@@ -310,6 +310,7 @@ def _settled(order: Row) -> Row:
     order["at"] = (order["ack_ns"] or order["submit_ns"] or order["updated_ns"]) / 1e9
     return order
 
+
 MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
               _migration_6]   # append only; index + 1 = schema version
 _OUTSIDE_TRANSACTION = {_migration_4}          # idempotent migrations that sqlite cannot run inside a transaction
