@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from copier.clock import FakeClock
 from copier.config import Config
 from copier.errors import MalformedMessage
-from copier.position_watch import PositionsClient, PositionWatch, ledger_from_store
+from copier.pnl_report import ledger_from_store
+from copier.position_watch import PositionsClient, PositionWatch
 from copier.positions import SourceHoldings
 from copier.schemas import parse_gamma_winner, parse_positions
 from copier.store import Store

@@ -1,11 +1,26 @@
 """The positions fold: cost basis with fees, realised PnL on SELLs and at resolution, per market and per UTC day."""
 import json
 import math
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from copier.positions import Ledger, Redemption, Resolution, Trade, apply, book_mark, fold, own_events, own_trade
+from copier.exposure import DAY_S, bucket
+from copier.positions import (
+    DUST,
+    Ledger,
+    Position,
+    Redemption,
+    Resolution,
+    Trade,
+    apply,
+    book_mark,
+    fold,
+    fold_realizations,
+    own_events,
+    own_trade,
+)
 from copier.store import Store
 from copier.types import BookTop, Side
 
@@ -126,3 +141,114 @@ def test_positions_once_every_market_resolved_realised_pnl_is_the_cash_moved_plu
     payout = sum(size for asset, size in held.items() if asset in winners)
     assert math.isclose(ledger.realized_total(), cash + payout, abs_tol=1e-6)
     assert all(p.size >= 0 and p.cost == 0 for p in ledger.positions.values())
+
+
+# ---- the one-pass fold against a straightforward reference ----------------------------------------------------
+# The reference is the fold as first written: every event builds a new ledger from copies of the old one's maps.
+# `fold` and `apply` now share a private accumulator that changes one set of maps in place (a week of history at
+# once was most of `copier report`); they must give the same ledger, bit for bit and in the same map order.
+def _ref_realize(ledger, condition_id, at, amount):
+    key = (condition_id, bucket(at, DAY_S))
+    realized = dict(ledger.realized)
+    realized[key] = realized.get(key, 0.0) + amount
+    return realized
+
+
+def _ref_trade(ledger, t):
+    p = ledger.positions.get(t.asset)
+    if p is None:
+        winner = ledger.winners.get(t.condition_id)
+        p = Position(t.condition_id, t.asset, t.outcome, payout=None if winner is None else float(winner == t.asset))
+    realized = ledger.realized
+    if t.side is Side.BUY:
+        paid = -t.cash
+        p = replace(p, size=p.size + t.size, cost=p.cost + paid, bought=p.bought + paid)
+        if p.payout is not None:
+            realized = _ref_realize(ledger, t.condition_id, t.at, t.size * p.payout - paid)
+            p = replace(p, cost=0.0)
+    else:
+        sold = min(t.size, p.size)
+        basis = p.payout * sold if p.payout is not None else (p.avg_cost * sold if p.size > DUST else 0.0)
+        realized = _ref_realize(ledger, t.condition_id, t.at, t.cash - basis)
+        size = p.size - sold
+        p = replace(p, size=size if size > DUST else 0.0,
+                    cost=(p.cost - p.avg_cost * sold) if size > DUST and p.payout is None else 0.0)
+    positions = dict(ledger.positions)
+    positions[t.asset] = p
+    return replace(ledger, positions=positions, realized=realized, fees=ledger.fees + t.fee)
+
+
+def _ref_resolve(ledger, r):
+    if r.condition_id in ledger.winners:
+        return ledger
+    winners = dict(ledger.winners)
+    winners[r.condition_id] = r.winning_asset
+    positions = dict(ledger.positions)
+    realized = ledger.realized
+    for asset, p in ledger.positions.items():
+        if p.condition_id != r.condition_id:
+            continue
+        payout = 1.0 if asset == r.winning_asset else 0.0
+        realized = _ref_realize(replace(ledger, realized=realized), r.condition_id, r.at, p.size * payout - p.cost)
+        positions[asset] = replace(p, cost=0.0, payout=payout)
+    return replace(ledger, positions=positions, realized=realized, winners=winners)
+
+
+def _ref_redeem(ledger, r):
+    if r.condition_id not in ledger.winners:
+        return ledger
+    return replace(ledger, positions={asset: replace(p, size=0.0) if p.condition_id == r.condition_id else p
+                                      for asset, p in ledger.positions.items()})
+
+
+def _ref_apply(ledger, event):
+    if isinstance(event, Resolution):
+        return _ref_resolve(ledger, event)
+    if isinstance(event, Redemption):
+        return _ref_redeem(ledger, event)
+    return _ref_trade(ledger, event)
+
+
+MARKETS = {A: (UP, DOWN), B: (UP_B, "44"), "0x" + "cc" * 32: ("55", "66")}
+_market = st.sampled_from(sorted(MARKETS))
+_at = st.floats(DAY - 86400, DAY + 3 * 86400, allow_nan=False)
+_trade_event = st.builds(
+    lambda cid, i, side, size, price, fee, at: Trade(cid, MARKETS[cid][i], "x", side, size, price, fee, at),
+    _market, st.integers(0, 1), st.sampled_from([Side.BUY, Side.SELL]),
+    st.one_of(st.floats(1e-7, 500, allow_nan=False), st.just(1e-6), st.just(0.0)),
+    st.floats(0.0, 1.0, allow_nan=False), st.floats(0.0, 2.0, allow_nan=False), _at)
+_resolution = st.builds(lambda cid, i, at: Resolution(cid, MARKETS[cid][i], at), _market, st.integers(0, 1), _at)
+_redemption = st.builds(Redemption, _market, _at)
+_history = st.lists(st.one_of(_trade_event, _trade_event, _trade_event, _resolution, _redemption), max_size=60)
+
+
+def _same(a: Ledger, b: Ledger) -> None:
+    assert a == b
+    assert list(a.positions) == list(b.positions) and list(a.realized) == list(b.realized)
+    assert list(a.winners) == list(b.winners) and a.fees == b.fees
+
+
+def _maps(ledger: Ledger) -> tuple:
+    return dict(ledger.positions), dict(ledger.realized), dict(ledger.winners), ledger.fees
+
+
+@settings(max_examples=400, deadline=None)
+@given(events=_history, split=st.integers(0, 60), in_time_order=st.booleans())
+def test_positions_fold_and_apply_give_the_reference_ledger_bit_for_bit(events, split, in_time_order):
+    if in_time_order:
+        events = sorted(events, key=lambda e: e.at)
+    reference = stepped = Ledger()
+    for event in events:
+        before, kept = stepped, _maps(stepped)
+        reference, stepped = _ref_apply(reference, event), apply(stepped, event)
+        _same(stepped, reference)
+        assert _maps(before) == kept                                    # apply left its argument as it was
+    _same(fold(events), reference)
+    _same(fold(events[split:], fold(events[:split])), reference)       # from a ledger, as the runtime's refresh
+    ledger, realizations = fold_realizations(events)
+    _same(ledger, reference)
+    by_day: dict[int, float] = {}
+    for at, amount in realizations:
+        by_day[bucket(at, DAY_S)] = by_day.get(bucket(at, DAY_S), 0.0) + amount
+    assert by_day.keys() == reference.realized_by_day().keys()
+    assert all(math.isclose(by_day[d], v, rel_tol=1e-9, abs_tol=1e-9) for d, v in reference.realized_by_day().items())

@@ -4,18 +4,21 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 from helpers import CID, T0, UP, fill
+from test_position_watch import filled
 from test_report import _record
 
 from copier.cli import main
 from copier.config import Config
 from copier.exposure import DAY_S
+from copier.pnl_report import PnlPoint
 from copier.report import build_report, percentile
 from copier.report_html import Growth, html_data, render_html
 from copier.store import Store
-from copier.types import Skip
+from copier.types import Side, Skip
 from polylab.weekstore import WEEK_CONFIG, Pattern, write_week
 
 END = 1_800_000_000.0
@@ -53,10 +56,11 @@ def test_html_report_is_one_self_contained_page_with_every_figure(week, capsys):
     assert main(["report", "--config", str(week / "copier.yaml"), "--html", str(out)]) in (0, 1)
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    assert _svgs(page) == 5                          # delay histogram, per-day delays, copy rate, bursts, refusals
+    # delay histogram, per-day delays, copy rate, bursts, refusals, PnL (the week's SELLs realise PnL)
+    assert _svgs(page) == 6
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)       # nothing fetched from elsewhere
     assert "<script" not in page
-    assert "This store records no positions yet" in page
+    assert "PnL over time" in page and "realised PnL only, no unrealised PnL" in page      # the week has no snapshots
     assert "html report:" in capsys.readouterr().err
 
 
@@ -104,14 +108,56 @@ def test_html_report_draws_pnl_and_growth_when_given_and_escapes_what_it_prints(
 
     class Pnl:
         def pnl_points(self, since):
-            return [(T0, 0.0), (T0 + 3600, 12.5), (T0 + 7200, -3.0)]
+            return [PnlPoint(T0, 0.0, None), PnlPoint(T0 + 3600, 12.5, 1.5), PnlPoint(T0 + 7200, -3.0, 0.25)]
 
     data = html_data(store, 0.0, pnl=Pnl())
     growth = Growth(at=[T0, T0 + DAY_S], curves={"store size": [10.0, 20.0], "RSS": [70.0, 71.0]},
                     unit={"store size": "MiB", "RSS": "MiB"})
     page = render_html(build_report(store, Config()), data, growth=growth)
-    assert _svgs(page) == 5 + 1 + 2 and "This store records no positions yet" not in page
+    assert _svgs(page) == 5 + 1 + 2 and "No PnL source was given" not in page
+    assert f"<td>{_hm(T0 + 7200)}</td><td>-3.00</td><td>0.25</td><td>-2.75</td>" in page     # the day's last point
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_html_report_without_a_pnl_source_or_pnl_says_so(store):
+    class Nothing:
+        def pnl_points(self, since):
+            return []
+
+    rep = build_report(store, Config())
+    assert "No PnL source was given" in render_html(rep, html_data(store, 0.0))
+    assert "No PnL yet" in render_html(rep, html_data(store, 0.0, pnl=Nothing()))
+
+
+def test_html_report_draws_the_stores_pnl_over_time_to_its_final_value(tmp_path):
+    """`copier report --html` on a small store: realised PnL from our orders and a resolution, marked with the
+    running copier's snapshots; the PnL figure's table ends at the text report's realised PnL."""
+    path = tmp_path / "s.sqlite"
+    (tmp_path / "c.yaml").write_text(f"store:\n  path: {path}\n")
+    store = Store.open(str(path))
+    filled(store, "a", size=10.0, price=0.40, at=T0, n=1)                        # 10 Up at 0.40
+    filled(store, "b", side=Side.SELL, size=4.0, price=0.70, at=T0 + 3600, n=2)   # realises 4 x (0.70 - 0.40)
+    store.record_pnl_snapshot([dict(at=T0 + 3700, day=0, condition_id=CID, asset=UP, outcome="Up", size=6.0,
+                                    cost=2.4, mark=0.75, realized=1.2, unrealized=2.1, redeemable=False)])
+    store.record_resolution(CID, UP, T0 + 7300, "market_ws")               # 6 Up win: realises 6 - 2.40
+    store.record_pnl_snapshot([dict(at=T0 + 7400, day=0, condition_id=CID, asset=UP, outcome="Up", size=6.0,
+                                    cost=0.0, mark=1.0, realized=4.8, unrealized=0.0, redeemable=True)])
+    rep = build_report(store, Config())
+    store.close()
+    assert rep["pnl"]["realized_usd"] == pytest.approx(1.2 + 3.6)
+    out = tmp_path / "r.html"
+    assert main(["report", "--config", str(tmp_path / "c.yaml"), "--html", str(out)]) in (0, 1)
+    page = out.read_text()
+    pnl = page[page.index("<h2>PnL over time</h2>"):]
+    assert "<svg" in pnl[:pnl.index("</section>")]
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>",
+                      pnl[:pnl.index("</table>")])
+    assert rows == [(_hm(T0 + 7400), f"{rep['pnl']['realized_usd']:.2f}", "0.00", "4.80")]
+    assert "Marked adds the unrealised PnL" in pnl
+
+
+def _hm(at):
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def test_html_report_of_an_empty_window_still_renders(store):

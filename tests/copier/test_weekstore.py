@@ -71,3 +71,21 @@ def test_weekstore_refuses_nonsense_arguments(capsys):
 @pytest.mark.parametrize("argv", [["--scale", "1000"], ["--rate", "-1"]])
 def test_weekstore_refuses_rates_out_of_range(argv):
     assert main([*argv, "--runs", "0"]) == 2
+
+
+def test_weekstore_reuse_times_the_store_an_earlier_run_wrote_and_leaves_it_as_it_was(tmp_path, capsys):
+    out = tmp_path / "w.sqlite"
+    assert main(["--out", str(out), "--reuse", "--runs", "0"]) == 2                 # nothing written yet
+    assert "missing" in capsys.readouterr().err
+    assert main(["--out", str(out), "--days", "0.05", "--runs", "0"]) == 0
+    store = Store.open(str(out))
+    before = [store.db.execute_sql(f"SELECT count(*), max(id) FROM {t}").fetchone() for t in ("fills", "orders")]
+    store.close()
+    assert main(["--out", str(out), "--reuse", "--html", str(tmp_path / "w.html")]) == 2   # no growth to draw
+    capsys.readouterr()
+    assert main(["--out", str(out), "--reuse", "--runs", "1", "--max-report-s", "600"]) == 0
+    assert "copier report --since 7d" in capsys.readouterr().out and not (tmp_path / "w.html").exists()
+    store = Store.open(str(out))
+    assert [store.db.execute_sql(f"SELECT count(*), max(id) FROM {t}").fetchone() for t in ("fills", "orders")] \
+        == before and before[0][0] > 0
+    store.close()

@@ -167,13 +167,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             store.map_for_reading()
             # Some 200k row dicts, none in a cycle: the collector's passes over them were a third of the run.
             gc.disable()
-            since = parse_since(args.since, LiveClock().now())
-            rep = build_report(store, cfg, since=since)
+            record = store.record_since(parse_since(args.since, LiveClock().now()) or 0.0)
+            rep = build_report(store, cfg, record=record)
             print(json.dumps(rep, sort_keys=True) if args.json else render_text(rep))
             if args.html:
+                from copier.pnl_report import StorePnl
                 from copier.report_html import html_data, render_html
 
-                page = render_html(rep, html_data(store, since or 0.0), title=f"copier report: {cfg.store.path}")
+                data = html_data(store, record.since, pnl=StorePnl(store, record), record=record)
+                page = render_html(rep, data, title=f"copier report: {cfg.store.path}")
                 try:
                     Path(args.html).write_text(page)
                 except OSError as exc:

@@ -10,26 +10,127 @@ root mean square, over resolved markets both traded, of our return minus the sou
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from copier.position_watch import ledger_from_store
-from copier.positions import DUST, Ledger, Resolution, ResolutionOrigin, Trade, fold, own_events
+from copier.positions import (
+    DUST,
+    Ledger,
+    Resolution,
+    ResolutionOrigin,
+    Trade,
+    fold,
+    fold_realizations,
+    own_events,
+)
 from copier.types import Side
 
 if TYPE_CHECKING:
-    from copier.store import Store
+    from copier.store import Record, Row, Store
 
 TEXT_MARKETS = 20           # market lines in the text report (the JSON has all of them)
+PNL_STEP_S = 3600.0         # PnL over time: one point per UTC hour that changed it
 
 
-def source_ledger(store: Store) -> Ledger:
+@dataclass(frozen=True)
+class OwnPnl:
+    """Our settled orders (store.own_fills rows, oldest first), the ledger folded from them and the markets'
+    winners and redemptions, and every amount it realised as (instant, pUSD) in event order."""
+    fills: list[Row]
+    ledger: Ledger
+    realizations: list[tuple[float, float]]
+
+    @classmethod
+    def read(cls, store: Store, record: Record | None = None, resolutions: list[Row] | None = None) -> OwnPnl:
+        """record: the report's record, whose orders are not read again."""
+        fills = store.own_fills() if record is None else store.own_fills_with(record)
+        redeemed = [(cid, at) for _, cid, at in store.redeemed_markets()]
+        events = own_events(fills, store.resolutions() if resolutions is None else resolutions, redeemed)
+        return cls(fills, *fold_realizations(events))
+
+
+@dataclass(frozen=True)
+class PnlPoint:
+    at: float                       # epoch s
+    realized: float                 # realised PnL so far, USD: every realisation since the store's first order
+    unrealized: float | None        # the open positions' unrealised PnL at the last snapshot by then (None: none yet)
+
+    @property
+    def marked(self) -> float | None:
+        return None if self.unrealized is None else self.realized + self.unrealized
+
+
+def pnl_over_time(realizations: Iterable[tuple[float, float]], marks: Iterable[tuple[float, str, float]],
+                  since: float, step_s: float = PNL_STEP_S) -> list[PnlPoint]:
+    """Our PnL over time from `since` on: realised PnL accumulated from every realisation (instant, USD) and the
+    unrealised PnL of the latest snapshot row of each position (instant, asset, USD), one point at the last change
+    within each `step_s` (UTC-aligned), preceded by the value at `since` when there is history before it."""
+    changes = sorted([(at, 0, amount, "") for at, amount in realizations]
+                     + [(at, 1, unrealized, asset) for at, asset, unrealized in marks], key=lambda c: (c[0], c[1]))
+    realized = 0.0
+    unrealized: dict[str, float] = {}
+    points: list[PnlPoint] = []
+
+    def point(at: float) -> PnlPoint:
+        return PnlPoint(at, realized, sum(unrealized.values()) if unrealized else None)
+
+    last_at, pending, history = 0.0, False, False   # pending: a change at last_at (>= since) not yet in a point
+    for at, kind, value, asset in changes:
+        if pending and at // step_s != last_at // step_s:
+            points.append(point(last_at))
+            pending = False
+        if at >= since and history and not points and not pending:
+            points.append(point(since))     # what the history before `since` left
+        if kind == 0:
+            realized += value
+        else:
+            unrealized[asset] = value
+        last_at, pending, history = at, at >= since, history or at < since
+    if pending:
+        points.append(point(last_at))
+    elif history and not points:
+        points.append(point(since))         # nothing changed from `since` on: the value it had then
+    return points
+
+
+class StorePnl:
+    """`copier report --html`'s PnL over time (report_html's PnlSource), from the store: our ledger's realisations
+    (the PnL section's fold) and the PnL snapshots the running copier writes."""
+
+    def __init__(self, store: Store, record: Record | None = None) -> None:
+        self.store = store
+        self.record = record
+
+    def pnl_points(self, since: float) -> list[PnlPoint]:
+        realizations = OwnPnl.read(self.store, self.record).realizations
+        return pnl_over_time(realizations, self.store.pnl_marks(), since)
+
+
+def ledger_from_store(store: Store) -> Ledger:
+    """Our whole ledger, folded once from the store (`copier positions`)."""
+    return OwnPnl.read(store).ledger
+
+
+def source_ledger(store: Store, resolutions: list[Row], record: Record | None = None) -> Ledger:
+    """The source's fills as the copier decided them (every fill it saw, copied or not), with the markets' winners.
+    record: the report's record, whose fills are not read again."""
+    if record is None:
+        fills = store.source_fills()
+    else:
+        fills = store.fills_before(record.since) + record.fills
+        fills.sort(key=itemgetter("match_ts", "id"))
     trades: list[Trade | Resolution] = [
-        Trade(r["condition_id"], r["asset"], r["outcome"], Side(r["side"]), r["size"], r["price"], 0.0, r["match_ts"])
-        for r in store.source_fills()]
+        Trade(r["condition_id"], r["asset"], r["outcome"], _SIDE[r["side"]], r["size"], r["price"], 0.0, r["match_ts"])
+        for r in fills]
     trades += [Resolution(r["condition_id"], r["winning_asset"], r["resolved_at"], ResolutionOrigin(r["origin"]))
-               for r in store.resolutions()]
+               for r in resolutions]
     return fold(sorted(trades, key=lambda e: e.at))
+
+
+_SIDE = {side.value: side for side in Side}
 
 
 def _day(day: int) -> str:
@@ -40,11 +141,13 @@ def _ret(pnl: float, notional: float) -> float | None:
     return round(100.0 * pnl / notional, 4) if notional > DUST else None
 
 
-def pnl_section(store: Store, since: float = 0.0) -> dict[str, Any]:
+def pnl_section(store: Store, record: Record | None = None) -> dict[str, Any]:
+    """record: the report's record from its `since` on (None: the whole history, read here)."""
+    since = 0.0 if record is None else record.since
     # One read of our orders serves the fold and the market order: a running copier may add fills meanwhile.
-    fills = store.own_fills()
-    redeemed = [(cid, at) for _, cid, at in store.redeemed_markets()]
-    ours, theirs = fold(own_events(fills, store.resolutions(), redeemed)), source_ledger(store)
+    resolutions = store.resolutions()
+    own = OwnPnl.read(store, record, resolutions)
+    fills, ours, theirs = own.fills, own.ledger, source_ledger(store, resolutions, record)
     snapshot = store.latest_pnl_snapshot()
     ours_realized, ours_bought = ours.realized_by_market(), ours.bought_by_market()
     src_realized, src_bought = theirs.realized_by_market(), theirs.bought_by_market()

@@ -26,8 +26,8 @@ from copier.positions import (
     Ledger,
     ResolutionOrigin,
     SourceHoldings,
-    apply,
     book_mark,
+    fold,
     holdings_from_fills,
     own_events,
 )
@@ -124,8 +124,7 @@ class PositionWatch:
                  if r["intent_id"] not in self._applied]
         winners = self.store.resolutions(self._resolution_id)
         redeemed = self.store.redeemed_markets(self._redemption_id)
-        for event in own_events(fresh, winners, [(cid, at) for _, cid, at in redeemed]):
-            self.ledger = apply(self.ledger, event)
+        self.ledger = fold(own_events(fresh, winners, [(cid, at) for _, cid, at in redeemed]), self.ledger)
         self._resolution_id = max((r["id"] for r in winners), default=self._resolution_id)
         self._redemption_id = max((row_id for row_id, _, _ in redeemed), default=self._redemption_id)
         for r in fresh:
@@ -264,12 +263,3 @@ def _drift(ledger: Ledger, theirs: Mapping[str, VenuePosition], last_trade: Mapp
         if abs(ours - venue) > tolerance:
             out[asset] = (ours, venue)
     return out
-
-
-def ledger_from_store(store: Store) -> Ledger:
-    """The whole ledger, folded once from the store (`copier positions`, `copier report`)."""
-    ledger = Ledger()
-    redeemed = [(cid, at) for _, cid, at in store.redeemed_markets()]
-    for event in own_events(store.own_fills(), store.resolutions(), redeemed):
-        ledger = apply(ledger, event)
-    return ledger

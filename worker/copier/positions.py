@@ -136,78 +136,115 @@ class Ledger:
 
 
 def apply(ledger: Ledger, event: Event) -> Ledger:
-    if isinstance(event, Resolution):
-        return _resolve(ledger, event)
-    if isinstance(event, Redemption):
-        return _redeem(ledger, event)
-    return _trade(ledger, event)
+    """The ledger after one event; `ledger` is left as it was."""
+    acc = _Fold(ledger)
+    acc.add(event)
+    return acc.ledger()
 
 
 def fold(events: Iterable[Event], ledger: Ledger | None = None) -> Ledger:
     """Events in time order (a resolution learned before a late fill of the same market is applied first: the fill
-    is realised at once)."""
-    out = ledger or Ledger()
+    is realised at once). The same ledger as `apply` event by event, built in one pass (a week of history at once:
+    copying the position map per event was most of `copier report`)."""
+    return fold_realizations(events, ledger)[0]
+
+
+def fold_realizations(events: Iterable[Event], ledger: Ledger | None = None) \
+        -> tuple[Ledger, list[tuple[float, float]]]:
+    """`fold`, and every amount it realised as (instant of the event, pUSD), in event order: realised PnL over
+    time."""
+    acc = _Fold(ledger or Ledger())
+    acc.realizations = []
     for event in events:
-        out = apply(out, event)
-    return out
+        acc.add(event)
+    return acc.ledger(), acc.realizations
 
 
-def _realize(ledger: Ledger, condition_id: str, at: float, amount: float) -> dict[tuple[str, int], float]:
-    key = (condition_id, bucket(at, DAY_S))
-    realized = dict(ledger.realized)
-    realized[key] = realized.get(key, 0.0) + amount
-    return realized
+class _Fold:
+    """The fold's private accumulator: copies of one ledger's maps, changed in place event by event, handed to a
+    new Ledger at the end and never touched again. Positions stay immutable: a changed one is a new Position."""
 
+    __slots__ = ("positions", "realized", "winners", "fees", "realizations", "_assets_of")
 
-def _trade(ledger: Ledger, t: Trade) -> Ledger:
-    p = ledger.positions.get(t.asset)
-    if p is None:
-        winner = ledger.winners.get(t.condition_id)
-        p = Position(t.condition_id, t.asset, t.outcome,
-                     payout=None if winner is None else float(winner == t.asset))
-    realized = ledger.realized
-    if t.side is Side.BUY:
-        paid = -t.cash
-        p = replace(p, size=p.size + t.size, cost=p.cost + paid, bought=p.bought + paid)
-        if p.payout is not None:    # a fill settled after the resolution was known: worth its payout already
-            realized = _realize(ledger, t.condition_id, t.at, t.size * p.payout - paid)
-            p = replace(p, cost=0.0)
-    else:
-        sold = min(t.size, p.size)  # never below zero: a SELL of shares the ledger never saw is counted as held
-        basis = p.payout * sold if p.payout is not None else (p.avg_cost * sold if p.size > DUST else 0.0)
-        realized = _realize(ledger, t.condition_id, t.at, t.cash - basis)
-        size = p.size - sold
-        p = replace(p, size=size if size > DUST else 0.0,
-                    cost=(p.cost - p.avg_cost * sold) if size > DUST and p.payout is None else 0.0)
-    positions = dict(ledger.positions)
-    positions[t.asset] = p
-    return replace(ledger, positions=positions, realized=realized, fees=ledger.fees + t.fee)
+    def __init__(self, ledger: Ledger) -> None:
+        self.positions = dict(ledger.positions)
+        self.realized = dict(ledger.realized)
+        self.winners = dict(ledger.winners)
+        self.fees = ledger.fees
+        self.realizations: list[tuple[float, float]] | None = None     # (at, pUSD) of each realisation, if asked
+        # condition id -> its assets in the order the positions map holds them: built at the first resolution or
+        # redemption (a trade alone never needs it), so that neither scans every position.
+        self._assets_of: dict[str, list[str]] | None = None
 
+    def ledger(self) -> Ledger:
+        return Ledger(positions=self.positions, realized=self.realized, winners=self.winners, fees=self.fees)
 
-def _resolve(ledger: Ledger, r: Resolution) -> Ledger:
-    if r.condition_id in ledger.winners:
-        return ledger               # learned again (websocket, then Gamma): the first is the one
-    winners = dict(ledger.winners)
-    winners[r.condition_id] = r.winning_asset
-    positions = dict(ledger.positions)
-    realized = ledger.realized
-    for asset, p in ledger.positions.items():
-        if p.condition_id != r.condition_id:
-            continue
-        payout = 1.0 if asset == r.winning_asset else 0.0
-        realized = _realize(replace(ledger, realized=realized), r.condition_id, r.at, p.size * payout - p.cost)
-        positions[asset] = replace(p, cost=0.0, payout=payout)
-    return replace(ledger, positions=positions, realized=realized, winners=winners)
+    def add(self, event: Event) -> None:
+        if isinstance(event, Resolution):
+            self._resolve(event)
+        elif isinstance(event, Redemption):
+            self._redeem(event)
+        else:
+            self._trade(event)
 
+    def _market(self, condition_id: str) -> list[str]:
+        if self._assets_of is None:
+            self._assets_of = {}
+            for asset, p in self.positions.items():
+                self._assets_of.setdefault(p.condition_id, []).append(asset)
+        return self._assets_of.get(condition_id, [])
 
-def _redeem(ledger: Ledger, r: Redemption) -> Ledger:
-    """The market's resolved tokens leave the wallet; a market whose winner the ledger has not learned yet keeps
-    them (its PnL is realised when it does, and the tokens stay counted until then)."""
-    if r.condition_id not in ledger.winners:
-        return ledger
-    positions = {asset: replace(p, size=0.0) if p.condition_id == r.condition_id else p
-                 for asset, p in ledger.positions.items()}
-    return replace(ledger, positions=positions)
+    def _realize(self, condition_id: str, at: float, amount: float) -> None:
+        key = (condition_id, bucket(at, DAY_S))
+        self.realized[key] = self.realized.get(key, 0.0) + amount
+        if self.realizations is not None:
+            self.realizations.append((at, amount))
+
+    def _trade(self, t: Trade) -> None:
+        p = self.positions.get(t.asset)
+        if p is None:
+            winner = self.winners.get(t.condition_id)
+            condition_id, outcome, size, cost, bought = t.condition_id, t.outcome, 0.0, 0.0, 0.0
+            payout = None if winner is None else float(winner == t.asset)
+            if self._assets_of is not None:
+                self._assets_of.setdefault(t.condition_id, []).append(t.asset)
+        else:
+            condition_id, outcome, size, cost, bought, payout = (p.condition_id, p.outcome, p.size, p.cost, p.bought,
+                                                                 p.payout)
+        if t.side is Side.BUY:
+            paid = -t.cash
+            size, cost, bought = size + t.size, cost + paid, bought + paid
+            if payout is not None:      # a fill settled after the resolution was known: worth its payout already
+                self._realize(t.condition_id, t.at, t.size * payout - paid)
+                cost = 0.0
+        else:
+            sold = min(t.size, size)    # never below zero: a SELL of shares the ledger never saw is counted as held
+            avg_cost = cost / size if size > DUST else 0.0
+            basis = payout * sold if payout is not None else (avg_cost * sold if size > DUST else 0.0)
+            self._realize(t.condition_id, t.at, t.cash - basis)
+            left = size - sold
+            cost = (cost - avg_cost * sold) if left > DUST and payout is None else 0.0
+            size = left if left > DUST else 0.0
+        self.positions[t.asset] = Position(condition_id, t.asset, outcome, size, cost, bought, payout)
+        self.fees += t.fee
+
+    def _resolve(self, r: Resolution) -> None:
+        if r.condition_id in self.winners:
+            return                  # learned again (websocket, then Gamma): the first is the one
+        self.winners[r.condition_id] = r.winning_asset
+        for asset in self._market(r.condition_id):
+            p = self.positions[asset]
+            payout = 1.0 if asset == r.winning_asset else 0.0
+            self._realize(r.condition_id, r.at, p.size * payout - p.cost)
+            self.positions[asset] = replace(p, cost=0.0, payout=payout)
+
+    def _redeem(self, r: Redemption) -> None:
+        """The market's resolved tokens leave the wallet; a market whose winner the ledger has not learned yet
+        keeps them (its PnL is realised when it does, and the tokens stay counted until then)."""
+        if r.condition_id not in self.winners:
+            return
+        for asset in self._market(r.condition_id):
+            self.positions[asset] = replace(self.positions[asset], size=0.0)
 
 
 def book_mark(book: BookTop | None) -> float | None:

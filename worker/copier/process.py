@@ -11,7 +11,7 @@ import os
 import weakref
 from dataclasses import dataclass
 
-from greenlet import greenlet
+from greenlet import greenlet  # type: ignore[import-untyped]
 
 from copier.ports import Metrics
 

@@ -34,7 +34,7 @@ from copier.pnl_report import pnl_section, render_pnl
 from copier.types import UNRESOLVED, Side
 
 if TYPE_CHECKING:
-    from copier.store import Store
+    from copier.store import Record, Store
 
 ANSWERED = {"LIVE", "MATCHED", "DELAYED", "UNMATCHED", "KILLED", "CANCELED", "PAPER_FILLED", "PAPER_KILLED"}
 KILLED = {"KILLED", "PAPER_KILLED", "UNMATCHED"}
@@ -72,16 +72,20 @@ def parse_since(text: str | None, now: float = 0.0) -> float | None:
 
 def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile; None for no data."""
-    if not values:
+    return _ranked(sorted(values), q)
+
+
+def _ranked(ordered: list[float], q: float) -> float | None:
+    if not ordered:
         return None
-    ordered = sorted(values)
     rank = max(1, math.ceil(q / 100.0 * len(ordered)))
     return ordered[rank - 1]
 
 
 def _dist(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
-            "p99": percentile(values, 99), "max": max(values) if values else None}
+    ordered = sorted(values)
+    return {"n": len(values), "p50": _ranked(ordered, 50), "p95": _ranked(ordered, 95), "p99": _ranked(ordered, 99),
+            "max": max(values) if values else None}
 
 
 def intent_fills(intents: dict[str, Any], orders_by_intent: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
@@ -103,11 +107,15 @@ def intent_fills(intents: dict[str, Any], orders_by_intent: dict[str, list[dict]
     return out
 
 
-def build_report(store: Store, cfg: Config, since: float | None = None) -> dict[str, Any]:
-    since = since or 0.0
-    fills = list(store.fills_since(since))
-    intents = {i["intent_id"]: i for i in store.intents_since(since)}
-    orders = list(store.orders_since(since))
+def build_report(store: Store, cfg: Config, since: float | None = None, record: Record | None = None) \
+        -> dict[str, Any]:
+    """record: the store's record from `since` on, if the caller read it already (`store.record_since`); its
+    `since` is the report's."""
+    record = record or store.record_since(since or 0.0)
+    since = record.since
+    fills = record.fills
+    intents = {i["intent_id"]: i for i in record.intents}
+    orders = record.orders
     orders_by_intent: dict[str, list[dict]] = defaultdict(list)
     for o in orders:
         orders_by_intent[o["intent_id"]].append(o)
@@ -199,7 +207,7 @@ def build_report(store: Store, cfg: Config, since: float | None = None) -> dict[
     rep["detection_lag_ms"] = rep["detection"]["first_arrival_lag_ms"] if rep["detection"]["fills"] else \
         _dist(detection_ms)
     rep["acceptance"] = judge(rep, fills, intents, orders_by_intent, accounts, cfg)
-    rep["pnl"] = pnl_section(store, since)
+    rep["pnl"] = pnl_section(store, record)
     return rep
 
 
@@ -368,30 +376,34 @@ def _size_miss(run: list[dict[str, Any]], intents: dict[str, Any], cfg: Config) 
 MATCH_LOWER_BOUND_FEEDS = ("chain.mempool", "rtds.trades", "rtds.orders_matched")
 
 
-def _match_ref(sightings: list[dict]) -> float:
-    bounds = [s["match_ts"] for s in sightings if s["feed"] in MATCH_LOWER_BOUND_FEEDS]
-    return max(bounds) if bounds else min(s["match_ts"] for s in sightings)
+def _match_ref(sightings: list[tuple[str, str, int, float, int]]) -> float:
+    bounds = [match_ts for _, feed, _, match_ts, _ in sightings if feed in MATCH_LOWER_BOUND_FEEDS]
+    return max(bounds) if bounds else min(match_ts for _, _, _, match_ts, _ in sightings)
 
 
 def detection_section(store: Store, since: float) -> dict[str, Any]:
     """Per feed: fills it delivered first (and their share), fills it only confirmed, match -> arrival lag of its
     earliest sighting of each fill; then reorg removals and retractions from the fill events."""
-    by_key: dict[str, list[dict]] = defaultdict(list)
-    for s in store.sightings_since(since):
-        by_key[s["dedupe_key"]].append(s)
+    by_key: dict[str, list[tuple[str, str, int, float, int]]] = defaultdict(list)
+    for arrival in store.arrivals_since(since):
+        by_key[arrival[0]].append(arrival)
     per_feed: dict[str, dict] = defaultdict(lambda: {"first": 0, "seen": 0, "lags": []})
     first_lags = []
-    for sightings in by_key.values():
+    for sightings in by_key.values():              # each in receive order
         ref = _match_ref(sightings)
         earliest: dict[str, int] = {}
-        for s in sightings:
-            earliest[s["feed"]] = min(earliest.get(s["feed"], s["recv_ns"]), s["recv_ns"])
-        firsts = [s for s in sightings if s["first"]] or [min(sightings, key=lambda s: s["recv_ns"])]
-        per_feed[firsts[0]["feed"]]["first"] += 1
+        first_feed: str | None = None
+        for _, feed, recv_ns, _, first in sightings:
+            if feed not in earliest:
+                earliest[feed] = recv_ns
+            if first and first_feed is None:
+                first_feed = feed
+        per_feed[sightings[0][1] if first_feed is None else first_feed]["first"] += 1
         for feed, recv_ns in earliest.items():
-            per_feed[feed]["seen"] += 1
-            per_feed[feed]["lags"].append(recv_ns / 1e6 - ref * 1e3)
-        first_lags.append(min(earliest.values()) / 1e6 - ref * 1e3)
+            st = per_feed[feed]
+            st["seen"] += 1
+            st["lags"].append(recv_ns / 1e6 - ref * 1e3)
+        first_lags.append(sightings[0][2] / 1e6 - ref * 1e3)
     n = len(by_key)
     feeds = {feed: {"first": st["first"], "first_share": round(st["first"] / n, 4), "seen": st["seen"],
                     "confirmed_only": st["seen"] - st["first"], "lag_ms": _dist(st["lags"])}

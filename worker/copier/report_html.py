@@ -2,9 +2,10 @@
 
 Figures (inline SVG, drawn by matplotlib): the copy-delay histogram (ingest -> submit, every copied fill), copy-delay
 p50/p95/p99 per UTC day, the copy rate per day (filled / intended notional at the source's prices, as the text
-report counts it), orders per burst (bursts as the acceptance defines them), refusals by reason; and, when the caller
-has them, PnL over time (a `PnlSource`: the store records no positions yet, so `copier report` passes none and the
-page says so) and growth curves (a soak passes its samples). The tables beside the figures hold the same numbers.
+report counts it), orders per burst (bursts as the acceptance defines them), refusals by reason, PnL over time (a
+`PnlSource`: `copier report` passes the store's, pnl_report.StorePnl: realised PnL from the positions ledger, marked
+with the unrealised PnL of the running copier's snapshots where the store has them) and, when the caller has them,
+growth curves (a soak passes its samples). The tables beside the figures hold the same numbers.
 
 matplotlib is the optional `report` extra (`pip install 'polycopier[report]'`), for the operator's machine: nothing
 the copier runs imports this module, and the CLI checks for the extra before it reads the store.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from copier.pnl_report import PnlPoint
 from copier.report import (
     ANSWERED,
     BURST_WINDOW_S,
@@ -31,12 +33,19 @@ from copier.report import (
 )
 
 if TYPE_CHECKING:
-    from copier.store import Store
+    from copier.store import Record, Store
 
 EXTRA = "report"
 MISSING_EXTRA = (f"copier report --html needs the plotting extra on this machine: pip install 'polycopier[{EXTRA}]' "
                  "(matplotlib)")
 HIST_CAP_MS = 5_000.0           # the histogram's last bin holds everything slower
+PNL_NOTE = ("Realised: every PnL the positions ledger realised since the store's first order, fees included (a SELL "
+            "against the average cost of what it sold, a resolved market at its resolution value, redeemed or not), "
+            "at the last change in each UTC hour. ")
+PNL_MARKED = ("Marked adds the unrealised PnL of each open position's latest snapshot by then (the running copier "
+              "marks on the book's mid).")
+PNL_UNMARKED = ("This store holds no PnL snapshots (the running copier writes them): realised PnL only, no unrealised "
+                "PnL.")
 
 
 def plotting_available() -> bool:
@@ -44,8 +53,8 @@ def plotting_available() -> bool:
 
 
 class PnlSource(Protocol):
-    """Realised + marked PnL over time, once the store records positions: (epoch s, USD) points, oldest first."""
-    def pnl_points(self, since: float) -> Sequence[tuple[float, float]]: ...
+    """PnL over time from `since` on: realised so far and, where known, unrealised, oldest first."""
+    def pnl_points(self, since: float) -> Sequence[PnlPoint]: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ class HtmlData:
     orders_per_burst: Counter[int]      # orders sent for the whole burst -> bursts
     burst_peak_2s: Counter[int]         # the most of them in any 2 s (what the PRD bounds at 2) -> bursts
     refusals: Counter[str]
-    pnl: list[tuple[float, float]] | None
+    pnl: list[PnlPoint] | None          # None: no PnL source given
     period: str = "UTC day"             # what a row of `days` spans
 
 
@@ -89,16 +98,17 @@ def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
-def html_data(store: Store, since: float, pnl: PnlSource | None = None,
+def html_data(store: Store, since: float, pnl: PnlSource | None = None, record: Record | None = None,
               period: tuple[str, Callable[[float], str]] = ("UTC day", _day)) -> HtmlData:
     """The figures' numbers, from the store's record (fills, intents, orders), counted as the text report counts.
-    `period` names the rows of the per-day figures and labels an instant with its row (a soak at accelerated market
-    time passes its simulated days)."""
+    record: `store.record_since(since)` if the caller read it already. `period` names the rows of the per-day
+    figures and labels an instant with its row (a soak at accelerated market time passes its simulated days)."""
     _, day_of = period
-    fills = list(store.fills_since(since))
-    intents = {i["intent_id"]: i for i in store.intents_since(since)}
+    record = record or store.record_since(since)
+    fills = record.fills
+    intents = {i["intent_id"]: i for i in record.intents}
     orders_by_intent: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for o in store.orders_since(since):
+    for o in record.orders:
         orders_by_intent[o["intent_id"]].append(o)
     accounts = intent_fills(intents, orders_by_intent)
 
@@ -178,6 +188,7 @@ def render_html(rep: dict[str, Any], data: HtmlData, growth: Growth | None = Non
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "figure.dpi": 100})
@@ -257,25 +268,44 @@ def render_html(rep: dict[str, Any], data: HtmlData, growth: Growth | None = Non
     figure("Refusals by reason (source fills)", refused, _table(["reason", "fills"],
                                                                  [[r, str(n)] for r, n in reasons]))
 
-    if data.pnl:
-        pnl = data.pnl
+    points = data.pnl
+    if points is None:
+        sections.append("<section><h2>PnL over time</h2><p class='note'>No PnL source was given: nothing to "
+                        "draw.</p></section>")
+    elif not points:
+        sections.append("<section><h2>PnL over time</h2><p class='note'>No PnL yet: nothing realised and no PnL "
+                        "snapshot in this store.</p></section>")
+    else:
+        marked = [p for p in points if p.marked is not None]
 
         def pnl_curve(ax: Any) -> None:
-            ax.plot([datetime.fromtimestamp(t, UTC) for t, _ in pnl], [v for _, v in pnl], color="#333")
+            ax.plot([datetime.fromtimestamp(p.at, UTC) for p in points], [p.realized for p in points],
+                    drawstyle="steps-post", color="#333", label="realised")
+            if marked:
+                ax.plot([datetime.fromtimestamp(p.at, UTC) for p in marked], [p.marked for p in marked],
+                        drawstyle="steps-post", color="#3a6ea5", label="marked (realised + unrealised)")
+            ax.axhline(0.0, color="#999", linewidth=0.8)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
             ax.set_ylabel("PnL, USD")
+            ax.legend(loc="best")
 
-        figure("PnL over time", pnl_curve, _table(["last", "USD"], [[_day(pnl[-1][0]), f"{pnl[-1][1]:.2f}"]]))
-    else:
-        sections.append("<section><h2>PnL over time</h2><p class='note'>This store records no positions yet: "
-                        "nothing to draw.</p></section>")
+        last_of_day = {_day(p.at): p for p in points}         # each UTC day's last point
+        figure("PnL over time", pnl_curve, _table(
+            ["last point of the day", "realised USD", "unrealised USD", "marked USD"],
+            [[datetime.fromtimestamp(p.at, UTC).strftime("%Y-%m-%d %H:%M"), f"{p.realized:.2f}",
+              _fmt(p.unrealized, ".2f"), _fmt(p.marked, ".2f")] for p in last_of_day.values()]),
+            PNL_NOTE + (PNL_MARKED if marked else PNL_UNMARKED))
 
     if growth is not None:
         for name, values in growth.curves.items():
             unit = growth.unit.get(name, "")
 
             def curve(ax: Any, values: Sequence[float] = values, name: str = name, unit: str = unit) -> None:
-                xs = list(growth.at) if growth.axis else [datetime.fromtimestamp(t, UTC) for t in growth.at]
-                ax.plot(xs, list(values), "o-", markersize=2)
+                if growth.axis:
+                    ax.plot(list(growth.at), list(values), "o-", markersize=2)
+                else:
+                    ax.plot([datetime.fromtimestamp(t, UTC) for t in growth.at], list(values), "o-")
+                    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
                 ax.set_ylabel(f"{name} {unit}".strip())
                 if growth.axis:
                     ax.set_xlabel(growth.axis)
@@ -284,9 +314,9 @@ def render_html(rep: dict[str, Any], data: HtmlData, growth: Growth | None = Non
                 return f"{t:g}" if growth.axis else datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M")
 
             step = max(1, len(growth.at) // 24)         # the table: at most ~24 rows, the last always
-            rows = [[at(t), f"{v:,.1f}"] for i, (t, v) in enumerate(zip(growth.at, values, strict=True))
-                    if i % step == 0 or i == len(growth.at) - 1]
-            figure(f"Growth: {name}", curve, _table([growth.axis or "at", f"{name} {unit}".strip()], rows))
+            sampled = [[at(t), f"{v:,.1f}"] for i, (t, v) in enumerate(zip(growth.at, values, strict=True))
+                       if i % step == 0 or i == len(growth.at) - 1]
+            figure(f"Growth: {name}", curve, _table([growth.axis or "at", f"{name} {unit}".strip()], sampled))
 
     head = (f"copied (filled) {rep['filled_pct']}% of the intended notional; {rep['source_fills']} source fills, "
             f"{rep['orders_sent']} orders sent, max orders per intent {rep['orders_per_intent_max']}; "

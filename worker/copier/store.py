@@ -11,6 +11,8 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,16 @@ class KV(_Model):
 
 _UNRESOLVED = sorted(s.value for s in UNRESOLVED)
 _NOT_EXECUTED = sorted(s.value for s in NOT_EXECUTED)
+# A settled order of ours as the positions fold reads it: the order's columns, then its intent's ("id": the order's).
+_OWN_ORDER_COLUMNS = ("id", "intent_id", "filled_size", "avg_price", "status", "submit_ns", "ack_ns", "updated_ns")
+_OWN_INTENT_COLUMNS = ("condition_id", "asset", "outcome", "side", "fee_rate", "fee_exponent", "market_end_ts")
+_OWN_COLUMNS = (*_OWN_ORDER_COLUMNS, *_OWN_INTENT_COLUMNS)
+_own_order, _own_intent = itemgetter(*_OWN_ORDER_COLUMNS), itemgetter(*_OWN_INTENT_COLUMNS)
+_OWN_FILLS_SQL = (
+    "SELECT " + ", ".join([*(f'o."{c}"' for c in _OWN_ORDER_COLUMNS), *(f'i."{c}"' for c in _OWN_INTENT_COLUMNS)])
+    + ' FROM "orders" AS o JOIN "intents" AS i ON i."intent_id" = o."intent_id" '
+    f'WHERE o."filled_size" > 0 AND o."status" NOT IN ({", ".join("?" * len(_UNRESOLVED))}) AND o."updated_ns" >= ?')
+_OWN_FILLS_ORDER = ' ORDER BY o."updated_ns", o."id"'
 
 
 class _Tables:
@@ -268,6 +280,36 @@ def _migration_6(database: pw.SqliteDatabase, t: _Tables) -> None:
 _INCREMENTAL = 2                # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
 
 Row = dict[str, Any]     # one table row, column name -> value
+
+
+_RECORD_FILL_COLUMNS = ("id", "dedupe_key", "asset", "condition_id", "outcome", "side", "price", "size", "match_ts",
+                        "recv_ns", "feed", "intent_id")
+_RECORD_INTENT_COLUMNS = ("id", "intent_id", "kind", "decision", "reason", "condition_id", "asset", "outcome", "side",
+                          "size", "notional", "source_price", "first_recv_ns", "decided_at", "capped_by",
+                          "market_end_ts", "fee_rate", "fee_exponent", "parent_id")
+_RECORD_ORDER_COLUMNS = ("id", "intent_id", "order_hash", "status", "submit_ns", "ack_ns", "filled_size", "avg_price",
+                         "updated_ns")
+
+
+@dataclass(frozen=True)
+class Record:
+    """The store's record from `since` on, read once for every section of a report: fills by receive instant,
+    intents by decision instant, orders by signing instant (each in its index's order), with the columns the
+    report reads."""
+    since: float
+    fills: list[Row]
+    intents: list[Row]
+    orders: list[Row]
+
+
+def _names(columns: Iterable[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+def _settled(order: Row) -> Row:
+    order["at"] = (order["ack_ns"] or order["submit_ns"] or order["updated_ns"]) / 1e9
+    return order
+
 
 MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
               _migration_6]   # append only; index + 1 = schema version
@@ -539,11 +581,15 @@ class Store:
     # ---- report queries ----------------------------------------------------------------------------------
     # Plain cursor reads: peewee's per-value conversion cost ~20 us a row, most of `copier report` on a week's store.
     # Each query searches the index on its `since` column (tests/copier/test_upkeep.py checks the plans).
-    def _rows_since(self, table: str, column: str, since: float, order: str) -> list[Row]:
-        cur = self.db.execute_sql(f'SELECT * FROM "{table}" WHERE "{column}" >= ? ORDER BY {order}',
-                                  (int(since * 1e9),))
+    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        cur = self.db.execute_sql(sql, params)
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur]
+        return [dict(zip(names, row)) for row in cur.fetchall()]     # noqa: B905 (one name per column, by sqlite)
+
+    def _rows_since(self, table: str, column: str, since: float, order: str, columns: tuple[str, ...] = ()) \
+            -> list[Row]:
+        return self._rows(f'SELECT {_names(columns) or "*"} FROM "{table}" WHERE "{column}" >= ? ORDER BY {order}',
+                          (int(since * 1e9),))
 
     def map_for_reading(self, max_bytes: int = 1 << 30) -> None:
         """Read the file through a memory map (a report's reads walk indexes in a random order: a quarter faster
@@ -558,6 +604,17 @@ class Store:
 
     def orders_since(self, since: float) -> Iterable[Row]:
         return self._rows_since("orders", "signed_ns", since, '"signed_ns"')
+
+    def record_since(self, since: float) -> Record:
+        """The report's record: the columns it reads (signed bodies, books and the like are left in the file)."""
+        return Record(since, self._rows_since("fills", "recv_ns", since, '"recv_ns"', _RECORD_FILL_COLUMNS),
+                      self._rows_since("intents", "decided_ns", since, '"decided_ns", "id"', _RECORD_INTENT_COLUMNS),
+                      self._rows_since("orders", "signed_ns", since, '"signed_ns"', _RECORD_ORDER_COLUMNS))
+
+    def fills_before(self, before: float) -> list[Row]:
+        """Fills received before `before` (epoch s), as a record holds them: with a record's fills, every fill."""
+        return self._rows(f'SELECT {_names(_RECORD_FILL_COLUMNS)} FROM "fills" WHERE "recv_ns" < ? ORDER BY "recv_ns"',
+                          (int(before * 1e9),))
 
     # ---- detection (sightings per feed, confirm / retract) -----------------------------------------------
     def record_sightings(self, rows: list[Row]) -> None:
@@ -593,31 +650,49 @@ class Store:
     def sightings_since(self, since: float) -> Iterable[Row]:
         return self._rows_since("sightings", "recv_ns", since, '"recv_ns"')
 
+    def arrivals_since(self, since: float) -> list[tuple[str, str, int, float, int]]:
+        """(dedupe key, feed, receive instant ns, match ts, first) of every sighting since `since`, by receive
+        instant: what the report's detection section reads of 5 or more sightings per fill, as plain tuples."""
+        return self.db.execute_sql('SELECT "dedupe_key", "feed", "recv_ns", "match_ts", "first" FROM "sightings" '
+                                   'WHERE "recv_ns" >= ? ORDER BY "recv_ns"', (int(since * 1e9),)).fetchall()
+
     def fill_events_since(self, since: float) -> Iterable[Row]:
         return self._rows_since("fill_events", "at_ns", since, '"at_ns"')
 
     # ---- positions and PnL ------------------------------------------------------------------------------
-    def own_fills(self, updated_from_ns: int = 0) -> list[Row]:
+    def own_fills(self, updated_from_ns: int = 0, signed_before: float | None = None) -> list[Row]:
         """Every order of ours that filled shares (live or on paper) and is final, oldest first, with its intent's
         market, side, fee schedule and market end; `at` is when the venue answered (epoch s). updated_from_ns: only
-        orders last updated at or after this instant (the runtime's incremental pass)."""
-        t = self.t
-        q = (t.OrderRow.select(t.OrderRow.intent_id, t.OrderRow.filled_size, t.OrderRow.avg_price, t.OrderRow.status,
-                               t.OrderRow.submit_ns, t.OrderRow.ack_ns, t.OrderRow.updated_ns, t.IntentRow.condition_id,
-                               t.IntentRow.asset, t.IntentRow.outcome, t.IntentRow.side, t.IntentRow.fee_rate,
-                               t.IntentRow.fee_exponent, t.IntentRow.market_end_ts)
-             .join(t.IntentRow, on=(t.IntentRow.intent_id == t.OrderRow.intent_id))
-             .where((t.OrderRow.filled_size > 0) & t.OrderRow.status.not_in(_UNRESOLVED)
-                    & (t.OrderRow.updated_ns >= updated_from_ns))
-             .order_by(t.OrderRow.updated_ns, t.OrderRow.id).dicts())
-        return [dict(r, at=(r["ack_ns"] or r["submit_ns"] or r["updated_ns"]) / 1e9) for r in q]
+        orders last updated at or after this instant (the runtime's incremental pass); signed_before: only orders
+        signed before this instant (epoch s)."""
+        # A plain cursor, as the report queries: a report folds every order ever settled.
+        if signed_before is None:
+            rows = self._rows(_OWN_FILLS_SQL + _OWN_FILLS_ORDER, (*_UNRESOLVED, int(updated_from_ns)))
+        else:
+            rows = self._rows(_OWN_FILLS_SQL + ' AND o."signed_ns" < ?' + _OWN_FILLS_ORDER,
+                              (*_UNRESOLVED, int(updated_from_ns), int(signed_before * 1e9)))
+        return [_settled(r) for r in rows]
+
+    def own_fills_with(self, record: Record) -> list[Row]:
+        """`own_fills()`, the record's orders taken from the record: those signed before it are read, the record's
+        own are joined with their intents here (an intent decided before the record began is read)."""
+        settled = [o for o in record.orders if o["filled_size"] > 0 and o["status"] not in _UNRESOLVED]
+        intents = {i["intent_id"]: i for i in record.intents}
+        missing = sorted({o["intent_id"] for o in settled} - intents.keys())
+        for chunk in range(0, len(missing), 500):
+            ids = missing[chunk:chunk + 500]
+            intents.update((i["intent_id"], i) for i in self._rows(
+                f'SELECT * FROM "intents" WHERE "intent_id" IN ({", ".join("?" * len(ids))})', tuple(ids)))
+        rows = self.own_fills(signed_before=record.since)
+        rows += [_settled(dict(zip(_OWN_COLUMNS, _own_order(o) + _own_intent(intents[o["intent_id"]]), strict=True)))
+                 for o in settled if o["intent_id"] in intents]      # an inner join: no intent row, no fill
+        rows.sort(key=itemgetter("updated_ns", "id"))
+        return rows
 
     def source_fills(self, since: float = 0.0) -> list[Row]:
         """The source's fills as decided (every fill the copier saw, copied or not), oldest first."""
-        t = self.t
-        return list(t.FillRow.select(t.FillRow.condition_id, t.FillRow.asset, t.FillRow.outcome, t.FillRow.side,
-                                     t.FillRow.price, t.FillRow.size, t.FillRow.match_ts)
-                    .where(t.FillRow.match_ts >= since).order_by(t.FillRow.match_ts, t.FillRow.id).dicts())
+        return self._rows('SELECT "condition_id", "asset", "outcome", "side", "price", "size", "match_ts" FROM "fills" '
+                          'WHERE "match_ts" >= ? ORDER BY "match_ts", "id"', (float(since),))
 
     def record_resolution(self, condition_id: str, winning_asset: str, at: float, origin: str) -> bool:
         """False when the market's winner was already known (the first word stands)."""
@@ -627,8 +702,7 @@ class Store:
 
     def resolutions(self, after_id: int = 0) -> list[Row]:
         """Winners in the order they were recorded; after_id: only those recorded after that row."""
-        t = self.t
-        return list(t.ResolutionRow.select().where(t.ResolutionRow.id > after_id).order_by(t.ResolutionRow.id).dicts())
+        return self._rows('SELECT * FROM "resolutions" WHERE "id" > ? ORDER BY "id"', (int(after_id),))
 
     def record_pnl_snapshot(self, rows: list[Row]) -> None:
         t = self.t
@@ -641,6 +715,11 @@ class Store:
         newest = (t.PnlSnapshotRow.select(pw.fn.MAX(t.PnlSnapshotRow.id).alias("last"))
                   .group_by(t.PnlSnapshotRow.asset))
         return list(t.PnlSnapshotRow.select().where(t.PnlSnapshotRow.id.in_(newest)).dicts())
+
+    def pnl_marks(self) -> list[tuple[float, str, float]]:
+        """(instant, asset, unrealised PnL) of every PnL snapshot row, oldest first."""
+        return self.db.execute_sql('SELECT "at", "asset", "unrealized" FROM "pnl_snapshots" ORDER BY "at", "id"'
+                                   ).fetchall()
 
     def record_source_seed(self, at: float, held: dict[str, float]) -> None:
         """The source's holdings the copier started from (replay starts from the same ones at the same instant)."""

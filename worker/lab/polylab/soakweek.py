@@ -339,6 +339,7 @@ def time_report(config: Path, runs: int = 3) -> float:
 
 
 def write_html(path: Path, config: Path, samples: list[Sample], start: float, speed: float) -> None:
+    from copier.pnl_report import StorePnl
     from copier.report import build_report
     from copier.report_html import Growth, html_data, plotting_available, render_html
     if not plotting_available():
@@ -347,9 +348,10 @@ def write_html(path: Path, config: Path, samples: list[Sample], start: float, sp
     cfg = parse_config(yaml.safe_load(config.read_text()))
     store = Store.open(cfg.store.path)
     try:
-        rep = build_report(store, cfg)
-        data = html_data(store, 0.0, period=("simulated day",
-                                             lambda ts: f"day {int((ts - start) * speed // DAY_S) + 1}"))
+        record = store.record_since(0.0)
+        rep = build_report(store, cfg, record=record)
+        data = html_data(store, 0.0, pnl=StorePnl(store, record), record=record,
+                         period=("simulated day", lambda ts: f"day {int((ts - start) * speed // DAY_S) + 1}"))
     finally:
         store.close()
     curves: dict[str, Sequence[float]] = {

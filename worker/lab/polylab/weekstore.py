@@ -12,6 +12,7 @@ upkeep runs every `store.maintenance_interval_s` of simulated time, as it does u
 
 Then it times `copier report --since 7d` as an operator runs it (a fresh process, the median of --runs) and prints
 the growth per simulated day: rows, file and WAL size. It exits 1 if the report took longer than --max-report-s.
+`--reuse` times the store an earlier run wrote instead of writing one (to compare installs or code on one store).
 """
 from __future__ import annotations
 
@@ -305,6 +306,7 @@ def time_report(exe: Path, config: Path, runs: int, since: str = "7d") -> tuple[
 
 def write_html(path: Path, store_path: Path, cfg: Config, rows: list[DayRow], *, end: float, days: float) -> None:
     """The report's page of the week, with its growth per simulated day beside the figures."""
+    from copier.pnl_report import StorePnl
     from copier.report import build_report
     from copier.report_html import Growth, html_data, render_html
 
@@ -317,7 +319,9 @@ def write_html(path: Path, store_path: Path, cfg: Config, rows: list[DayRow], *,
                                 "fills (kept: the record)": [float(r.fills) for r in rows],
                                 "sightings (pruned past the retention)": [float(r.sightings) for r in rows]},
                         unit={"store file": "MiB"})
-        page = render_html(build_report(store, cfg, since=since), html_data(store, since), growth=growth,
+        record = store.record_since(since)
+        page = render_html(build_report(store, cfg, record=record),
+                           html_data(store, since, pnl=StorePnl(store, record), record=record), growth=growth,
                            title=f"copier report: a generated week ({store_path.name})")
     finally:
         store.close()
@@ -338,15 +342,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="the copier executable to time (e.g. of a clean `pip install ./worker`, as on the VPS)")
     ap.add_argument("--max-report-s", type=float, default=2.0)
     ap.add_argument("--html", default=None, help="also write `copier report --html` of the week, with its growth")
+    ap.add_argument("--reuse", action="store_true",
+                    help="time the report on the store an earlier run wrote at --out instead of writing one (its "
+                         "week ends when it was written: --since 7d covers a little less of it as time passes)")
     args = ap.parse_args(argv)
     if not (0 < args.days <= 60 and args.rate > 0 and 0 < args.scale <= 100 and args.runs >= 0):
         print("weekstore: --days in (0, 60], --rate > 0, --scale in (0, 100], --runs >= 0", file=sys.stderr)
         return 2
     out = Path(args.out)
+    if args.reuse and (args.html or not out.is_file()):
+        print(f"weekstore: --reuse times the store an earlier run wrote ({out}: "
+              f"{'exists' if out.is_file() else 'missing'}) and writes no page (its growth is the run's)",
+              file=sys.stderr)
+        return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     config = out.with_suffix(".yaml")
     config.write_text(yaml.safe_dump({**WEEK_CONFIG, "store": {"path": str(out.resolve())}}))
     cfg = parse_config(yaml.safe_load(config.read_text()))
+    if args.reuse:
+        return _timed(args, config)
     t0 = time.perf_counter()
     rows = write_week(out, days=args.days, pattern=Pattern(bursts_per_window=args.rate), scale=args.scale,
                       seed=args.seed, end=time.time(), retention=not args.no_retention, cfg=cfg)
@@ -360,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.html:
         write_html(Path(args.html), out, cfg, rows, end=time.time(), days=args.days)
         print(f"html report: {args.html}")
+    return _timed(args, config)
+
+
+def _timed(args: argparse.Namespace, config: Path) -> int:
     if not args.runs:
         return 0
     walls, cpus = time_report(Path(args.copier), config, args.runs)
