@@ -209,3 +209,51 @@ class RecordingAlerts:
 
     def alert(self, kind, message, **context):
         self.sent.append((kind, message, context))
+
+
+class _ScriptedSocket:
+    """A market channel whose frames are produced by the test, one per receive; records what the copier sends."""
+
+    def __init__(self, frames):
+        self.frames, self.sent = frames, []
+
+    def send(self, text):
+        self.sent.append(json.loads(text))
+
+
+def test_the_book_cache_follows_the_markets_in_play_and_forgets_the_ended_ones():
+    from copier.books import BookCache
+
+    book = json.loads((PAYLOADS / "ws_market_book.json").read_text())
+    frame = book[0] if isinstance(book, list) else book
+
+    def book_of(asset):
+        return json.dumps({**frame, "asset_id": asset}).encode()
+
+    class Scripted(BookCache):
+        def _connect(self, url):
+            return self.sock
+
+        def _recv(self, ws):
+            return next(ws.frames, None)
+
+        def _disconnect(self, ws):
+            pass
+
+    books = Scripted(Config(), clock=FakeClock(), metrics=NullMetrics(), http=_StaticHttp({}))
+    books.watch(["101", "202"])
+
+    def frames():
+        yield book_of("101")
+        yield book_of("202")
+        books.watch(["202", "303"])                  # the next window: the first market ended
+        yield book_of("303")
+        books.watch(["303"])
+        yield book_of("303")
+
+    books.sock = _ScriptedSocket(frames())
+    books._session(stopping=type("Never", (), {"is_set": staticmethod(lambda: False)})())
+    assert [(m.get("operation", "initial"), m["assets_ids"]) for m in books.sock.sent] == [
+        ("initial", ["101", "202"]), ("subscribe", ["303"]), ("unsubscribe", ["101"]), ("unsubscribe", ["202"])]
+    assert books.top("101") is None and books.top("202") is None and books.top("303") is not None
+    assert set(books._books) == {"303"}
