@@ -86,7 +86,7 @@ bench-signing: $(STAMP) $(CSTAMP)
 soak: $(STAMP)
 	$(PY) -m polylab.soak $(if $(DURATION),--duration $(DURATION),) $(SOAK_ARGS)
 
-# A week of market time at 200x under supervisord with chaos (about 55 minutes): SOAK_WEEK_ARGS="--ten-x", "--days 1".
+# A week of market time at 225x under supervisord with chaos (about 50 minutes): SOAK_WEEK_ARGS="--ten-x", "--days 1".
 soak-week: $(STAMP)
 	$(PY) -m polylab.soakweek $(SOAK_WEEK_ARGS)
 

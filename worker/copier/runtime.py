@@ -437,7 +437,9 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
                 Periodic("detection", DETECTION_S, detection.step),
                 Periodic("keep_warm", KEEP_WARM_S, executor.keep_warm),
                 Periodic("checkpoint", CHECKPOINT_S, store.checkpoint),
-                Periodic("store_upkeep", cfg.store.maintenance_interval_s, upkeep.run),
+                # At start too: a copier restarted more often than the interval would otherwise never prune,
+                # vacuum or truncate its WAL.
+                Periodic("store_upkeep", cfg.store.maintenance_interval_s, upkeep.run, at_start=True),
                 Periodic("clock", cfg.telemetry.ntp_check_interval_s, clock_watch.check, at_start=True),
                 Periodic("pnl_snapshot", cfg.positions.snapshot_interval_s, watch.snapshot, at_start=True),
                 Periodic("positions_reconcile", cfg.positions.reconcile_interval_s, watch.reconcile, at_start=True),

@@ -567,7 +567,11 @@ class Store:
     def exposure_rows(self, since: float) -> list[ExposureRow]:
         """Every order decided since `since` (in flight or not), and every order still in flight however old."""
         t = self.t
-        q = (t.IntentRow.select(t.IntentRow, t.OrderRow.status, t.OrderRow.filled_size, t.OrderRow.avg_price)
+        # The columns the exposure book keeps, not the decision's book and detail: a restart after a week reads
+        # every order of the day, and what it reads stays in the process's heap.
+        i = t.IntentRow
+        q = (i.select(i.intent_id, i.condition_id, i.asset, i.side, i.decided_at, i.notional, i.size, i.market_end_ts,
+                      i.fee_rate, i.fee_exponent, t.OrderRow.status, t.OrderRow.filled_size, t.OrderRow.avg_price)
              .join(t.OrderRow, pw.JOIN.LEFT_OUTER, on=(t.IntentRow.intent_id == t.OrderRow.intent_id))
              .where((t.IntentRow.decision == "order") & ((t.IntentRow.decided_at >= since) | t.OrderRow.id.is_null()
                                                        | t.OrderRow.status.in_(_UNRESOLVED))).dicts())

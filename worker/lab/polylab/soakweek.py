@@ -1,7 +1,7 @@
 """`make soak-week`: a week of market time in under an hour, and how the copier's cost grows with it.
 
-The simulator runs at accelerated market time (default 200x: a 15-minute window lasts 4.5 s, a week 50 minutes) on
-all four assets, each market's fair price fixed as in the compressed soak (a random walk 200 times faster than the
+The simulator runs at accelerated market time (default 225x: a 15-minute window lasts 4 s, a week 45 minutes) on
+all four assets, each market's fair price fixed as in the compressed soak (a random walk 225 times faster than the
 copier's wall-clock reaction would move the book under every order). The source wallet trades in the PRD's pattern
 from the simulator's own random source: bursts of 3-12 small BUYs 40-400 ms apart, a quarter of them on both
 outcomes, one fill in ten a SELL, some bursts in the last tenth of a window; `--bursts-per-window` (6 by default)
@@ -76,7 +76,7 @@ WORKDIR = Path("var/soak-week")
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
 ASSETS = ["btc", "eth", "sol", "xrp"]
-DEFAULT_SPEED = 200.0
+DEFAULT_SPEED = 225.0
 PRD_BURSTS_PER_WINDOW = 6.0
 WALLET_PUSD = 50_000.0          # the copier's starting pUSD: a week of fees and losses at these caps stays covered
 COPIED_TARGET_PCT = 98.0        # filled / intended notional, by the venue's ground truth
@@ -402,7 +402,7 @@ def run_week(args: argparse.Namespace) -> int:
         overrides={"execution": {"dry_run": False, "max_slippage_bps": args.slippage_bps,
                                  "near_expiry_cutoff_seconds": round(30.0 / speed, 3)},
                    "markets": {"slug_prefixes": [f"{a}-updown-15m" for a in ASSETS], "refresh_s": 1.0,
-                               "window_seconds": int(900 / speed) or 1},
+                               "window_seconds": round(900 / speed)},
                    # The caps scaled to the source's volume (it buys ~$37k a market day at the PRD's rate), as the
                    # week store does; the daily cap counts wall days, and the whole week is one of them.
                    "sizing": {"max_notional_per_market_usd": 300.0, "max_total_notional_per_15m_window_usd": 1000.0},
@@ -503,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-report-s", type=float, default=2.0)
     p.add_argument("--workdir", type=Path, default=WORKDIR)
     args = p.parse_args(argv)
+    if args.speed <= 0 or (900 / args.speed) % 1:
+        raise SystemExit(f"--speed {args.speed:g}: a 15-minute window must last whole seconds at this speed (the "
+                         "copier's markets.window_seconds is an integer): e.g. 180, 225, 300")
     if args.workdir.is_dir() and any(args.workdir.iterdir()) and not (args.workdir / "statsd.packets").exists():
         raise SystemExit(f"--workdir {args.workdir}: not empty and not a soak's directory (the soak deletes the files "
                          "in it); name a new or an empty one")
