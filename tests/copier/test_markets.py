@@ -257,3 +257,20 @@ def test_the_book_cache_follows_the_markets_in_play_and_forgets_the_ended_ones()
         ("initial", ["101", "202"]), ("subscribe", ["303"]), ("unsubscribe", ["101"]), ("unsubscribe", ["202"])]
     assert books.top("101") is None and books.top("202") is None and books.top("303") is not None
     assert set(books._books) == {"303"}
+
+
+@pytest.mark.parametrize("window_s", [900, 4])
+def test_the_catalog_forgets_a_market_four_windows_after_its_end(window_s):
+    """An hour live; 16 s for a simulator's 4-second windows (a week of them would otherwise all stay known)."""
+    cfg = Config(markets=MarketsConfig(slug_prefixes=("btc-updown-15m",), warm_windows_ahead=0,
+                                       window_seconds=window_s))
+    clock = FakeClock(1774278900 + 100)
+    cat = MarketCatalog(cfg, clock=clock, http=_StaticHttp(_event()), metrics=NullMetrics())
+    cat.warm()
+    end = cat.by_asset("up-token").end_ts
+    clock.advance(end + 4 * window_s - 1 - clock.now())
+    cat.refresh()
+    assert cat.by_asset("up-token") is not None
+    clock.advance(2)
+    cat.refresh()
+    assert cat.by_asset("up-token") is None and "up-token" not in cat.assets()

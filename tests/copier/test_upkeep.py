@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from copier import report, schemas
 from copier.clock import FakeClock
-from copier.config import DEDUPE_SEED_S, Config, StoreConfig, parse_config, replay_horizon_s
+from copier.config import DEDUPE_SEED_S, Config, StoreConfig, market_day_s, parse_config, replay_horizon_s
 from copier.decision import decide
 from copier.errors import ConfigError
 from copier.exposure import DAY_S, ExposureBook
@@ -60,6 +60,15 @@ def test_replay_horizon_follows_the_longest_configured_wait():
     assert replay_horizon_s(cfg) == 90_000 + cfg.feeds.gap_fill_overlap_s
     cfg = parse_config({"feeds": {"reinclude_timeout_s": 100_000}, "store": {"dedupe_retention_s": 100_000}})
     assert replay_horizon_s(cfg) == 100_000
+
+
+def test_replay_horizon_is_a_day_of_markets_when_the_windows_are_shorter():
+    """A simulator at 225x market time: 4-second windows, a day of markets in 384 s, and retention to match."""
+    cfg = parse_config({"markets": {"window_seconds": 4}, "store": {"dedupe_retention_s": 768}})
+    assert market_day_s(cfg) == 384 and replay_horizon_s(cfg) == 384
+    assert market_day_s(Config()) == DAY_S
+    with pytest.raises(ConfigError, match=r"store\.dedupe_retention_s: must be >= 384"):
+        parse_config({"markets": {"window_seconds": 4}, "store": {"dedupe_retention_s": 300}})
 
 
 @pytest.mark.parametrize("store_cfg, key", [

@@ -343,7 +343,8 @@ def _validate(cfg: Config) -> None:
     _require(rd.stuck_alert_s > 0, "redeem.stuck_alert_s", "must be > 0")
     horizon = replay_horizon_s(cfg)
     _require(cfg.store.dedupe_retention_s >= horizon, "store.dedupe_retention_s",
-             f"must be >= {horizon:g} s, the longest a source fill can come back to the dedupe (its seed window, "
+             f"must be >= {horizon:g} s, the longest a source fill can come back to the dedupe (its seed window of "
+             f"a day of markets, "
              f"copy.max_signal_age_s + feeds.gap_fill_overlap_s, feeds.confirm_timeout_s, feeds.reinclude_timeout_s)")
     _require(10 <= cfg.store.maintenance_interval_s <= 86_400, "store.maintenance_interval_s",
              "must be in [10, 86400]")
@@ -357,7 +358,15 @@ def _validate(cfg: Config) -> None:
 
 
 DEDUPE_SEED_S = 86_400.0        # the dedupe memory a restart reloads from the store, and the oldest fill any feed
-                                #   may bring (schemas.MATCH_TS_HORIZON_S)
+                                #   may bring (schemas.MATCH_TS_HORIZON_S), with 15-minute windows
+DAY_WINDOWS = 96                # 15-minute windows in a day
+
+
+def market_day_s(cfg: Config) -> float:
+    """A day of markets: 86,400 s live, shorter when a simulator runs market time faster (markets.window_seconds
+    below 900), so that what the copier remembers "for a day" (the dedupe seed a restart loads, the source holdings'
+    look-back) spans a day of markets there too."""
+    return DAY_WINDOWS * cfg.markets.window_seconds
 
 
 def replay_horizon_s(cfg: Config) -> float:
@@ -365,7 +374,7 @@ def replay_horizon_s(cfg: Config) -> float:
     (and the edge's age limit), the gap-fill's look-back (signal age plus overlap), a mempool fill's wait for
     confirmation, a reorged log's wait for re-inclusion. Rows only the dedupe needs are safe to delete past it."""
     c, f = cfg.copy, cfg.feeds
-    return max(DEDUPE_SEED_S, c.max_signal_age_s + f.gap_fill_overlap_s, f.confirm_timeout_s, f.reinclude_timeout_s)
+    return max(market_day_s(cfg), c.max_signal_age_s + f.gap_fill_overlap_s, f.confirm_timeout_s, f.reinclude_timeout_s)
 
 
 TYPICAL_TICK = 0.01             # the 15-minute markets' tick over most of their range (0.001 only near 0 and 1)

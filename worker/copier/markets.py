@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from copier.schemas import Untrusted
 
 log = logging.getLogger("copier.markets")
-FORGET_AFTER_S = 3600.0         # a market that ended this long ago takes no more fills we could act on
+FORGET_AFTER_WINDOWS = 4        # a market that ended this many windows ago (an hour live) takes no more fills we
+                                #   could act on
 TICK_TIMEOUT_S = 2.0        # /tick-size is asked on the pricing path: an answer later than this is no answer
 
 def markets_from_gamma(doc: Untrusted) -> list[MarketMeta]:
@@ -192,7 +193,7 @@ class MarketCatalog:
         """The periodic pass: warm the next windows, forget markets that ended over an hour ago (a week of 15-minute
         windows stays bounded). Returns how many markets were added."""
         added = self.warm()
-        self._forget_expired(self.clock.now() - FORGET_AFTER_S)
+        self._forget_expired(self.clock.now() - FORGET_AFTER_WINDOWS * self.cfg.markets.window_seconds)
         return added
 
     def _forget_expired(self, before: float) -> None:

@@ -17,7 +17,7 @@ import httpx
 
 from copier.alerts import EdgeErrors
 from copier.clock import Clock
-from copier.config import Config
+from copier.config import Config, market_day_s
 from copier.errors import MalformedMessage
 from copier.exposure import DAY_S, bucket
 from copier.ports import Alerts, Books, Metrics, PositionsIndex
@@ -239,7 +239,8 @@ class PositionWatch:
             held = {v.asset: v.size for v in venue if v.size > DUST}
             log.info("source holdings seeded from the positions endpoint: %d tokens", len(held))
         else:
-            held = {a: s for a, s in holdings_from_fills(self.store.source_fills(since=now - DAY_S)).items()
+            day = market_day_s(self.cfg)
+            held = {a: s for a, s in holdings_from_fills(self.store.source_fills(since=now - day)).items()
                     if s > DUST}
             log.warning("source holdings seeded from the store's fills (the positions endpoint did not answer): %d "
                         "tokens", len(held))

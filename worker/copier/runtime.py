@@ -28,7 +28,7 @@ from gevent.queue import Empty, Full, Queue
 
 from copier.breaker import CircuitBreaker
 from copier.clock import Clock, LiveClock
-from copier.config import Config, Secrets, polygon_ws
+from copier.config import Config, Secrets, market_day_s, polygon_ws
 from copier.config import warnings as config_warnings
 from copier.detection import Detection
 from copier.errors import OperationalError
@@ -180,7 +180,7 @@ class Runtime:
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
         now = self.clock.now()
-        self.pipeline.exposure.restore(self.store.exposure_rows(now - DAY_S))
+        self.pipeline.exposure.restore(self.store.exposure_rows(now - DAY_S))   # the daily cap counts UTC days
         self.warm()                     # the gate before a repost needs each market's state
         if self.prepare is not None:
             self.prepare()
@@ -189,7 +189,8 @@ class Runtime:
                 self.order_step.settle(report)
         except OperationalError as exc:
             self.switch.halt(f"operational: {exc}")
-        self.detection.seed(self.store.seen_keys(now - DAY_S), self.store.aliases_since(now - DAY_S))
+        day = market_day_s(self.cfg)
+        self.detection.seed(self.store.seen_keys(now - day), self.store.aliases_since(now - day))
         self._spawn(self._pipeline_loop)
         for _ in range(self.cfg.execution.executor_concurrency):
             self._spawn(self._executor_loop)

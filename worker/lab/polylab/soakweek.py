@@ -17,9 +17,10 @@ resident memory of the last simulated day within 10% of the first, leading-delay
 the first, store size linear in the fills recorded; then times `copier report --since 7d` and writes the HTML report
 with the growth curves (`week.html`) and the samples (`samples.jsonl`, `hourly.json`) to the work directory.
 
-Wall-clock horizons do not scale with market time: the dedupe retention (one wall day at least) is never reached
-in an hour, so the sightings grow through the run; `make bench-week` shows the store under retention on a clock
-that does pass it.
+The copier's day of markets follows its window (markets.window_seconds = 900 / speed): the dedupe seed a restart
+loads, the source holdings' look-back and the catalog's memory span a simulated day, and the store keeps what only
+the dedupe needs two simulated days, as live. The daily notional cap counts UTC days on the wall clock; the run sets
+it out of the way.
 """
 from __future__ import annotations
 
@@ -408,7 +409,10 @@ def run_week(args: argparse.Namespace) -> int:
                    "sizing": {"max_notional_per_market_usd": 300.0, "max_total_notional_per_15m_window_usd": 1000.0},
                    "risk": {"max_daily_notional_usd": 10_000_000.0, "breaker_max_error_rate": 1.0,
                             "breaker_max_p95_ms": 60000.0},
-                   "telemetry": {"process_interval_s": max(1.0, round(HOUR_S / speed / 2, 1))}}))
+                   "telemetry": {"process_interval_s": max(1.0, round(HOUR_S / speed / 2, 1))},
+                   # What only the dedupe needs is kept two days of markets, as live, and pruned every simulated 6 h.
+                   "store": {"dedupe_retention_s": 2 * DAY_S / speed,
+                             "maintenance_interval_s": max(10.0, round(6 * HOUR_S / speed, 1))}}))
     sup = Supervisor(workdir, config, env)
     chaos = Chaos(rng, duration)
     chaos.PLAN = week_plan(days)
