@@ -53,7 +53,8 @@ DOWNTIME_S = {"kill9": 5.0, "kill9_redeem": 5.0, "stop_start": 7.0}
 MIN_RESOLUTIONS = 20            # market resolutions the compressed run must span
 PUSD = "0xc011a7e12a19f7b1f670d46f03b03f3342e82dfb"
 ADAPTER = "0xada100db00ca00073811820692005400218fce1f"
-REDEEM_WAIT_WINDOWS = 2.5       # how long a kill9_redeem waits for a redemption in flight: a window may hold no winner
+REDEEM_WAIT_WINDOWS = 2.5       # how long a kill9_redeem waits for a redemption in flight: a window may hold no winner,
+REDEEM_WAIT_MIN_S = 30.0        # and at least this long (a simulated week's 4-second windows pass too fast for one)
 
 
 def parse_duration(text: str) -> float:
@@ -281,8 +282,8 @@ def apply(kind: str, sim: SimProcess, sup: Supervisor, config: Path, rng: random
         # The node applies the next send and loses its answer: the copier holds a signed, unconfirmed redemption a
         # little longer, and the kill lands then.
         sim.faults(rpc_lost_answer={"count": 1})
-        eventually(lambda: redemption_in_flight(db_path), REDEEM_WAIT_WINDOWS * sim.window_s, 0.02,
-                   "a redemption in flight to kill")
+        wait_s = max(REDEEM_WAIT_MIN_S, REDEEM_WAIT_WINDOWS * sim.window_s)
+        eventually(lambda: redemption_in_flight(db_path), wait_s, 0.02, "a redemption in flight to kill")
         os.kill(eventually(sup.pid, 15, 0.2, "a running copier to kill"), signal.SIGKILL)
     elif kind == "kill9":
         pid = eventually(sup.pid, 15, 0.2, "a running copier to kill")
