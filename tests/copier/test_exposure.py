@@ -82,3 +82,14 @@ def test_exposure_book_day_notional_is_every_buy_of_the_utc_day(orders):
         by_day[bucket(at, DAY_S)] = by_day.get(bucket(at, DAY_S), 0.0) + cost
         for day in (bucket(at, DAY_S), bucket(at, DAY_S) - DAY_S):
             assert abs(book.day_notional(day) - by_day.get(day, 0.0)) < 1e-9
+
+
+def test_exposure_book_an_old_order_recorded_out_of_order_is_forgotten_without_breaking_the_window():
+    window_s = 4
+    book = ExposureBook(window_s)
+    now = START + 3 * 96 * window_s
+    book.reserve(_intent(1, 3 * 96, 0, Side.BUY, now, window_s))
+    book.reserve(_intent(2, 0, 0, Side.BUY, START, window_s))          # restored late, decided days of markets ago
+    book.settle("i2", 10.0, 0.5)
+    assert book.rolling_notional(now + 1) == 5.0
+    assert book.rolling_notional(now + 4 * window_s + 1) == 0.0

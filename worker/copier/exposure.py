@@ -187,6 +187,7 @@ class ExposureBook:
         old = ts - 2 * self._market_day_s
         for iid in [iid for iid, o in self._orders.items() if not o.in_flight and o.decided_at < old]:
             del self._orders[iid]
+        self._recent = [iid for iid in self._recent if iid in self._orders]     # decided out of order, long ago
         for end in [e for e in self._market_window if e < old]:
             del self._market_window[end]
         for day in [d for d in self._day if d < ts - 2 * DAY_S]:
