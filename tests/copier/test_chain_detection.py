@@ -374,3 +374,37 @@ def test_an_aggregated_feed_a_per_maker_feed_and_a_replaced_transaction_copy_eac
         orders.append(decide(book, b, market(), b.released_at, Config()))
     assert sum(o.size for o in orders) == 30.0
     assert det.track(admitted[0].dedupe_key).status == CONFIRMED
+
+
+def test_detection_past_the_horizon_forgets_settled_tracks_and_dedupe_entries(clock, store, alerts):
+    """A week of windows with every fill seen twice: tracks and dedupe entries stay within what the horizon spans."""
+    horizon = 3600.0
+    det = Detection(Deduper(clock=clock), FEEDS, clock=clock, metrics=NullMetrics(), alerts=alerts, store=store,
+                    horizon_s=horizon)
+    most = 0
+    for w in range(7 * 96):
+        for i in range(5):
+            f = fill(w * 5 + i)
+            det.sight(_seen(f, RTDS, clock), "rtds#1:trades", f"{w}:{i}")
+            det.sight(_seen(f, LOGS, clock), f"chain-logs:{w}", str(i))
+        clock.advance(900.0)
+        det.step()
+        most = max(most, len(det._tracks), len(det.deduper._admitted))
+    assert most <= 5 * (horizon // 900 + 1)
+    assert det.track(fill(7 * 96 * 5 - 1).dedupe_key).status == CONFIRMED
+    assert det.track(fill(0).dedupe_key) is None and not det.deduper.seen(fill(0).dedupe_key)
+
+
+def test_detection_keeps_a_pending_track_past_the_horizon_until_its_timer_settles_it(clock, store, alerts):
+    det = Detection(Deduper(clock=clock), FeedsConfig(confirm_timeout_s=100.0), clock=clock, metrics=NullMetrics(),
+                    alerts=alerts, store=store, horizon_s=10.0)
+    f = fill(1)
+    det.sight(_seen(f, MEMPOOL, clock), "chain-mempool:x", "0")
+    clock.advance(50.0)
+    det.step()
+    assert det.track(f.dedupe_key).status == PENDING
+    clock.advance(60.0)
+    det.step()                                  # retracted (never confirmed) first, forgotten at a later pass
+    clock.advance(1.0)
+    det.step()
+    assert det.track(f.dedupe_key) is None

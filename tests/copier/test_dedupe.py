@@ -1,10 +1,11 @@
 import random
 from dataclasses import replace
 
-from helpers import fill
+from helpers import T0, fill
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from copier.clock import FakeClock
 from copier.dedupe import Deduper
 
 
@@ -153,3 +154,53 @@ def test_a_replaced_transaction_is_the_original_on_every_feed():
     again = Deduper()
     again.seed([replace(fill(1), tx_hash=original, size=30.0).dedupe_key], d.aliases())
     assert again.admit(replace(fill(1), tx_hash=replacement, size=30.0), "data_api#1") is None
+
+
+def test_dedupe_forget_past_the_horizon_stays_bounded_over_many_windows():
+    """A week of windows at a steady rate: what is kept never exceeds what the horizon spans, whatever ran before."""
+    clock = FakeClock(T0)
+    d = Deduper(clock=clock)
+    horizon, window, per_window = 4 * 900.0, 900.0, 20
+    most = 0
+    for w in range(7 * 96):
+        for i in range(per_window):
+            f = fill(w * per_window + i)
+            for stream in ("rtds#1:trades", "rtds#1:orders_matched", "data_api#1", f"chain-logs:{w}"):
+                d.observe(f, stream, frame_id=f"{w}:{i}")
+        clock.advance(window)
+        d.forget(clock.now() - horizon)
+        most = max(most, len(d._admitted), len(d._frames), len(d._delivered), len(d._claims))
+    assert len(d._admitted) == 4 * per_window
+    assert most <= 4 * per_window * 4 + 4 * per_window
+
+
+def test_dedupe_forget_keeps_what_was_written_within_the_horizon():
+    clock = FakeClock(T0)
+    d = Deduper(clock=clock)
+    old, recent = fill(1), fill(2)
+    assert d.admit(old, "rtds#1:trades", frame_id="f1") is not None
+    clock.advance(100.0)
+    assert d.admit(recent, "rtds#1:trades", frame_id="f2") is not None
+    d.alias("0xreplacement", recent.tx_hash)
+    clock.advance(50.0)
+    d.forget(clock.now() - 120.0)
+    assert d.admit(recent, "data_api#1") is None                            # still a duplicate
+    assert d.admit(replace(recent, tx_hash="0xreplacement"), "chain-mempool:x") is None
+    assert not d.seen(old.dedupe_key)                                       # forgotten, as a restart would
+
+
+def test_dedupe_a_group_written_again_is_kept_from_its_last_write():
+    clock = FakeClock(T0)
+    d = Deduper(clock=clock)
+    f = fill(1)
+    d.admit(f, "rtds#1:trades")
+    clock.advance(100.0)
+    assert d.admit(f, "data_api#1") is None                                 # a sighting rewrites the group
+    d.forget(clock.now() - 50.0)
+    assert d.seen(f.dedupe_key)
+
+
+def test_dedupe_without_a_clock_forgets_nothing_before_epoch():
+    d = Deduper()
+    d.admit(fill(1), "s")
+    assert d.forget(0.0) == 0 and d.seen(fill(1).dedupe_key)

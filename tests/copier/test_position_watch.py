@@ -3,6 +3,7 @@ reconciliation with our address (drift alerted once, never overwritten), winners
 PnL snapshots."""
 import json
 import math
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -361,3 +362,50 @@ def test_held_assets_are_the_open_positions_only(world):
     assert watch.held_assets() == [UP]
     store.record_resolution(CID, UP, clock.now(), "market_ws")
     assert watch.held_assets() == []
+
+
+def _traded_market(store, m, at):
+    """Market m: 10 shares bought at 0.4 and sold at 0.6 (nothing left), then resolved."""
+    cid, up = f"0x{m:064x}", f"{m}-up"
+    for iid, side, price, n in ((f"b{m}", Side.BUY, 0.4, 2 * m + 1), (f"s{m}", Side.SELL, 0.6, 2 * m + 2)):
+        fill = replace(source_fill(n, side, 10.0, price, at), asset=up, condition_id=cid)
+        store.record_decision([fill], replace(intent(iid, side, 10.0, price, up), condition_id=cid, decided_at=at),
+                              int(at * 1e9))
+        store.record_signed(iid, f"0xhash{iid}", "{}", int(at * 1e9))
+        store.update_order(iid, int(at * 1e9), status=OrderStatus.MATCHED, filled_size=10.0, avg_price=price,
+                           submit_ns=int(at * 1e9), ack_ns=int(at * 1e9))
+    store.record_resolution(cid, up, at + 1, "market_ws")
+
+
+def test_snapshot_forgets_resolved_positions_that_hold_nothing_and_keeps_their_pnl(world):
+    venue, store, clock, metrics, alerts, watch, books = world
+    filled(store, "open")                                        # an open position is kept throughout
+    for m in range(1, 60):
+        _traded_market(store, m, clock.now())
+        clock.advance(900)
+        watch.snapshot()
+        assert len(watch.ledger.positions) <= 2 and len(watch._written) <= 2 and len(watch._market_end) <= 2
+        assert len(watch._last_trade) <= 2
+    assert UP in watch.ledger.positions
+    assert math.isclose(metrics.gauges["pnl.realized_usd"], 59 * 2.0)
+    assert metrics.gauges["positions.open"] == 1
+    snaps = {r["asset"]: r for r in store.latest_pnl_snapshot()}
+    assert snaps["59-up"]["size"] == 0 and math.isclose(snaps["59-up"]["realized"], 2.0)
+
+
+def test_snapshot_a_late_fill_of_a_forgotten_market_is_realised_at_its_winner(world):
+    venue, store, clock, metrics, alerts, watch, books = world
+    _traded_market(store, 1, clock.now())
+    clock.advance(900)
+    watch.snapshot()
+    assert "1-up" not in watch.ledger.positions
+    late = replace(source_fill(99, Side.BUY, 5.0, 0.5, clock.now()), asset="1-up", condition_id=f"0x{1:064x}")
+    store.record_decision([late], replace(intent("late", Side.BUY, 5.0, 0.5, "1-up"), condition_id=f"0x{1:064x}"),
+                          clock.now_ns())
+    store.record_signed("late", "0xhashlate", "{}", clock.now_ns())
+    store.update_order("late", clock.now_ns(), status=OrderStatus.MATCHED, filled_size=5.0, avg_price=0.5,
+                       submit_ns=clock.now_ns(), ack_ns=clock.now_ns())
+    watch.snapshot()
+    p = watch.ledger.positions["1-up"]
+    assert p.size == 5.0 and p.payout == 1.0
+    assert math.isclose(metrics.gauges["pnl.realized_usd"], 2.0 + 5 * (1 - 0.5))

@@ -23,10 +23,11 @@ Safety invariant: per group, the admitted size never exceeds the most any single
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import replace
-from typing import TypeVar
+from typing import Generic, TypeVar
 
+from copier.clock import Clock
 from copier.types import SourceFill, fmt_num
 
 SIZE_TOL_ABS = 1e-4           # RTDS shows sizes to 4 decimals
@@ -41,17 +42,64 @@ def size_matches(a: float, b: float) -> bool:
     return abs(a - b) <= max(SIZE_TOL_ABS, SIZE_TOL_REL * max(a, b))
 
 
-class Deduper:
-    def __init__(self, capacity: int = 200_000):
+class _Recent(Generic[K, V]):
+    """A map that forgets: past its capacity, the entry written longest ago; on `forget(before)`, every entry last
+    written before that instant. Entries stay in the order they were last written, stamped with the latest instant
+    seen, so the oldest are always first."""
+
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._latest = float("-inf")
+
+    def get(self, key: K, default: V) -> V:
+        item = self._items.get(key)
+        return default if item is None else item[1]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        return ((k, v) for k, (_, v) in self._items.items())
+
+    def put(self, key: K, value: V, at: float) -> None:
+        self._latest = max(self._latest, at)
+        self._items[key] = (self._latest, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def forget(self, before: float) -> int:
+        forgotten = 0
+        while self._items and next(iter(self._items.values()))[0] < before:
+            self._items.popitem(last=False)
+            forgotten += 1
+        return forgotten
+
+
+class Deduper:
+    def __init__(self, capacity: int = 200_000, clock: Clock | None = None):
+        """capacity: the most entries of each kind kept. clock: stamps what is written, for `forget` (without one,
+        everything is stamped 0 and only the capacity bounds the memory)."""
+        self.capacity = capacity
+        self.clock = clock
         # (tx, asset, side) -> [(price, size)] of the admitted fills, in admission order
-        self._admitted: OrderedDict[Group, list[tuple[float, float]]] = OrderedDict()
+        self._admitted: _Recent[Group, list[tuple[float, float]]] = _Recent(capacity)
         # (stream, (tx, asset, side)) -> shares this stream delivered, and the admitted fills it matched
-        self._delivered: OrderedDict[tuple[str, Group], float] = OrderedDict()
-        self._claims: OrderedDict[tuple[str, Group], list[int]] = OrderedDict()
-        self._frames: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._aliases: OrderedDict[str, str] = OrderedDict()
+        self._delivered: _Recent[tuple[str, Group], float] = _Recent(capacity)
+        self._claims: _Recent[tuple[str, Group], list[int]] = _Recent(capacity)
+        self._frames: _Recent[tuple[str, str], None] = _Recent(capacity)
+        self._aliases: _Recent[str, str] = _Recent(capacity)
         self.duplicates = 0
+
+    def forget(self, before: float) -> int:
+        """Forget every group, stream total, frame and alias last written before `before` (a wall instant past
+        which no feed can deliver the fill again: the replay horizon). Returns how many entries went."""
+        return sum(t.forget(before) for t in (self._admitted, self._delivered, self._claims, self._frames,
+                                             self._aliases))
 
     def admit(self, fill: SourceFill, stream: str, frame_id: str | None = None) -> SourceFill | None:
         """The fill with its identity if it is new, None if any stream delivered it before."""
@@ -127,7 +175,7 @@ class Deduper:
         if parsed is None:
             return False
         group, price, size, occ = parsed
-        same = [p for p in self._admitted.get(group, ())
+        same = [p for p in self._admitted.get(group, [])
                 if (fmt_num(p[0]), fmt_num(p[1])) == (fmt_num(price), fmt_num(size))]
         return occ < len(same)
 
@@ -161,11 +209,8 @@ class Deduper:
         occ = sum(1 for p in admitted[:index] if (fmt_num(p[0]), fmt_num(p[1])) == text)
         return replace(fill, price=price, size=size, occurrence=occ)
 
-    def _remember(self, table: OrderedDict[K, V], key: K, value: V) -> None:
-        table[key] = value
-        table.move_to_end(key)
-        while len(table) > self.capacity:
-            table.popitem(last=False)
+    def _remember(self, table: _Recent[K, V], key: K, value: V) -> None:
+        table.put(key, value, self.clock.now() if self.clock is not None else 0.0)
 
 
 def _tolerance(a: float, b: float) -> float:

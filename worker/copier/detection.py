@@ -56,9 +56,11 @@ class Track:
 class Detection:
     def __init__(self, deduper: Deduper, cfg: FeedsConfig, *, clock: Clock, metrics: Metrics, alerts: Alerts,
                  store: Store | None = None, logs_live_since: Callable[[], float | None] | None = None,
-                 capacity: int = 50_000) -> None:
+                 capacity: int = 50_000, horizon_s: float | None = None) -> None:
         """cfg: the FeedsConfig. logs_live_since: () -> wall time since which the logs subscription has been live
-        without a gap, or None (logs off or down); None disables the not_mined judgement."""
+        without a gap, or None (logs off or down); None disables the not_mined judgement. horizon_s: the replay
+        horizon (config.replay_horizon_s): tracks and dedupe entries older than it are forgotten, as a restart
+        would (None: only the capacities bound them)."""
         self.deduper = deduper
         self.cfg = cfg
         self.clock = clock
@@ -67,6 +69,7 @@ class Detection:
         self.store = store
         self.logs_live_since = logs_live_since
         self.capacity = capacity
+        self.horizon_s = horizon_s
         self._tracks: OrderedDict[str, Track] = OrderedDict()
         self._sightings: list[dict] = []
         self._events: list[dict] = []
@@ -148,9 +151,12 @@ class Detection:
 
     # ---- timers and persistence (a periodic task) ------------------------------------------------------------
     def step(self) -> None:
-        """Expire timers, then write what was seen. Never raises."""
+        """Expire timers, forget what is past the replay horizon, then write what was seen. Never raises."""
         try:
-            self._expire(self.clock.now())
+            now = self.clock.now()
+            self._expire(now)
+            if self.horizon_s is not None:
+                self._forget(now - self.horizon_s)
         except Exception:
             log.exception("detection timers failed")
         try:
@@ -169,6 +175,20 @@ class Detection:
             elif (t.status == CONFIRMED and not t.mined and live is not None and not t.removed_at
                   and live <= t.match_ts - LIVE_MARGIN_S and now - t.first_seen > self.cfg.confirm_timeout_s):
                 self._retract(t, "not_mined")
+
+    def _forget(self, before: float) -> None:
+        """Tracks first seen before `before` whose fate is settled (confirmed or retracted; a pending or reorged one
+        still has a timer to run), and the dedupe's entries last written before it: no feed delivers them again.
+        Tracks are kept in the order first seen, so only the oldest are looked at."""
+        settled = []
+        for key, t in self._tracks.items():
+            if t.first_seen >= before:
+                break
+            if t.status in (CONFIRMED, RETRACTED):
+                settled.append(key)
+        for key in settled:
+            del self._tracks[key]
+        self.deduper.forget(before)
 
     def _retract(self, t: Track, reason: str) -> None:
         t.status, t.reason = RETRACTED, reason

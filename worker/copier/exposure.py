@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from copier.config import DAY_WINDOWS
 from copier.fees import taker_fee_per_share
 from copier.types import OrderIntent, Side
 
@@ -76,6 +77,7 @@ class ExposureBook:
         self._market_window: dict[float, float] = defaultdict(float)   # market end -> BUY cost
         self._day: dict[int, float] = defaultdict(float)               # UTC day -> BUY cost
         self._next_forget = 0.0
+        self._market_day_s = DAY_WINDOWS * window_s                     # a day of markets: 86,400 s live
 
     # ---- queries (pure reads, used by decision) ----------------------------------------------------------
     def position(self, asset: str) -> float:
@@ -172,18 +174,28 @@ class ExposureBook:
         self._day[bucket(o.decided_at, DAY_S)] += delta
 
     def _prune(self, ts: float) -> None:
-        """Forget, for the sliding window, BUYs far older than any window that can still matter; once an hour,
-        forget settled orders, days and market windows older than any cap looks back (a week stays bounded)."""
+        """Forget, for the sliding window, BUYs far older than any window that can still matter; every 4 windows
+        (an hour live), forget settled orders and market windows older than two days of markets, the tokens and
+        markets no order left names (a restart, which restores a day of orders, knows no more of them), and UTC
+        days older than two (the daily cap counts today's)."""
         horizon = ts - 2 * self.window_s
         if self._recent and self._orders[self._recent[0]].decided_at < horizon:
             self._recent = [iid for iid in self._recent if self._orders[iid].decided_at >= horizon]
         if ts < self._next_forget:
             return
-        self._next_forget = ts + 3600
-        old = ts - 2 * max(DAY_S, self.window_s)
+        self._next_forget = ts + 4 * self.window_s
+        old = ts - 2 * self._market_day_s
         for iid in [iid for iid, o in self._orders.items() if not o.in_flight and o.decided_at < old]:
             del self._orders[iid]
-        for day in [d for d in self._day if d < old]:
-            del self._day[day]
+        self._recent = [iid for iid in self._recent if iid in self._orders]     # decided out of order, long ago
         for end in [e for e in self._market_window if e < old]:
             del self._market_window[end]
+        for day in [d for d in self._day if d < ts - 2 * DAY_S]:
+            del self._day[day]
+        assets = {o.asset for o in self._orders.values()}
+        markets = {o.condition_id for o in self._orders.values()}
+        for table in (self._position, self._selling, self._buying):
+            for asset in [a for a in table if a not in assets]:
+                del table[asset]
+        for cid in [c for c in self._market_cost if c not in markets]:
+            del self._market_cost[cid]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 import httpx
 
@@ -168,6 +169,7 @@ class PositionWatch:
             if self._written.get(asset) != row:
                 self._written[asset] = row
                 rows.append(dict(row, at=now, day=bucket(now, DAY_S)))
+        self._forget_closed(ledger, now)
         if rows:
             self.store.record_pnl_snapshot(rows)
         self.metrics.gauge("pnl.realized_usd", ledger.realized_total())
@@ -175,6 +177,24 @@ class PositionWatch:
         self.metrics.gauge("pnl.unrealized_usd", unrealized_total)
         self.metrics.gauge("positions.open", held)
         self.metrics.gauge("positions.redeemable_usd", redeemable_usd)
+
+    def _forget_closed(self, ledger: Ledger, now: float) -> None:
+        """Positions whose market resolved and that hold nothing any more (redeemed, or sold out), once their last
+        valuation is written: nothing can change them but a late fill, which the ledger then counts from the winner
+        it keeps, as before. Their realised PnL stays in the ledger's realised map. Without this, every token ever
+        traded stayed in the ledger, in the snapshots' memory, and in every pass over them."""
+        closed = {asset for asset, p in ledger.positions.items()
+                  if p.resolved and p.size <= DUST and asset not in self._drifting}
+        if closed:
+            self.ledger = replace(ledger, positions={a: p for a, p in ledger.positions.items() if a not in closed})
+            for asset in closed:
+                self._written.pop(asset, None)
+            open_markets = {p.condition_id for p in self.ledger.positions.values()}
+            for cid in [c for c in self._market_end if c not in open_markets]:
+                del self._market_end[cid]
+        grace = self.cfg.positions.reconcile_grace_s
+        for asset in [a for a, at in self._last_trade.items() if now - at >= grace]:
+            del self._last_trade[asset]             # past the grace, a missing entry compares the same
 
     def check_resolutions(self) -> None:
         """Gamma, for the winner of every market we hold past its end whose resolution we have not heard of (the
