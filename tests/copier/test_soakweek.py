@@ -7,7 +7,8 @@ def _samples(days=7, rss_mib=90.0, rss_growth_per_day=0.0, sightings_growth=0):
     for h in range(1, days * 24 + 1):
         day = (h - 1) // 24
         rss = int((rss_mib + rss_growth_per_day * day) * 2**20)
-        out.append(Sample(sim_hour=h, wall_s=h * 16.0, pid=1, rss_bytes=rss, fds=30, greenlets=40.0, store_bytes=100_000 + 3_000 * 120 * h,
+        out.append(Sample(sim_hour=h, wall_s=h * 16.0, pid=1, rss_bytes=rss, fds=30, greenlets=40.0,
+                          store_bytes=100_000 + 3_000 * 120 * h,
                           sightings=min(h, 48) * 500 + max(0, h - 48) * sightings_growth, db_bytes=0, wal_bytes=0,
                           log_bytes=0, statsd_pps=20.0, fills=120 * h, cpu_ms_per_fill=20.0))
     return out
