@@ -328,9 +328,10 @@ def growth_verdict(samples: list[Sample], hours: dict[int, dict], days: int) -> 
 def _slope(pts: list[tuple[float, float]]) -> float | None:
     if len(pts) < 3:
         return None
-    mx, my = statistics.fmean(x for x, _ in pts), statistics.fmean(y for _, y in pts)
-    sxx = sum((x - mx) ** 2 for x, _ in pts)
-    return round(sum((x - mx) * (y - my) for x, y in pts) / sxx, 1) if sxx else None
+    try:
+        return round(statistics.linear_regression([x for x, _ in pts], [y for _, y in pts]).slope, 1)
+    except statistics.StatisticsError:
+        return None
 
 
 def _r2(pts: list[tuple[float, float]]) -> float | None:
@@ -372,14 +373,12 @@ def write_html(path: Path, config: Path, samples: list[Sample], start: float, sp
     finally:
         store.close()
     curves: dict[str, Sequence[float]] = {
-              "resident memory": [s.rss_bytes / 2**20 for s in samples], "open fds": [s.fds for s in samples],
-              "greenlets": [s.greenlets or 0 for s in samples], "store": [s.store_bytes / 2**20 for s in samples],
-              "database file": [s.db_bytes / 2**20 for s in samples],
-              "sightings kept": [s.sightings for s in samples],
-              "WAL": [s.wal_bytes / 2**20 for s in samples], "logs": [s.log_bytes / 2**20 for s in samples],
-              "StatsD": [s.statsd_pps for s in samples],
-              "CPU per fill": [s.cpu_ms_per_fill or 0 for s in samples],
-              "source fills recorded": [s.fills for s in samples]}
+        "resident memory": [s.rss_bytes / 2**20 for s in samples], "open fds": [s.fds for s in samples],
+        "greenlets": [s.greenlets or 0 for s in samples], "store": [s.store_bytes / 2**20 for s in samples],
+        "database file": [s.db_bytes / 2**20 for s in samples], "sightings kept": [s.sightings for s in samples],
+        "WAL": [s.wal_bytes / 2**20 for s in samples], "logs": [s.log_bytes / 2**20 for s in samples],
+        "StatsD": [s.statsd_pps for s in samples], "CPU per fill": [s.cpu_ms_per_fill or 0 for s in samples],
+        "source fills recorded": [s.fills for s in samples]}
     units = {"resident memory": "MiB", "store": "MiB", "database file": "MiB", "WAL": "MiB", "logs": "MiB",
              "StatsD": "packets/s", "CPU per fill": "ms"}
     growth = Growth(at=[s.sim_hour for s in samples], curves=curves, unit=units, axis="simulated hour")
