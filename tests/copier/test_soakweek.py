@@ -37,3 +37,8 @@ def test_a_slower_last_day_fails_and_a_faster_one_passes():
 def test_sightings_that_keep_growing_past_the_horizon_fail():
     _, problems = growth_verdict(_samples(sightings_growth=500), _hours(), 7)
     assert list(problems) == ["sightings_not_flat"]
+
+
+def test_a_run_shorter_than_the_retention_horizon_is_not_judged_on_the_store():
+    growth, problems = growth_verdict(_samples(days=2), _hours(days=2), 2)
+    assert problems == {} and growth["store_r2"] is None and growth["sightings"] is None

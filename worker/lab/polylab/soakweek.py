@@ -316,7 +316,7 @@ def growth_verdict(samples: list[Sample], hours: dict[int, dict], days: int) -> 
     settled = [s for s in samples if s.sim_hour > RETENTION_DAYS * 24 + 6 and s.fills]
     pts = [(float(s.fills), float(s.store_bytes)) for s in settled]
     r2 = _r2(pts)
-    if r2 is None or r2 < MIN_LINEAR_R2:
+    if settled and (r2 is None or r2 < MIN_LINEAR_R2):      # a run shorter than the horizon is not judged on it
         problems["store_not_linear"] = [f"R^2 of store bytes against fills past the retention horizon {r2}"]
     kept = [s.sightings for s in settled]
     if kept and max(kept) > SIGHTINGS_FLAT * kept[0]:
