@@ -190,7 +190,7 @@ class MarketCatalog:
         return self._by_asset.get(asset)
 
     def refresh(self) -> int:
-        """The periodic pass: warm the next windows, forget markets that ended over an hour ago (a week of 15-minute
+        """The periodic pass: warm the next windows, forget markets that ended 4 windows ago (an hour live; a week of
         windows stays bounded). Returns how many markets were added."""
         added = self.warm()
         self._forget_expired(self.clock.now() - FORGET_AFTER_WINDOWS * self.cfg.markets.window_seconds)
