@@ -230,20 +230,33 @@ stderr_logfile={(workdir / 'alert-listener.err').resolve()}
 
 # ---- the run --------------------------------------------------------------------------------------------------
 class Chaos:
-    """Random instants for every required fault; counts what was actually done."""
+    """Random instants for every required fault, within `span` of the run; counts what was actually done."""
 
     PLAN = {"kill9": 22, "kill9_redeem": 4, "rtds_drop": 30, "rtds_stall": 22, "clob_5xx": 6, "clob_429": 5,
             "post_timeout_after_accept": 5, "engine_restart": 1, "halt_resume": 1, "stop_start": 1,
             "malformed": 8, "clob_garbage": 4}
 
-    def __init__(self, rng: random.Random, duration: float):
-        events = []
-        for kind, n in self.PLAN.items():
-            for _ in range(n):
-                events.append((rng.uniform(0.1, 0.85) * duration, kind))
-        self.events = sorted(events)
+    def __init__(self, rng: random.Random, duration: float, plan: dict[str, int] | None = None,
+                 span: tuple[float, float] = (0.1, 0.85)):
+        self.plan = plan if plan is not None else self.PLAN
+        self.events = sorted((rng.uniform(*span) * duration, kind) for kind, n in self.plan.items() for _ in range(n))
         self.done: Counter = Counter()
         self.downtime: list[tuple[float, float, str]] = []
+
+    def play(self, start: float, sim: SimProcess, sup: Supervisor, config: Path, rng: random.Random,
+             db_path: Path) -> None:
+        """Apply each event at its instant after `start`; a fault that could not be applied is reported, not fatal."""
+        for at, kind in self.events:
+            delay = start + at - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                apply(kind, sim, sup, config, rng, db_path=db_path)
+                self.done[kind] += 1
+                if kind in DOWNTIME_S:
+                    self.downtime.append((time.time(), time.time() + DOWNTIME_S[kind], kind))
+            except Exception as exc:
+                print(f"chaos {kind} failed: {exc}", file=sys.stderr)
 
 
 def source_stream(sim: SimProcess, rng: random.Random, stop: threading.Event, sent: list) -> None:
@@ -579,17 +592,7 @@ def compressed(duration: float, seed: int, slippage_bps: int = 300) -> int:
     streamer.start()
     print(f"soak: {duration:.0f}s, {len(chaos.events)} chaos events, simulator {sim.urls['clob']}", flush=True)
     try:
-        for at, kind in chaos.events:
-            delay = start + at - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            try:
-                apply(kind, sim, sup, config, rng, db_path=WORKDIR / "copier.sqlite")
-                chaos.done[kind] += 1
-                if kind in DOWNTIME_S:
-                    chaos.downtime.append((time.time(), time.time() + DOWNTIME_S[kind], kind))
-            except Exception as exc:
-                print(f"chaos {kind} failed: {exc}", file=sys.stderr)
+        chaos.play(start, sim, sup, config, rng, WORKDIR / "copier.sqlite")
         time.sleep(max(0.0, start + duration * 0.9 - time.time()))
         stop.set()
         streamer.join(30)
@@ -650,7 +653,7 @@ def verdict(store_rep: dict, gt: dict, chaos: Chaos, leaks: list[str], packets: 
     pnl = pnl_against_venue(store_rep, money) if money is not None else None
     if money is not None:
         problems.update(judge_money(money, pnl))
-    short = {k: n for k, n in chaos.PLAN.items() if chaos.done[k] < n}
+    short = {k: n for k, n in chaos.plan.items() if chaos.done[k] < n}
     if short:
         problems["chaos_not_applied"] = [f"{k}: {chaos.done[k]}/{n}" for k, n in short.items()]
     if leaks:

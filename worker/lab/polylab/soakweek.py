@@ -58,12 +58,10 @@ from polylab.harness import (
     write_env_file,
 )
 from polylab.soak import (
-    DOWNTIME_S,
     Chaos,
     SentrySink,
     StatsdSink,
     Supervisor,
-    apply,
     counter_total,
     derive_creds,
     end_state,
@@ -430,10 +428,7 @@ def run_week(args: argparse.Namespace) -> int:
                    "store": {"dedupe_retention_s": RETENTION_DAYS * DAY_S / speed,
                              "maintenance_interval_s": max(10.0, round(6 * HOUR_S / speed, 1))}}))
     sup = Supervisor(workdir, config, env)
-    chaos = Chaos(rng, duration)
-    chaos.PLAN = week_plan(days)
-    chaos.events = sorted((rng.uniform(0.05, 0.9) * duration, kind) for kind, n in chaos.PLAN.items()
-                          for _ in range(n))
+    chaos = Chaos(rng, duration, week_plan(days), span=(0.05, 0.9))
     eventually(sup.pid, 30, 0.2, "the copier running under supervisord")
     time.sleep(3)                                 # its feeds connected and its books warm
     start = time.time()
@@ -443,17 +438,7 @@ def run_week(args: argparse.Namespace) -> int:
     print(f"soak-week: {days:g} simulated days at {speed:g}x ({duration / 60:.1f} min), {bursts:g} bursts per "
           f"window, {len(chaos.events)} chaos events, simulator {sim.urls['clob']}", flush=True)
     try:
-        for at, kind in chaos.events:
-            delay = start + at - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            try:
-                apply(kind, sim, sup, config, rng, db_path=workdir / "copier.sqlite")
-                chaos.done[kind] += 1
-                if kind in DOWNTIME_S:
-                    chaos.downtime.append((time.time(), time.time() + DOWNTIME_S[kind], kind))
-            except Exception as exc:
-                print(f"chaos {kind} failed: {exc}", file=sys.stderr)
+        chaos.play(start, sim, sup, config, rng, workdir / "copier.sqlite")
         time.sleep(max(0.0, start + duration - time.time()))
         sim.http.post(f"{sim.urls['control']}/source", json={"paused": True}).raise_for_status()
         sampler.stop.set()
