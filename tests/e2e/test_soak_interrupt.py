@@ -147,6 +147,34 @@ def _kill_leftovers(tmp: Path) -> None:
             pass
 
 
+def _started(tmp: Path, launcher: subprocess.Popen) -> list[Proc]:
+    """What the soak runs now: its descendants, and a daemon it started that is no longer one (it names the
+    directory)."""
+    table = _processes(tmp)
+    return list({*_descendants(launcher.pid, table), *(p for p in table.values() if p.mentions_dir)})
+
+
+def _interrupt_and_wait(how: str, launcher: subprocess.Popen, soak_pid: int, tmp: Path, before: list[Proc]) -> str:
+    """Interrupt the soak, require every process of it gone within GONE_S, and return its stderr (no traceback)."""
+    _interrupt(how, launcher, soak_pid, tmp)
+    launcher.wait(GONE_S)
+    try:
+        eventually(lambda: not _left(tmp, before), GONE_S, 0.2, "every process of the soak to exit")
+    except TimeoutError:
+        pytest.fail(f"still running after {how}: " + "; ".join(f"{p.pid} {p.cmdline[:120]}"
+                                                               for p in _left(tmp, before)))
+    err = (tmp / "soak.err").read_text()
+    assert "Traceback" not in err
+    return err
+
+
+def _clean_up(tmp: Path, launcher: subprocess.Popen) -> None:
+    _kill_leftovers(tmp)
+    if launcher.poll() is None:
+        launcher.kill()
+        launcher.wait()
+
+
 @pytest.mark.parametrize("how", ["sigint_to_group", "sigterm", "sigkill", "timeout_kills_group", "parent_shell_killed",
                                  "sigkill_with_supervisord"])
 def test_soak_interrupted_leaves_no_process(tmp_path, how):
@@ -156,31 +184,18 @@ def test_soak_interrupted_leaves_no_process(tmp_path, how):
         if how in AT_CHAOS:
             eventually(lambda: "terminated by SIGKILL" in _read(tmp_path / "soak" / "supervisord.log"), STARTUP_S, 0.2,
                        "the soak's first kill -9 of the copier")
-        table = _processes(tmp_path)
-        # A daemon it started is no longer its descendant: what names the directory counts as well.
-        before = list({*_descendants(launcher.pid, table), *(p for p in table.values() if p.mentions_dir)})
+        before = _started(tmp_path, launcher)
         started = " | ".join(p.cmdline for p in before)
         for part in ("polysim.cli serve", "supervisord -c", "copier.alert_listener"):     # the copier may be down
             assert part in started
-        _interrupt(how, launcher, soak_pid, tmp_path)
-        launcher.wait(GONE_S)
-        try:
-            eventually(lambda: not _left(tmp_path, before), GONE_S, 0.2, "every process of the soak to exit")
-        except TimeoutError:
-            pytest.fail(f"still running after {how}: " + "; ".join(f"{p.pid} {p.cmdline[:120]}"
-                                                                   for p in _left(tmp_path, before)))
-        err = (tmp_path / "soak.err").read_text()
-        assert "Traceback" not in err
+        err = _interrupt_and_wait(how, launcher, soak_pid, tmp_path, before)
         if how in ("sigint_to_group", "sigterm", "parent_shell_killed"):
             signame = "SIGINT" if how == "sigint_to_group" else "SIGTERM"
             assert err.splitlines()[-1] == f"soak: interrupted by {signame}; every process it started is stopped"
         if how in ("sigint_to_group", "sigterm"):
             assert launcher.returncode == -(signal.SIGINT if how == "sigint_to_group" else signal.SIGTERM)
     finally:
-        _kill_leftovers(tmp_path)
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        _clean_up(tmp_path, launcher)
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
@@ -189,23 +204,11 @@ def test_soak_week_interrupted_leaves_no_process(tmp_path, how):
     launcher, soak_pid = _launch(how, tmp_path, "soak-week")
     try:
         eventually(lambda: _copier_under_supervisord(tmp_path), STARTUP_S, 0.2, "a copier running under supervisord")
-        table = _processes(tmp_path)
-        before = list({*_descendants(launcher.pid, table), *(p for p in table.values() if p.mentions_dir)})
+        before = _started(tmp_path, launcher)
         assert "supervisord -c" in " | ".join(p.cmdline for p in before)
-        _interrupt(how, launcher, soak_pid, tmp_path)
-        launcher.wait(GONE_S)
-        try:
-            eventually(lambda: not _left(tmp_path, before), GONE_S, 0.2, "every process of the soak to exit")
-        except TimeoutError:
-            pytest.fail(f"still running after {how}: " + "; ".join(f"{p.pid} {p.cmdline[:120]}"
-                                                                   for p in _left(tmp_path, before)))
-        err = (tmp_path / "soak.err").read_text()
-        assert "Traceback" not in err
+        err = _interrupt_and_wait(how, launcher, soak_pid, tmp_path, before)
         if how == "sigterm":
             assert err.splitlines()[-1] == "soak-week: interrupted by SIGTERM; every process it started is stopped"
             assert launcher.returncode == -signal.SIGTERM
     finally:
-        _kill_leftovers(tmp_path)
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        _clean_up(tmp_path, launcher)
