@@ -83,7 +83,7 @@ def test_a_fill_joining_a_held_batch_2_s_after_the_last_is_judged_with_its_burst
     assert "bursts" not in build_report(store, cfg)["acceptance"]["failures"]
 
 
-def _residual_burst(store, n0, short_by=0.0):
+def _residual_burst(store, n0, short_by=0.0, residual_at=0.8):
     """Six fills in three batches: a leading BUY, a trailing batch of three BUYs (its order `short_by` shares short
     of the policy), and a last batch BUY 10, SELL 8 netting 2 shares, below the 5-share minimum."""
     from dataclasses import replace
@@ -96,8 +96,8 @@ def _residual_burst(store, n0, short_by=0.0):
     store.record_signed(d.intent_id, f"0xh{d.intent_id}", "{}", burst[1].recv_ns)
     store.update_order(d.intent_id, burst[1].recv_ns, status="MATCHED", submit_ns=burst[3].recv_ns,
                        filled_size=d.size, avg_price=0.5)
-    residual = Batch(CID, "Up", UP, tuple(burst[4:]), "trailing", T0 + 0.8)
-    r = decide(ExposureBook(), residual, market(), T0 + 0.8, Config())
+    residual = Batch(CID, "Up", UP, tuple(burst[4:]), "trailing", T0 + residual_at)
+    r = decide(ExposureBook(), residual, market(), T0 + residual_at, Config())
     assert r.reason == "below_min_size" and r.size == 2
     store.record_decision(burst[4:], r, burst[-1].recv_ns)
 
@@ -108,6 +108,14 @@ def test_a_residual_below_the_order_minimum_is_not_a_burst_size_miss(store):
     cfg = Config(sizing=SizingConfig(size_tolerance=0.01))
     _residual_burst(store, 400)
     assert "bursts" not in build_report(store, cfg)["acceptance"]["failures"]
+
+
+def test_a_residual_decided_before_the_bursts_last_order_is_a_size_miss(store):
+    # An order followed it, so the residual could have joined that order: it excuses nothing.
+    cfg = Config(sizing=SizingConfig(size_tolerance=0.01))
+    _residual_burst(store, 400, residual_at=0.3)
+    failures = build_report(store, cfg)["acceptance"]["failures"]
+    assert "orders net 40 shares vs intended 42" in failures["bursts"][0]
 
 
 def test_a_burst_whose_orders_miss_the_intended_size_fails_whatever_its_residual(store):
@@ -180,6 +188,7 @@ def test_size_miss_a_sell_burst_is_judged_on_shares_only_under_the_size_exit_rul
     from copier.report import _size_miss
 
     run = [{"intent_id": "s", "side": "SELL", "size": 10.0} for _ in range(5)]
-    intents = {"s": {"capped_by": "", "decision": "order", "reason": "", "side": "SELL", "size": 12.5}}
+    intents = {"s": {"capped_by": "", "decision": "order", "reason": "", "side": "SELL", "size": 12.5,
+                     "decided_at": T0}}
     assert _size_miss(run, intents, Config()) is None                       # fraction: 12.5 of ours is right
     assert "intended -50" in _size_miss(run, intents, Config(sizing=SizingConfig(exit_rule="size")))
