@@ -389,7 +389,7 @@ def test_detection_past_the_horizon_forgets_settled_tracks_and_dedupe_entries(cl
             det.sight(_seen(f, LOGS, clock), f"chain-logs:{w}", str(i))
         clock.advance(900.0)
         det.step()
-        most = max(most, len(det._tracks), len(det.deduper._admitted))
+        most = max(most, len(det._tracks), len(det.deduper._groups))
     assert most <= 5 * (horizon // 900 + 1)
     assert det.track(fill(7 * 96 * 5 - 1).dedupe_key).status == CONFIRMED
     assert det.track(fill(0).dedupe_key) is None and not det.deduper.seen(fill(0).dedupe_key)

@@ -19,9 +19,15 @@ A gas-bumped replacement of a pending transaction has a new hash but the same or
 (same sender and nonce) and `alias` maps it onto the hash first seen, for every feed.
 
 Safety invariant: per group, the admitted size never exceeds the most any single stream delivered (within rounding).
+
+Memory: a day of fills is kept (the replay horizon), each seen on up to seven streams, so a group's admitted fills,
+every stream's delivery of it and the frames that brought them are one entry, its strings are shared (interned),
+and a frame is kept as a 128-bit digest of (stream, frame id) rather than its text.
 """
 from __future__ import annotations
 
+import hashlib
+import sys
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import replace
@@ -36,6 +42,7 @@ SIZE_TOL_REL = 5e-3           # and any coarser rounding a feed may apply
 Group = tuple[str, str, str]  # (tx hash, asset, side)
 K = TypeVar("K")
 V = TypeVar("V")
+D = TypeVar("D")
 
 
 def size_matches(a: float, b: float) -> bool:
@@ -52,7 +59,7 @@ class _Recent(Generic[K, V]):
         self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self._latest = float("-inf")
 
-    def get(self, key: K, default: V) -> V:
+    def get(self, key: K, default: D) -> V | D:
         item = self._items.get(key)
         return default if item is None else item[1]
 
@@ -80,26 +87,30 @@ class _Recent(Generic[K, V]):
         return forgotten
 
 
+class _Delivered:
+    """What the feeds delivered of one group."""
+    __slots__ = ("admitted", "streams", "frames")
+
+    def __init__(self) -> None:
+        self.admitted: list[tuple[float, float]] = []           # (price, size) of the admitted fills, in order
+        self.streams: dict[str, tuple[float, tuple[int, ...]]] = {}  # stream -> (its shares, admitted fills it matched)
+        self.frames: tuple[bytes, ...] = ()                     # digests of the (stream, frame id) that delivered
+
+
 class Deduper:
     def __init__(self, capacity: int = 200_000, clock: Clock | None = None):
         """capacity: the most entries of each kind kept. clock: stamps what is written, for `forget` (without one,
         everything is stamped 0 and only the capacity bounds the memory)."""
         self.capacity = capacity
         self.clock = clock
-        # (tx, asset, side) -> [(price, size)] of the admitted fills, in admission order
-        self._admitted: _Recent[Group, list[tuple[float, float]]] = _Recent(capacity)
-        # (stream, (tx, asset, side)) -> shares this stream delivered, and the admitted fills it matched
-        self._delivered: _Recent[tuple[str, Group], float] = _Recent(capacity)
-        self._claims: _Recent[tuple[str, Group], list[int]] = _Recent(capacity)
-        self._frames: _Recent[tuple[str, str], None] = _Recent(capacity)
+        self._groups: _Recent[Group, _Delivered] = _Recent(capacity)
         self._aliases: _Recent[str, str] = _Recent(capacity)
         self.duplicates = 0
 
     def forget(self, before: float) -> int:
-        """Forget every group, stream total, frame and alias last written before `before` (a wall instant past
-        which no feed can deliver the fill again: the replay horizon). Returns how many entries went."""
-        return sum(t.forget(before) for t in (self._admitted, self._delivered, self._claims, self._frames,
-                                             self._aliases))
+        """Forget every group and alias last written before `before` (a wall instant past which no feed can deliver
+        the fill again: the replay horizon). Returns how many entries went."""
+        return sum(t.forget(before) for t in (self._groups, self._aliases))
 
     def admit(self, fill: SourceFill, stream: str, frame_id: str | None = None) -> SourceFill | None:
         """The fill with its identity if it is new, None if any stream delivered it before."""
@@ -110,30 +121,30 @@ class Deduper:
                 admit_new: bool = True) -> tuple[SourceFill | None, bool]:
         """(fill carrying its canonical identity, is it new). (None, False) for a frame delivered twice, or for an
         unknown fill when admit_new is False (a sighting that may confirm but not introduce a fill)."""
-        if frame_id and (stream, frame_id) in self._frames:
+        tx = sys.intern(self._aliases.get(fill.tx_hash, fill.tx_hash))
+        group = (tx, sys.intern(fill.asset), fill.side.value)
+        delivered = self._groups.get(group, None) or _Delivered()
+        frame = _frame_digest(stream, frame_id) if frame_id else None
+        if frame is not None and frame in delivered.frames:
             self.duplicates += 1
             return None, False
-        tx = self._aliases.get(fill.tx_hash, fill.tx_hash)
-        group = (tx, fill.asset, fill.side.value)
-        admitted = self._admitted.get(group, [])
-        before = self._delivered.get((stream, group), 0.0)
+        admitted = delivered.admitted
+        before, claimed = delivered.streams.get(stream, (0.0, ()))
         after = before + fill.size
         total = sum(size for _, size in admitted)
         new = after - total > _tolerance(after, total)
         if new and not admit_new:
             return None, False
-        claimed = self._claims.get((stream, group), [])
         if new:
             admitted.append((fill.price, round(after - total, 6) if total else fill.size))
             index = len(admitted) - 1
         else:
             self.duplicates += 1
             index = self._match(admitted, fill, claimed, before, after)
-        if frame_id:
-            self._remember(self._frames, (stream, frame_id), None)
-        self._remember(self._admitted, group, admitted)
-        self._remember(self._delivered, (stream, group), after)
-        self._remember(self._claims, (stream, group), claimed + [index])
+        delivered.streams[sys.intern(stream)] = (after, (*claimed, index))
+        if frame is not None:
+            delivered.frames += (frame,)
+        self._remember(self._groups, group, delivered)
         return replace(self._identity(fill, admitted, index), tx_hash=tx), new
 
     def alias(self, replacement: str, original: str) -> None:
@@ -147,7 +158,7 @@ class Deduper:
     def identify(self, fill: SourceFill) -> list[str]:
         """Dedupe keys of the admitted fills this sighting matches, closest first (to name a removed log)."""
         tx = self._aliases.get(fill.tx_hash, fill.tx_hash)
-        admitted = self._admitted.get((tx, fill.asset, fill.side.value), [])
+        admitted = self._admitted((tx, fill.asset, fill.side.value))
         out: list[str] = []
         taken: list[int] = []
         while (i := self._closest(admitted, fill, exclude=taken)) is not None:
@@ -165,22 +176,27 @@ class Deduper:
             if parsed is None:
                 continue
             group, price, size, occ = parsed
-            admitted = self._admitted.get(group, [])
-            same = [p for p in admitted if (fmt_num(p[0]), fmt_num(p[1])) == (fmt_num(price), fmt_num(size))]
-            admitted += [(price, size)] * max(0, occ + 1 - len(same))
-            self._remember(self._admitted, group, admitted)
+            delivered = self._groups.get(group, None) or _Delivered()
+            same = [p for p in delivered.admitted
+                    if (fmt_num(p[0]), fmt_num(p[1])) == (fmt_num(price), fmt_num(size))]
+            delivered.admitted += [(price, size)] * max(0, occ + 1 - len(same))
+            self._remember(self._groups, group, delivered)
 
     def seen(self, key: str) -> bool:
         parsed = _parse_key(key)
         if parsed is None:
             return False
         group, price, size, occ = parsed
-        same = [p for p in self._admitted.get(group, [])
+        same = [p for p in self._admitted(group)
                 if (fmt_num(p[0]), fmt_num(p[1])) == (fmt_num(price), fmt_num(size))]
         return occ < len(same)
 
+    def _admitted(self, group: Group) -> list[tuple[float, float]]:
+        delivered = self._groups.get(group, None)
+        return delivered.admitted if delivered is not None else []
+
     @classmethod
-    def _match(cls, admitted: list[tuple[float, float]], fill: SourceFill, claimed: list[int], before: float,
+    def _match(cls, admitted: list[tuple[float, float]], fill: SourceFill, claimed: Collection[int], before: float,
                after: float) -> int:
         """The admitted fill a repeated sighting is: the closest equal-sized one this stream has not claimed, else
         the one whose span of the group's shares overlaps [before, after) most (an aggregate against its parts)."""
@@ -211,6 +227,10 @@ class Deduper:
 
     def _remember(self, table: _Recent[K, V], key: K, value: V) -> None:
         table.put(key, value, self.clock.now() if self.clock is not None else 0.0)
+
+
+def _frame_digest(stream: str, frame_id: str) -> bytes:
+    return hashlib.blake2b(f"{stream}\0{frame_id}".encode(), digest_size=16).digest()
 
 
 def _tolerance(a: float, b: float) -> float:

@@ -38,7 +38,7 @@ PENDING, CONFIRMED, REMOVED, RETRACTED = "pending", "confirmed", "removed", "ret
 LIVE_MARGIN_S = 2.0        # the logs subscription must predate the match by this much to judge "not mined"
 
 
-@dataclass
+@dataclass(slots=True)         # a day of them is kept
 class Track:
     key: str
     tx_hash: str
