@@ -376,6 +376,29 @@ def test_an_aggregated_feed_a_per_maker_feed_and_a_replaced_transaction_copy_eac
     assert det.track(admitted[0].dedupe_key).status == CONFIRMED
 
 
+def test_the_mempool_remembers_a_senders_transaction_for_the_replay_horizon_only(det, clock):
+    from test_chain import _match_tx, _order
+
+    from copier.config import replay_horizon_s
+    wallet = Config().copy.source_wallet
+    mempool, _ = _feed(MempoolFeed, det, clock)
+    horizon = replay_horizon_s(mempool.cfg)
+
+    def pending(nonce, tx_hash):
+        now_ms = int(clock.now() * 1000)
+        tx = _match_tx(_order(wallet, 1111, 5_000_000, 10_000_000, 0, now_ms),
+                       [_order("0x" + "a1" * 20, 1111, 10_000_000, 5_000_000, 1, now_ms)], 5_000_000, [10_000_000])
+        return {**tx, "nonce": hex(nonce), "hash": tx_hash}
+
+    for n in range(12):
+        mempool._guarded(mempool.on_result, pending(n, "0x" + f"{n:02x}" * 32), clock.now_ns())
+        clock.advance(horizon / 4)
+    assert len(mempool._senders) == 5                     # those seen within the horizon, its edge included
+    mempool._guarded(mempool.on_result, pending(11, "0x" + "ff" * 32), clock.now_ns())
+    assert mempool.metrics.counts["chain.replaced"] == 1 and det.deduper.aliases() == [("0x" + "ff" * 32,
+                                                                                        "0x" + "0b" * 32)]
+
+
 def test_detection_past_the_horizon_forgets_settled_tracks_and_dedupe_entries(clock, store, alerts):
     """A week of windows with every fill seen twice: tracks and dedupe entries stay within what the horizon spans."""
     horizon = 3600.0

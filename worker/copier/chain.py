@@ -29,6 +29,7 @@ import gevent
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
 
+from copier.config import replay_horizon_s
 from copier.errors import MalformedMessage, TemporaryError
 from copier.schemas import JsonObject, Untrusted, check_match_ts, epoch_seconds, json_object, loads
 from copier.types import Feed, MarketMeta, Side, SourceFill
@@ -53,7 +54,7 @@ MATCH_ORDERS_ARGS = ("bytes32", _ORDER, _ORDER + "[]", "uint256", "uint256[]", "
 MAX_INPUT_CHARS = 256 * 1024
 MAX_RPC_MESSAGE_BYTES = 1024 * 1024      # a pending transaction with the largest input we decode, and its envelope
 UNRESOLVED_TTL_S = 30.0
-REPLACEMENT_MEMORY = 10_000     # pending transactions remembered by (sender, nonce)
+REPLACEMENT_MEMORY = 10_000     # pending transactions remembered by (sender, nonce), at most, and only for the horizon
 MAX_SHARE_UNITS = 10 ** 18               # a trillion shares: more is not a fill, it is an overflow
 SUBSCRIBE_ID, HEAD_ID = 1, 2
 
@@ -403,7 +404,9 @@ class MempoolFeed(_RpcFeed):
 
     def __init__(self, cfg: Config, **kw: Any) -> None:
         super().__init__(cfg, **kw)
-        self._senders: OrderedDict[tuple[str, str], str] = OrderedDict()    # (from, nonce) -> first tx hash
+        # (from, nonce) -> (first tx hash, last seen): past the replay horizon the dedupe has forgotten the fills too
+        self._senders: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        self._horizon_s = replay_horizon_s(cfg)
 
     def subscription(self) -> list[object]:
         return ["newPendingTransactions", True]
@@ -424,9 +427,10 @@ class MempoolFeed(_RpcFeed):
         sender, nonce = str(tx.get("from") or "").lower(), str(tx.get("nonce") or "")
         if not sender or not nonce:
             return
-        first = self._senders.setdefault((sender, nonce), tx_hash)
-        self._senders.move_to_end((sender, nonce))
-        if len(self._senders) > REPLACEMENT_MEMORY:
+        now = self.clock.now()
+        first, _ = self._senders.pop((sender, nonce), (tx_hash, now))
+        self._senders[(sender, nonce)] = (first, now)
+        while len(self._senders) > REPLACEMENT_MEMORY or next(iter(self._senders.values()))[1] < now - self._horizon_s:
             self._senders.popitem(last=False)
         if first != tx_hash:
             self.metrics.incr("chain.replaced")
