@@ -35,9 +35,17 @@ def test_a_redelivered_frame_is_not_a_second_fill():
 
 def test_seed_from_store_suppresses_refills_after_restart():
     d = Deduper()
-    d.seed([fill(1).dedupe_key, fill(2).dedupe_key])
+    d.seed([(fill(1).dedupe_key, T0), (fill(2).dedupe_key, T0)])
     assert d.admit(fill(1), "data_api#1") is None and d.seen(fill(2).dedupe_key)
     assert d.admit(fill(3), "data_api#1") is not None
+
+
+def test_a_seeded_key_is_forgotten_a_horizon_after_it_was_seen_not_after_the_restart():
+    clock = FakeClock(T0 + 3600.0)
+    d = Deduper(clock=clock)
+    d.seed([(fill(1).dedupe_key, T0), (fill(2).dedupe_key, T0 + 3000.0)])
+    d.forget(clock.now() - 3600.0 + 1.0)
+    assert not d.seen(fill(1).dedupe_key) and d.seen(fill(2).dedupe_key)
 
 
 def test_memory_is_bounded():
@@ -152,7 +160,7 @@ def test_a_replaced_transaction_is_the_original_on_every_feed():
         assert d.admit(replace(fill(1), tx_hash=replacement, size=part), "rtds-a#1:rtds.trades") is None
     # after a restart, the persisted alias still holds
     again = Deduper()
-    again.seed([replace(fill(1), tx_hash=original, size=30.0).dedupe_key], d.aliases())
+    again.seed([(replace(fill(1), tx_hash=original, size=30.0).dedupe_key, T0)], d.aliases())
     assert again.admit(replace(fill(1), tx_hash=replacement, size=30.0), "data_api#1") is None
 
 

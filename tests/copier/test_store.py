@@ -35,7 +35,7 @@ def test_a_fill_is_decided_once(store):
     f, d = _intent()
     assert store.record_decision([f], d, 1) is True
     assert store.record_decision([f], d, 2) is False
-    assert store.seen_keys(0) == [f.dedupe_key]
+    assert store.seen_keys(0) == [(f.dedupe_key, f.recv_ns / 1e9)]
 
 
 def test_one_order_per_intent_is_enforced_by_the_database(store):
@@ -140,7 +140,7 @@ def test_two_stores_in_one_process_keep_their_own_files(tmp_path):
         assert a.record_decision([f], d, 1) and b.seen_keys(0) == []
         assert b.record_decision([f], d, 2) and [r["decided_ns"] for r in b.intents_since(0)] == [2]
         memory = Store.open(":memory:")
-        assert memory.record_decision([f], d, 3) and a.seen_keys(0) == [f.dedupe_key]
+        assert memory.record_decision([f], d, 3) and a.seen_keys(0) == [(f.dedupe_key, f.recv_ns / 1e9)]
         memory.close()
     finally:
         a.close()

@@ -166,12 +166,13 @@ class Deduper:
             out.append(replace(self._identity(fill, admitted, i), tx_hash=tx).dedupe_key)
         return out
 
-    def seed(self, keys: Iterable[str], aliases: Iterable[tuple[str, str]] = ()) -> None:
-        """Preload dedupe keys (tx:asset:side:price:size:occurrence) and transaction aliases persisted by a
-        previous process."""
+    def seed(self, keys: Iterable[tuple[str, float]], aliases: Iterable[tuple[str, str]] = ()) -> None:
+        """Preload dedupe keys (tx:asset:side:price:size:occurrence), each with the wall instant it was received,
+        oldest first, and transaction aliases persisted by a previous process. A key is stamped with its own
+        instant, so it is forgotten a horizon after it was seen, not a horizon after the restart."""
         for replacement, original in aliases:
             self.alias(replacement, original)
-        for key in keys:
+        for key, seen_at in keys:
             parsed = _parse_key(key)
             if parsed is None:
                 continue
@@ -180,7 +181,7 @@ class Deduper:
             same = [p for p in delivered.admitted
                     if (fmt_num(p[0]), fmt_num(p[1])) == (fmt_num(price), fmt_num(size))]
             delivered.admitted += [(price, size)] * max(0, occ + 1 - len(same))
-            self._remember(self._groups, group, delivered)
+            self._groups.put(group, delivered, seen_at)
 
     def seen(self, key: str) -> bool:
         parsed = _parse_key(key)

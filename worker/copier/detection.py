@@ -104,7 +104,7 @@ class Detection:
                 log.warning("source fill %s removed by a reorg", key, extra={"cid": key})
                 return
 
-    def seed(self, keys: Iterable[str], aliases: Iterable[tuple[str, str]] = ()) -> None:
+    def seed(self, keys: Iterable[tuple[str, float]], aliases: Iterable[tuple[str, str]] = ()) -> None:
         self.deduper.seed(keys, aliases)
 
     def alias(self, replacement: str, original: str) -> None:

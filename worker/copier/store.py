@@ -560,9 +560,11 @@ class Store:
         return [(cid, asset) for cid, asset in q]
 
     # ---- restart state -----------------------------------------------------------------------------------
-    def seen_keys(self, since: float) -> list[str]:
+    def seen_keys(self, since: float) -> list[tuple[str, float]]:
+        """(dedupe key, wall instant received) of the fills matched since `since`, in the order received."""
         t = self.t
-        return [r.dedupe_key for r in t.FillRow.select(t.FillRow.dedupe_key).where(t.FillRow.match_ts >= since)]
+        return [(key, recv_ns / 1e9) for key, recv_ns in t.FillRow.select(t.FillRow.dedupe_key, t.FillRow.recv_ns)
+                .where(t.FillRow.match_ts >= since).order_by(t.FillRow.recv_ns).tuples()]
 
     def exposure_rows(self, since: float) -> list[ExposureRow]:
         """Every order decided since `since` (in flight or not), and every order still in flight however old."""
