@@ -118,6 +118,19 @@ def test_a_residual_decided_before_the_bursts_last_order_is_a_size_miss(store):
     assert "orders net 40 shares vs intended 42" in failures["bursts"][0]
 
 
+def test_residuals_that_a_later_batch_could_have_carried_are_a_size_miss(store):
+    # No order at all: a leading BUY 3 and a last batch netting 2 shares, each below the 5-share minimum. Only the
+    # last is unsendable whatever the copier does; the first could have joined it (5 shares).
+    sizes_sides = ((3, Side.BUY), (10, Side.BUY), (8, Side.SELL), (1, Side.BUY), (1, Side.SELL))
+    burst = [fill(600 + i, t=T0 + i * 0.1, side=side, size=size) for i, (size, side) in enumerate(sizes_sides)]
+    for fills, at in ((burst[:1], T0), (burst[1:], T0 + 0.8)):
+        d = decide(ExposureBook(), Batch(CID, "Up", UP, tuple(fills), "trailing", at), market(), at, Config())
+        assert d.reason == "below_min_size"
+        store.record_decision(fills, d, fills[0].recv_ns)
+    failures = build_report(store, Config())["acceptance"]["failures"]
+    assert "orders net 0 shares, 2 below the order minimums vs intended 5" in failures["bursts"][0]
+
+
 def test_a_burst_whose_orders_miss_the_intended_size_fails_whatever_its_residual(store):
     # The trailing order asked for 2 shares less than its batch: the residual excuses its own 2 shares, not those.
     cfg = Config(sizing=SizingConfig(size_tolerance=0.01))

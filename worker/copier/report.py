@@ -364,13 +364,12 @@ def _size_miss(run: list[dict[str, Any]], intents: dict[str, Any], cfg: Config) 
     if s.exit_rule == "fraction" and any(i["side"] == "SELL" for i in mine):
         return None                      # an exit sells a fraction of our position, not the source's shares
     intended = s.size_multiplier * sum((1 if f["side"] == "BUY" else -1) * f["size"] for f in run)
-    orders = [i for i in mine if i["decision"] == "order"]
-    sent = sum(_signed(i) for i in orders)
-    # A last batch netting below the order minimums cannot be sent once the burst's orders have left: the orders
-    # plus that residual are judged, so it excuses its own size and nothing more. An earlier residual could have
-    # joined a later order, so it is a miss.
-    last_order = max((i["decided_at"] for i in orders), default=float("-inf"))
-    unsendable = sum(_signed(i) for i in mine if i["decision"] == "skip" and i["decided_at"] > last_order)
+    sent = sum(_signed(i) for i in mine if i["decision"] == "order")
+    # The burst's last batch, netting below the order minimums, cannot be sent once the burst's orders have left: the
+    # orders plus that residual are judged, so it excuses its own size and nothing more. An earlier residual could
+    # have joined a later batch, so it is a miss.
+    last = max(mine, key=lambda i: i["decided_at"], default=None)
+    unsendable = _signed(last) if last is not None and last["decision"] == "skip" else 0.0
     slack = s.size_tolerance * abs(intended) + 0.01 * len(mine)     # plus the venue's 0.01-share size precision
     if abs(sent + unsendable - intended) > slack:
         below = f", {unsendable:g} below the order minimums" if unsendable else ""
