@@ -145,3 +145,12 @@ def test_two_stores_in_one_process_keep_their_own_files(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_each_start_keeps_its_source_seed_in_its_own_row_and_an_older_builds_list_is_still_read(store):
+    older = [{"at": T0 - 100, "held": {"1111": 1.0}}]
+    store._put("source_seeds", older)                      # as a build before one row per start kept them
+    store.record_source_seed(T0 + 1, {})
+    store.record_source_seed(T0, {"2222": 2.5})
+    assert store.source_seeds() == [*older, {"at": T0, "held": {"2222": 2.5}}, {"at": T0 + 1, "held": {}}]
+    assert store._get("source_seeds") == older              # a start does not rewrite the history

@@ -277,6 +277,7 @@ def _migration_6(database: pw.SqliteDatabase, t: _Tables) -> None:
     database.create_tables([t.ResolutionRow, t.PnlSnapshotRow])
 
 
+_SEED_PREFIX = "source_seed:"      # kv rows of the source's holdings at each start, by instant
 _INCREMENTAL = 2                # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
 
 Row = dict[str, Any]     # one table row, column name -> value
@@ -728,14 +729,16 @@ class Store:
                                    ).fetchall()
 
     def record_source_seed(self, at: float, held: dict[str, float]) -> None:
-        """The source's holdings the copier started from (replay starts from the same ones at the same instant)."""
-        seeds = self._get("source_seeds") or []
-        self._put("source_seeds", [*seeds, {"at": at, "held": held}])
+        """The source's holdings the copier started from (replay starts from the same ones at the same instant). One
+        row per start: a start writes its own and reads none of the earlier ones."""
+        self._put(f"{_SEED_PREFIX}{at:.6f}", {"at": at, "held": held})
 
     def source_seeds(self) -> list[Row]:
-        """Every start's seed, oldest first: {at, held: {asset: shares}}."""
-        seeds: list[Row] = self._get("source_seeds") or []
-        return seeds
+        """Every start's seed, oldest first: {at, held: {asset: shares}} (and those an older build kept in one list)."""
+        t = self.t
+        rows = t.KV.select(t.KV.value).where(t.KV.key.startswith(_SEED_PREFIX))
+        seeds: list[Row] = [*(self._get("source_seeds") or []), *(json.loads(r.value) for r in rows)]
+        return sorted(seeds, key=lambda seed: seed["at"])
 
     # ---- cursors, halt flag, heartbeat -------------------------------------------------------------------
     def _get(self, key: str) -> Any:
