@@ -363,7 +363,7 @@ def _size_miss(run: list[dict[str, Any]], intents: dict[str, Any], cfg: Config) 
         return None
     if s.exit_rule == "fraction" and any(i["side"] == "SELL" for i in mine):
         return None                      # an exit sells a fraction of our position, not the source's shares
-    intended = s.size_multiplier * sum((1 if f["side"] == "BUY" else -1) * f["size"] for f in run)
+    intended = s.size_multiplier * sum(_signed(f) for f in run)
     sent = sum(_signed(i) for i in mine if i["decision"] == "order")
     # The burst's last batch, netting below the order minimums, cannot be sent once the burst's orders have left: the
     # orders plus that residual are judged, so it excuses its own size and nothing more. An earlier residual could
@@ -377,8 +377,9 @@ def _size_miss(run: list[dict[str, Any]], intents: dict[str, Any], cfg: Config) 
     return None
 
 
-def _signed(intent: dict[str, Any]) -> float:
-    return (1 if intent["side"] == "BUY" else -1) * intent["size"]
+def _signed(row: dict[str, Any]) -> float:
+    """A fill's or an intent's size, negative for a SELL."""
+    return (1 if row["side"] == "BUY" else -1) * row["size"]
 
 
 # Feeds whose match timestamp never exceeds the match: the mempool's taker order timestamp (ms) and RTDS's whole
