@@ -132,10 +132,16 @@ def test_rtds_protocol_pings_get_a_pong_but_do_not_keep_the_feed_alive(sim):
         ws.close()
 
 
-def read_until(ws, done, what: str) -> list[str]:
-    """Read (pinging) until done(everything read) holds: a loaded reader may first drain a backlog."""
+def read_until(sim, ws, done, what: str) -> list[str]:
+    """Read (pinging) until done(everything read) holds: a loaded reader may first drain a backlog. A timeout names
+    the simulator's RTDS counters (an idle-stalled connection, a feed that stopped)."""
     texts: list[str] = []
-    eventually(lambda: texts.extend(read(ws, 0.3)) or done(texts), 10, 0, what=what)
+    try:
+        eventually(lambda: texts.extend(read(ws, 0.3)) or done(texts), 20, 0, what=what)
+    except TimeoutError as exc:
+        counters = httpx.get(f"{sim['control']}/state").json()["counters"]
+        rtds = {k: v for k, v in counters.items() if k.startswith("rtds")}
+        raise TimeoutError(f"{exc}; {len(frames(texts))} frames read; simulator {rtds}") from None
     return texts
 
 
@@ -152,15 +158,19 @@ def test_rtds_failure_modes_on_demand(sim):
         # Judged by the envelopes' send timestamps, not our arrival times: a loaded machine delays the reader.
         until_ms = httpx.post(f"{ctl}/faults", json={"rtds_stall": {"seconds": 1.2}}).json()[
             "faults"]["rtds_stall"]["until"] * 1000
-        texts = read_until(ws, lambda ts: any(f["timestamp"] >= until_ms for f in frames(ts)), "frames after the stall")
+        texts = read_until(sim, ws, lambda ts: any(f["timestamp"] >= until_ms for f in frames(ts)),
+                           "frames after the stall")
         during = [f["timestamp"] for f in frames(texts) if until_ms - 1199 < f["timestamp"] < until_ms - 1]
         assert during == [], "frames sent during the stall"
         httpx.post(f"{ctl}/faults", json={"rtds_duplicate": {"count": 3}})
-        read_until(ws, lambda ts: len(js := [t for t in ts if t.startswith("{")]) - len(set(js)) >= 3, "3 duplicates")
+        read_until(sim, ws, lambda ts: len(js := [t for t in ts if t.startswith("{")]) - len(set(js)) >= 3,
+                   "3 duplicates")
         httpx.post(f"{ctl}/faults", json={"rtds_burst_hold": {"seconds": 1.5}})
-        read_until(ws, _held_then_released_at_once, "a silence, then the held frames sent at one instant")
+        for _ in range(2):              # held rows of our own, whatever the background takers do meanwhile
+            fill(sim)
+        read_until(sim, ws, _held_then_released_at_once, "a silence, then the held frames sent at one instant")
         httpx.post(f"{ctl}/faults", json={"malformed": {"count": 3}})
-        read_until(ws, lambda ts: any(t in ("[1,2,3]", "not json at all") for t in ts), "the malformed frames")
+        read_until(sim, ws, lambda ts: any(t in ("[1,2,3]", "not json at all") for t in ts), "the malformed frames")
         httpx.post(f"{ctl}/faults", json={"rtds_drop": {}})
         assert_closed_by_server(ws)
     finally:
