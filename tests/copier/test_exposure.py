@@ -17,10 +17,11 @@ def _intent(n: int, w: int, outcome: int, side: Side, at: float, window_s: int, 
                        market_end_ts=START + (w + 1) * window_s)
 
 
-def _run(book: ExposureBook, window_s: int, windows: int, per_window: int) -> tuple[float, int]:
+def _run(book: ExposureBook, window_s: int, windows: int, per_window: int) -> tuple[dict[int, float], int]:
     """Each window a new market with two tokens: BUYs on both, a SELL of part of one, all settled, one BUY left in
-    flight for good. Returns (BUY cost decided, most orders the book held at once)."""
-    n, spent, most = 0, 0.0, 0
+    flight for good. Returns (BUY cost decided per day of markets, most orders the book held at once)."""
+    n, most = 0, 0
+    spent: dict[int, float] = {}
     for w in range(windows):
         for i in range(per_window):
             at = START + w * window_s + i * window_s / (per_window + 1)
@@ -28,23 +29,27 @@ def _run(book: ExposureBook, window_s: int, windows: int, per_window: int) -> tu
             intent = _intent(n, w, i % 2, side, at, window_s)
             book.rolling_notional(at)           # the risk check before every decision
             book.reserve(intent)
+            day = bucket(at, 96 * window_s)
             if not (w == 0 and i == 0):         # the first order stays in flight forever
                 book.settle(intent.intent_id, 4.0 if side is Side.BUY else 2.0, 0.5)
-                spent += 2.0 if side is Side.BUY else 0.0
+                spent[day] = spent.get(day, 0.0) + (2.0 if side is Side.BUY else 0.0)
             else:
-                spent += intent.notional
+                spent[day] = spent.get(day, 0.0) + intent.notional
             n += 1
         most = max(most, len(book._orders))
     return spent, most
 
 
 def test_exposure_book_stays_bounded_over_a_week_of_markets_and_counts_the_day_exactly():
-    """A simulated week at 225x (4-second windows) lies within one UTC day: the daily cap counts every order of it,
-    while the orders, tokens and markets kept span two days of markets."""
+    """A simulated week at 225x (4-second windows) lies within one UTC day, and the daily cap counts a day of
+    markets there (not the whole week at once), while the orders, tokens and markets kept span two days of
+    markets."""
     window_s, per_window = 4, 5
     book = ExposureBook(window_s)
     spent, most = _run(book, window_s, 7 * 96, per_window)
-    assert book.day_notional(START + 7 * 96 * window_s) == spent
+    assert len(spent) == 7 and len(set(spent.values())) == 2      # day 0 holds the order still in flight
+    last = START + 7 * 96 * window_s - 1
+    assert book.day_notional(last) == spent[bucket(last, 96 * window_s)] == 96 * 2.0 * (per_window - 1)
     day_of_markets = 96 * per_window
     assert most <= 2 * day_of_markets + 4 * per_window + 1
     assert len(book._position) <= 2 * (2 * 96 + 4) + 1 and len(book._market_cost) <= 2 * 96 + 4 + 1

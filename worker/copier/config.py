@@ -71,7 +71,7 @@ class ExecutionConfig:
 
 @dataclass(frozen=True)
 class RiskConfig:
-    max_daily_notional_usd: float = 2000.0    # UTC day, filled + in flight
+    max_daily_notional_usd: float = 2000.0    # UTC day (a day of markets in a faster simulator), filled + in flight
     breaker_window_s: float = 60.0
     breaker_max_error_rate: float = 0.5       # failed / submitted orders in the window
     breaker_min_orders: int = 6               # no verdict on fewer orders than this

@@ -75,7 +75,7 @@ class ExposureBook:
         self._buying: dict[str, int] = defaultdict(int)                # asset -> in-flight BUY orders
         self._market_cost: dict[str, float] = defaultdict(float)       # condition_id -> buy cost - sell proceeds
         self._market_window: dict[float, float] = defaultdict(float)   # market end -> BUY cost
-        self._day: dict[int, float] = defaultdict(float)               # UTC day -> BUY cost
+        self._day: dict[int, float] = defaultdict(float)               # day of markets -> BUY cost
         self._next_forget = 0.0
         self._market_day_s = DAY_WINDOWS * window_s                     # a day of markets: 86,400 s live
 
@@ -101,7 +101,9 @@ class ExposureBook:
         return self._market_window[market_end]
 
     def day_notional(self, ts: float) -> float:
-        return self._day[bucket(ts, DAY_S)]
+        """BUY cost decided in the day of ts: the UTC day live; a day of markets when a simulator runs market time
+        faster (the daily cap then holds per simulated day, not once for a whole accelerated week)."""
+        return self._day[bucket(ts, self._market_day_s)]
 
     def in_flight(self) -> int:
         return sum(1 for o in self._orders.values() if o.in_flight)
@@ -171,13 +173,13 @@ class ExposureBook:
         o.cost += delta
         self._market_cost[o.condition_id] += delta
         self._market_window[o.market_end] += delta
-        self._day[bucket(o.decided_at, DAY_S)] += delta
+        self._day[bucket(o.decided_at, self._market_day_s)] += delta
 
     def _prune(self, ts: float) -> None:
         """Forget, for the sliding window, BUYs far older than any window that can still matter; every 4 windows
         (an hour live), forget settled orders and market windows older than two days of markets, the tokens and
-        markets no order left names (a restart, which restores a day of orders, knows no more of them), and UTC
-        days older than two (the daily cap counts today's)."""
+        markets no order left names (a restart, which restores a day of orders, knows no more of them), and days
+        older than two (the daily cap counts today's)."""
         horizon = ts - 2 * self.window_s
         if self._recent and self._orders[self._recent[0]].decided_at < horizon:
             self._recent = [iid for iid in self._recent if self._orders[iid].decided_at >= horizon]
@@ -190,7 +192,7 @@ class ExposureBook:
         self._recent = [iid for iid in self._recent if iid in self._orders]     # decided out of order, long ago
         for end in [e for e in self._market_window if e < old]:
             del self._market_window[end]
-        for day in [d for d in self._day if d < ts - 2 * DAY_S]:
+        for day in [d for d in self._day if d < ts - 2 * self._market_day_s]:
             del self._day[day]
         assets = {o.asset for o in self._orders.values()}
         markets = {o.condition_id for o in self._orders.values()}

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from copier.config import Config
+from copier.config import Config, market_day_s
 from copier.errors import ConfigError
-from copier.exposure import DAY_S, bucket, fill_cost
+from copier.exposure import bucket, fill_cost
 from copier.pnl_report import pnl_section, render_pnl
 from copier.types import UNRESOLVED, Side
 
@@ -263,7 +263,7 @@ def risk_breaches(intents: dict[str, Any], orders_by_intent: dict[str, Any], cfg
         amount = _committed(intent, orders_by_intent.get(iid, []))
         per_market[intent["condition_id"]] += amount
         per_market_window[intent["market_end_ts"]] += amount
-        per_day[bucket(intent["decided_at"], DAY_S)] += amount
+        per_day[bucket(intent["decided_at"], market_day_s(cfg))] += amount       # the exposure book's day
         buys.append((intent["decided_at"], amount))
     buys.sort()
     start, in_window = 0, 0.0

@@ -32,7 +32,6 @@ from copier.config import Config, Secrets, market_day_s, polygon_ws, replay_hori
 from copier.config import warnings as config_warnings
 from copier.detection import Detection
 from copier.errors import OperationalError
-from copier.exposure import DAY_S
 from copier.pipeline import OrderStep, Pipeline, our_delay_ms
 from copier.ports import Alerts, Executor, Feed, Metrics
 from copier.process import Census
@@ -180,7 +179,10 @@ class Runtime:
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
         now = self.clock.now()
-        self.pipeline.exposure.restore(self.store.exposure_rows(now - DAY_S))   # the daily cap counts UTC days
+        day = market_day_s(self.cfg)
+        # A day of orders covers the daily cap's day (a UTC day live); read from the store's whole history, an
+        # accelerated week's orders swelled every restart's heap.
+        self.pipeline.exposure.restore(self.store.exposure_rows(now - day))
         self.warm()                     # the gate before a repost needs each market's state
         if self.prepare is not None:
             self.prepare()
@@ -189,7 +191,6 @@ class Runtime:
                 self.order_step.settle(report)
         except OperationalError as exc:
             self.switch.halt(f"operational: {exc}")
-        day = market_day_s(self.cfg)
         self.detection.seed(self.store.seen_keys(now - day), self.store.aliases_since(now - day))
         self._spawn(self._pipeline_loop)
         for _ in range(self.cfg.execution.executor_concurrency):
