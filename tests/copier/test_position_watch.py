@@ -409,3 +409,78 @@ def test_snapshot_a_late_fill_of_a_forgotten_market_is_realised_at_its_winner(wo
     p = watch.ledger.positions["1-up"]
     assert p.size == 5.0 and p.payout == 1.0
     assert math.isclose(metrics.gauges["pnl.realized_usd"], 2.0 + 5 * (1 - 0.5))
+
+
+def _restarted(world_watch: PositionWatch, store, clock, metrics) -> PositionWatch:
+    w = world_watch
+    return PositionWatch(w.cfg, store=store, books=w.books, client=w.client, clock=clock, metrics=metrics,
+                         alerts=w.alerts, our_address=OURS, gamma=w.gamma)
+
+
+def test_markets_close_a_day_after_resolution_and_a_start_reads_only_the_open_ones(world):
+    """A week of markets, four a day: the gauges stay those of one fold of the whole store while the ledger, the
+    intents it remembers and what a restart reads cover only the open markets and a day of resolved ones."""
+    venue, store, clock, metrics, alerts, watch, books = world
+    filled(store, "open")                                        # never resolves: stays open throughout
+    store.record_resolution("0x" + "cd" * 32, "9-up", clock.now(), "market_ws")   # resolved, never traded
+    for m in range(1, 29):
+        _traded_market(store, m, clock.now())
+        clock.advance(6 * 3600)
+        watch.snapshot()
+        assert len(watch.ledger.winners) <= 5 and len(watch.ledger.realized) <= 5 and len(watch._applied) <= 11
+    whole = ledger_from_store(store)
+    today = int(clock.now() // 86400) * 86400
+    assert math.isclose(metrics.gauges["pnl.realized_usd"], whole.realized_total())
+    assert math.isclose(whole.realized_total(), 28 * 2.0)
+    assert math.isclose(metrics.gauges["pnl.realized_today_usd"], whole.realized_by_day().get(today, 0.0))
+    open_markets = set(watch.ledger.winners)
+    closed = {r[0] for r in store.db.execute_sql('SELECT "condition_id" FROM "closed_markets"').fetchall()}
+    assert len(closed) == 29 - len(open_markets) and "0x" + "cd" * 32 in closed and not closed & open_markets
+    assert CID not in closed                                    # the open position's market
+
+    again_metrics = RecordingMetrics()
+    again = _restarted(watch, store, clock, again_metrics)
+    assert len(store.own_fills(open_only=True)) == 1 + 2 * len(open_markets)
+    assert {r["condition_id"] for r in store.resolutions(open_only=True)} == open_markets
+    again.snapshot()
+    for gauge in ("pnl.realized_usd", "pnl.realized_today_usd", "positions.open"):
+        assert math.isclose(again_metrics.gauges[gauge], metrics.gauges[gauge]), gauge
+    assert again.ledger.positions.keys() == watch.ledger.positions.keys()
+
+
+def test_a_market_closes_with_its_losing_tokens_which_reconciliation_still_expects(world):
+    venue, store, clock, metrics, alerts, watch, books = world
+    filled(store, "lose", asset=DOWN, size=5.0)
+    store.record_resolution(CID, UP, clock.now(), "market_ws")
+    clock.advance(86400 - 1)
+    watch.snapshot()
+    assert CID in watch.ledger.winners and watch.ledger.positions[DOWN].size == 5.0    # not a day yet
+    clock.advance(1)
+    watch.snapshot()
+    assert watch.ledger.positions == {} and CID not in watch.ledger.winners
+    assert store.closed_holdings([DOWN, UP]) == {DOWN: 5.0}
+    assert math.isclose(metrics.gauges["pnl.realized_usd"], -2.0)
+    venue.positions[OURS] = [row(asset=DOWN, size=5.0, cur=0.0)]        # the index lists the losing tokens
+    watch.reconcile()
+    assert alerts.sent == [] and metrics.gauges["positions.drift_tokens"] == 0
+    venue.positions[OURS] = [row(asset=DOWN, size=9.0, cur=0.0)]
+    watch.reconcile()
+    assert [kind for kind, _, _ in alerts.sent] == ["position_drift"]
+
+
+def test_a_market_with_winning_tokens_unredeemed_stays_open_until_they_are_redeemed(world):
+    venue, store, clock, metrics, alerts, watch, books = world
+    filled(store, "lose", asset=DOWN, size=5.0)
+    filled(store, "win", asset=UP, size=2.0, n=71)
+    store.record_resolution(CID, UP, clock.now(), "market_ws")
+    clock.advance(3 * 86400)
+    watch.snapshot()
+    assert store.db.execute_sql('SELECT COUNT(*) FROM "closed_markets"').fetchone()[0] == 0
+    store.record_chain_actions([dict(action_id="r1", via="eoa", nonce=0, payload="0x", status="CONFIRMED",
+                                     calls=json.dumps([{"kind": "redeem", "condition_id": CID}]),
+                                     created_ns=clock.now_ns(), updated_ns=clock.now_ns())])
+    watch.snapshot()
+    assert watch.ledger.positions == {} and CID not in watch.ledger.winners
+    assert store.closed_holdings([DOWN, UP]) == {}                         # the redemption burnt both sides
+    assert math.isclose(metrics.gauges["pnl.realized_usd"], -2.0 + (2.0 - 0.8))
+    assert math.isclose(_restarted(watch, store, clock, RecordingMetrics()).refresh().realized_total(), 0.0)

@@ -7,6 +7,12 @@ whose holding differs by more than `positions.drift_tolerance_shares` is alerted
 gauged, never overwritten: an unexplained position is a question for the operator, not something to paper over.
 Winners are learned from the market channel's `market_resolved`, from Gamma for a held market past its end, and from
 the index (`redeemable` at curPrice 1); the first word stands.
+
+A market resolved a day ago (a day of markets under a faster simulator) of which nothing is held but losing tokens is
+closed: its realised PnL per day and the losing tokens still held go to the store, and the ledger, the reads of a
+start and of every pass leave it out; reconciliation expects those tokens from the store. What the copier holds in
+memory and reads at a start is then the open markets and a day of resolved ones, not its whole history. A
+settlement recorded after its market closed reaches the report, not these gauges.
 """
 from __future__ import annotations
 
@@ -108,10 +114,15 @@ class PositionWatch:
         self.gamma = gamma or httpx.Client(base_url=cfg.endpoints.gamma, timeout=5.0)
         self.gamma_edge = EdgeErrors("gamma", metrics=metrics, alerts=alerts, clock=clock, logger=log)
         self.ledger = Ledger()
-        self._applied: set[str] = set()             # intent ids of orders already in the ledger
+        self._applied: dict[str, str] = {}          # intent id -> condition id, of the orders already in the ledger
         self._updated_ns = 0                        # the newest update of an order in the ledger
         self._resolution_id = 0                     # the last resolution row in the ledger
         self._redemption_id = 0                     # the last confirmed redemption row in the ledger
+        self._resolved_at: dict[str, float] = {}    # condition id -> when its winner was learned (open markets)
+        self._close_after_s = market_day_s(cfg)
+        today = bucket(clock.now(), DAY_S)
+        # The closed markets' realised PnL: in all, and per UTC day for today and yesterday.
+        self._closed_total, self._closed_by_day = store.closed_realized(today - DAY_S)
         self._market_end: dict[str, float] = {}     # condition id -> market end (of the markets we traded)
         self._last_trade: dict[str, float] = {}     # asset -> our last fill
         self._drifting: set[str] = set()            # assets alerted for drift and not yet back in agreement
@@ -121,15 +132,17 @@ class PositionWatch:
     def refresh(self) -> Ledger:
         """Apply what the store learned since the last pass: settled orders and winners, in time order."""
         # Re-read a little before the newest update seen: two orders can settle within one clock tick.
-        fresh = [r for r in self.store.own_fills(max(0, self._updated_ns - OVERLAP_NS))
+        fresh = [r for r in self.store.own_fills(max(0, self._updated_ns - OVERLAP_NS), open_only=True)
                  if r["intent_id"] not in self._applied]
-        winners = self.store.resolutions(self._resolution_id)
-        redeemed = self.store.redeemed_markets(self._redemption_id)
+        winners = self.store.resolutions(self._resolution_id, open_only=True)
+        redeemed = self.store.redeemed_markets(self._redemption_id, open_only=True)
         self.ledger = fold(own_events(fresh, winners, [(cid, at) for _, cid, at in redeemed]), self.ledger)
         self._resolution_id = max((r["id"] for r in winners), default=self._resolution_id)
         self._redemption_id = max((row_id for row_id, _, _ in redeemed), default=self._redemption_id)
+        for r in winners:
+            self._resolved_at[r["condition_id"]] = r["resolved_at"]
         for r in fresh:
-            self._applied.add(r["intent_id"])
+            self._applied[r["intent_id"]] = r["condition_id"]
             self._updated_ns = max(self._updated_ns, r["updated_ns"])
             self._market_end[r["condition_id"]] = r["market_end_ts"]
             self._last_trade[r["asset"]] = max(self._last_trade.get(r["asset"], 0.0), r["at"])
@@ -172,8 +185,10 @@ class PositionWatch:
         self._forget_closed(ledger, now)
         if rows:
             self.store.record_pnl_snapshot(rows)
-        self.metrics.gauge("pnl.realized_usd", ledger.realized_total())
-        self.metrics.gauge("pnl.realized_today_usd", ledger.realized_by_day().get(bucket(now, DAY_S), 0.0))
+        today = bucket(now, DAY_S)
+        self.metrics.gauge("pnl.realized_usd", self.ledger.realized_total() + self._closed_total)
+        self.metrics.gauge("pnl.realized_today_usd", self.ledger.realized_by_day().get(today, 0.0)
+                           + self._closed_by_day.get(today, 0.0))
         self.metrics.gauge("pnl.unrealized_usd", unrealized_total)
         self.metrics.gauge("positions.open", held)
         self.metrics.gauge("positions.redeemable_usd", redeemable_usd)
@@ -195,6 +210,41 @@ class PositionWatch:
         grace = self.cfg.positions.reconcile_grace_s
         for asset in [a for a, at in self._last_trade.items() if now - at >= grace]:
             del self._last_trade[asset]             # past the grace, a missing entry compares the same
+        self._close_settled(now)
+
+    def _close_settled(self, now: float) -> None:
+        """Close the markets resolved at least a day ago of which the ledger holds nothing but losing tokens (none
+        drifting): their realised PnL per day (a row of 0 for one that realised nothing) and those tokens go to the
+        store, and the ledger forgets their positions, winner and realised amounts."""
+        cutoff = now - self._close_after_s
+        live = {p.condition_id for a, p in self.ledger.positions.items()
+                if not p.resolved or p.redeemable or a in self._drifting}
+        done = {cid for cid, at in self._resolved_at.items() if at <= cutoff and cid not in live}
+        if not done:
+            return
+        rows = [(cid, day, amount) for (cid, day), amount in self.ledger.realized.items() if cid in done]
+        realized = {cid for cid, _, _ in rows}
+        rows += [(cid, bucket(self._resolved_at[cid], DAY_S), 0.0) for cid in sorted(done - realized)]
+        losing = [(a, p.condition_id, p.size) for a, p in self.ledger.positions.items()
+                  if p.condition_id in done and p.size > DUST]
+        self.store.close_markets(rows, losing, now)
+        today = bucket(now, DAY_S)
+        for _, day, amount in rows:
+            self._closed_total += amount
+            if day >= today - DAY_S:
+                self._closed_by_day[day] = self._closed_by_day.get(day, 0.0) + amount
+        for day in [d for d in self._closed_by_day if d < today - DAY_S]:
+            del self._closed_by_day[day]
+        self.ledger = replace(self.ledger,
+                              positions={a: p for a, p in self.ledger.positions.items() if p.condition_id not in done},
+                              realized={k: v for k, v in self.ledger.realized.items() if k[0] not in done},
+                              winners={c: w for c, w in self.ledger.winners.items() if c not in done})
+        for asset, _, _ in losing:
+            self._written.pop(asset, None)
+        for cid in done:
+            del self._resolved_at[cid]
+            self._market_end.pop(cid, None)
+        self._applied = {iid: cid for iid, cid in self._applied.items() if cid not in done}
 
     def check_resolutions(self) -> None:
         """Gamma, for the winner of every market we hold past its end whose resolution we have not heard of (the
@@ -231,7 +281,8 @@ class PositionWatch:
             if v.redeemable and v.cur_price == 1.0:
                 self.store.record_resolution(v.condition_id, v.asset, now, ResolutionOrigin.POSITIONS.value)
         ledger = self.refresh()
-        drift = _drift(ledger, theirs, self._last_trade, now, self.cfg.positions.reconcile_grace_s,
+        closed = self.store.closed_holdings(sorted(a for a in theirs if a not in ledger.positions))
+        drift = _drift(ledger, theirs, closed, self._last_trade, now, self.cfg.positions.reconcile_grace_s,
                        self.cfg.positions.drift_tolerance_shares)
         self.metrics.gauge("positions.drift_tokens", len(drift))
         new = {asset: sizes for asset, sizes in drift.items() if asset not in self._drifting}
@@ -268,16 +319,18 @@ class PositionWatch:
         self.store.record_source_seed(now, held)
 
 
-def _drift(ledger: Ledger, theirs: Mapping[str, VenuePosition], last_trade: Mapping[str, float], now: float,
-           grace_s: float, tolerance: float) -> dict[str, tuple[float, float]]:
-    """asset -> (our shares, the index's shares) where they differ by more than the tolerance. Not compared: a
-    token we traded within the grace (the index lags), and a resolved market the index no longer lists (redeemed)."""
+def _drift(ledger: Ledger, theirs: Mapping[str, VenuePosition], closed: Mapping[str, float],
+           last_trade: Mapping[str, float], now: float, grace_s: float, tolerance: float) \
+        -> dict[str, tuple[float, float]]:
+    """asset -> (our shares, the index's shares) where they differ by more than the tolerance; closed: the losing
+    tokens held when their market closed (out of the ledger). Not compared: a token we traded within the grace (the
+    index lags), and a resolved market the index no longer lists (redeemed)."""
     out = {}
     for asset in set(ledger.positions) | set(theirs):
         if now - last_trade.get(asset, 0.0) < grace_s:
             continue
         p = ledger.positions.get(asset)
-        ours = p.size if p is not None else 0.0
+        ours = p.size if p is not None else closed.get(asset, 0.0)
         venue = theirs[asset].size if asset in theirs else 0.0
         if p is not None and p.resolved and asset not in theirs:
             continue

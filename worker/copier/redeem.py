@@ -417,7 +417,9 @@ class Redeemer:
         holdings: dict[str, tuple[int, ...]] = {}
         resolutions: dict[str, Resolution] = {}
         since = now - self.rc.lookback_hours * 3600
-        for cid, asset in self.store.bought_markets(since, None if self.rc.merge_full_sets else now):
+        bought = self.store.bought_markets(since, None if self.rc.merge_full_sets else now)
+        self._settled &= {cid for cid, _ in bought}          # past the look-back a market is not read anyway
+        for cid, asset in bought:
             if cid in self._settled or cid in holdings or cid in covered:
                 continue
             token_ids = self.markets.tokens(cid, asset)
@@ -461,7 +463,7 @@ class Redeemer:
 
     def plan_and_send(self, now: float) -> int:
         """One planning pass -> how many calls were written and sent."""
-        covered, merging, failures = self._coverage()
+        covered, merging, failures = self._coverage(now)
         holdings, resolutions = self._read_chain(now, covered)
         planned = select(holdings, resolutions, covered, merging, failures, self.rc)
         # Kept until the next pass: what it selects stays counted while in flight, and a confirmation passes again.
@@ -481,11 +483,13 @@ class Redeemer:
         self._advance(self.store.chain_actions(UNRESOLVED), now)
         return len(planned)
 
-    def _coverage(self) -> tuple[set[str], set[str], dict[str, int]]:
+    def _coverage(self, now: float) -> tuple[set[str], set[str], dict[str, int]]:
+        """The actions of the look-back only: a market bought within it can have no call signed before it (reading
+        every action ever signed made each pass's cost grow with the store's history)."""
         covered: set[str] = set()
         merging: set[str] = set()
         failures: dict[str, int] = {}
-        for row in self.store.chain_actions():
+        for row in self.store.chain_actions(created_from_ns=int((now - self.rc.lookback_hours * 3600) * 1e9)):
             status = ActionStatus(row["status"])
             for call in json.loads(row["calls"]):
                 kind, cid = CallKind(call["kind"]), call["condition_id"]

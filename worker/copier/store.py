@@ -186,6 +186,29 @@ class PnlSnapshotRow(_Model):
         table_name = "pnl_snapshots"
 
 
+class ClosedMarketRow(_Model):
+    """A market the runtime's positions ledger has settled for good: resolved a day ago, and nothing of it held but
+    losing tokens. Its realised PnL per UTC day is summed here, so a start folds only the markets still open."""
+    condition_id = pw.CharField(index=True)
+    day = pw.IntegerField()                    # UTC day (epoch s of its midnight) the amount was realised on
+    realized = pw.FloatField()
+    closed_at = pw.FloatField()
+
+    class Meta:
+        table_name = "closed_markets"
+
+
+class ClosedHoldingRow(_Model):
+    """Losing tokens still held when their market closed (worth nothing, never redeemed): what reconciliation
+    expects the venue's index to list for them."""
+    asset = pw.CharField(unique=True)
+    condition_id = pw.CharField()
+    size = pw.FloatField()
+
+    class Meta:
+        table_name = "closed_holdings"
+
+
 class KV(_Model):
     key = pw.CharField(primary_key=True)
     value = pw.TextField()
@@ -206,6 +229,7 @@ _OWN_FILLS_SQL = (
     + ' FROM "orders" AS o JOIN "intents" AS i ON i."intent_id" = o."intent_id" '
     f'WHERE o."filled_size" > 0 AND o."status" NOT IN ({", ".join("?" * len(_UNRESOLVED))}) AND o."updated_ns" >= ?')
 _OWN_FILLS_ORDER = ' ORDER BY o."updated_ns", o."id"'
+_NOT_CLOSED = ' AND {column} NOT IN (SELECT "condition_id" FROM "closed_markets")'
 
 
 class _Tables:
@@ -221,11 +245,13 @@ class _Tables:
     ChainActionRow: Any
     ResolutionRow: Any
     PnlSnapshotRow: Any
+    ClosedMarketRow: Any
+    ClosedHoldingRow: Any
     KV: Any
 
     def __init__(self, database: pw.SqliteDatabase) -> None:
         for model in (FillRow, IntentRow, OrderRow, SightingRow, FillEventRow, AliasRow, ChainActionRow, ResolutionRow,
-                      PnlSnapshotRow, KV):
+                      PnlSnapshotRow, ClosedMarketRow, ClosedHoldingRow, KV):
             meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
             setattr(self, model.__name__, type(model.__name__, (model,), {"Meta": meta, "__module__": __name__}))
 
@@ -312,8 +338,14 @@ def _settled(order: Row) -> Row:
     return order
 
 
+def _migration_7(database: pw.SqliteDatabase, t: _Tables) -> None:
+    """The markets the positions ledger settled for good (a start reads only the open ones), and the losing tokens
+    still held in them."""
+    database.create_tables([t.ClosedMarketRow, t.ClosedHoldingRow])
+
+
 MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
-              _migration_6]   # append only; index + 1 = schema version
+              _migration_6, _migration_7]   # append only; index + 1 = schema version
 _OUTSIDE_TRANSACTION = {_migration_4}          # idempotent migrations that sqlite cannot run inside a transaction
 
 
@@ -526,17 +558,27 @@ class Store:
             for row in rows:
                 t.ChainActionRow.insert(**row).execute()
 
-    def chain_actions(self, statuses: Iterable[str] = ()) -> list[Row]:
+    def chain_actions(self, statuses: Iterable[str] = (), created_from_ns: int = 0) -> list[Row]:
+        """The chain actions in these statuses (all without), created at or after `created_from_ns`, oldest first."""
         t = self.t
-        q = t.ChainActionRow.select()
+        q = t.ChainActionRow.select().where(t.ChainActionRow.created_ns >= created_from_ns)
         wanted = [str(s) for s in statuses]
         if wanted:
             q = q.where(t.ChainActionRow.status.in_(wanted))
         return list(q.order_by(t.ChainActionRow.id).dicts())
 
-    def redeemed_markets(self, after_id: int = 0) -> list[tuple[int, str, float]]:
+    def redeemed_markets(self, after_id: int = 0, open_only: bool = False) -> list[tuple[int, str, float]]:
         """(row id, condition id, confirmed at epoch s) of every redemption confirmed on chain; after_id: only rows
-        after that one."""
+        after that one; open_only: not those of a closed market (read with sqlite's JSON functions, so a start
+        does not parse every transaction ever confirmed)."""
+        if open_only:
+            cid = "json_extract(c.value, '$.condition_id')"
+            rows = self.db.execute_sql(
+                f'SELECT a."id", {cid}, a."updated_ns" FROM "chain_actions" AS a, json_each(a."calls") AS c '
+                f"WHERE a.\"status\" = 'CONFIRMED' AND a.\"id\" > ? AND json_extract(c.value, '$.kind') = 'redeem' "
+                f'AND {cid} NOT IN (SELECT "condition_id" FROM "closed_markets") ORDER BY a."id", c.key',
+                (int(after_id),)).fetchall()
+            return [(row_id, condition_id, updated_ns / 1e9) for row_id, condition_id, updated_ns in rows]
         t = self.t
         rows = (t.ChainActionRow.select(t.ChainActionRow.id, t.ChainActionRow.calls, t.ChainActionRow.updated_ns)
                 .where((t.ChainActionRow.status == "CONFIRMED") & (t.ChainActionRow.id > after_id))
@@ -667,13 +709,17 @@ class Store:
         return self._rows_since("fill_events", "at_ns", since, '"at_ns"')
 
     # ---- positions and PnL ------------------------------------------------------------------------------
-    def own_fills(self, updated_from_ns: int = 0, signed_before: float | None = None) -> list[Row]:
+    def own_fills(self, updated_from_ns: int = 0, signed_before: float | None = None, open_only: bool = False) \
+            -> list[Row]:
         """Every order of ours that filled shares (live or on paper) and is final, oldest first, with its intent's
         market, side, fee schedule and market end; `at` is when the venue answered (epoch s). updated_from_ns: only
         orders last updated at or after this instant (the runtime's incremental pass); signed_before: only orders
-        signed before this instant (epoch s)."""
+        signed before this instant (epoch s); open_only: not those of a closed market (the runtime's ledger)."""
         # A plain cursor, as the report queries: a report folds every order ever settled.
-        if signed_before is None:
+        if open_only:
+            rows = self._rows(_OWN_FILLS_SQL + _NOT_CLOSED.format(column='i."condition_id"') + _OWN_FILLS_ORDER,
+                              (*_UNRESOLVED, int(updated_from_ns)))
+        elif signed_before is None:
             rows = self._rows(_OWN_FILLS_SQL + _OWN_FILLS_ORDER, (*_UNRESOLVED, int(updated_from_ns)))
         else:
             rows = self._rows(_OWN_FILLS_SQL + ' AND o."signed_ns" < ?' + _OWN_FILLS_ORDER,
@@ -707,9 +753,42 @@ class Store:
         return bool(t.ResolutionRow.insert(condition_id=condition_id, winning_asset=winning_asset, resolved_at=at,
                                            origin=origin).on_conflict_ignore().execute())
 
-    def resolutions(self, after_id: int = 0) -> list[Row]:
-        """Winners in the order they were recorded; after_id: only those recorded after that row."""
-        return self._rows('SELECT * FROM "resolutions" WHERE "id" > ? ORDER BY "id"', (int(after_id),))
+    def resolutions(self, after_id: int = 0, open_only: bool = False) -> list[Row]:
+        """Winners in the order they were recorded; after_id: only those recorded after that row; open_only: not
+        those of a closed market."""
+        closed = _NOT_CLOSED.format(column='"condition_id"') if open_only else ""
+        return self._rows(f'SELECT * FROM "resolutions" WHERE "id" > ?{closed} ORDER BY "id"', (int(after_id),))
+
+    def close_markets(self, rows: list[tuple[str, int, float]], held: list[tuple[str, str, float]], at: float) -> None:
+        """Markets the positions ledger settled for good: rows (condition id, UTC day, pUSD realised that day), a row
+        per day with an amount (a market that realised nothing has one row of 0); held (asset, condition id, shares):
+        the losing tokens still held."""
+        t = self.t
+        with self.db.atomic():
+            for chunk in range(0, len(rows), 500):
+                t.ClosedMarketRow.insert_many(
+                    [dict(condition_id=cid, day=day, realized=amount, closed_at=at)
+                     for cid, day, amount in rows[chunk:chunk + 500]]).execute()
+            for chunk in range(0, len(held), 500):
+                t.ClosedHoldingRow.insert_many(
+                    [dict(asset=asset, condition_id=cid, size=size) for asset, cid, size in held[chunk:chunk + 500]]
+                ).on_conflict_replace().execute()
+
+    def closed_holdings(self, assets: list[str]) -> dict[str, float]:
+        """asset -> shares, of those among `assets` held when their market closed."""
+        t = self.t
+        out: dict[str, float] = {}
+        for chunk in range(0, len(assets), 500):
+            out.update(t.ClosedHoldingRow.select(t.ClosedHoldingRow.asset, t.ClosedHoldingRow.size)
+                       .where(t.ClosedHoldingRow.asset.in_(assets[chunk:chunk + 500])).tuples())
+        return out
+
+    def closed_realized(self, from_day: int) -> tuple[float, dict[int, float]]:
+        """The closed markets' realised PnL: in all, and per UTC day from `from_day` on."""
+        total = self.db.execute_sql('SELECT COALESCE(SUM("realized"), 0) FROM "closed_markets"').fetchone()[0]
+        days = self.db.execute_sql('SELECT "day", SUM("realized") FROM "closed_markets" WHERE "day" >= ? '
+                                   'GROUP BY "day"', (int(from_day),)).fetchall()
+        return float(total), {int(day): float(amount) for day, amount in days}
 
     def record_pnl_snapshot(self, rows: list[Row]) -> None:
         t = self.t

@@ -419,10 +419,12 @@ def run_week(args: argparse.Namespace) -> int:
                    "markets": {"slug_prefixes": [f"{a}-updown-15m" for a in ASSETS], "refresh_s": 1.0,
                                "window_seconds": round(900 / speed)},
                    # The caps scaled to the source's volume (it buys ~$37k a market day at the PRD's rate), as the
-                   # week store does; the daily cap counts wall days, and the whole week is one of them.
+                   # week store does; the daily cap counts days of markets, and the copier spends ~$11k in one.
                    "sizing": {"max_notional_per_market_usd": 300.0, "max_total_notional_per_15m_window_usd": 1000.0},
-                   "risk": {"max_daily_notional_usd": 10_000_000.0, "breaker_max_error_rate": 1.0,
+                   "risk": {"max_daily_notional_usd": 50_000.0, "breaker_max_error_rate": 1.0,
                             "breaker_max_p95_ms": 60000.0},
+                   # The redeemer looks back 72 hours of market time, as live.
+                   "redeem": {"lookback_hours": round(72.0 / speed, 4)},
                    "telemetry": {"process_interval_s": max(1.0, round(HOUR_S / speed / 2, 1))},
                    # What only the dedupe needs is kept two days of markets, as live, and pruned every simulated 6 h.
                    "store": {"dedupe_retention_s": RETENTION_DAYS * DAY_S / speed,
