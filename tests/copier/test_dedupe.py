@@ -212,3 +212,49 @@ def test_dedupe_without_a_clock_forgets_nothing_before_epoch():
     d = Deduper()
     d.admit(fill(1), "s")
     assert d.forget(0.0) == 0 and d.seen(fill(1).dedupe_key)
+
+
+def test_past_the_stream_horizon_a_group_keeps_its_admitted_fills_alone():
+    clock = FakeClock(T0)
+    d = Deduper(clock=clock)
+    rows = [replace(fill(1), size=20.0), replace(fill(1), size=20.0), replace(fill(1), size=20.0)]
+    for n, row in enumerate(rows[:2]):
+        assert d.admit(row, "rtds#1:trades", frame_id=f"f{n}") is not None
+    clock.advance(41.0)
+    d.forget(clock.now() - 86_400, clock.now() - 40.0)
+    (delivered,) = [v for _, v in d._groups.items()]
+    assert delivered.streams is None and delivered.frames == () and len(delivered.admitted) == 2
+    assert d.admit(rows[0], "rtds#1:trades", frame_id="f0") is None        # the same frame again: a sighting
+    assert d.admit(replace(rows[0], size=40.0), "chain.logs:b1") is None    # the aggregate so far: a sighting
+    assert d.admit(replace(rows[0], size=60.0), "chain.logs:b2") is not None   # beyond it: the third row
+    assert d.seen(rows[0].dedupe_key) and len(d._streamed) == 1          # the group streams again
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=5), st.integers(0, 3), st.integers(0, 10_000),
+       st.lists(st.integers(0, 30), max_size=6))
+def test_forgetting_the_streams_at_any_moment_never_admits_more_than_the_source_traded(parts, n_aggregate, seed,
+                                                                                      forget_at):
+    """The granularity property with the streams' deliveries forgotten between any two deliveries: the admitted
+    shares may fall short of what was traded (a stream cut off mid-delivery), never exceed it."""
+    rng = random.Random(seed)
+    clock = FakeClock(T0)
+    total = float(sum(parts))
+    deliveries = [(f"agg{k}", replace(fill(1), size=round(total + rng.uniform(-4e-6, 4e-6), 6)))
+                  for k in range(n_aggregate)]
+    for s in range(2):
+        order = parts[:]
+        rng.shuffle(order)
+        deliveries += [(f"rows{s}", replace(fill(1), size=round(p + rng.uniform(-4e-5, 4e-5), 4))) for p in order]
+    rng.shuffle(deliveries)
+    d = Deduper(clock=clock)
+    admitted = 0.0
+    for n, (stream, f) in enumerate(deliveries):
+        if n in forget_at:
+            clock.advance(50.0)
+            d.forget(clock.now() - 86_400, clock.now() - 40.0)
+        if (a := d.admit(f, stream, frame_id=f"{stream}:{n}")) is not None:
+            admitted += a.size
+    assert admitted <= total + max(1e-4, 5e-3 * total)
+    if not forget_at:
+        assert abs(admitted - total) <= max(1e-4, 5e-3 * total)

@@ -274,3 +274,20 @@ def test_the_catalog_forgets_a_market_four_windows_after_its_end(window_s):
     clock.advance(2)
     cat.refresh()
     assert cat.by_asset("up-token") is None and "up-token" not in cat.assets()
+
+
+def test_the_catalog_remembers_only_the_windows_it_still_wants_fetched():
+    """A week of 4-second windows: the slugs asked for stay those of the windows warmed now, and none is asked for
+    twice while wanted."""
+    cfg = Config(markets=MarketsConfig(slug_prefixes=("btc-updown-15m", "eth-updown-15m"), warm_windows_ahead=1,
+                                       window_seconds=4))
+    clock = FakeClock(1774278900)
+    http = _StaticHttp(_event())
+    cat = MarketCatalog(cfg, clock=clock, http=http, metrics=NullMetrics())
+    for _ in range(7 * 96 * 4):
+        cat.refresh()
+        cat.refresh()
+        assert cat._fetched_slugs <= set(cat.wanted_slugs(clock.now()))
+        clock.advance(1)
+    paths = [path for path, _ in http.asked]
+    assert len(paths) == len(set(paths)) == (7 * 96 + 1) * 2         # every window once, the last one ahead too

@@ -377,6 +377,14 @@ def replay_horizon_s(cfg: Config) -> float:
     return max(market_day_s(cfg), c.max_signal_age_s + f.gap_fill_overlap_s, f.confirm_timeout_s, f.reinclude_timeout_s)
 
 
+def stream_horizon_s(cfg: Config) -> float:
+    """The longest one stream (a socket's frame type, a gap-fill scan, a block, a pending transaction) goes on
+    delivering one fill: bounded by the gap-fill's look-back (signal age plus overlap), a mempool fill's wait for
+    confirmation and a reorged log's wait for re-inclusion. Past it the dedupe keeps a fill's identity alone."""
+    c, f = cfg.copy, cfg.feeds
+    return max(c.max_signal_age_s + f.gap_fill_overlap_s, f.confirm_timeout_s, f.reinclude_timeout_s)
+
+
 TYPICAL_TICK = 0.01             # the 15-minute markets' tick over most of their range (0.001 only near 0 and 1)
 
 

@@ -22,7 +22,11 @@ Safety invariant: per group, the admitted size never exceeds the most any single
 
 Memory: a day of fills is kept (the replay horizon), each seen on up to seven streams, so a group's admitted fills,
 every stream's delivery of it and the frames that brought them are one entry, its strings are shared (interned),
-and a frame is kept as a 128-bit digest of (stream, frame id) rather than its text.
+and a frame is kept as a 128-bit digest of (stream, frame id) rather than its text. What the streams delivered is
+needed only while a stream can still be delivering the group (its rows come within moments; a late one is bounded
+by the gap-fill's look-back and the confirmation and re-inclusion waits): past that stream horizon a group keeps its
+admitted fills alone, as a restart's seed does. Forgetting a stream's delivery can only make a later delivery of it
+count as a sighting, never as a second fill: the admitted shares stay what some stream delivered.
 """
 from __future__ import annotations
 
@@ -88,12 +92,12 @@ class _Recent(Generic[K, V]):
 
 
 class _Delivered:
-    """What the feeds delivered of one group."""
+    """What the feeds delivered of one group (the streams' part cleared past the stream horizon)."""
     __slots__ = ("admitted", "streams", "frames")
 
     def __init__(self) -> None:
         self.admitted: list[tuple[float, float]] = []           # (price, size) of the admitted fills, in order
-        self.streams: dict[str, tuple[float, tuple[int, ...]]] = {}  # stream -> (its shares, admitted fills it matched)
+        self.streams: dict[str, tuple[float, tuple[int, ...]]] | None = None  # stream -> (its shares, fills matched)
         self.frames: tuple[bytes, ...] = ()                     # digests of the (stream, frame id) that delivered
 
 
@@ -105,11 +109,22 @@ class Deduper:
         self.clock = clock
         self._groups: _Recent[Group, _Delivered] = _Recent(capacity)
         self._aliases: _Recent[str, str] = _Recent(capacity)
+        self._streamed: OrderedDict[Group, float] = OrderedDict()   # groups holding stream state, by last delivery
         self.duplicates = 0
 
-    def forget(self, before: float) -> int:
+    def forget(self, before: float, streams_before: float | None = None) -> int:
         """Forget every group and alias last written before `before` (a wall instant past which no feed can deliver
-        the fill again: the replay horizon). Returns how many entries went."""
+        the fill again: the replay horizon), and what the streams delivered of the groups last delivered before
+        `streams_before` (the stream horizon). Returns how many groups and aliases went."""
+        cut = before if streams_before is None else max(before, streams_before)
+        while self._streamed:
+            group, at = next(iter(self._streamed.items()))
+            if at >= cut:
+                break
+            del self._streamed[group]
+            delivered = self._groups.get(group, None)
+            if delivered is not None:
+                delivered.streams, delivered.frames = None, ()
         return sum(t.forget(before) for t in (self._groups, self._aliases))
 
     def admit(self, fill: SourceFill, stream: str, frame_id: str | None = None) -> SourceFill | None:
@@ -129,7 +144,8 @@ class Deduper:
             self.duplicates += 1
             return None, False
         admitted = delivered.admitted
-        before, claimed = delivered.streams.get(stream, (0.0, ()))
+        streams = delivered.streams if delivered.streams is not None else {}
+        before, claimed = streams.get(stream, (0.0, ()))
         after = before + fill.size
         total = sum(size for _, size in admitted)
         new = after - total > _tolerance(after, total)
@@ -141,10 +157,13 @@ class Deduper:
         else:
             self.duplicates += 1
             index = self._match(admitted, fill, claimed, before, after)
-        delivered.streams[sys.intern(stream)] = (after, (*claimed, index))
+        streams[sys.intern(stream)] = (after, (*claimed, index))
+        delivered.streams = streams
         if frame is not None:
             delivered.frames += (frame,)
         self._remember(self._groups, group, delivered)
+        self._streamed[group] = self.clock.now() if self.clock is not None else 0.0
+        self._streamed.move_to_end(group)
         return replace(self._identity(fill, admitted, index), tx_hash=tx), new
 
     def alias(self, replacement: str, original: str) -> None:

@@ -56,11 +56,13 @@ class Track:
 class Detection:
     def __init__(self, deduper: Deduper, cfg: FeedsConfig, *, clock: Clock, metrics: Metrics, alerts: Alerts,
                  store: Store | None = None, logs_live_since: Callable[[], float | None] | None = None,
-                 capacity: int = 50_000, horizon_s: float | None = None) -> None:
+                 capacity: int = 50_000, horizon_s: float | None = None,
+                 stream_horizon_s: float | None = None) -> None:
         """cfg: the FeedsConfig. logs_live_since: () -> wall time since which the logs subscription has been live
         without a gap, or None (logs off or down); None disables the not_mined judgement. horizon_s: the replay
         horizon (config.replay_horizon_s): tracks and dedupe entries older than it are forgotten, as a restart
-        would (None: only the capacities bound them)."""
+        would (None: only the capacities bound them). stream_horizon_s (config.stream_horizon_s): what each stream
+        delivered of a fill is forgotten this long after its last delivery (None: with the fill)."""
         self.deduper = deduper
         self.cfg = cfg
         self.clock = clock
@@ -70,6 +72,7 @@ class Detection:
         self.logs_live_since = logs_live_since
         self.capacity = capacity
         self.horizon_s = horizon_s
+        self.stream_horizon_s = stream_horizon_s
         self._tracks: OrderedDict[str, Track] = OrderedDict()
         self._sightings: list[dict] = []
         self._events: list[dict] = []
@@ -156,7 +159,8 @@ class Detection:
             now = self.clock.now()
             self._expire(now)
             if self.horizon_s is not None:
-                self._forget(now - self.horizon_s)
+                self._forget(now - self.horizon_s,
+                             None if self.stream_horizon_s is None else now - self.stream_horizon_s)
         except Exception:
             log.exception("detection timers failed")
         try:
@@ -176,7 +180,7 @@ class Detection:
                   and live <= t.match_ts - LIVE_MARGIN_S and now - t.first_seen > self.cfg.confirm_timeout_s):
                 self._retract(t, "not_mined")
 
-    def _forget(self, before: float) -> None:
+    def _forget(self, before: float, streams_before: float | None) -> None:
         """Tracks first seen before `before` whose fate is settled (confirmed or retracted; a pending or reorged one
         still has a timer to run), and the dedupe's entries last written before it: no feed delivers them again.
         Tracks are kept in the order first seen, so only the oldest are looked at."""
@@ -188,7 +192,7 @@ class Detection:
                 settled.append(key)
         for key in settled:
             del self._tracks[key]
-        self.deduper.forget(before)
+        self.deduper.forget(before, streams_before)
 
     def _retract(self, t: Track, reason: str) -> None:
         t.status, t.reason = RETRACTED, reason

@@ -133,13 +133,15 @@ class MarketCatalog:
     def warm(self) -> int:
         """Fetch every wanted window not yet known; returns how many markets were added. Never raises."""
         added = 0
-        for slug in self.wanted_slugs(self.clock.now()):
+        wanted = self.wanted_slugs(self.clock.now())
+        for slug in wanted:
             if slug in self._fetched_slugs:
                 continue
             try:
                 added += self._fetch(slug)
             except Exception as exc:
                 self.edge.failed(f"gamma window {slug}", exc)
+        self._fetched_slugs &= set(wanted)     # a window's slug is not wanted again once it has passed
         return added
 
     def _fetch(self, slug: str) -> int:

@@ -28,7 +28,7 @@ from gevent.queue import Empty, Full, Queue
 
 from copier.breaker import CircuitBreaker
 from copier.clock import Clock, LiveClock
-from copier.config import Config, Secrets, market_day_s, polygon_ws, replay_horizon_s
+from copier.config import Config, Secrets, market_day_s, polygon_ws, replay_horizon_s, stream_horizon_s
 from copier.config import warnings as config_warnings
 from copier.detection import Detection
 from copier.errors import OperationalError
@@ -385,7 +385,7 @@ def build(cfg: Config, secrets: Secrets, clock: Clock | None = None) -> Runtime:
     logs_feed: ChainLogFeed | None = None
     detection = Detection(Deduper(clock=clock), cfg.feeds, clock=clock, metrics=metrics, alerts=alerts, store=store,
                           logs_live_since=lambda: logs_feed.live_since if logs_feed is not None else None,
-                          horizon_s=replay_horizon_s(cfg))
+                          horizon_s=replay_horizon_s(cfg), stream_horizon_s=stream_horizon_s(cfg))
     gate = TradingGate(cfg, store=store, catalog=catalog, clock=clock, stopping=stopping)
     executor_cls = PaperExecutor if cfg.execution.dry_run else ClobExecutor
     executor = executor_cls.from_config(cfg, secrets, store=store, clock=clock, metrics=metrics, books=books,

@@ -344,8 +344,14 @@ def _migration_7(database: pw.SqliteDatabase, t: _Tables) -> None:
     database.create_tables([t.ClosedMarketRow, t.ClosedHoldingRow])
 
 
+def _migration_8(database: pw.SqliteDatabase, t: _Tables) -> None:
+    """An index for the positions ledger's pass over the orders settled since its last one (it scanned every order
+    ever placed, several times a minute)."""
+    database.execute_sql('CREATE INDEX IF NOT EXISTS "orders_updated_ns" ON "orders" ("updated_ns")')
+
+
 MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
-              _migration_6, _migration_7]   # append only; index + 1 = schema version
+              _migration_6, _migration_7, _migration_8]   # append only; index + 1 = schema version
 _OUTSIDE_TRANSACTION = {_migration_4}          # idempotent migrations that sqlite cannot run inside a transaction
 
 
