@@ -722,15 +722,12 @@ class Store:
         orders last updated at or after this instant (the runtime's incremental pass); signed_before: only orders
         signed before this instant (epoch s); open_only: not those of a closed market (the runtime's ledger)."""
         # A plain cursor, as the report queries: a report folds every order ever settled.
+        sql, params = _OWN_FILLS_SQL, (*_UNRESOLVED, int(updated_from_ns))
+        if signed_before is not None:
+            sql, params = sql + ' AND o."signed_ns" < ?', (*params, int(signed_before * 1e9))
         if open_only:
-            rows = self._rows(_OWN_FILLS_SQL + _NOT_CLOSED.format(column='i."condition_id"') + _OWN_FILLS_ORDER,
-                              (*_UNRESOLVED, int(updated_from_ns)))
-        elif signed_before is None:
-            rows = self._rows(_OWN_FILLS_SQL + _OWN_FILLS_ORDER, (*_UNRESOLVED, int(updated_from_ns)))
-        else:
-            rows = self._rows(_OWN_FILLS_SQL + ' AND o."signed_ns" < ?' + _OWN_FILLS_ORDER,
-                              (*_UNRESOLVED, int(updated_from_ns), int(signed_before * 1e9)))
-        return [_settled(r) for r in rows]
+            sql += _NOT_CLOSED.format(column='i."condition_id"')
+        return [_settled(r) for r in self._rows(sql + _OWN_FILLS_ORDER, params)]
 
     def own_fills_with(self, record: Record) -> list[Row]:
         """`own_fills()`, the record's orders taken from the record: those signed before it are read, the record's
