@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from copier.clock import FakeClock
 from copier.dedupe import Deduper
+from copier.types import SourceFill
 
 
 def test_same_trade_on_two_channels_and_two_sockets_is_admitted_once():
@@ -130,12 +131,9 @@ def test_a_payload_sent_again_in_a_new_envelope_is_the_same_frame():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(1, 40), min_size=1, max_size=5), st.integers(0, 3), st.integers(0, 10_000))
-def test_streams_of_any_granularity_never_admit_more_than_the_source_traded(parts, n_aggregate, seed):
-    """One source taker fill of sum(parts) shares: per-maker streams deliver the parts (rounded to 4 decimals, in
-    any order), aggregate streams deliver the total (6 decimals); interleaved arbitrarily, the admitted shares add
-    up to the total once, whichever arrives first."""
-    rng = random.Random(seed)
+def _granular_deliveries(parts: list[int], n_aggregate: int, rng: random.Random) -> list[tuple[str, SourceFill]]:
+    """One taker fill of sum(parts) shares as (stream, fill): n_aggregate streams deliver the total (6 decimals), two
+    per-maker streams the parts (4 decimals, each in its own order), all interleaved."""
     total = float(sum(parts))
     deliveries = [(f"agg{k}", replace(fill(1), size=round(total + rng.uniform(-4e-6, 4e-6), 6)))
                   for k in range(n_aggregate)]
@@ -144,6 +142,17 @@ def test_streams_of_any_granularity_never_admit_more_than_the_source_traded(part
         rng.shuffle(order)
         deliveries += [(f"rows{s}", replace(fill(1), size=round(p + rng.uniform(-4e-5, 4e-5), 4))) for p in order]
     rng.shuffle(deliveries)
+    return deliveries
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=5), st.integers(0, 3), st.integers(0, 10_000))
+def test_streams_of_any_granularity_never_admit_more_than_the_source_traded(parts, n_aggregate, seed):
+    """One source taker fill of sum(parts) shares: per-maker streams deliver the parts (rounded to 4 decimals, in
+    any order), aggregate streams deliver the total (6 decimals); interleaved arbitrarily, the admitted shares add
+    up to the total once, whichever arrives first."""
+    rng = random.Random(seed)
+    total = float(sum(parts))
+    deliveries = _granular_deliveries(parts, n_aggregate, rng)
     d = Deduper()
     admitted = sum(a.size for s, f in deliveries if (a := d.admit(f, s)) is not None)
     assert abs(admitted - total) <= max(1e-4, 5e-3 * total)
@@ -240,13 +249,7 @@ def test_forgetting_the_streams_at_any_moment_never_admits_more_than_the_source_
     rng = random.Random(seed)
     clock = FakeClock(T0)
     total = float(sum(parts))
-    deliveries = [(f"agg{k}", replace(fill(1), size=round(total + rng.uniform(-4e-6, 4e-6), 6)))
-                  for k in range(n_aggregate)]
-    for s in range(2):
-        order = parts[:]
-        rng.shuffle(order)
-        deliveries += [(f"rows{s}", replace(fill(1), size=round(p + rng.uniform(-4e-5, 4e-5), 4))) for p in order]
-    rng.shuffle(deliveries)
+    deliveries = _granular_deliveries(parts, n_aggregate, rng)
     d = Deduper(clock=clock)
     admitted = 0.0
     for n, (stream, f) in enumerate(deliveries):
